@@ -1,0 +1,89 @@
+// The backend interface: every kernel the ops layer needs, as raw-pointer functions with one argument order
+// (outputs, inputs, sizes). Backward kernels ADD into their input-gradient outputs (+=), so a tensor used
+// twice (tied embeddings, residual branches) collects both contributions without extra passes.
+// Shape letters: B batch, T time, C channels, NH heads, HS head size (C / NH), V vocab, N rows (= B*T).
+#pragma once
+#include <cstdint>
+
+#include "aigc/tensor.h"
+
+namespace aigc {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // C (M,N) = alpha * op(A) op(B) + beta * C; row-major, op(A) is (M,K), op(B) is (K,N).
+  virtual void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
+
+  // out (N,C) = inp (N,C) @ W^T (W is (C_out,C_in)) + bias, and its gradients.
+  virtual void linear_forward(float* out, const float* inp, const float* w, const float* bias, int64_t N,
+                              int64_t C_in, int64_t C_out) = 0;
+  virtual void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
+                               const float* w, int64_t N, int64_t C_in, int64_t C_out) = 0;
+
+  // out (B,T,C) = wte[idx] + wpe[t]  (wpe may be null: no position embedding).
+  virtual void embedding_forward(float* out, const int32_t* idx, const float* wte, const float* wpe, int64_t B,
+                                 int64_t T, int64_t C, int64_t pos0) = 0;
+  virtual void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* idx, int64_t B,
+                                  int64_t T, int64_t C, int64_t pos0) = 0;
+
+  virtual void add_forward(float* out, const float* a, const float* b, int64_t n) = 0;
+  virtual void accumulate(float* dst, const float* src, int64_t n) = 0;  // dst += src
+
+  // Layer normalization over the last dim; mean/rstd (N) are saved for backward.
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                                 const float* b, int64_t N, int64_t C, float eps) = 0;
+  virtual void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                                  const float* w, const float* mean, const float* rstd, int64_t N, int64_t C) = 0;
+
+  // GELU (tanh approximation) and ReLU.
+  virtual void gelu_forward(float* out, const float* inp, int64_t n) = 0;
+  virtual void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) = 0;
+  virtual void relu_forward(float* out, const float* inp, int64_t n) = 0;
+  virtual void relu_backward(float* dinp, const float* inp, const float* dout, int64_t n) = 0;
+
+  // Inverted dropout: mask holds 0 or 1/(1-p).
+  virtual void dropout_forward(float* out, float* mask, const float* inp, int64_t n, float p, uint64_t seed) = 0;
+  virtual void mul_backward(float* dinp, const float* dout, const float* mask, int64_t n) = 0;
+
+  // Causal multi-head self-attention. qkv (B,T,3C) holds q|k|v per row, out (B,T,C).
+  // att (B,NH,T,T) receives the softmax probabilities for backward; if null, scratch is used instead.
+  virtual void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t C,
+                                 int64_t NH) = 0;
+  virtual void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int64_t B,
+                                  int64_t T, int64_t C, int64_t NH) = 0;
+  // Incremental attention with a KV cache: qkv (B,T,3C) holds T new positions starting at pos0; their k, v are
+  // written into kcache/vcache (B,NH,T_cap,HS) first, then each query attends to positions [0, pos0 + t].
+  virtual void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T,
+                                int64_t C, int64_t NH, int64_t pos0, int64_t T_cap) = 0;
+
+  // Softmax cross-entropy per row. losses (N), lse (N) = log-sum-exp saved for backward. Rows whose target is
+  // negative are ignored (loss 0, no gradient).
+  virtual void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets,
+                                     int64_t N, int64_t V) = 0;
+  // dlogits += scale * (softmax(logits) - onehot(target)) for each row.
+  virtual void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
+                                      float scale, int64_t N, int64_t V) = 0;
+
+  // Optimizer and gradient utilities over flat buffers.
+  virtual double sum_squares(const float* x, int64_t n) = 0;
+  virtual void scale(float* x, float s, int64_t n) = 0;
+  virtual bool all_finite(const float* x, int64_t n) = 0;
+  // AdamW (decoupled decay) when decoupled, else Adam with L2 added to the gradient. t is the 1-based step.
+  virtual void adam_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
+                           float eps, float weight_decay, bool decoupled, int64_t t) = 0;
+  virtual void sgd_update(float* p, const float* g, float* buf, int64_t n, float lr, float momentum,
+                          float weight_decay, bool first_step) = 0;
+};
+
+Backend& backend_for(Device d);
+Backend& cpu_backend();
+
+// Threads used by the CPU kernels (OpenMP); 0 = library default.
+void set_num_threads(int n);
+int get_num_threads();
+
+}  // namespace aigc

@@ -1,0 +1,81 @@
+// GPT: a decoder-only transformer language model, in two flavours chosen by GPTConfig:
+//  - "gpt2": pre-LN blocks, GELU (tanh), tied input/output embeddings, GPT-2 initialization;
+//  - "transformer": the classic post-LN TransformerLM (x = LN(x + MHA(x)); x = LN(x + FFN(x)), ReLU FFN),
+//    with a final LayerNorm and an untied linear head. Unlike the reference PyTorch code it descends from,
+//    attention here is causal (a teacher-forced LM must not see the token it predicts) and runs per sequence
+//    over (B,T,C) tensors (the reference fed (B,T,C) to a (T,B,C) module and so attended across the batch).
+// Parameter names follow GPT-2's checkpoint keys (wte, wpe, h.N.attn.c_attn, ...); Linear weights are (out, in).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "aigc/params.h"
+#include "aigc/tensor.h"
+
+namespace aigc {
+
+struct GPTConfig {
+  int64_t n_layer = 6;
+  int64_t n_head = 6;
+  int64_t n_embd = 384;
+  int64_t block_size = 256;        // max context length (learned position embeddings)
+  int64_t vocab_size = 256;
+  std::string norm = "pre";        // "pre" (GPT-2) or "post" (classic TransformerLM)
+  std::string activation = "gelu"; // "gelu" (tanh approximation) or "relu"
+  bool tie_embeddings = true;      // lm_head shares wte
+  bool lm_head_bias = false;       // only for an untied head
+  float dropout = 0.0f;
+  float ln_eps = 1e-5f;
+
+  static GPTConfig gpt2_style();        // pre-LN, GELU, tied
+  static GPTConfig transformer_style(); // post-LN, ReLU, untied head with bias, 512 positions
+  std::string to_json() const;
+  static GPTConfig from_json(const std::string& json);  // validates every field
+  void validate() const;
+};
+
+struct KVCache {
+  std::vector<Tensor> k, v;  // per layer (B, n_head, capacity, head_size)
+  int64_t pos = 0;           // positions filled so far
+  int64_t capacity = 0;
+};
+
+class GPT {
+ public:
+  explicit GPT(const GPTConfig& config);
+
+  // GPT-2's init: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 n_layer), zero biases, unit LN gains.
+  // The transformer style uses PyTorch's defaults for its modules instead.
+  void init_weights(uint64_t seed);
+
+  // Logits (B,T,V) for tokens idx (B,T). Dropout is active when train is true.
+  Tensor forward(const Tensor& idx, bool train = false, uint64_t dropout_seed = 0);
+  // Mean next-token cross-entropy of forward(idx) against targets (B,T).
+  Tensor loss(const Tensor& idx, const Tensor& targets, bool train = false, uint64_t dropout_seed = 0);
+
+  // Inference with a KV cache: feeds idx (B,T) at positions cache.pos.., returns logits of the last position (B,V).
+  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  Tensor forward_cached(const Tensor& idx, KVCache& cache);
+
+  const GPTConfig& config() const { return config_; }
+  ParamStore& params() { return params_; }
+  int64_t num_params() const;  // distinct parameters (tied weights counted once)
+
+ private:
+  struct Block {
+    Tensor ln_1_w, ln_1_b, attn_w, attn_b, attn_proj_w, attn_proj_b;
+    Tensor ln_2_w, ln_2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;
+  };
+  Tensor hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache);  // final hidden states (B,T,C)
+  Tensor attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache);
+  Tensor mlp(const Block& blk, const Tensor& x, bool train, uint64_t seed);
+  Tensor head(const Tensor& x);
+
+  GPTConfig config_;
+  ParamStore params_;
+  Tensor wte_, wpe_, ln_f_w_, ln_f_b_, lm_head_w_, lm_head_b_;
+  std::vector<Block> blocks_;
+};
+
+}  // namespace aigc

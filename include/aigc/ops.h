@@ -1,0 +1,28 @@
+// Differentiable ops: the front doors model code uses. Each checks shapes, allocates its output, calls the
+// backend kernel and, when gradients are needed, records the backward step on the autograd tape.
+// No math lives here; see backend/.
+#pragma once
+#include <cstdint>
+
+#include "aigc/tensor.h"
+
+namespace aigc::ops {
+
+// idx (B,T) i32 -> wte[idx] + wpe[pos0 + t]: (B,T,C). wpe may be undefined (no position embedding).
+Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_t pos0 = 0);
+// x (..., C_in) @ w^T + b, w (C_out, C_in), b (C_out) or undefined.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps = 1e-5f);
+Tensor gelu(const Tensor& x);
+Tensor relu(const Tensor& x);
+// Inverted dropout with probability p (identity when p == 0). seed fixes the mask.
+Tensor dropout(const Tensor& x, float p, uint64_t seed);
+// qkv (B,T,3C) -> causal multi-head attention output (B,T,C).
+Tensor causal_self_attention(const Tensor& qkv, int64_t n_head);
+// Inference only: qkv (B,T,3C) for positions pos0..pos0+T-1; appends k,v to the caches (B,NH,T_cap,HS).
+Tensor attention_cached(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tensor& vcache, int64_t pos0);
+// Mean softmax cross-entropy of logits (..., V) against targets (...) i32; targets < 0 are ignored.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
+
+}  // namespace aigc::ops

@@ -1,0 +1,92 @@
+// Tensor: a strided view of a reference-counted storage buffer, plus the autograd fields.
+// fp32 is the compute type today; DType leaves room for bf16/fp16 storage.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace aigc {
+
+enum class DType : uint8_t { F32, BF16, F16, I32 };
+enum class Device : uint8_t { CPU, CUDA };
+
+size_t dtype_size(DType dt);
+const char* dtype_name(DType dt);
+
+using Shape = std::vector<int64_t>;
+int64_t numel_of(const Shape& s);
+std::string shape_str(const Shape& s);
+
+// A block of device memory. Owned by the backend's allocator.
+struct Storage {
+  void* data = nullptr;
+  size_t nbytes = 0;
+  Device device = Device::CPU;
+  Storage(size_t nbytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+};
+
+struct TensorImpl;
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  // Factories. New memory is zero-filled by zeros(); empty() leaves it uninitialized.
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
+  static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
+  static Tensor from_vector(const std::vector<float>& v, const Shape& shape);
+  static Tensor from_ints(const std::vector<int32_t>& v, const Shape& shape);
+
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const;
+  int64_t dim() const;
+  int64_t size(int64_t d) const;  // negative d counts from the end
+  int64_t numel() const;
+  DType dtype() const;
+  Device device() const;
+  bool is_contiguous() const;
+
+  // Raw element pointers (with the view's offset applied).
+  float* f32() const;
+  int32_t* i32() const;
+  void* raw() const;
+
+  // Views sharing storage (and, for parameters, sharing the gradient buffer too).
+  Tensor view(const Shape& shape) const;              // contiguous only; one dim may be -1
+  Tensor narrow0(int64_t start, int64_t length) const;  // rows [start, start+length) of dim 0
+
+  std::vector<float> to_vector() const;
+  float item() const;
+
+  // Autograd.
+  bool requires_grad() const;
+  void set_requires_grad(bool r);
+  Tensor grad() const;  // undefined until backward touched it (or for parameters: a view of the flat grad)
+  Tensor& ensure_grad();  // allocate a zero gradient if missing; returns it
+  void set_grad(const Tensor& g);
+
+  TensorImpl* impl() const { return impl_.get(); }
+  bool same(const Tensor& o) const { return impl_ == o.impl_; }
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  int64_t offset = 0;  // in elements
+  Shape shape;
+  Shape strides;
+  DType dtype = DType::F32;
+  bool requires_grad = false;
+  Tensor grad;
+};
+
+Shape contiguous_strides(const Shape& shape);
+
+}  // namespace aigc

@@ -1,0 +1,5 @@
+#include "aigc/error.h"
+
+namespace aigc {
+void fail(const std::string& msg) { throw Error(msg); }
+}  // namespace aigc

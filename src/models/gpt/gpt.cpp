@@ -1,0 +1,144 @@
+// The GPT forward pass, composed from ops only. Read top to bottom: embeddings -> n_layer blocks -> ln_f -> head.
+#include "aigc/models/gpt.h"
+
+#include <cmath>
+
+#include "aigc/autograd.h"
+#include "aigc/error.h"
+#include "aigc/ops.h"
+#include "aigc/rng.h"
+
+namespace aigc {
+
+GPT::GPT(const GPTConfig& config) : config_(config) {
+  config_.validate();
+  const int64_t C = config_.n_embd, V = config_.vocab_size;
+  wte_ = params_.add("wte.weight", {V, C}, true);                  // (V, C)
+  wpe_ = params_.add("wpe.weight", {config_.block_size, C}, true); // (block_size, C)
+  for (int64_t l = 0; l < config_.n_layer; l++) {
+    std::string p = "h." + std::to_string(l) + ".";
+    Block b;
+    b.ln_1_w = params_.add(p + "ln_1.weight", {C}, false);
+    b.ln_1_b = params_.add(p + "ln_1.bias", {C}, false);
+    b.attn_w = params_.add(p + "attn.c_attn.weight", {3 * C, C}, true);  // (3C, C): q | k | v
+    b.attn_b = params_.add(p + "attn.c_attn.bias", {3 * C}, false);
+    b.attn_proj_w = params_.add(p + "attn.c_proj.weight", {C, C}, true);
+    b.attn_proj_b = params_.add(p + "attn.c_proj.bias", {C}, false);
+    b.ln_2_w = params_.add(p + "ln_2.weight", {C}, false);
+    b.ln_2_b = params_.add(p + "ln_2.bias", {C}, false);
+    b.fc_w = params_.add(p + "mlp.c_fc.weight", {4 * C, C}, true);
+    b.fc_b = params_.add(p + "mlp.c_fc.bias", {4 * C}, false);
+    b.fc_proj_w = params_.add(p + "mlp.c_proj.weight", {C, 4 * C}, true);
+    b.fc_proj_b = params_.add(p + "mlp.c_proj.bias", {C}, false);
+    blocks_.push_back(b);
+  }
+  ln_f_w_ = params_.add("ln_f.weight", {C}, false);
+  ln_f_b_ = params_.add("ln_f.bias", {C}, false);
+  if (!config_.tie_embeddings) {
+    lm_head_w_ = params_.add("lm_head.weight", {V, C}, true);
+    if (config_.lm_head_bias) lm_head_b_ = params_.add("lm_head.bias", {V}, false);
+  }
+  params_.finalize();
+  init_weights(0);
+}
+
+void GPT::init_weights(uint64_t seed) {
+  Rng rng(seed);
+  NoGradGuard ng;
+  for (const Param& p : params_.params()) {
+    const Tensor& t = p.value;
+    bool is_gain = p.name.find("ln_") != std::string::npos && p.name.ends_with(".weight");
+    if (is_gain) {
+      init::constant(t, 1.0f);
+    } else if (p.name.ends_with(".bias")) {
+      init::constant(t, 0.0f);
+    } else if (config_.norm == "pre") {
+      // GPT-2: residual-stream projections are scaled down so the residual's variance does not grow with depth.
+      float std = 0.02f;
+      if (p.name.ends_with("c_proj.weight")) std /= std::sqrt(2.0f * float(config_.n_layer));
+      init::normal(t, 0.0f, std, rng);
+    } else if (p.name == "wte.weight" || p.name == "wpe.weight") {
+      init::normal(t, 0.0f, 1.0f, rng);  // nn.Embedding's default
+    } else {
+      float bound = 1.0f / std::sqrt(float(t.size(1)));  // nn.Linear's default (kaiming-uniform, a = sqrt(5))
+      init::uniform(t, -bound, bound, rng);
+    }
+  }
+}
+
+Tensor GPT::attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache) {
+  Tensor qkv = ops::linear(x, blk.attn_w, blk.attn_b);  // (B,T,3C)
+  Tensor y = cache ? ops::attention_cached(qkv, config_.n_head, cache->k[layer], cache->v[layer], cache->pos)
+                   : ops::causal_self_attention(qkv, config_.n_head);  // (B,T,C)
+  y = ops::linear(y, blk.attn_proj_w, blk.attn_proj_b);
+  return train ? ops::dropout(y, config_.dropout, seed) : y;
+}
+
+Tensor GPT::mlp(const Block& blk, const Tensor& x, bool train, uint64_t seed) {
+  Tensor h = ops::linear(x, blk.fc_w, blk.fc_b);  // (B,T,4C)
+  h = config_.activation == "gelu" ? ops::gelu(h) : ops::relu(h);
+  h = ops::linear(h, blk.fc_proj_w, blk.fc_proj_b);  // (B,T,C)
+  return train ? ops::dropout(h, config_.dropout, seed) : h;
+}
+
+Tensor GPT::hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache) {
+  const float eps = config_.ln_eps;
+  Tensor x = ops::embedding(idx, wte_, wpe_, cache ? cache->pos : 0);  // (B,T,C)
+  if (train) x = ops::dropout(x, config_.dropout, seed);
+  for (size_t l = 0; l < blocks_.size(); l++) {
+    const Block& b = blocks_[l];
+    uint64_t s = seed * 1000003u + 2 * l + 1;  // distinct dropout masks per site
+    if (config_.norm == "pre") {
+      x = ops::add(x, attention(b, ops::layernorm(x, b.ln_1_w, b.ln_1_b, eps), l, train, s, cache));
+      x = ops::add(x, mlp(b, ops::layernorm(x, b.ln_2_w, b.ln_2_b, eps), train, s + 1));
+    } else {
+      x = ops::layernorm(ops::add(x, attention(b, x, l, train, s, cache)), b.ln_1_w, b.ln_1_b, eps);
+      x = ops::layernorm(ops::add(x, mlp(b, x, train, s + 1)), b.ln_2_w, b.ln_2_b, eps);
+    }
+  }
+  if (cache) cache->pos += idx.size(1);
+  return ops::layernorm(x, ln_f_w_, ln_f_b_, eps);
+}
+
+Tensor GPT::head(const Tensor& x) {
+  return config_.tie_embeddings ? ops::linear(x, wte_, Tensor()) : ops::linear(x, lm_head_w_, lm_head_b_);
+}
+
+Tensor GPT::forward(const Tensor& idx, bool train, uint64_t dropout_seed) {
+  return head(hidden(idx, train, dropout_seed, nullptr));
+}
+
+Tensor GPT::loss(const Tensor& idx, const Tensor& targets, bool train, uint64_t dropout_seed) {
+  return ops::cross_entropy(forward(idx, train, dropout_seed), targets);
+}
+
+KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
+  AIGC_CHECK(capacity <= config_.block_size, "KV cache capacity exceeds the model's context length");
+  KVCache c;
+  c.capacity = capacity;
+  const int64_t hs = config_.n_embd / config_.n_head;
+  for (int64_t l = 0; l < config_.n_layer; l++) {
+    c.k.push_back(Tensor::zeros({batch, config_.n_head, capacity, hs}));
+    c.v.push_back(Tensor::zeros({batch, config_.n_head, capacity, hs}));
+  }
+  return c;
+}
+
+Tensor GPT::forward_cached(const Tensor& idx, KVCache& cache) {
+  NoGradGuard ng;
+  const int64_t B = idx.size(0), T = idx.size(1), C = config_.n_embd;
+  Tensor x = hidden(idx, false, 0, &cache);  // (B,T,C)
+  if (T > 1) {
+    AIGC_CHECK(B == 1, "forward_cached: prompts of several tokens need batch 1");
+    x = x.view({T, C}).narrow0(T - 1, 1);  // only the last position's logits are needed
+  }
+  return head(x.view({B, C}));  // (B,V)
+}
+
+int64_t GPT::num_params() const {
+  int64_t n = 0;
+  for (const Param& p : params_.params()) n += p.value.numel();
+  return n;
+}
+
+}  // namespace aigc

@@ -1,0 +1,198 @@
+#include "aigc/ops.h"
+
+#include "aigc/autograd.h"
+#include "aigc/backend.h"
+#include "aigc/error.h"
+
+namespace aigc::ops {
+
+namespace {
+
+void check_f32(const Tensor& t, const char* op, const char* what) {
+  AIGC_CHECK(t.defined(), std::string(op) + ": " + what + " is undefined");
+  AIGC_CHECK(t.dtype() == DType::F32, std::string(op) + ": " + what + " must be f32");
+  AIGC_CHECK(t.is_contiguous(), std::string(op) + ": " + what + " must be contiguous");
+}
+
+// Gradient buffer of an input, or null when that input does not take gradients.
+float* grad_of(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return nullptr;
+  Tensor tt = t;
+  return tt.ensure_grad().f32();
+}
+
+Backend& be(const Tensor& t) { return backend_for(t.device()); }
+
+}  // namespace
+
+Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_t pos0) {
+  AIGC_CHECK(idx.dtype() == DType::I32 && idx.dim() == 2, "embedding: idx must be i32 of shape (B,T), got " +
+                                                               shape_str(idx.shape()));
+  check_f32(wte, "embedding", "wte");
+  int64_t B = idx.size(0), T = idx.size(1), V = wte.size(0), C = wte.size(1);
+  if (wpe.defined()) {
+    check_f32(wpe, "embedding", "wpe");
+    AIGC_CHECK(wpe.size(1) == C, "embedding: wpe width differs from wte width");
+    AIGC_CHECK(pos0 + T <= wpe.size(0), "embedding: positions up to " + std::to_string(pos0 + T) +
+                                            " exceed the model's context length " + std::to_string(wpe.size(0)));
+  }
+  const int32_t* ids = idx.i32();
+  for (int64_t i = 0; i < B * T; i++)
+    AIGC_CHECK(ids[i] >= 0 && ids[i] < V, "embedding: token id " + std::to_string(ids[i]) +
+                                              " is outside the vocabulary (size " + std::to_string(V) + ")");
+  Tensor out = Tensor::empty({B, T, C});
+  be(wte).embedding_forward(out.f32(), ids, wte.f32(), wpe.defined() ? wpe.f32() : nullptr, B, T, C, pos0);
+  if (needs_grad({&wte, &wpe})) {
+    record(out, [out, idx, wte, wpe, B, T, C, pos0] {
+      be(wte).embedding_backward(grad_of(wte), grad_of(wpe), out.grad().f32(), idx.i32(), B, T, C, pos0);
+    });
+  }
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  check_f32(x, "linear", "input");
+  check_f32(w, "linear", "weight");
+  AIGC_CHECK(w.dim() == 2, "linear: weight must be 2-D (out, in)");
+  int64_t C_in = w.size(1), C_out = w.size(0);
+  AIGC_CHECK(x.size(-1) == C_in, "linear: input width " + std::to_string(x.size(-1)) + " != weight's in-features " +
+                                     std::to_string(C_in));
+  if (b.defined()) AIGC_CHECK(b.numel() == C_out, "linear: bias size differs from out-features");
+  int64_t N = x.numel() / C_in;
+  Shape oshape = x.shape();
+  oshape.back() = C_out;
+  Tensor out = Tensor::empty(oshape);
+  be(x).linear_forward(out.f32(), x.f32(), w.f32(), b.defined() ? b.f32() : nullptr, N, C_in, C_out);
+  if (needs_grad({&x, &w, &b})) {
+    record(out, [out, x, w, b, N, C_in, C_out] {
+      be(x).linear_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(), N, C_in, C_out);
+    });
+  }
+  return out;
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  check_f32(a, "add", "a");
+  check_f32(b, "add", "b");
+  AIGC_CHECK(a.shape() == b.shape(), "add: shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()) + " differ");
+  Tensor out = Tensor::empty(a.shape());
+  be(a).add_forward(out.f32(), a.f32(), b.f32(), a.numel());
+  if (needs_grad({&a, &b})) {
+    record(out, [out, a, b] {
+      const float* d = out.grad().f32();
+      if (float* da = grad_of(a)) be(a).accumulate(da, d, a.numel());
+      if (float* db = grad_of(b)) be(b).accumulate(db, d, b.numel());
+    });
+  }
+  return out;
+}
+
+Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
+  check_f32(x, "layernorm", "input");
+  int64_t C = x.size(-1), N = x.numel() / C;
+  AIGC_CHECK(w.numel() == C && b.numel() == C, "layernorm: weight/bias size must equal the last dim " +
+                                                   std::to_string(C));
+  Tensor out = Tensor::empty(x.shape());
+  bool rec = needs_grad({&x, &w, &b});
+  Tensor mean = rec ? Tensor::empty({N}) : Tensor(), rstd = rec ? Tensor::empty({N}) : Tensor();
+  be(x).layernorm_forward(out.f32(), rec ? mean.f32() : nullptr, rec ? rstd.f32() : nullptr, x.f32(), w.f32(),
+                          b.f32(), N, C, eps);
+  if (rec) {
+    record(out, [out, x, w, b, mean, rstd, N, C] {
+      float* gx = grad_of(x);
+      // layernorm_backward always writes dinp; give it scratch when x takes no gradient.
+      Tensor scratch = gx ? Tensor() : Tensor::zeros(x.shape());
+      be(x).layernorm_backward(gx ? gx : scratch.f32(), grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(),
+                               mean.f32(), rstd.f32(), N, C);
+    });
+  }
+  return out;
+}
+
+namespace {
+using ActFwd = void (Backend::*)(float*, const float*, int64_t);
+using ActBwd = void (Backend::*)(float*, const float*, const float*, int64_t);
+
+Tensor activation(const Tensor& x, ActFwd fwd, ActBwd bwd, const char* name) {
+  check_f32(x, name, "input");
+  Tensor out = Tensor::empty(x.shape());
+  (be(x).*fwd)(out.f32(), x.f32(), x.numel());
+  if (needs_grad({&x})) {
+    record(out, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
+  }
+  return out;
+}
+}  // namespace
+
+Tensor gelu(const Tensor& x) { return activation(x, &Backend::gelu_forward, &Backend::gelu_backward, "gelu"); }
+Tensor relu(const Tensor& x) { return activation(x, &Backend::relu_forward, &Backend::relu_backward, "relu"); }
+
+Tensor dropout(const Tensor& x, float p, uint64_t seed) {
+  AIGC_CHECK(p >= 0.0f && p < 1.0f, "dropout: p must be in [0, 1)");
+  if (p == 0.0f) return x;
+  check_f32(x, "dropout", "input");
+  Tensor out = Tensor::empty(x.shape()), mask = Tensor::empty(x.shape());
+  be(x).dropout_forward(out.f32(), mask.f32(), x.f32(), x.numel(), p, seed);
+  if (needs_grad({&x})) {
+    record(out, [out, x, mask] { be(x).mul_backward(grad_of(x), out.grad().f32(), mask.f32(), x.numel()); });
+  }
+  return out;
+}
+
+Tensor causal_self_attention(const Tensor& qkv, int64_t n_head) {
+  check_f32(qkv, "attention", "qkv");
+  AIGC_CHECK(qkv.dim() == 3 && qkv.size(2) % 3 == 0, "attention: qkv must be (B,T,3C), got " + shape_str(qkv.shape()));
+  int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3;
+  AIGC_CHECK(n_head > 0 && C % n_head == 0, "attention: n_embd " + std::to_string(C) + " is not divisible by n_head " +
+                                                std::to_string(n_head));
+  Tensor out = Tensor::empty({B, T, C});
+  bool rec = needs_grad({&qkv});
+  Tensor att = rec ? Tensor::empty({B, n_head, T, T}) : Tensor();
+  be(qkv).attention_forward(out.f32(), rec ? att.f32() : nullptr, qkv.f32(), B, T, C, n_head);
+  if (rec) {
+    record(out, [out, qkv, att, B, T, C, n_head] {
+      be(qkv).attention_backward(grad_of(qkv), out.grad().f32(), qkv.f32(), att.f32(), B, T, C, n_head);
+    });
+  }
+  return out;
+}
+
+Tensor attention_cached(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tensor& vcache, int64_t pos0) {
+  check_f32(qkv, "attention_cached", "qkv");
+  int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3;
+  AIGC_CHECK(kcache.dim() == 4 && kcache.size(0) == B && kcache.size(1) == n_head, "attention_cached: bad cache shape");
+  int64_t T_cap = kcache.size(2);
+  AIGC_CHECK(pos0 + T <= T_cap, "attention_cached: the KV cache holds " + std::to_string(T_cap) + " positions; " +
+                                    std::to_string(pos0 + T) + " needed");
+  Tensor out = Tensor::empty({B, T, C});
+  be(qkv).attention_cached(out.f32(), qkv.f32(), kcache.f32(), vcache.f32(), B, T, C, n_head, pos0, T_cap);
+  return out;
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
+  check_f32(logits, "cross_entropy", "logits");
+  int64_t V = logits.size(-1), N = logits.numel() / V;
+  AIGC_CHECK(targets.dtype() == DType::I32 && targets.numel() == N,
+             "cross_entropy: targets must be i32 with one entry per logits row");
+  const int32_t* tg = targets.i32();
+  int64_t counted = 0;
+  for (int64_t i = 0; i < N; i++) {
+    AIGC_CHECK(tg[i] < V, "cross_entropy: target " + std::to_string(tg[i]) + " >= vocabulary size " +
+                              std::to_string(V));
+    counted += tg[i] >= 0;
+  }
+  Tensor losses = Tensor::empty({N}), lse = Tensor::empty({N});
+  be(logits).cross_entropy_forward(losses.f32(), lse.f32(), logits.f32(), tg, N, V);
+  double total = 0.0;  // summed in row order in double: deterministic and accurate
+  for (float l : losses.to_vector()) total += l;
+  Tensor out = Tensor::from_vector({counted ? float(total / double(counted)) : 0.0f}, {1});
+  if (needs_grad({&logits})) {
+    record(out, [out, logits, targets, lse, N, V, counted] {
+      float d = out.grad().f32()[0] / float(counted ? counted : 1);
+      be(logits).cross_entropy_backward(grad_of(logits), logits.f32(), lse.f32(), targets.i32(), d, N, V);
+    });
+  }
+  return out;
+}
+
+}  // namespace aigc::ops
