@@ -1,1 +1,203 @@
-int main() { return 0; }
+// aigc command line: train | generate | eval | tokenize | tokenizer train.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <random>
+
+#include "aigc/backend.h"
+#include "aigc/checkpoint.h"
+#include "aigc/error.h"
+#include "aigc/evaluate.h"
+#include "aigc/file_util.h"
+#include "aigc/generate.h"
+#include "aigc/text_data.h"
+#include "aigc/tokenizer.h"
+#include "aigc/trainer.h"
+
+using namespace aigc;
+
+namespace {
+
+// Model shapes by name; individual --n-layer etc. flags override them.
+GPTConfig preset(const std::string& name) {
+  GPTConfig c = GPTConfig::gpt2_style();
+  if (name == "tiny") {
+    c.n_layer = 2, c.n_head = 2, c.n_embd = 64, c.block_size = 64;
+  } else if (name == "small") {
+    c.n_layer = 4, c.n_head = 4, c.n_embd = 128, c.block_size = 64;
+  } else if (name == "shakespeare-char") {
+    c.n_layer = 6, c.n_head = 6, c.n_embd = 384, c.block_size = 256;
+  } else if (name == "gpt2-124m") {
+    c.n_layer = 12, c.n_head = 12, c.n_embd = 768, c.block_size = 1024;
+  } else if (name == "transformer") {
+    c = GPTConfig::transformer_style();
+    c.n_layer = 4, c.n_head = 4, c.n_embd = 128;
+  } else {
+    fail("unknown --preset \"" + name + "\" (tiny, small, shakespeare-char, gpt2-124m, transformer)");
+  }
+  return c;
+}
+
+void add_threads(CLI::App* cmd, int& threads) {
+  cmd->add_option("--threads,-t", threads, "CPU threads (default: all cores)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"aigc: train and run generative models (GPT text generation) on your own hardware"};
+  app.require_subcommand(1);
+  int threads = 0;
+
+  // ---- train ----
+  TrainOptions topt;
+  std::string preset_name = "small", arch;
+  GPTConfig over;  // -1 style sentinels: only flags given override the preset
+  over.n_layer = over.n_head = over.n_embd = over.block_size = 0;
+  over.dropout = -1;
+  auto* train = app.add_subcommand("train", "Train a GPT on text files (default: the built-in Tang/Song poem corpus)");
+  train->add_option("--data", topt.data_files, "Text file(s); fortune files are cleaned of % and colour codes");
+  train->add_option("--tokenizer", topt.tokenizer, "bytes | char | path to a BPE tokenizer (vocab.json+merges.txt)")
+      ->capture_default_str();
+  train->add_option("--preset", preset_name, "Model shape: tiny, small, shakespeare-char, gpt2-124m, transformer")
+      ->capture_default_str();
+  train->add_option("--arch", arch, "gpt2 (pre-LN, GELU, tied) or transformer (post-LN, ReLU, untied head)");
+  train->add_option("--n-layer", over.n_layer, "Transformer blocks");
+  train->add_option("--n-head", over.n_head, "Attention heads");
+  train->add_option("--n-embd", over.n_embd, "Embedding width");
+  train->add_option("--block-size", over.block_size, "Context length");
+  train->add_option("--dropout", over.dropout, "Dropout probability");
+  train->add_option("--steps", topt.steps, "Optimizer steps")->capture_default_str();
+  train->add_option("--stop-after", topt.stop_after, "Stop (and save) after this step, e.g. to resume later");
+  train->add_option("--batch", topt.batch_size, "Sequences per micro-batch")->capture_default_str();
+  train->add_option("--grad-accum", topt.grad_accum, "Micro-batches per step")->capture_default_str();
+  train->add_option("--optimizer", topt.optim.name, "adamw | adam | sgd")->capture_default_str();
+  train->add_option("--lr", topt.optim.lr, "Peak learning rate")->capture_default_str();
+  train->add_option("--min-lr-ratio", topt.min_lr_ratio, "Final LR as a fraction of --lr (cosine)")->capture_default_str();
+  train->add_option("--lr-schedule", topt.lr_schedule, "cosine | constant")->capture_default_str();
+  train->add_option("--warmup", topt.warmup, "Linear warmup steps")->capture_default_str();
+  train->add_option("--weight-decay", topt.optim.weight_decay, "Decoupled weight decay (matrices only)")
+      ->capture_default_str();
+  train->add_option("--beta2", topt.optim.beta2, "Adam beta2")->capture_default_str();
+  train->add_option("--grad-clip", topt.grad_clip, "Clip gradients to this global norm (0: off)")->capture_default_str();
+  train->add_option("--eval-interval", topt.eval_interval, "Validate and checkpoint every N steps")
+      ->capture_default_str();
+  train->add_option("--log-interval", topt.log_interval, "Progress line every N steps")->capture_default_str();
+  train->add_option("--val-fraction", topt.val_fraction, "Share of the text held out")->capture_default_str();
+  train->add_option("--out", topt.out_dir, "Run directory: ckpt.safetensors, metrics.jsonl")->capture_default_str();
+  train->add_option("--seed", topt.seed, "Random seed (init, data order, dropout)")->capture_default_str();
+  train->add_flag("--resume", topt.resume, "Continue the run in --out exactly where it stopped");
+  add_threads(train, threads);
+
+  // ---- generate ----
+  std::string ckpt, prompt;
+  GenerateOptions gopt;
+  int64_t seed = -1;
+  auto* gen = app.add_subcommand("generate", "Generate text from a checkpoint (streams tokens as they come)");
+  gen->add_option("--ckpt", ckpt, "aigc checkpoint file, or a Hugging Face GPT-2 directory")->required();
+  gen->add_option("--prompt,-p", prompt, "Text to continue");
+  gen->add_option("--max-tokens,-n", gopt.max_tokens, "Tokens to generate")->capture_default_str();
+  gen->add_option("--temperature,--temp", gopt.sampling.temperature, "0 = greedy")->capture_default_str();
+  gen->add_option("--top-k", gopt.sampling.top_k, "Keep the k most likely tokens (0: off)")->capture_default_str();
+  gen->add_option("--top-p", gopt.sampling.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
+  gen->add_option("--min-p", gopt.sampling.min_p, "Drop tokens below min-p x the top probability (0: off)")
+      ->capture_default_str();
+  gen->add_option("--repeat-penalty", gopt.sampling.repeat_penalty, "Penalize recent tokens (1: off)")
+      ->capture_default_str();
+  gen->add_option("--repeat-last-n", gopt.sampling.repeat_last_n, "Window for --repeat-penalty (-1: all, 0: off)")
+      ->capture_default_str();
+  gen->add_option("--seed,-s", seed, "Sampling seed (-1: random)")->capture_default_str();
+  gen->add_option("--stop", gopt.stop, "Stop when this text is produced (repeatable)");
+  add_threads(gen, threads);
+
+  // ---- eval ----
+  std::string eval_data;
+  auto* ev = app.add_subcommand("eval", "Mean next-token cross-entropy and perplexity of a checkpoint on a text file");
+  ev->add_option("--ckpt", ckpt, "aigc checkpoint file, or a Hugging Face GPT-2 directory")->required();
+  ev->add_option("--data", eval_data, "Text file")->required();
+  add_threads(ev, threads);
+
+  // ---- tokenize / tokenizer train ----
+  std::string tok_path, text_file;
+  auto* tokz = app.add_subcommand("tokenize", "Print the token ids of a text file, space-separated, on one line");
+  tokz->add_option("--tokenizer", tok_path, "bytes, or a BPE tokenizer directory / vocab file")->required();
+  tokz->add_option("--text-file", text_file, "Input text")->required();
+  std::vector<std::string> tok_data;
+  int vocab_size = 4096;
+  std::string tok_out;
+  auto* tokenizer = app.add_subcommand("tokenizer", "Tokenizer tools");
+  tokenizer->require_subcommand(1);
+  auto* tok_train = tokenizer->add_subcommand("train", "Train a byte-level BPE tokenizer (GPT-2 format output)");
+  tok_train->add_option("--data", tok_data, "Text file(s) (default: the built-in corpus)");
+  tok_train->add_option("--vocab-size", vocab_size, "Vocabulary size (>= 256)")->capture_default_str();
+  tok_train->add_option("--out", tok_out, "Output directory for vocab.json + merges.txt")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  set_num_threads(threads);
+
+  try {
+    if (train->parsed()) {
+      GPTConfig c = preset(preset_name);
+      if (arch == "transformer") {
+        GPTConfig t = GPTConfig::transformer_style();
+        c.norm = t.norm, c.activation = t.activation, c.tie_embeddings = t.tie_embeddings,
+        c.lm_head_bias = t.lm_head_bias;
+      } else if (!arch.empty() && arch != "gpt2") {
+        fail("--arch must be gpt2 or transformer");
+      }
+      if (over.n_layer) c.n_layer = over.n_layer;
+      if (over.n_head) c.n_head = over.n_head;
+      if (over.n_embd) c.n_embd = over.n_embd;
+      if (over.block_size) c.block_size = over.block_size;
+      if (over.dropout >= 0) c.dropout = over.dropout;
+      topt.model = c;
+      TrainResult r = train_gpt(topt);
+      std::fprintf(stderr, "done: %lld steps, last val loss %.4f, checkpoint %s\n", (long long)r.steps_done,
+                   r.last_val_loss, r.checkpoint.c_str());
+    } else if (gen->parsed()) {
+      LoadedModel lm = load_model(ckpt);
+      gopt.sampling.seed = seed >= 0 ? uint64_t(seed) : std::random_device{}();
+      std::cout << prompt << std::flush;
+      GenerateResult r = generate(*lm.model, *lm.tokenizer, prompt, gopt, [](const std::string& s) {
+        std::cout << s << std::flush;
+      });
+      std::cout << std::endl;
+      std::fprintf(stderr, "[%d prompt tokens in %.2fs (%.1f tok/s), %d generated in %.2fs (%.1f tok/s), stop: %s]\n",
+                   r.n_prompt, r.prefill_s, r.n_prompt / std::max(r.prefill_s, 1e-9), r.n_generated, r.decode_s,
+                   r.n_generated / std::max(r.decode_s, 1e-9), r.stop_reason.c_str());
+    } else if (ev->parsed()) {
+      LoadedModel lm = load_model(ckpt);
+      std::vector<int> ids = lm.tokenizer->encode(read_file(eval_data));
+      auto t0 = std::chrono::steady_clock::now();
+      EvalResult r = evaluate_tokens(*lm.model, std::vector<int32_t>(ids.begin(), ids.end()));
+      double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "%lld tokens in %.2fs (%.1f tok/s)\n", (long long)r.tokens, dt, double(r.tokens) / dt);
+      std::printf("loss %.6f perplexity %.4f\n", r.loss, r.perplexity);
+    } else if (tokz->parsed()) {
+      std::string text = read_file(text_file);
+      std::unique_ptr<Tokenizer> t = load_tokenizer_spec(tok_path, text);
+      std::vector<int> ids = t->encode(text);
+      std::string line;
+      for (size_t i = 0; i < ids.size(); i++) line += (i ? " " : "") + std::to_string(ids[i]);
+      std::printf("%s\n", line.c_str());
+    } else if (tok_train->parsed()) {
+      std::string text = read_text_corpus(tok_data.empty() ? default_corpus_files() : tok_data);
+      auto t0 = std::chrono::steady_clock::now();
+      std::unique_ptr<Tokenizer> t = train_bpe_tokenizer(text, vocab_size, [](int done, int total) {
+        if (done % 256 == 0 || done == total) std::fprintf(stderr, "\rmerges %d/%d", done, total);
+      });
+      save_bpe_tokenizer(*t, tok_out);
+      double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "\ntrained %d-token BPE on %zu bytes in %.1fs; wrote %s/vocab.json, merges.txt\n",
+                   t->vocab_size(), text.size(), dt, tok_out.c_str());
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

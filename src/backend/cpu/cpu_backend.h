@@ -2,6 +2,8 @@
 // Each kernel has a plain loop body that reads like its formula; speed comes from fusion and threading,
 // not from intrinsics, so the reference and the fast version are the same code.
 #pragma once
+#include <bit>
+
 #include "aigc/backend.h"
 
 namespace aigc::cpu {
@@ -53,8 +55,10 @@ class CpuBackend final : public Backend {
 // exp(x) for float, written so the compiler can vectorize it (std::exp does not vectorize without fast-math).
 // x = n ln2 + r with |r| <= ln2/2; e^r by its Taylor series to degree 7 (relative error < 1e-8 before rounding).
 inline float exp_vec(float x) {
-  float xc = x > 88.0f ? 88.0f : (x < -87.0f ? -87.0f : x);
-  float n = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
+  float xc = x < -87.0f ? -87.0f : x;  // a NaN passes through both clamps
+  xc = xc > 88.0f ? 88.0f : xc;
+  // Round to nearest by adding and subtracting 1.5 * 2^23 (floorf would not vectorize without -ffast-math).
+  float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = xc - n * 0.693145751953125f;  // ln2 split in two parts keeps r exact
   r = r - n * 1.4286068203094172e-06f;
   float p = 1.0f / 5040.0f;
@@ -65,10 +69,7 @@ inline float exp_vec(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  int32_t bits = (int32_t(n) + 127) << 23;
-  float scale;
-  __builtin_memcpy(&scale, &bits, 4);
-  return p * scale;
+  return p * std::bit_cast<float>((int32_t(n) + 127) << 23);
 }
 
 }  // namespace aigc::cpu

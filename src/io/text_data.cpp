@@ -1,0 +1,91 @@
+#include "aigc/text_data.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "aigc/error.h"
+#include "aigc/rng.h"
+
+namespace aigc {
+
+std::string clean_fortune_text(const std::string& raw) {
+  std::string out;
+  out.reserve(raw.size());
+  std::istringstream in(raw);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line == "%") {  // record separator: keep records apart by a blank line
+      if (!out.empty() && out.back() == '\n' && (out.size() < 2 || out[out.size() - 2] != '\n')) out += '\n';
+      continue;
+    }
+    std::string clean;
+    for (size_t i = 0; i < line.size(); i++) {
+      if (line[i] == '\x1b' && i + 1 < line.size() && line[i + 1] == '[') {  // CSI ... final byte in @..~
+        size_t j = i + 2;
+        while (j < line.size() && !(line[j] >= 0x40 && line[j] <= 0x7e)) j++;
+        i = j;
+        continue;
+      }
+      clean += line[i];
+    }
+    out += clean;
+    out += '\n';
+  }
+  return out;
+}
+
+std::string read_text_corpus(const std::vector<std::string>& paths) {
+  AIGC_CHECK(!paths.empty(), "no training text given");
+  std::string all;
+  for (const std::string& p : paths) {
+    std::ifstream f(p, std::ios::binary);
+    AIGC_CHECK(f.good(), "cannot open text file '" + p + "'");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    std::string raw = ss.str();
+    bool fortune = raw.find("\n%\n") != std::string::npos;
+    all += fortune ? clean_fortune_text(raw) : raw;
+  }
+  AIGC_CHECK(!all.empty(), "the training text is empty");
+  return all;
+}
+
+std::vector<std::string> default_corpus_files() {
+  std::vector<std::string> files;
+  for (const char* name : {"tang300", "song100"}) {
+    std::string p = std::string("/usr/share/games/fortunes/") + name;
+    if (std::filesystem::exists(p)) files.push_back(p);
+  }
+  AIGC_CHECK(!files.empty(),
+             "the built-in corpus (Debian package fortunes-zh) is not installed; run scripts/setup.sh or pass --data");
+  return files;
+}
+
+TokenLoader::TokenLoader(std::vector<int32_t> tokens, int64_t B, int64_t T, uint64_t seed, int rank, int world)
+    : tokens_(std::move(tokens)), B_(B), T_(T), rank_(rank), world_(world) {
+  n_windows_ = (int64_t(tokens_.size()) - 1) / T_;
+  AIGC_CHECK(n_windows_ >= 1, "the text has " + std::to_string(tokens_.size()) + " tokens; at least " +
+                                  std::to_string(T_ + 1) + " are needed for context length " + std::to_string(T_));
+  order_.resize(size_t(n_windows_));
+  for (int64_t i = 0; i < n_windows_; i++) order_[size_t(i)] = i;
+  Rng rng(seed);
+  for (int64_t i = n_windows_ - 1; i > 0; i--) std::swap(order_[size_t(i)], order_[rng.next_u64() % uint64_t(i + 1)]);
+}
+
+void TokenLoader::next(Tensor& idx, Tensor& targets) {
+  int32_t* x = idx.i32();
+  int32_t* y = targets.i32();
+  for (int64_t b = 0; b < B_; b++) {
+    int64_t w = ((position_ * world_ + rank_) * B_ + b) % n_windows_;
+    const int32_t* src = tokens_.data() + order_[size_t(w)] * T_;
+    for (int64_t t = 0; t < T_; t++) {
+      x[b * T_ + t] = src[t];
+      y[b * T_ + t] = src[t + 1];
+    }
+  }
+  position_++;
+}
+
+}  // namespace aigc
