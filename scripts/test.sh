@@ -9,6 +9,7 @@ jobs="${AIGC_JOBS:-$(nproc)}"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build -j "$jobs"
 (cd build && ctest --output-on-failure -j 1)
+bench/run --quick  # the benchmark is not a test: this only checks that it runs
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DAIGC_SANITIZE=ON -DAIGC_NATIVE=OFF >/dev/null
 ninja -C build-asan -j "$jobs" aigc_tests

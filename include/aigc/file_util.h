@@ -6,26 +6,36 @@
 
 namespace aigc {
 
-std::string read_file(const std::string& path);  // aigc::Error naming the path on failure
+// The whole file as bytes. aigc::Error naming the path (and strerror) if it cannot be opened or read.
+std::string read_file(const std::string& path);
 
 // Writes to a temporary file in the same directory, fsyncs it, renames it over `path` and fsyncs the
 // directory: readers see the old file or the new one, never a torn one, even if the process dies mid-write.
+// On failure the temporary file is removed, `path` is untouched, and an aigc::Error names path + strerror.
 void write_file_atomic(const std::string& path, std::string_view data);
 
 // The streaming form, for files too large to build in memory. Destroying it without commit() removes the
-// temporary file and leaves `path` untouched.
+// temporary file and leaves `path` untouched. If `path` is a symlink, the link itself is replaced.
+// A crash (kill -9, power loss) can leave a stray "<path>.tmp.*" file behind, never a damaged `path`.
 class AtomicFileWriter {
  public:
   explicit AtomicFileWriter(const std::string& path);
   ~AtomicFileWriter();
   AtomicFileWriter(const AtomicFileWriter&) = delete;
   AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
   void write(const void* data, size_t n);
-  void commit();
+  void commit();  // fsync + rename + fsync(dir); after it, write() and commit() are errors
+  const std::string& path() const { return path_; }
+  size_t bytes_written() const { return written_; }
 
  private:
+  [[noreturn]] void abandon(const std::string& what, int err);  // removes the temp file, then throws
+
   std::string path_, tmp_;
   int fd_ = -1;
+  size_t written_ = 0;
+  bool committed_ = false;
 };
 
 }  // namespace aigc

@@ -1,6 +1,8 @@
 #include "aigc/safetensors.h"
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -10,156 +12,275 @@
 
 namespace aigc {
 
+// The format is little-endian and the readers below memcpy raw bytes into host numbers.
+static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
+
 namespace {
+
+using Json = nlohmann::json;
 
 struct DTypeEntry {
   StDType dt;
   const char* name;
-  size_t size;
+  unsigned bits;
 };
 constexpr DTypeEntry kDTypes[] = {
-    {StDType::BOOL, "BOOL", 1}, {StDType::U8, "U8", 1},    {StDType::I8, "I8", 1},     {StDType::I16, "I16", 2},
-    {StDType::U16, "U16", 2},   {StDType::F16, "F16", 2},  {StDType::BF16, "BF16", 2}, {StDType::I32, "I32", 4},
-    {StDType::U32, "U32", 4},   {StDType::F32, "F32", 4},  {StDType::F64, "F64", 8},   {StDType::I64, "I64", 8},
-    {StDType::U64, "U64", 8},
+    {StDType::BOOL, "BOOL", 8},       {StDType::F4, "F4", 4},           {StDType::F6_E2M3, "F6_E2M3", 6},
+    {StDType::F6_E3M2, "F6_E3M2", 6}, {StDType::U8, "U8", 8},           {StDType::I8, "I8", 8},
+    {StDType::F8_E5M2, "F8_E5M2", 8}, {StDType::F8_E4M3, "F8_E4M3", 8}, {StDType::F8_E8M0, "F8_E8M0", 8},
+    {StDType::I16, "I16", 16},        {StDType::U16, "U16", 16},        {StDType::F16, "F16", 16},
+    {StDType::BF16, "BF16", 16},      {StDType::I32, "I32", 32},        {StDType::U32, "U32", 32},
+    {StDType::F32, "F32", 32},        {StDType::C64, "C64", 64},        {StDType::F64, "F64", 64},
+    {StDType::I64, "I64", 64},        {StDType::U64, "U64", 64},
 };
+
+const DTypeEntry& entry_of(StDType dt) {
+  for (const DTypeEntry& e : kDTypes)
+    if (e.dt == dt) return e;
+  fail("safetensors: invalid StDType value " + std::to_string(int(dt)));
+}
 
 // The reference implementation refuses headers above 100 MB.
 constexpr uint64_t kMaxHeader = 100'000'000;
+// A valid header nests 3 deep (object > tensor entry > shape array). The cap is looser so that slightly
+// wrong entries still get a precise message, yet a header of a million '[' cannot exhaust memory.
+constexpr int kMaxDepth = 16;
 
-float bf16_to_f32(uint16_t h) {
-  uint32_t u = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+// Bytes taken by `shape` elements of `dt`, or an explanation of why there is no such number.
+// Dimensions are uint64 here so the reader can check them before narrowing to int64.
+std::optional<uint64_t> tensor_bytes(StDType dt, const std::vector<uint64_t>& shape, std::string* why) {
+  uint64_t bits = entry_of(dt).bits;
+  for (uint64_t d : shape) {
+    if (__builtin_mul_overflow(bits, d, &bits)) {
+      *why = "the size of the shape overflows 64 bits";
+      return std::nullopt;
+    }
+  }
+  if (bits % 8 != 0) {
+    *why = "the tensor does not fill a whole number of bytes (" + std::to_string(bits) + " bits)";
+    return std::nullopt;
+  }
+  return bits / 8;
+}
+
+// Parser messages quote the offending bytes, which may be invalid UTF-8 or megabytes long: escape and cap them
+// so the error stays printable (and loggable as JSON).
+std::string printable(std::string_view s, size_t max_len = 400) {
+  std::string r;
+  for (unsigned char c : s.substr(0, max_len)) {
+    if (c >= 0x20 && c < 0x7f) {
+      r += char(c);
+    } else {
+      static const char hex[] = "0123456789abcdef";
+      r += "\\x";
+      r += hex[c >> 4];
+      r += hex[c & 15];
+    }
+  }
+  if (s.size() > max_len) r += "...";
+  return r;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); i++) r += (i ? "," : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+// A JSON number that is an integer >= 0 (serde's usize rules: no floats, no negatives, no strings).
+bool json_u64(const Json& j, uint64_t* out) {
+  if (j.is_number_unsigned()) {
+    *out = j.get<uint64_t>();
+    return true;
+  }
+  if (j.is_number_integer() && j.get<int64_t>() >= 0) {
+    *out = uint64_t(j.get<int64_t>());
+    return true;
+  }
+  return false;
+}
+
+// Parses the header. nlohmann::json silently keeps the last of duplicate keys, so a parser callback watches
+// every object's keys and refuses repeats (two tensors with one name would make the file ambiguous).
+Json parse_json_header(std::string_view header, const std::string& where) {
+  std::vector<std::set<std::string>> keys;  // one set per open object or array (arrays leave theirs empty)
+  std::string top_key;                      // the tensor (or "__metadata__") being parsed, for messages
+  auto cb = [&](int, Json::parse_event_t ev, Json& v) {
+    switch (ev) {
+      case Json::parse_event_t::object_start:
+      case Json::parse_event_t::array_start:
+        if (keys.size() >= size_t(kMaxDepth))
+          fail(where + "the header nests deeper than " + std::to_string(kMaxDepth) + " levels");
+        keys.emplace_back();
+        break;
+      case Json::parse_event_t::object_end:
+      case Json::parse_event_t::array_end:
+        keys.pop_back();
+        break;
+      case Json::parse_event_t::key: {
+        const std::string& k = v.get_ref<const std::string&>();
+        if (keys.size() == 1) top_key = k;
+        if (!keys.back().insert(k).second) {
+          if (keys.size() == 1) fail(where + "duplicate tensor name \"" + k + "\" in the header");
+          fail(where + "\"" + top_key + "\": duplicate key \"" + k + "\"");
+        }
+        break;
+      }
+      case Json::parse_event_t::value:
+        break;
+    }
+    return true;
+  };
+  // nlohmann's lexer takes a NUL byte for the end of input, which would accept "{}\0garbage". A raw NUL is
+  // never valid JSON (not even inside a string), so refuse it up front as serde_json would.
+  size_t nul = header.find('\0');
+  if (nul != std::string_view::npos)
+    fail(where + "the header is not valid UTF-8 JSON: NUL byte at header offset " + std::to_string(nul));
+  try {
+    return Json::parse(header.data(), header.data() + header.size(), cb);
+  } catch (const Json::exception& e) {
+    // nlohmann rejects ill-formed UTF-8 inside strings; bytes >= 0x80 outside strings are syntax errors.
+    fail(where + "the header is not valid UTF-8 JSON: " + printable(e.what()));
+  }
+}
+
+StTensorInfo parse_entry(const std::string& name, const Json& v, const std::string& where) {
+  const std::string tw = where + "tensor \"" + name + "\": ";
+  AIGC_CHECK(v.is_object(),
+             tw + "the entry must be an object with dtype, shape and data_offsets, got " + std::string(v.type_name()));
+  for (auto f = v.begin(); f != v.end(); ++f)
+    AIGC_CHECK(f.key() == "dtype" || f.key() == "shape" || f.key() == "data_offsets",
+               tw + "unexpected field \"" + f.key() + "\"");
+  for (const char* k : {"dtype", "shape", "data_offsets"})
+    AIGC_CHECK(v.contains(k), tw + "missing field \"" + k + "\"");
+  const Json& jd = v["dtype"];
+  const Json& js = v["shape"];
+  const Json& jo = v["data_offsets"];
+
+  StTensorInfo t;
+  t.name = name;
+  AIGC_CHECK(jd.is_string(), tw + "\"dtype\" must be a string, got " + jd.dump());
+  std::optional<StDType> dt = st_dtype_from_name(jd.get_ref<const std::string&>());
+  AIGC_CHECK(dt.has_value(), tw + "unknown dtype " + jd.dump());
+  t.dtype = *dt;
+
+  AIGC_CHECK(js.is_array(), tw + "\"shape\" must be an array of non-negative integers, got " + js.dump());
+  std::vector<uint64_t> dims;
+  for (const Json& d : js) {
+    uint64_t u = 0;
+    AIGC_CHECK(json_u64(d, &u), tw + "\"shape\" entries must be non-negative integers, got " + d.dump());
+    AIGC_CHECK(u <= uint64_t(INT64_MAX), tw + "dimension " + d.dump() + " is too large");
+    dims.push_back(u);
+    t.shape.push_back(int64_t(u));
+  }
+
+  AIGC_CHECK(jo.is_array() && jo.size() == 2, tw + "\"data_offsets\" must be [begin, end], got " + jo.dump());
+  AIGC_CHECK(json_u64(jo[0], &t.begin) && json_u64(jo[1], &t.end),
+             tw + "\"data_offsets\" must be non-negative integers, got " + jo.dump());
+  AIGC_CHECK(t.begin <= t.end, tw + "\"data_offsets\" " + jo.dump() + " has begin > end");
+
+  std::string why;
+  std::optional<uint64_t> need = tensor_bytes(t.dtype, dims, &why);
+  AIGC_CHECK(need.has_value(), tw + "dtype " + jd.get<std::string>() + " x shape " + js.dump() + ": " + why);
+  AIGC_CHECK(t.nbytes() == *need, tw + "\"data_offsets\" " + jo.dump() + " span " + std::to_string(t.nbytes()) +
+                                      " bytes, but dtype " + jd.get<std::string>() + " x shape " + js.dump() +
+                                      " needs " + std::to_string(*need));
+  return t;
 }
 
 float f16_to_f32(uint16_t h) {
-  uint32_t sign = uint32_t(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-  if (exp == 0) {
-    if (man == 0) {
-      u = sign;
-    } else {  // subnormal: renormalize
-      int e = -1;
-      do {
-        e++;
-        man <<= 1;
-      } while (!(man & 0x400));
-      u = sign | uint32_t(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
-    }
-  } else if (exp == 31) {
-    u = sign | 0x7f800000u | man << 13;
-  } else {
-    u = sign | (exp + 127 - 15) << 23 | man << 13;
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  if (exp == 0) {  // zero or subnormal: man * 2^-24, exact in float
+    float f = std::ldexp(float(man), -24);
+    return sign ? -f : f;
   }
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+  // Normal numbers rebias the exponent (15 -> 127); inf/NaN keep an all-ones exponent and their payload.
+  uint32_t u = sign | (exp == 31 ? 0x7f800000u : (exp + 112u) << 23) | man << 13;
+  return std::bit_cast<float>(u);
 }
+
+float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(uint32_t(h) << 16); }
 
 }  // namespace
 
+size_t st_dtype_bits(StDType dt) { return entry_of(dt).bits; }
+
 size_t st_dtype_size(StDType dt) {
-  for (const auto& e : kDTypes)
-    if (e.dt == dt) return e.size;
-  return 0;
+  const DTypeEntry& e = entry_of(dt);
+  AIGC_CHECK(e.bits % 8 == 0, std::string("dtype ") + e.name + " packs elements into bits; it has no byte size");
+  return e.bits / 8;
 }
 
-const char* st_dtype_name(StDType dt) {
-  for (const auto& e : kDTypes)
-    if (e.dt == dt) return e.name;
-  return "?";
+const char* st_dtype_name(StDType dt) { return entry_of(dt).name; }
+
+std::optional<StDType> st_dtype_from_name(std::string_view name) {
+  for (const DTypeEntry& e : kDTypes)
+    if (name == e.name) return e.dt;
+  return std::nullopt;
 }
 
 SafeTensorsReader::SafeTensorsReader(const std::string& path) : path_(path) {
   bytes_ = read_file(path);
   const std::string where = "safetensors file '" + path + "': ";
-  AIGC_CHECK(bytes_.size() >= 8, where + "only " + std::to_string(bytes_.size()) + " bytes; a file needs at least 8");
+  const uint64_t size = bytes_.size();
+  AIGC_CHECK(size >= 8, where + "the file is " + std::to_string(size) +
+                            " bytes, too short for the 8-byte header length (truncated?)");
   uint64_t n = 0;
   for (int i = 7; i >= 0; i--) n = n << 8 | uint8_t(bytes_[size_t(i)]);
-  AIGC_CHECK(n <= kMaxHeader, where + "header length " + std::to_string(n) + " exceeds the 100 MB limit");
-  AIGC_CHECK(n <= bytes_.size() - 8, where + "header length " + std::to_string(n) + " runs past the end of the " +
-                                         std::to_string(bytes_.size()) + "-byte file (truncated?)");
-  std::string_view header(bytes_.data() + 8, size_t(n));
-  AIGC_CHECK(!header.empty() && header[0] == '{', where + "the header must be a JSON object starting with '{'");
+  AIGC_CHECK(n <= kMaxHeader,
+             where + "header length " + std::to_string(n) + " exceeds the 100 MB limit (not a safetensors file?)");
+  AIGC_CHECK(n <= size - 8, where + "header length " + std::to_string(n) + " runs past the end of the " +
+                                std::to_string(size) + "-byte file (truncated?)");
   data_start_ = 8 + size_t(n);
+  parse_header(std::string_view(bytes_.data() + 8, size_t(n)));
+}
 
-  // nlohmann::json keeps the last of duplicate keys; a parser callback sees every top-level key first.
-  std::set<std::string> seen;
-  std::string duplicate;
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(header, [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& v) {
-      if (depth == 1 && ev == nlohmann::json::parse_event_t::key && !seen.insert(v.get<std::string>()).second)
-        duplicate = v.get<std::string>();
-      return true;
-    });
-  } catch (const nlohmann::json::exception& e) {
-    fail(where + "the header is not valid JSON: " + e.what());
-  }
-  AIGC_CHECK(duplicate.empty(), where + "duplicate tensor name \"" + duplicate + "\"");
+void SafeTensorsReader::parse_header(std::string_view header) {
+  const std::string where = "safetensors file '" + path_ + "': ";
+  AIGC_CHECK(!header.empty() && header[0] == '{', where + "the header must be a JSON object starting with '{'");
+  Json j = parse_json_header(header, where);
   AIGC_CHECK(j.is_object(), where + "the header must be a JSON object");
 
   for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& name = it.key();
-    const nlohmann::json& v = it.value();
-    if (name == "__metadata__") {
-      AIGC_CHECK(v.is_object(), where + "__metadata__ must be an object of strings");
+    const Json& v = it.value();
+    if (it.key() == "__metadata__") {
+      if (v.is_null()) continue;  // the reference reads this as an absent Option
+      AIGC_CHECK(v.is_object(), where + "\"__metadata__\" must be an object of strings, got " + v.type_name());
       for (auto m = v.begin(); m != v.end(); ++m) {
-        AIGC_CHECK(m.value().is_string(), where + "__metadata__ value for \"" + m.key() + "\" is not a string");
+        AIGC_CHECK(m.value().is_string(),
+                   where + "\"__metadata__\" value for \"" + m.key() + "\" is not a string: " + m.value().dump());
         metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
-    const std::string tw = where + "tensor \"" + name + "\": ";
-    AIGC_CHECK(v.is_object(), tw + "entry must be an object");
-    for (auto f = v.begin(); f != v.end(); ++f)
-      AIGC_CHECK(f.key() == "dtype" || f.key() == "shape" || f.key() == "data_offsets",
-                 tw + "unexpected field \"" + f.key() + "\"");
-    AIGC_CHECK(v.contains("dtype") && v["dtype"].is_string(), tw + "missing string field \"dtype\"");
-    AIGC_CHECK(v.contains("shape") && v["shape"].is_array(), tw + "missing array field \"shape\"");
-    AIGC_CHECK(v.contains("data_offsets") && v["data_offsets"].is_array() && v["data_offsets"].size() == 2,
-               tw + "\"data_offsets\" must be [begin, end]");
-    StTensorInfo t;
-    t.name = name;
-    std::string dt = v["dtype"].get<std::string>();
-    auto e = std::find_if(std::begin(kDTypes), std::end(kDTypes), [&](const DTypeEntry& d) { return dt == d.name; });
-    AIGC_CHECK(e != std::end(kDTypes), tw + "unknown dtype \"" + dt + "\"");
-    t.dtype = e->dt;
-    uint64_t nbytes = e->size;
-    for (const auto& d : v["shape"]) {
-      AIGC_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0),
-                 tw + "shape entries must be non-negative integers, got " + d.dump());
-      uint64_t dim = d.get<uint64_t>();
-      AIGC_CHECK(dim <= uint64_t(INT64_MAX), tw + "dimension too large");
-      AIGC_CHECK(!__builtin_mul_overflow(nbytes, dim, &nbytes), tw + "shape " + v["shape"].dump() + " overflows");
-      t.shape.push_back(int64_t(dim));
-    }
-    for (const auto& o : v["data_offsets"])
-      AIGC_CHECK(o.is_number_unsigned() || (o.is_number_integer() && o.get<int64_t>() >= 0),
-                 tw + "data_offsets must be non-negative integers");
-    t.begin = v["data_offsets"][0].get<uint64_t>();
-    t.end = v["data_offsets"][1].get<uint64_t>();
-    AIGC_CHECK(t.begin <= t.end, tw + "data_offsets begin > end");
-    AIGC_CHECK(t.end - t.begin == nbytes, tw + "data_offsets span " + std::to_string(t.end - t.begin) +
-                                              " bytes but dtype " + dt + " x shape " + v["shape"].dump() + " needs " +
-                                              std::to_string(nbytes));
-    tensors_.push_back(std::move(t));
+    tensors_.push_back(parse_entry(it.key(), v, where));
   }
+
   // Offsets must tile the data section exactly: contiguous from 0, no gaps, no overlaps, nothing after.
   std::sort(tensors_.begin(), tensors_.end(), [](const StTensorInfo& a, const StTensorInfo& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+    if (a.begin != b.begin) return a.begin < b.begin;
+    if (a.end != b.end) return a.end < b.end;
+    return a.name < b.name;
   });
+  const uint64_t data_size = bytes_.size() - data_start_;
   uint64_t expect = 0;
+  const StTensorInfo* prev = nullptr;
   for (const StTensorInfo& t : tensors_) {
-    AIGC_CHECK(t.begin == expect, where + "tensor \"" + t.name + "\" starts at byte " + std::to_string(t.begin) +
-                                      ", expected " + std::to_string(expect) +
-                                      (t.begin < expect ? " (overlaps the previous tensor)" : " (gap in the data)"));
+    const std::string tw = where + "tensor \"" + t.name + "\": ";
+    if (t.begin != expect) {
+      std::string after = prev ? "the previous tensor \"" + prev->name + "\" ends at byte " + std::to_string(expect)
+                               : "the first tensor must start at byte 0";
+      fail(tw + "data_offsets start at byte " + std::to_string(t.begin) + ", but " + after +
+           (t.begin < expect ? " (overlapping data_offsets)" : " (gap in data_offsets)"));
+    }
+    AIGC_CHECK(t.end <= data_size, tw + "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
+                                       "] run past the end of the " + std::to_string(data_size) +
+                                       "-byte data section (out of range; truncated file?)");
     expect = t.end;
+    prev = &t;
   }
-  uint64_t data_size = bytes_.size() - data_start_;
-  AIGC_CHECK(expect == data_size, where + "tensors cover " + std::to_string(expect) + " bytes but the data section has " +
-                                      std::to_string(data_size) + (expect > data_size ? " (truncated file?)" : ""));
+  AIGC_CHECK(expect == data_size, where + std::to_string(data_size - expect) +
+                                      " trailing bytes after the last tensor's data (the file length must be exact)");
   for (size_t i = 0; i < tensors_.size(); i++) index_[tensors_[i].name] = i;
 }
 
@@ -168,68 +289,88 @@ const StTensorInfo* SafeTensorsReader::find(const std::string& name) const {
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
+const StTensorInfo& SafeTensorsReader::require(const std::string& name) const {
+  const StTensorInfo* t = find(name);
+  AIGC_CHECK(t, "safetensors file '" + path_ + "': no tensor \"" + name + "\"");
+  return *t;
+}
+
 const uint8_t* SafeTensorsReader::data(const StTensorInfo& t) const {
   return reinterpret_cast<const uint8_t*>(bytes_.data()) + data_start_ + t.begin;
 }
 
 std::vector<float> SafeTensorsReader::read_f32(const std::string& name) const {
-  const StTensorInfo* t = find(name);
-  AIGC_CHECK(t, "safetensors file '" + path_ + "': no tensor \"" + name + "\"");
-  const uint8_t* p = data(*t);
-  size_t n = size_t(t->end - t->begin) / st_dtype_size(t->dtype);
-  std::vector<float> out(n);
-  switch (t->dtype) {
-    case StDType::F32:
-      if (n) std::memcpy(out.data(), p, n * 4);
-      break;
-    case StDType::BF16:
-    case StDType::F16:
-      for (size_t i = 0; i < n; i++) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);
-        out[i] = t->dtype == StDType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-      }
-      break;
-    default:
-      fail("safetensors file '" + path_ + "': tensor \"" + name + "\" has dtype " + st_dtype_name(t->dtype) +
-           "; expected F32, F16 or BF16");
-  }
+  const StTensorInfo& t = require(name);
+  std::vector<float> out;
+  if (t.dtype == StDType::F32 || t.dtype == StDType::F16 || t.dtype == StDType::BF16)
+    out.resize(size_t(t.nbytes() / st_dtype_size(t.dtype)));
+  read_f32_into(name, out.data(), t.shape);
   return out;
 }
 
 void SafeTensorsReader::read_f32_into(const std::string& name, float* dst,
                                       const std::vector<int64_t>& expected_shape) const {
-  const StTensorInfo* t = find(name);
-  AIGC_CHECK(t, "safetensors file '" + path_ + "': no tensor \"" + name + "\"");
-  auto str = [](const std::vector<int64_t>& s) {
-    std::string r = "[";
-    for (size_t i = 0; i < s.size(); i++) r += (i ? "," : "") + std::to_string(s[i]);
-    return r + "]";
-  };
-  AIGC_CHECK(t->shape == expected_shape, "safetensors file '" + path_ + "': tensor \"" + name + "\" has shape " +
-                                             str(t->shape) + ", expected " + str(expected_shape));
-  std::vector<float> v = read_f32(name);
-  if (!v.empty()) std::memcpy(dst, v.data(), v.size() * 4);
+  const StTensorInfo& t = require(name);
+  const std::string tw = "safetensors file '" + path_ + "': tensor \"" + name + "\" ";
+  AIGC_CHECK(t.shape == expected_shape,
+             tw + "has shape " + shape_str(t.shape) + ", expected " + shape_str(expected_shape));
+  const uint8_t* p = data(t);
+  switch (t.dtype) {
+    case StDType::F32:
+      if (t.nbytes()) std::memcpy(dst, p, size_t(t.nbytes()));
+      return;
+    case StDType::F16:
+    case StDType::BF16: {
+      const size_t n = size_t(t.nbytes() / 2);
+      const bool bf = t.dtype == StDType::BF16;
+      for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);  // the data section need not be 2-byte aligned
+        dst[i] = bf ? bf16_to_f32(h) : f16_to_f32(h);
+      }
+      return;
+    }
+    default:
+      fail(tw + "has dtype " + st_dtype_name(t.dtype) + "; expected F32, F16 or BF16");
+  }
 }
 
 void write_safetensors(const std::string& path, const std::vector<StTensorOut>& tensors,
                        const std::map<std::string, std::string>& metadata) {
+  const std::string where = "write_safetensors '" + path + "': ";
   nlohmann::ordered_json h = nlohmann::ordered_json::object();
   if (!metadata.empty()) h["__metadata__"] = metadata;
   uint64_t offset = 0;
-  std::set<std::string> names;
+  std::set<std::string_view> names;
   for (const StTensorOut& t : tensors) {
-    AIGC_CHECK(t.name != "__metadata__" && names.insert(t.name).second,
-               "write_safetensors: invalid or duplicate tensor name \"" + t.name + "\"");
-    uint64_t n = st_dtype_size(t.dtype);
-    for (int64_t d : t.shape) n *= uint64_t(d);
-    AIGC_CHECK(n == t.nbytes, "write_safetensors: tensor \"" + t.name + "\" has " + std::to_string(t.nbytes) +
-                                  " bytes but its shape needs " + std::to_string(n));
-    h[t.name] = {{"dtype", st_dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + n}}};
-    offset += n;
+    const std::string tw = where + "tensor \"" + t.name + "\": ";
+    AIGC_CHECK(t.name != "__metadata__", tw + "the name is reserved for metadata");
+    AIGC_CHECK(names.insert(t.name).second, tw + "duplicate tensor name");
+    std::vector<uint64_t> dims;
+    for (int64_t d : t.shape) {
+      AIGC_CHECK(d >= 0, tw + "negative dimension in shape " + shape_str(t.shape));
+      dims.push_back(uint64_t(d));
+    }
+    std::string why;
+    std::optional<uint64_t> need = tensor_bytes(t.dtype, dims, &why);
+    AIGC_CHECK(need.has_value(), tw + "shape " + shape_str(t.shape) + ": " + why);
+    AIGC_CHECK(*need == t.nbytes, tw + "nbytes is " + std::to_string(t.nbytes) + " but " + st_dtype_name(t.dtype) +
+                                      " x shape " + shape_str(t.shape) + " needs " + std::to_string(*need));
+    AIGC_CHECK(t.data || t.nbytes == 0, tw + "data is null");
+    uint64_t end = 0;
+    AIGC_CHECK(!__builtin_add_overflow(offset, *need, &end), tw + "total data size overflows 64 bits");
+    h[t.name] = {{"dtype", st_dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, end}}};
+    offset = end;
   }
-  std::string header = h.dump();
+  std::string header;
+  try {
+    header = h.dump();
+  } catch (const nlohmann::json::exception& e) {
+    fail(where + "tensor names and metadata must be valid UTF-8: " + e.what());
+  }
   header.append((8 - header.size() % 8) % 8, ' ');  // keeps the data section 8-byte aligned
+  AIGC_CHECK(header.size() <= kMaxHeader, where + "the header would be " + std::to_string(header.size()) +
+                                              " bytes, over the 100 MB limit readers enforce");
   uint8_t len[8];
   for (int i = 0; i < 8; i++) len[i] = uint8_t(uint64_t(header.size()) >> (8 * i));
   AtomicFileWriter w(path);

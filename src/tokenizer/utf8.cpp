@@ -98,7 +98,12 @@ std::string describe_symbol(std::string_view sym) {
     std::snprintf(buf, sizeof buf, " (U+%04X)", unsigned(cp));
     // Control characters would garble the message; show only the code point for them.
     bool printable = cp >= 0x20 && cp != 0x7F && !(cp >= 0x80 && cp < 0xA0);
-    return printable ? "'" + std::string(sym) + "'" + buf : std::string("character") + buf;
+    std::string out = printable ? "'" : "character";
+    if (printable) {
+      out += sym;
+      out += "'";
+    }
+    return out + buf;
   }
   std::string out;
   for (char c : sym) {
