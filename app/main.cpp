@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
   over.n_layer = over.n_head = over.n_embd = over.block_size = 0;
   over.dropout = -1;
   auto* train = app.add_subcommand("train", "Train a GPT on text files (default: the built-in Tang/Song poem corpus)");
-  train->add_option("--data", topt.data_files, "Text file(s); fortune files are cleaned of % and colour codes");
+  train->add_option("--data", topt.data_files, "Text file(s), or a built-in corpus: fortunes (English, the default) or poems (Tang/Song, Chinese). "
+                   "Fortune files are cleaned of % lines and colour codes");
   train->add_option("--tokenizer", topt.tokenizer, "bytes | char | path to a BPE tokenizer (vocab.json+merges.txt)")
       ->capture_default_str();
   train->add_option("--preset", preset_name, "Model shape: tiny, small, shakespeare-char, gpt2-124m, transformer")
@@ -115,7 +116,7 @@ int main(int argc, char** argv) {
   std::string eval_data;
   auto* ev = app.add_subcommand("eval", "Mean next-token cross-entropy and perplexity of a checkpoint on a text file");
   ev->add_option("--ckpt", ckpt, "aigc checkpoint file, or a Hugging Face GPT-2 directory")->required();
-  ev->add_option("--data", eval_data, "Text file")->required();
+  ev->add_option("--data", eval_data, "Text file (fortune files are cleaned as in training)")->required();
   add_threads(ev, threads);
 
   // ---- tokenize / tokenizer train ----
@@ -168,7 +169,7 @@ int main(int argc, char** argv) {
                    r.n_generated / std::max(r.decode_s, 1e-9), r.stop_reason.c_str());
     } else if (ev->parsed()) {
       LoadedModel lm = load_model(ckpt);
-      std::vector<int> ids = lm.tokenizer->encode(read_file(eval_data));
+      std::vector<int> ids = lm.tokenizer->encode(read_text_corpus(resolve_corpus({eval_data})));
       auto t0 = std::chrono::steady_clock::now();
       EvalResult r = evaluate_tokens(*lm.model, std::vector<int32_t>(ids.begin(), ids.end()));
       double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -182,7 +183,7 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < ids.size(); i++) line += (i ? " " : "") + std::to_string(ids[i]);
       std::printf("%s\n", line.c_str());
     } else if (tok_train->parsed()) {
-      std::string text = read_text_corpus(tok_data.empty() ? default_corpus_files() : tok_data);
+      std::string text = read_text_corpus(resolve_corpus(tok_data));
       auto t0 = std::chrono::steady_clock::now();
       std::unique_ptr<Tokenizer> t = train_bpe_tokenizer(text, vocab_size, [](int done, int total) {
         if (done % 256 == 0 || done == total) std::fprintf(stderr, "\rmerges %d/%d", done, total);

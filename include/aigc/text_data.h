@@ -14,8 +14,10 @@ namespace aigc {
 std::string read_text_corpus(const std::vector<std::string>& paths);
 std::string clean_fortune_text(const std::string& raw);
 
-// The built-in default corpus: Debian's fortunes-zh Tang poems and Song lyrics (installed by scripts/setup.sh).
-std::vector<std::string> default_corpus_files();
+// Training files from a --data list. Two names stand for built-in corpora that need no download (Debian
+// packages installed by scripts/setup.sh): "fortunes", English fortune cookies (about 2.5 MB, the default when
+// the list is empty), and "poems", Tang poems and Song lyrics from fortunes-zh (about 40 K characters).
+std::vector<std::string> resolve_corpus(const std::vector<std::string>& data);
 
 // Cuts a token stream into windows of T+1 tokens (inputs and shifted targets) and visits them in a fixed
 // shuffled order (a permutation drawn from `seed`). Batch k of rank r takes entries (k * world + r) * B ...

@@ -1,5 +1,6 @@
 #include "aigc/text_data.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -52,15 +53,45 @@ std::string read_text_corpus(const std::vector<std::string>& paths) {
   return all;
 }
 
-std::vector<std::string> default_corpus_files() {
+namespace {
+const char* kFortuneDir = "/usr/share/games/fortunes";
+
+// English fortune files: every plain file of the fortunes directory except the index files (.dat), the
+// .u8 aliases, ASCII drawings and the Chinese collections.
+std::vector<std::string> english_fortune_files() {
   std::vector<std::string> files;
-  for (const char* name : {"tang300", "song100"}) {
-    std::string p = std::string("/usr/share/games/fortunes/") + name;
-    if (std::filesystem::exists(p)) files.push_back(p);
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(kFortuneDir, ec)) {
+    if (!e.is_regular_file() || e.is_symlink()) continue;
+    std::string name = e.path().filename().string();
+    if (e.path().has_extension() || name == "ascii-art" || name == "chinese" || name == "tang300" ||
+        name == "song100")
+      continue;
+    files.push_back(e.path().string());
   }
-  AIGC_CHECK(!files.empty(),
-             "the built-in corpus (Debian package fortunes-zh) is not installed; run scripts/setup.sh or pass --data");
+  std::sort(files.begin(), files.end());  // directory order is not stable across machines
   return files;
+}
+}  // namespace
+
+std::vector<std::string> resolve_corpus(const std::vector<std::string>& data) {
+  if (data.size() == 1 && (data[0] == "fortunes" || data[0] == "poems")) {
+    std::vector<std::string> files;
+    if (data[0] == "fortunes") {
+      files = english_fortune_files();
+      AIGC_CHECK(!files.empty(), "the built-in corpus 'fortunes' (Debian packages fortunes, fortunes-min) is not "
+                                 "installed in " + std::string(kFortuneDir) + "; run scripts/setup.sh or pass --data FILE");
+    } else {
+      for (const char* name : {"tang300", "song100"}) {
+        std::string p = std::string(kFortuneDir) + "/" + name;
+        if (std::filesystem::exists(p)) files.push_back(p);
+      }
+      AIGC_CHECK(!files.empty(), "the built-in corpus 'poems' (Debian package fortunes-zh) is not installed; run "
+                                 "scripts/setup.sh or pass --data FILE");
+    }
+    return files;
+  }
+  return data.empty() ? resolve_corpus({"fortunes"}) : data;
 }
 
 TokenLoader::TokenLoader(std::vector<int32_t> tokens, int64_t B, int64_t T, uint64_t seed, int rank, int world)

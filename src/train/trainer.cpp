@@ -55,7 +55,10 @@ TrainResult train_gpt(const TrainOptions& opt) {
     if (!opt.quiet) std::fprintf(stderr, "%s\n", s.c_str());
   };
 
-  std::string text = read_text_corpus(opt.data_files.empty() ? default_corpus_files() : opt.data_files);
+  const std::vector<std::string> files = resolve_corpus(opt.data_files);
+  std::vector<std::string> texts;  // one per file: each contributes its tail to validation
+  std::string text;
+  for (const std::string& f : files) text += texts.emplace_back(read_text_corpus({f}));
 
   // Model + tokenizer: fresh, or restored from the run's checkpoint.
   std::unique_ptr<GPT> model;
@@ -79,11 +82,20 @@ TrainResult train_gpt(const TrainOptions& opt) {
   const GPTConfig& cfg = model->config();
   const int64_t B = opt.batch_size, T = cfg.block_size;
 
-  std::vector<int> ids = tok->encode(text);
-  std::vector<int32_t> all(ids.begin(), ids.end());
-  int64_t n_val = int64_t(double(all.size()) * opt.val_fraction);
-  n_val = std::max<int64_t>(n_val, std::min<int64_t>(int64_t(all.size()) / 2, T + 1));
-  std::vector<int32_t> val(all.end() - n_val, all.end()), trn(all.begin(), all.end() - n_val);
+  // Validation is the last val_fraction of every file, so it follows the training mix of the files rather
+  // than being whichever file happens to come last.
+  std::vector<int32_t> trn, val;
+  for (const std::string& t : texts) {
+    std::vector<int> ids = tok->encode(t);
+    auto cut = ids.end() - int64_t(double(ids.size()) * opt.val_fraction);
+    trn.insert(trn.end(), ids.begin(), cut);
+    val.insert(val.end(), cut, ids.end());
+  }
+  if (int64_t(val.size()) < T + 1) {  // tiny corpora: move enough of the training tail over to fill one window
+    int64_t need = std::min<int64_t>(int64_t(trn.size()) / 2, T + 1 - int64_t(val.size()));
+    val.insert(val.begin(), trn.end() - need, trn.end());
+    trn.resize(trn.size() - size_t(need));
+  }
   TokenLoader loader(trn, B, T, state["seed"].get<uint64_t>());
   loader.set_position(state["data_position"].get<int64_t>());
 
