@@ -89,6 +89,12 @@ int main(int argc, char** argv) {
   train->add_option("--out", topt.out_dir, "Run directory: ckpt.safetensors, metrics.jsonl")->capture_default_str();
   train->add_option("--seed", topt.seed, "Random seed (init, data order, dropout)")->capture_default_str();
   train->add_flag("--resume", topt.resume, "Continue the run in --out exactly where it stopped");
+  std::string precision = "fp32";
+  train->add_option("--precision", precision,
+                    "fp32, or bf16: matrix products on bfloat16 operands with fp32 accumulation and fp32 master "
+                    "weights (fast where the CPU has AVX512_BF16; emulated, same numbers, elsewhere)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
   add_threads(train, threads);
 
   // ---- generate ----
@@ -110,6 +116,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   gen->add_option("--seed,-s", seed, "Sampling seed (-1: random)")->capture_default_str();
   gen->add_option("--stop", gopt.stop, "Stop when this text is produced (repeatable)");
+  std::string dtype = "f32";
+  auto add_dtype = [&](CLI::App* cmd) {
+    cmd->add_option("--dtype", dtype, "Weights for inference: f32, or bf16 (half the bytes per token)")
+        ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
+  };
+  add_dtype(gen);
   add_threads(gen, threads);
 
   // ---- eval ----
@@ -117,6 +130,7 @@ int main(int argc, char** argv) {
   auto* ev = app.add_subcommand("eval", "Mean next-token cross-entropy and perplexity of a checkpoint on a text file");
   ev->add_option("--ckpt", ckpt, "aigc checkpoint file, or a Hugging Face GPT-2 directory")->required();
   ev->add_option("--data", eval_data, "Text file (fortune files are cleaned as in training)")->required();
+  add_dtype(ev);
   add_threads(ev, threads);
 
   // ---- tokenize / tokenizer train ----
@@ -153,11 +167,17 @@ int main(int argc, char** argv) {
       if (over.block_size) c.block_size = over.block_size;
       if (over.dropout >= 0) c.dropout = over.dropout;
       topt.model = c;
+      if (precision == "bf16") {
+        set_matmul_precision(MatmulPrecision::BF16);
+        if (!bf16_is_native())
+          std::fprintf(stderr, "note: this CPU has no native bf16 matrix products; bf16 is emulated (no speed-up)\n");
+      }
       TrainResult r = train_gpt(topt);
       std::fprintf(stderr, "done: %lld steps, last val loss %.4f, checkpoint %s\n", (long long)r.steps_done,
                    r.last_val_loss, r.checkpoint.c_str());
     } else if (gen->parsed()) {
       LoadedModel lm = load_model(ckpt);
+      if (dtype == "bf16") lm.model->set_inference_dtype(DType::BF16);
       gopt.sampling.seed = seed >= 0 ? uint64_t(seed) : std::random_device{}();
       std::cout << prompt << std::flush;
       GenerateResult r = generate(*lm.model, *lm.tokenizer, prompt, gopt, [](const std::string& s) {
@@ -169,6 +189,7 @@ int main(int argc, char** argv) {
                    r.n_generated / std::max(r.decode_s, 1e-9), r.stop_reason.c_str());
     } else if (ev->parsed()) {
       LoadedModel lm = load_model(ckpt);
+      if (dtype == "bf16") lm.model->set_inference_dtype(DType::BF16);
       std::vector<int> ids = lm.tokenizer->encode(read_text_corpus(resolve_corpus({eval_data})));
       auto t0 = std::chrono::steady_clock::now();
       EvalResult r = evaluate_tokens(*lm.model, std::vector<int32_t>(ids.begin(), ids.end()));

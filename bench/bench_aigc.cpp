@@ -6,6 +6,8 @@
 //   aigc_bench prefill L H C V T REPS                batch-1 prompt of T tokens into an empty KV cache
 //   aigc_bench decode  L H C V N                     batch-1 generation of N tokens with the KV cache
 //   aigc_bench eval    L H C V T REPS                forward + loss over one T-token window, all logits
+// A leading --bf16 runs the model modes in bf16: mixed-precision training (bf16 matrix products, fp32 master
+// weights) and bf16 inference weights.
 // FLOP counts are the model's useful work (causal attention counts only the lower triangle).
 #include <immintrin.h>
 #include <omp.h>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "aigc/autograd.h"
+#include "aigc/backend.h"
 #include "aigc/models/gpt.h"
 #include "aigc/ops.h"
 #include "aigc/optim.h"
@@ -163,6 +166,8 @@ struct Shape {
   int64_t L, H, C, V;
 };
 
+bool g_bf16 = false;
+
 Shape parse_shape(char** argv) { return {std::atoll(argv[0]), std::atoll(argv[1]), std::atoll(argv[2]), std::atoll(argv[3])}; }
 
 std::unique_ptr<GPT> make_model(const Shape& s, int64_t block_size) {
@@ -170,6 +175,7 @@ std::unique_ptr<GPT> make_model(const Shape& s, int64_t block_size) {
   c.n_layer = s.L, c.n_head = s.H, c.n_embd = s.C, c.vocab_size = s.V, c.block_size = block_size;
   auto m = std::make_unique<GPT>(c);
   m->init_weights(0);
+  if (g_bf16) m->set_inference_dtype(DType::BF16);
   return m;
 }
 
@@ -190,9 +196,9 @@ std::vector<int32_t> random_tokens(Rng& rng, int64_t n, int64_t V) {
 }
 
 void report(const char* mode, double seconds, double tokens, double flops, double bytes) {
-  std::printf("{\"mode\": \"%s\", \"seconds\": %.6f, \"tokens_per_s\": %.2f, \"gflops\": %.2f, \"gbps\": %.2f, "
+  std::printf("{\"mode\": \"%s\", \"bf16\": %s, \"seconds\": %.6f, \"tokens_per_s\": %.2f, \"gflops\": %.2f, \"gbps\": %.2f, "
               "\"max_rss_mb\": %.1f}\n",
-              mode, seconds, tokens / seconds, flops / seconds / 1e9, bytes / seconds / 1e9, max_rss_mb());
+              mode, g_bf16 ? "true" : "false", seconds, tokens / seconds, flops / seconds / 1e9, bytes / seconds / 1e9, max_rss_mb());
 }
 
 void mode_train(const Shape& s, int64_t B, int64_t T, int64_t steps, int64_t warmup) {
@@ -244,6 +250,7 @@ void mode_decode(const Shape& s, int64_t n) {
   }
   // Bytes a token must read: every weight once (the position table: one row) plus the KV cache so far.
   double weights = 4.0 * double(model->num_params() - (model->config().block_size - 1) * s.C);
+  if (g_bf16) weights -= 2.0 * double(s.L * 12 * s.C * s.C + s.V * s.C);  // the matrices are read as bf16
   double kv = 4.0 * 2.0 * double(s.L) * double(s.C) * double(prompt + n / 2);
   report("decode", median(times), 1.0, forward_flops(s, 1, prompt + n / 2, 1), weights + kv);
 }
@@ -276,6 +283,11 @@ int usage(const char* argv0) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "--bf16") {
+    g_bf16 = true;
+    set_matmul_precision(MatmulPrecision::BF16);
+    argv++, argc--;
+  }
   if (argc < 2) return usage(argv[0]);
   std::string mode = argv[1];
   auto arg = [&](int i) { return std::atoll(argv[i]); };

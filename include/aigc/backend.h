@@ -23,6 +23,9 @@ class Backend {
                               int64_t C_in, int64_t C_out) = 0;
   virtual void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                                const float* w, int64_t N, int64_t C_in, int64_t C_out) = 0;
+  // The same product with weights stored as bf16 (inference only).
+  virtual void linear_forward_bf16w(float* out, const float* inp, const uint16_t* w, const float* bias, int64_t N,
+                                    int64_t C_in, int64_t C_out) = 0;
 
   // out (B,T,C) = wte[idx] + wpe[t]  (wpe may be null: no position embedding).
   virtual void embedding_forward(float* out, const int32_t* idx, const float* wte, const float* wpe, int64_t B,
@@ -30,6 +33,7 @@ class Backend {
   virtual void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* idx, int64_t B,
                                   int64_t T, int64_t C, int64_t pos0) = 0;
 
+  virtual void convert_f32_to_bf16(uint16_t* out, const float* inp, int64_t n) = 0;  // round to nearest even
   virtual void add_forward(float* out, const float* a, const float* b, int64_t n) = 0;
   virtual void accumulate(float* dst, const float* src, int64_t n) = 0;  // dst += src
 
@@ -81,6 +85,15 @@ class Backend {
 
 Backend& backend_for(Device d);
 Backend& cpu_backend();
+
+// Precision of the linear layers' matrix products. BF16 rounds both operands to bfloat16 and accumulates in fp32
+// (mixed precision: parameters, gradients and optimizer state stay fp32). Process-wide.
+enum class MatmulPrecision { F32, BF16 };
+void set_matmul_precision(MatmulPrecision p);
+MatmulPrecision matmul_precision();
+// Whether bf16 products run on native bf16 instructions here (else they are emulated in fp32: same values,
+// no speed-up).
+bool bf16_is_native();
 
 // Threads used by the CPU kernels (OpenMP); 0 = library default.
 void set_num_threads(int n);

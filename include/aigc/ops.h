@@ -12,6 +12,8 @@ namespace aigc::ops {
 Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_t pos0 = 0);
 // x (..., C_in) @ w^T + b, w (C_out, C_in), b (C_out) or undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+// A bfloat16 copy of an fp32 tensor (no gradient): inference weights at half the bytes.
+Tensor to_bf16(const Tensor& x);
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps = 1e-5f);
 Tensor gelu(const Tensor& x);

@@ -1,6 +1,7 @@
 // ParamStore: every parameter of a model lives in one flat buffer, and every gradient in another, so the
 // optimizer, gradient clipping, checkpointing and (later) all-reduce each touch one contiguous array.
 // Parameters are declared first (name, shape), then finalize() allocates the buffers and binds the views.
+// The gradient buffer is allocated on first use (ensure_grads), so inference never pays for it.
 #pragma once
 #include <string>
 #include <vector>
@@ -26,13 +27,16 @@ class ParamStore {
   const Param* find(const std::string& name) const;
   int64_t numel() const { return total_; }
   float* data() const { return data_.f32(); }
-  float* grad() const { return grad_.f32(); }
+  float* grad() const;  // allocates (zeroed) gradients on first use
+  void ensure_grads() const;
+  bool has_grads() const { return grad_.defined(); }
   void zero_grad();
 
  private:
   std::vector<Param> params_;
   int64_t total_ = 0;
-  Tensor data_, grad_;
+  Tensor data_;
+  mutable Tensor grad_;
 };
 
 }  // namespace aigc

@@ -23,16 +23,30 @@ Tensor ParamStore::add(const std::string& name, const Shape& shape, bool decay) 
 void ParamStore::finalize() {
   AIGC_CHECK(!data_.defined(), "ParamStore: finalize() called twice");
   data_ = Tensor::zeros({total_});
-  grad_ = Tensor::zeros({total_});
   for (Param& p : params_) {
     TensorImpl* impl = p.value.impl();
     impl->storage = data_.impl()->storage;
     impl->offset = p.offset;
+  }
+}
+
+void ParamStore::ensure_grads() const {
+  AIGC_CHECK(data_.defined(), "ParamStore: gradients requested before finalize()");
+  if (grad_.defined()) return;
+  grad_ = Tensor::zeros({total_});
+  for (const Param& p : params_) {
+    TensorImpl* impl = p.value.impl();
+    AIGC_CHECK(!impl->grad.defined(), "ParamStore: '" + p.name + "' got a gradient outside the flat buffer");
     auto g = std::make_shared<TensorImpl>(*impl);
     g->storage = grad_.impl()->storage;
     g->requires_grad = false;
     impl->grad = Tensor(g);
   }
+}
+
+float* ParamStore::grad() const {
+  ensure_grads();
+  return grad_.f32();
 }
 
 const Param* ParamStore::find(const std::string& name) const {
@@ -43,6 +57,7 @@ const Param* ParamStore::find(const std::string& name) const {
 
 void ParamStore::zero_grad() {
   if (grad_.defined()) std::memset(grad_.f32(), 0, size_t(total_) * 4);
+  else ensure_grads();
 }
 
 }  // namespace aigc

@@ -52,7 +52,7 @@ Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   check_f32(x, "linear", "input");
-  check_f32(w, "linear", "weight");
+  if (w.dtype() != DType::BF16) check_f32(w, "linear", "weight");
   AIGC_CHECK(w.dim() == 2, "linear: weight must be 2-D (out, in)");
   int64_t C_in = w.size(1), C_out = w.size(0);
   AIGC_CHECK(x.size(-1) == C_in, "linear: input width " + std::to_string(x.size(-1)) + " != weight's in-features " +
@@ -62,12 +62,25 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Shape oshape = x.shape();
   oshape.back() = C_out;
   Tensor out = Tensor::empty(oshape);
+  if (w.dtype() == DType::BF16) {  // inference with bf16 weights
+    AIGC_CHECK(!needs_grad({&x, &w, &b}), "linear: bf16 weights are for inference; run it under NoGradGuard");
+    be(x).linear_forward_bf16w(out.f32(), x.f32(), static_cast<const uint16_t*>(w.raw()),
+                               b.defined() ? b.f32() : nullptr, N, C_in, C_out);
+    return out;
+  }
   be(x).linear_forward(out.f32(), x.f32(), w.f32(), b.defined() ? b.f32() : nullptr, N, C_in, C_out);
   if (needs_grad({&x, &w, &b})) {
     record(out, [out, x, w, b, N, C_in, C_out] {
       be(x).linear_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(), N, C_in, C_out);
     });
   }
+  return out;
+}
+
+Tensor to_bf16(const Tensor& x) {
+  check_f32(x, "to_bf16", "input");
+  Tensor out = Tensor::empty(x.shape(), DType::BF16, x.device());
+  be(x).convert_f32_to_bf16(static_cast<uint16_t*>(out.raw()), x.f32(), x.numel());
   return out;
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "aigc/params.h"
@@ -57,6 +58,9 @@ class GPT {
   // Inference with a KV cache: feeds idx (B,T) at positions cache.pos.., returns logits of the last position (B,V).
   KVCache make_cache(int64_t batch, int64_t capacity) const;
   Tensor forward_cached(const Tensor& idx, KVCache& cache);
+  // Weights used by inference (no-grad) forwards: F32 (the parameters themselves) or BF16 (rounded copies of
+  // every matrix, read at half the bytes per token; training always uses the fp32 parameters).
+  void set_inference_dtype(DType dtype);
 
   const GPTConfig& config() const { return config_; }
   ParamStore& params() { return params_; }
@@ -71,11 +75,13 @@ class GPT {
   Tensor attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache);
   Tensor mlp(const Block& blk, const Tensor& x, bool train, uint64_t seed);
   Tensor head(const Tensor& x);
+  Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);  // ops::linear with the inference weights
 
   GPTConfig config_;
   ParamStore params_;
   Tensor wte_, wpe_, ln_f_w_, ln_f_b_, lm_head_w_, lm_head_b_;
   std::vector<Block> blocks_;
+  std::unordered_map<const TensorImpl*, Tensor> bf16_weights_;  // parameter -> its bf16 copy
 };
 
 }  // namespace aigc

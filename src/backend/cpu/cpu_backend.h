@@ -3,10 +3,13 @@
 // not from intrinsics, so the reference and the fast version are the same code.
 #pragma once
 #include <bit>
+#include <cstdint>
 
 #include "aigc/backend.h"
 
 namespace aigc::cpu {
+
+void f32_to_bf16(uint16_t* dst, const float* src, int64_t n);
 
 class CpuBackend final : public Backend {
  public:
@@ -17,10 +20,13 @@ class CpuBackend final : public Backend {
                       int64_t C_out) override;
   void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
                        int64_t N, int64_t C_in, int64_t C_out) override;
+  void linear_forward_bf16w(float* out, const float* inp, const uint16_t* w, const float* bias, int64_t N,
+                            int64_t C_in, int64_t C_out) override;
   void embedding_forward(float* out, const int32_t* idx, const float* wte, const float* wpe, int64_t B, int64_t T,
                          int64_t C, int64_t pos0) override;
   void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* idx, int64_t B, int64_t T,
                           int64_t C, int64_t pos0) override;
+  void convert_f32_to_bf16(uint16_t* out, const float* inp, int64_t n) override { f32_to_bf16(out, inp, n); }
   void add_forward(float* out, const float* a, const float* b, int64_t n) override;
   void accumulate(float* dst, const float* src, int64_t n) override;
   void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
@@ -71,5 +77,21 @@ inline float exp_vec(float x) {
   p = p * r + 1.0f;
   return p * std::bit_cast<float>((int32_t(n) + 127) << 23);
 }
+
+// bfloat16: the top half of a float. Rounding is to nearest, ties to even; NaNs stay NaNs.
+inline uint16_t bf16_from_f32(float f) {
+  uint32_t u = std::bit_cast<uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+inline float f32_from_bf16(uint16_t h) { return std::bit_cast<float>(uint32_t(h) << 16); }
+
+void f32_to_bf16(uint16_t* dst, const float* src, int64_t n);
+void bf16_to_f32(float* dst, const uint16_t* src, int64_t n);
+// C (M,N) = alpha op(A) op(B) + beta C with bf16 A, B and fp32 C, row-major as in Backend::gemm.
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+               int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+bool bf16_matmul_is_native();  // oneDNN has a fast bf16 kernel for this CPU
 
 }  // namespace aigc::cpu

@@ -66,23 +66,42 @@ void GPT::init_weights(uint64_t seed) {
   }
 }
 
+Tensor GPT::linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  if (!bf16_weights_.empty() && !grad_enabled()) {
+    auto it = bf16_weights_.find(w.impl());
+    if (it != bf16_weights_.end()) return ops::linear(x, it->second, b);
+  }
+  return ops::linear(x, w, b);
+}
+
+void GPT::set_inference_dtype(DType dtype) {
+  AIGC_CHECK(dtype == DType::F32 || dtype == DType::BF16, "inference weights must be f32 or bf16");
+  bf16_weights_.clear();
+  if (dtype == DType::F32) return;
+  NoGradGuard ng;
+  std::vector<Tensor> mats = {config_.tie_embeddings ? wte_ : lm_head_w_};
+  for (const Block& b : blocks_) mats.insert(mats.end(), {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w});
+  for (const Tensor& w : mats) bf16_weights_[w.impl()] = ops::to_bf16(w);
+}
+
 Tensor GPT::attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache) {
-  Tensor qkv = ops::linear(x, blk.attn_w, blk.attn_b);  // (B,T,3C)
+  Tensor qkv = linear(x, blk.attn_w, blk.attn_b);  // (B,T,3C)
   Tensor y = cache ? ops::attention_cached(qkv, config_.n_head, cache->k[layer], cache->v[layer], cache->pos)
                    : ops::causal_self_attention(qkv, config_.n_head);  // (B,T,C)
-  y = ops::linear(y, blk.attn_proj_w, blk.attn_proj_b);
+  y = linear(y, blk.attn_proj_w, blk.attn_proj_b);
   return train ? ops::dropout(y, config_.dropout, seed) : y;
 }
 
 Tensor GPT::mlp(const Block& blk, const Tensor& x, bool train, uint64_t seed) {
-  Tensor h = ops::linear(x, blk.fc_w, blk.fc_b);  // (B,T,4C)
+  Tensor h = linear(x, blk.fc_w, blk.fc_b);  // (B,T,4C)
   h = config_.activation == "gelu" ? ops::gelu(h) : ops::relu(h);
-  h = ops::linear(h, blk.fc_proj_w, blk.fc_proj_b);  // (B,T,C)
+  h = linear(h, blk.fc_proj_w, blk.fc_proj_b);  // (B,T,C)
   return train ? ops::dropout(h, config_.dropout, seed) : h;
 }
 
 Tensor GPT::hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache) {
   const float eps = config_.ln_eps;
+  if (grad_enabled()) params_.ensure_grads();  // gradients must land in the flat buffer
   Tensor x = ops::embedding(idx, wte_, wpe_, cache ? cache->pos : 0);  // (B,T,C)
   if (train) x = ops::dropout(x, config_.dropout, seed);
   for (size_t l = 0; l < blocks_.size(); l++) {
@@ -101,7 +120,7 @@ Tensor GPT::hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache)
 }
 
 Tensor GPT::head(const Tensor& x) {
-  return config_.tie_embeddings ? ops::linear(x, wte_, Tensor()) : ops::linear(x, lm_head_w_, lm_head_b_);
+  return config_.tie_embeddings ? linear(x, wte_, Tensor()) : linear(x, lm_head_w_, lm_head_b_);
 }
 
 Tensor GPT::forward(const Tensor& idx, bool train, uint64_t dropout_seed) {
