@@ -9,6 +9,7 @@ jobs="${AIGC_JOBS:-$(nproc)}"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build -j "$jobs"
 (cd build && ctest --output-on-failure -j 1)
+AIGC_BF16_EMULATE=1 ./build/aigc_tests --gtest_filter='Bf16*' --gtest_brief=1  # the fallback for CPUs without bf16
 bench/run --quick  # the benchmark is not a test: this only checks that it runs
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DAIGC_SANITIZE=ON -DAIGC_NATIVE=OFF >/dev/null
