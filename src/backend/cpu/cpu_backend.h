@@ -92,6 +92,9 @@ void bf16_to_f32(float* dst, const uint16_t* src, int64_t n);
 // C (M,N) = alpha op(A) op(B) + beta C with bf16 A, B and fp32 C, row-major as in Backend::gemm.
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
                int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
-bool bf16_matmul_is_native();  // oneDNN has a fast bf16 kernel for this CPU
+bool bf16_matmul_is_native();
+// C (M,N) = A (M,K) B^T + beta C in fp32 through the matmul primitive; false if it has no fast kernel here.
+bool gemm_f32_matmul(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                     float beta, float* C, int64_t ldc);  // oneDNN has a fast bf16 kernel for this CPU
 
 }  // namespace aigc::cpu
