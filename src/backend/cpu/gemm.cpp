@@ -2,6 +2,7 @@
 #include <dnnl.h>
 #include <omp.h>
 
+#include <cstring>
 #include <vector>
 
 #include "aigc/error.h"
@@ -43,8 +44,7 @@ Bf16Scratch& scratch() {
 float fill_bias(float* out, const float* bias, int64_t N, int64_t C_out) {
   if (!bias) return 0.0f;
 #pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; n++)
-    for (int64_t o = 0; o < C_out; o++) out[n * C_out + o] = bias[o];
+  for (int64_t n = 0; n < N; n++) std::memcpy(out + n * C_out, bias, size_t(C_out) * sizeof(float));
   return 1.0f;
 }
 
