@@ -157,3 +157,66 @@ TEST(Ops, CachedAttentionMatchesFull) {
   ASSERT_EQ(got.size(), full.size());
   for (size_t i = 0; i < full.size(); i++) EXPECT_NEAR(got[i], full[i], 1e-5) << i;
 }
+
+// The blocked attention kernel against plain float64 math, at lengths that span several blocks and end in a
+// partial one: out = softmax(mask(q k^T / sqrt(HS))) v, and the gradients of sum(out * R).
+TEST(Ops, BlockedAttentionMatchesNaiveAcrossBlocks) {
+  for (int64_t T : {64, 150, 300}) {  // one partial block, two, three (blocks are 128 wide)
+    Rng rng(static_cast<uint64_t>(T));
+    const int64_t B = 2, NH = 2, HS = 8, C = NH * HS, C3 = 3 * C;
+    Tensor qkv = randn({B, T, C3}, rng);
+    qkv.set_requires_grad(true);
+    Tensor out = ops::causal_self_attention(qkv, NH);
+    std::vector<float> R(size_t(out.numel()));
+    for (float& r : R) r = float(rng.normal());
+    out.ensure_grad();
+    std::copy(R.begin(), R.end(), out.grad().f32());
+    Tensor seed = Tensor::from_vector({0.0f}, {1});
+    seed.set_requires_grad(true);
+    backward(seed);
+    std::vector<float> X = qkv.to_vector(), O = out.to_vector(), G = qkv.grad().to_vector();
+    std::vector<double> ref_dx(X.size(), 0.0);
+    const double scale = 1.0 / std::sqrt(double(HS));
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t h = 0; h < NH; h++) {
+        auto at = [&](int64_t t, int64_t part, int64_t d) { return size_t(b * T * C3 + t * C3 + part * C + h * HS + d); };
+        for (int64_t i = 0; i < T; i++) {
+          std::vector<double> p(static_cast<size_t>(i + 1));
+          double mx = -1e300, sum = 0;
+          for (int64_t j = 0; j <= i; j++) {
+            double s = 0;
+            for (int64_t d = 0; d < HS; d++) s += double(X[at(i, 0, d)]) * X[at(j, 1, d)];
+            p[size_t(j)] = s * scale, mx = std::max(mx, p[size_t(j)]);
+          }
+          for (double& v : p) sum += (v = std::exp(v - mx));
+          for (double& v : p) v /= sum;
+          std::vector<double> dO(static_cast<size_t>(HS)), dp(static_cast<size_t>(i + 1));
+          for (int64_t d = 0; d < HS; d++) {
+            double o = 0;
+            for (int64_t j = 0; j <= i; j++) o += p[size_t(j)] * X[at(j, 2, d)];
+            size_t oi = size_t(b * T * C + i * C + h * HS + d);
+            ASSERT_NEAR(O[oi], o, 1e-5) << "T=" << T << " out b" << b << " h" << h << " t" << i << " d" << d;
+            dO[size_t(d)] = R[oi];
+          }
+          double dot = 0;
+          for (int64_t j = 0; j <= i; j++) {
+            double s = 0;
+            for (int64_t d = 0; d < HS; d++) {
+              s += dO[size_t(d)] * X[at(j, 2, d)];
+              ref_dx[at(j, 2, d)] += p[size_t(j)] * dO[size_t(d)];  // dV
+            }
+            dp[size_t(j)] = s, dot += p[size_t(j)] * s;
+          }
+          for (int64_t j = 0; j <= i; j++) {
+            double ds = p[size_t(j)] * (dp[size_t(j)] - dot) * scale;
+            for (int64_t d = 0; d < HS; d++) {
+              ref_dx[at(i, 0, d)] += ds * X[at(j, 1, d)];  // dQ
+              ref_dx[at(j, 1, d)] += ds * X[at(i, 0, d)];  // dK
+            }
+          }
+        }
+      }
+    for (size_t i = 0; i < G.size(); i++)
+      ASSERT_NEAR(G[i], ref_dx[i], 1e-4 * std::max(1.0, std::abs(ref_dx[i]))) << "T=" << T << " dqkv[" << i << "]";
+  }
+}

@@ -54,11 +54,12 @@ class Backend {
   virtual void mul_backward(float* dinp, const float* dout, const float* mask, int64_t n) = 0;
 
   // Causal multi-head self-attention. qkv (B,T,3C) holds q|k|v per row, out (B,T,C).
-  // att (B,NH,T,T) receives the softmax probabilities for backward; if null, scratch is used instead.
-  virtual void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t C,
+  // lse (B,NH,T) receives each query row's softmax log-sum-exp for backward (may be null for inference);
+  // backward recomputes the probabilities from it and from out.
+  virtual void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C,
                                  int64_t NH) = 0;
-  virtual void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int64_t B,
-                                  int64_t T, int64_t C, int64_t NH) = 0;
+  virtual void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                  const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH) = 0;
   // Incremental attention with a KV cache: qkv (B,T,3C) holds T new positions starting at pos0; their k, v are
   // written into kcache/vcache (B,NH,T_cap,HS) first, then each query attends to positions [0, pos0 + t].
   virtual void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T,

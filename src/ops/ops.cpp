@@ -160,11 +160,11 @@ Tensor causal_self_attention(const Tensor& qkv, int64_t n_head) {
                                                 std::to_string(n_head));
   Tensor out = Tensor::empty({B, T, C});
   bool rec = needs_grad({&qkv});
-  Tensor att = rec ? Tensor::empty({B, n_head, T, T}) : Tensor();
-  be(qkv).attention_forward(out.f32(), rec ? att.f32() : nullptr, qkv.f32(), B, T, C, n_head);
+  Tensor lse = rec ? Tensor::empty({B, n_head, T}) : Tensor();  // softmax statistics for backward
+  be(qkv).attention_forward(out.f32(), rec ? lse.f32() : nullptr, qkv.f32(), B, T, C, n_head);
   if (rec) {
-    record(out, [out, qkv, att, B, T, C, n_head] {
-      be(qkv).attention_backward(grad_of(qkv), out.grad().f32(), qkv.f32(), att.f32(), B, T, C, n_head);
+    record(out, [out, qkv, lse, B, T, C, n_head] {
+      be(qkv).attention_backward(grad_of(qkv), out.grad().f32(), qkv.f32(), out.f32(), lse.f32(), B, T, C, n_head);
     });
   }
   return out;

@@ -4,6 +4,7 @@
 // threads split the B*NH pairs, which write disjoint columns: no races.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -27,59 +28,138 @@ static inline void masked_softmax_row(float* s, int64_t len, int64_t width) {
   for (int64_t j = len; j < width; j++) s[j] = 0.0f;
 }
 
-void CpuBackend::attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t C,
+// Causal attention in blocks of queries and keys with an online softmax: the T x T probability matrix never
+// exists, blocks above the diagonal are skipped, and backward recomputes each block's probabilities from the
+// saved row log-sum-exp (lse) instead of storing them.
+constexpr int64_t kBlock = 128;
+
+namespace {
+
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float beta, float* C, int64_t ldc) {
+  cpu_backend().gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+struct HeadPtrs {  // one (batch, head) pair: q, k, v (and their gradients) inside the fused qkv rows
+  const float *q, *k, *v;
+  int64_t ld;  // 3C
+};
+
+void head_forward(float* o, int64_t ldo, float* lse, const HeadPtrs& h, int64_t T, int64_t HS, float scale,
+                  float* S, float* acc, float* m, float* l) {
+  for (int64_t i0 = 0; i0 < T; i0 += kBlock) {
+    const int64_t bq = std::min(kBlock, T - i0);
+    for (int64_t r = 0; r < bq; r++) m[r] = -INFINITY, l[r] = 0.0f;
+    std::fill(acc, acc + bq * HS, 0.0f);
+    for (int64_t j0 = 0; j0 < i0 + bq; j0 += kBlock) {  // key blocks at or left of the diagonal
+      const int64_t bk = std::min(kBlock, T - j0);
+      gemm(false, true, bq, bk, HS, scale, h.q + i0 * h.ld, h.ld, h.k + j0 * h.ld, h.ld, 0.0f, S, kBlock);
+      for (int64_t r = 0; r < bq; r++) {
+        float* row = S + r * kBlock;
+        const int64_t vis = std::min(bk, i0 + r - j0 + 1);  // keys this query may see in the block
+        if (vis <= 0) {
+          std::fill(row, row + bk, 0.0f);
+          continue;
+        }
+        float mx = m[r];
+#pragma omp simd reduction(max : mx)
+        for (int64_t c = 0; c < vis; c++) mx = std::max(mx, row[c]);
+        const float corr = m[r] == -INFINITY ? 0.0f : exp_vec(m[r] - mx);  // rescales what was summed so far
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t c = 0; c < vis; c++) {
+          row[c] = exp_vec(row[c] - mx);
+          sum += row[c];
+        }
+        for (int64_t c = vis; c < bk; c++) row[c] = 0.0f;
+        l[r] = l[r] * corr + sum;
+        m[r] = mx;
+        float* a = acc + r * HS;
+#pragma omp simd
+        for (int64_t d = 0; d < HS; d++) a[d] *= corr;
+      }
+      gemm(false, false, bq, HS, bk, 1.0f, S, kBlock, h.v + j0 * h.ld, h.ld, 1.0f, acc, HS);
+    }
+    for (int64_t r = 0; r < bq; r++) {
+      const float inv = 1.0f / l[r];
+      float* dst = o + (i0 + r) * ldo;
+#pragma omp simd
+      for (int64_t d = 0; d < HS; d++) dst[d] = acc[r * HS + d] * inv;
+      lse[i0 + r] = m[r] + std::log(l[r]);
+    }
+  }
+}
+
+}  // namespace
+
+void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C,
                                    int64_t NH) {
   const int64_t HS = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(float(HS));
 #pragma omp parallel
   {
-    std::vector<float> scratch(att ? 0 : size_t(T * T));
+    std::vector<float> S(size_t(kBlock * kBlock)), acc(size_t(kBlock * HS)), m(kBlock), l(kBlock);
+    std::vector<float> lse_scratch(lse ? 0 : size_t(T));
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * NH; bh++) {
-      int64_t b = bh / NH, h = bh % NH;
-      const float* q = qkv + b * T * C3 + h * HS;
-      const float* k = q + C;
-      const float* v = q + 2 * C;
-      float* P = att ? att + bh * T * T : scratch.data();
-      gemm(false, true, T, T, HS, scale, q, C3, k, C3, 0.0f, P, T);
-      for (int64_t i = 0; i < T; i++) masked_softmax_row(P + i * T, i + 1, T);
-      gemm(false, false, T, HS, T, 1.0f, P, T, v, C3, 0.0f, out + b * T * C + h * HS, C);
+      const int64_t b = bh / NH, hd = bh % NH;
+      const float* q = qkv + b * T * C3 + hd * HS;
+      HeadPtrs h{q, q + C, q + 2 * C, C3};
+      head_forward(out + b * T * C + hd * HS, C, lse ? lse + bh * T : lse_scratch.data(), h, T, HS, scale, S.data(),
+                   acc.data(), m.data(), l.data());
     }
   }
 }
 
-void CpuBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int64_t B,
-                                    int64_t T, int64_t C, int64_t NH) {
+void CpuBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                    const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH) {
   const int64_t HS = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(float(HS));
 #pragma omp parallel
   {
-    std::vector<float> dS(size_t(T * T));
+    std::vector<float> P(size_t(kBlock * kBlock)), dS(size_t(kBlock * kBlock)), D(static_cast<size_t>(T));
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * NH; bh++) {
-      int64_t b = bh / NH, h = bh % NH;
-      const float* q = qkv + b * T * C3 + h * HS;
-      const float* k = q + C;
-      const float* v = q + 2 * C;
-      float* dq = dqkv + b * T * C3 + h * HS;
-      float* dk = dq + C;
-      float* dv = dq + 2 * C;
-      const float* P = att + bh * T * T;
-      const float* dO = dout + b * T * C + h * HS;
-      gemm(false, true, T, T, HS, 1.0f, dO, C, v, C3, 0.0f, dS.data(), T);  // dP = dO v^T
-      gemm(true, false, T, HS, T, 1.0f, P, T, dO, C, 1.0f, dv, C3);          // dv += P^T dO
-      for (int64_t i = 0; i < T; i++) {  // softmax backward: dS = P * (dP - sum_j P dP)
-        float* d = dS.data() + i * T;
-        const float* p = P + i * T;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t j = 0; j <= i; j++) dot += p[j] * d[j];
-#pragma omp simd
-        for (int64_t j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot);
-        for (int64_t j = i + 1; j < T; j++) d[j] = 0.0f;
+      const int64_t b = bh / NH, hd = bh % NH;
+      const float* q = qkv + b * T * C3 + hd * HS;
+      const float *k = q + C, *v = q + 2 * C;
+      float* dq = dqkv + b * T * C3 + hd * HS;
+      float *dk = dq + C, *dv = dq + 2 * C;
+      const float* dO = dout + b * T * C + hd * HS;
+      const float* O = out + b * T * C + hd * HS;
+      const float* L = lse + bh * T;
+      for (int64_t t = 0; t < T; t++) {  // D = rowsum(dO * O): the softmax backward's correction term
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t d = 0; d < HS; d++) s += dO[t * C + d] * O[t * C + d];
+        D[size_t(t)] = s;
       }
-      gemm(false, false, T, HS, T, scale, dS.data(), T, k, C3, 1.0f, dq, C3);  // dq += dS k / sqrt(HS)
-      gemm(true, false, T, HS, T, scale, dS.data(), T, q, C3, 1.0f, dk, C3);   // dk += dS^T q / sqrt(HS)
+      for (int64_t j0 = 0; j0 < T; j0 += kBlock) {
+        const int64_t bk = std::min(kBlock, T - j0);
+        for (int64_t i0 = j0; i0 < T; i0 += kBlock) {  // query blocks at or below the diagonal
+          const int64_t bq = std::min(kBlock, T - i0);
+          gemm(false, true, bq, bk, HS, scale, q + i0 * C3, C3, k + j0 * C3, C3, 0.0f, P.data(), kBlock);
+          for (int64_t r = 0; r < bq; r++) {  // P = exp(S - lse), masked
+            float* row = P.data() + r * kBlock;
+            const int64_t vis = std::min(bk, i0 + r - j0 + 1);
+            const float lr = L[i0 + r];
+#pragma omp simd
+            for (int64_t c = 0; c < vis; c++) row[c] = exp_vec(row[c] - lr);
+            for (int64_t c = std::max<int64_t>(vis, 0); c < bk; c++) row[c] = 0.0f;
+          }
+          gemm(true, false, bk, HS, bq, 1.0f, P.data(), kBlock, dO + i0 * C, C, 1.0f, dv + j0 * C3, C3);  // dV += P^T dO
+          gemm(false, true, bq, bk, HS, 1.0f, dO + i0 * C, C, v + j0 * C3, C3, 0.0f, dS.data(), kBlock);    // dP = dO V^T
+          for (int64_t r = 0; r < bq; r++) {  // dS = P * (dP - D)
+            float* d = dS.data() + r * kBlock;
+            const float* p = P.data() + r * kBlock;
+            const float Dr = D[size_t(i0 + r)];
+#pragma omp simd
+            for (int64_t c = 0; c < bk; c++) d[c] = p[c] * (d[c] - Dr);
+          }
+          gemm(false, false, bq, HS, bk, scale, dS.data(), kBlock, k + j0 * C3, C3, 1.0f, dq + i0 * C3, C3);  // dQ
+          gemm(true, false, bk, HS, bq, scale, dS.data(), kBlock, q + i0 * C3, C3, 1.0f, dk + j0 * C3, C3);   // dK
+        }
+      }
     }
   }
 }

@@ -39,10 +39,10 @@ class CpuBackend final : public Backend {
   void relu_backward(float* dinp, const float* inp, const float* dout, int64_t n) override;
   void dropout_forward(float* out, float* mask, const float* inp, int64_t n, float p, uint64_t seed) override;
   void mul_backward(float* dinp, const float* dout, const float* mask, int64_t n) override;
-  void attention_forward(float* out, float* att, const float* qkv, int64_t B, int64_t T, int64_t C,
+  void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C,
                          int64_t NH) override;
-  void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int64_t B, int64_t T,
-                          int64_t C, int64_t NH) override;
+  void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
+                          int64_t B, int64_t T, int64_t C, int64_t NH) override;
   void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T, int64_t C,
                         int64_t NH, int64_t pos0, int64_t T_cap) override;
   void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N,
