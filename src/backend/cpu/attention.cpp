@@ -182,6 +182,10 @@ void CpuBackend::attention_cached(float* out, const float* qkv, float* kcache, f
       }
     }
   }
+  if (pos0 == 0) {  // a prompt into an empty cache is plain causal attention over the prompt: use the blocked kernel
+    attention_forward(out, nullptr, qkv, B, T, C, NH);
+    return;
+  }
 #pragma omp parallel
   {
     std::vector<float> S(size_t(T * L));
