@@ -9,6 +9,15 @@
 
 namespace aigc {
 
+// A 2-D convolution in PyTorch's terms: input (N, C_in, H, W), weights (C_out, C_in / groups, KH, KW),
+// output (N, C_out, out_h(), out_w()); dilation 1 means adjacent taps.
+struct ConvShape {
+  int64_t N, C_in, H, W, C_out, KH, KW;
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
+  int64_t out_h() const { return (H + 2 * pad_h - dil_h * (KH - 1) - 1) / stride_h + 1; }
+  int64_t out_w() const { return (W + 2 * pad_w - dil_w * (KW - 1) - 1) / stride_w + 1; }
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -26,6 +35,19 @@ class Backend {
   // The same product with weights stored as bf16 (inference only).
   virtual void linear_forward_bf16w(float* out, const float* inp, const uint16_t* w, const float* bias, int64_t N,
                                     int64_t C_in, int64_t C_out) = 0;
+
+  // 2-D convolution. With accumulate the result is added to the output instead of replacing it (the backward
+  // kernels of the ops always accumulate; a transposed convolution's forward pass is backward_data).
+  virtual void conv2d_forward(float* out, const float* inp, const float* w, const float* bias, const ConvShape& s,
+                              bool accumulate) = 0;
+  virtual void conv2d_backward_data(float* dinp, const float* dout, const float* w, const ConvShape& s,
+                                    bool accumulate) = 0;
+  virtual void conv2d_backward_weights(float* dw, float* dbias, const float* dout, const float* inp,
+                                       const ConvShape& s) = 0;  // dw += ..., dbias += ... (either may be null)
+
+  // out (N, C, HW) += bias[c] per channel, and dbias[c] += sum of dout over N and HW.
+  virtual void channel_bias_add(float* out, const float* bias, int64_t N, int64_t C, int64_t HW) = 0;
+  virtual void channel_bias_backward(float* dbias, const float* dout, int64_t N, int64_t C, int64_t HW) = 0;
 
   // out (B,T,C) = wte[idx] + wpe[t]  (wpe may be null: no position embedding).
   virtual void embedding_forward(float* out, const int32_t* idx, const float* wte, const float* wpe, int64_t B,

@@ -24,6 +24,15 @@ Tensor dropout(const Tensor& x, float p, uint64_t seed);
 Tensor causal_self_attention(const Tensor& qkv, int64_t n_head);
 // Inference only: qkv (B,T,3C) for positions pos0..pos0+T-1; appends k,v to the caches (B,NH,T_cap,HS).
 Tensor attention_cached(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tensor& vcache, int64_t pos0);
+// 2-D convolutions over (N, C, H, W), with PyTorch's semantics and weight layouts:
+// conv2d weight (C_out, C_in / groups, KH, KW); conv_transpose2d weight (C_in, C_out / groups, KH, KW) and
+// output size (H - 1) * stride - 2 * padding + dilation * (KH - 1) + output_padding + 1. Bias may be undefined.
+struct Conv2dOptions {
+  int64_t stride = 1, padding = 0, dilation = 1, groups = 1;
+  int64_t output_padding = 0;  // conv_transpose2d only
+};
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o = {});
+Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o = {});
 // Mean softmax cross-entropy of logits (..., V) against targets (...) i32; targets < 0 are ignored.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
 

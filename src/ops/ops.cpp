@@ -3,27 +3,13 @@
 #include "aigc/autograd.h"
 #include "aigc/backend.h"
 #include "aigc/error.h"
+#include "op_util.h"
 
 namespace aigc::ops {
 
-namespace {
-
-void check_f32(const Tensor& t, const char* op, const char* what) {
-  AIGC_CHECK(t.defined(), std::string(op) + ": " + what + " is undefined");
-  AIGC_CHECK(t.dtype() == DType::F32, std::string(op) + ": " + what + " must be f32");
-  AIGC_CHECK(t.is_contiguous(), std::string(op) + ": " + what + " must be contiguous");
-}
-
-// Gradient buffer of an input, or null when that input does not take gradients.
-float* grad_of(const Tensor& t) {
-  if (!t.defined() || !t.requires_grad()) return nullptr;
-  Tensor tt = t;
-  return tt.ensure_grad().f32();
-}
-
-Backend& be(const Tensor& t) { return backend_for(t.device()); }
-
-}  // namespace
+using detail::be;
+using detail::check_f32;
+using detail::grad_of;
 
 Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_t pos0) {
   AIGC_CHECK(idx.dtype() == DType::I32 && idx.dim() == 2, "embedding: idx must be i32 of shape (B,T), got " +

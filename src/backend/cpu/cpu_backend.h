@@ -22,6 +22,14 @@ class CpuBackend final : public Backend {
                        int64_t N, int64_t C_in, int64_t C_out) override;
   void linear_forward_bf16w(float* out, const float* inp, const uint16_t* w, const float* bias, int64_t N,
                             int64_t C_in, int64_t C_out) override;
+  void conv2d_forward(float* out, const float* inp, const float* w, const float* bias, const ConvShape& s,
+                      bool accumulate) override;
+  void conv2d_backward_data(float* dinp, const float* dout, const float* w, const ConvShape& s,
+                            bool accumulate) override;
+  void conv2d_backward_weights(float* dw, float* dbias, const float* dout, const float* inp,
+                               const ConvShape& s) override;
+  void channel_bias_add(float* out, const float* bias, int64_t N, int64_t C, int64_t HW) override;
+  void channel_bias_backward(float* dbias, const float* dout, int64_t N, int64_t C, int64_t HW) override;
   void embedding_forward(float* out, const int32_t* idx, const float* wte, const float* wpe, int64_t B, int64_t T,
                          int64_t C, int64_t pos0) override;
   void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* idx, int64_t B, int64_t T,

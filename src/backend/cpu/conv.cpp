@@ -1,0 +1,161 @@
+// 2-D convolution through oneDNN's convolution primitives (forward, backward data, backward weights), in
+// PyTorch's layouts: activations NCHW, weights (C_out, C_in / groups, KH, KW). A transposed convolution is the
+// same three primitives with the roles of input and output swapped (see ops::conv_transpose2d), so these three
+// kernels serve both layers. Primitives are built once per shape and cached.
+#include <map>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "aigc/error.h"
+#include "cpu_backend.h"
+
+namespace aigc::cpu {
+
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t, int64_t, int64_t, bool>;
+
+struct ConvPrims {
+  memory::desc src, weights, bias, dst;
+  dnnl::convolution_forward fwd;
+  dnnl::convolution_backward_data bwd_data;
+  dnnl::convolution_backward_weights bwd_weights;
+};
+
+struct ConvState {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  std::map<Key, ConvPrims> cache;
+  std::mutex mu;
+};
+
+ConvState& state() {
+  static ConvState s;
+  return s;
+}
+
+const ConvPrims& prims(const ConvShape& s, bool bias) {
+  ConvState& st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  Key key{s.N, s.C_in, s.H, s.W, s.C_out, s.KH, s.KW, s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.dil_h, s.dil_w,
+          s.groups, bias};
+  auto it = st.cache.find(key);
+  if (it != st.cache.end()) return it->second;
+  const int64_t G = s.groups, OH = s.out_h(), OW = s.out_w();
+  ConvPrims p;
+  p.src = memory::desc({s.N, s.C_in, s.H, s.W}, memory::data_type::f32, Tag::nchw);
+  p.dst = memory::desc({s.N, s.C_out, OH, OW}, memory::data_type::f32, Tag::nchw);
+  p.weights = G == 1 ? memory::desc({s.C_out, s.C_in, s.KH, s.KW}, memory::data_type::f32, Tag::oihw)
+                     : memory::desc({G, s.C_out / G, s.C_in / G, s.KH, s.KW}, memory::data_type::f32, Tag::goihw);
+  p.bias = bias ? memory::desc({s.C_out}, memory::data_type::f32, Tag::x) : memory::desc();
+  // oneDNN counts dilation from 0 (PyTorch's dilation - 1) and wants the right/bottom padding that makes the
+  // output size come out exactly (PyTorch drops the remainder of a stride that does not fit).
+  memory::dims strides{s.stride_h, s.stride_w}, dil{s.dil_h - 1, s.dil_w - 1}, pad_l{s.pad_h, s.pad_w};
+  memory::dims pad_r{(OH - 1) * s.stride_h + s.dil_h * (s.KH - 1) + 1 - s.H - s.pad_h,
+                     (OW - 1) * s.stride_w + s.dil_w * (s.KW - 1) + 1 - s.W - s.pad_w};
+  auto algo = dnnl::algorithm::convolution_direct;
+  dnnl::convolution_forward::primitive_desc fwd_pd(
+      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, p.src, p.weights, p.bias, p.dst,
+                                      strides, dil, pad_l, pad_r),
+      st.engine);
+  dnnl::convolution_backward_data::primitive_desc bd_pd(
+      dnnl::convolution_backward_data::desc(algo, p.src, p.weights, p.dst, strides, dil, pad_l, pad_r), st.engine,
+      fwd_pd);
+  dnnl::convolution_backward_weights::primitive_desc bw_pd(
+      dnnl::convolution_backward_weights::desc(algo, p.src, p.weights, p.bias, p.dst, strides, dil, pad_l, pad_r),
+      st.engine, fwd_pd);
+  p.fwd = dnnl::convolution_forward(fwd_pd);
+  p.bwd_data = dnnl::convolution_backward_data(bd_pd);
+  p.bwd_weights = dnnl::convolution_backward_weights(bw_pd);
+  return st.cache.emplace(key, std::move(p)).first->second;
+}
+
+memory mem(const memory::desc& d, const float* ptr) { return memory(d, state().engine, const_cast<float*>(ptr)); }
+
+void add_into(float* dst, const std::vector<float>& src, bool accumulate) {
+  const int64_t n = int64_t(src.size());
+  if (accumulate) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) dst[i] += src[size_t(i)];
+  } else {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) dst[i] = src[size_t(i)];
+  }
+}
+
+}  // namespace
+
+void CpuBackend::conv2d_forward(float* out, const float* inp, const float* w, const float* bias, const ConvShape& s,
+                                bool accumulate) {
+  const ConvPrims& p = prims(s, bias != nullptr);
+  ConvState& st = state();
+  std::vector<float> tmp(accumulate ? size_t(s.N * s.C_out * s.out_h() * s.out_w()) : 0);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, mem(p.src, inp)},
+                                       {DNNL_ARG_WEIGHTS, mem(p.weights, w)},
+                                       {DNNL_ARG_DST, mem(p.dst, accumulate ? tmp.data() : out)}};
+  if (bias) args.insert({DNNL_ARG_BIAS, mem(p.bias, bias)});
+  p.fwd.execute(st.stream, args);
+  st.stream.wait();
+  if (accumulate) add_into(out, tmp, true);
+}
+
+void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const float* w, const ConvShape& s,
+                                      bool accumulate) {
+  const ConvPrims& p = prims(s, false);
+  ConvState& st = state();
+  std::vector<float> tmp(size_t(s.N * s.C_in * s.H * s.W));
+  p.bwd_data.execute(st.stream, {{DNNL_ARG_DIFF_DST, mem(p.dst, dout)},
+                                 {DNNL_ARG_WEIGHTS, mem(p.weights, w)},
+                                 {DNNL_ARG_DIFF_SRC, mem(p.src, tmp.data())}});
+  st.stream.wait();
+  add_into(dinp, tmp, accumulate);
+}
+
+void CpuBackend::conv2d_backward_weights(float* dw, float* dbias, const float* dout, const float* inp,
+                                         const ConvShape& s) {
+  const ConvPrims& p = prims(s, dbias != nullptr);
+  ConvState& st = state();
+  std::vector<float> tw(size_t(s.C_out * (s.C_in / s.groups) * s.KH * s.KW)), tb(dbias ? size_t(s.C_out) : 0);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, mem(p.src, inp)},
+                                       {DNNL_ARG_DIFF_DST, mem(p.dst, dout)},
+                                       {DNNL_ARG_DIFF_WEIGHTS, mem(p.weights, tw.data())}};
+  if (dbias) args.insert({DNNL_ARG_DIFF_BIAS, mem(p.bias, tb.data())});
+  p.bwd_weights.execute(st.stream, args);
+  st.stream.wait();
+  if (dw) add_into(dw, tw, true);
+  if (dbias) add_into(dbias, tb, true);
+}
+
+void CpuBackend::channel_bias_add(float* out, const float* bias, int64_t N, int64_t C, int64_t HW) {
+#pragma omp parallel for schedule(static)
+  for (int64_t nc = 0; nc < N * C; nc++) {
+    float* o = out + nc * HW;
+    const float bc = bias[nc % C];
+#pragma omp simd
+    for (int64_t i = 0; i < HW; i++) o[i] += bc;
+  }
+}
+
+// Threads own channels, and each channel is summed in a fixed order: deterministic.
+void CpuBackend::channel_bias_backward(float* dbias, const float* dout, int64_t N, int64_t C, int64_t HW) {
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < C; c++) {
+    double s = 0;
+    for (int64_t n = 0; n < N; n++) {
+      const float* d = dout + (n * C + c) * HW;
+      float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+      for (int64_t i = 0; i < HW; i++) part += d[i];
+      s += part;
+    }
+    dbias[c] += float(s);
+  }
+}
+
+}  // namespace aigc::cpu

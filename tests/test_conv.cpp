@@ -1,0 +1,156 @@
+// Convolution layers: finite-difference gradient checks and parity with PyTorch (float64 oracle) for conv2d
+// and conv_transpose2d over strides, padding, dilation, groups and output padding.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "aigc/autograd.h"
+#include "aigc/ops.h"
+#include "aigc/rng.h"
+#include "aigc/safetensors.h"
+#include "test_util.h"
+
+using namespace aigc;
+namespace fs = std::filesystem;
+
+namespace {
+
+Tensor randn(const Shape& s, Rng& rng, float std = 1.0f) {
+  Tensor t = Tensor::empty(s);
+  init::normal(t, 0.0f, std, rng);
+  return t;
+}
+
+struct Case {
+  const char* layer;
+  Shape x, w;
+  ops::Conv2dOptions o;
+};
+
+// Both layers over the option space: plain, strided + padded, dilated, grouped, output padding.
+std::vector<Case> cases() {
+  ops::Conv2dOptions plain, strided{2, 1, 1, 1, 0}, dilated{1, 2, 2, 1, 0}, grouped{1, 1, 1, 2, 0};
+  ops::Conv2dOptions up{2, 1, 1, 1, 0}, up_pad{2, 1, 1, 1, 1}, up_group{2, 0, 1, 2, 1}, up_dil{1, 1, 2, 1, 0};
+  return {{"conv2d", {2, 3, 7, 6}, {4, 3, 3, 3}, plain},
+          {"conv2d", {2, 3, 8, 7}, {5, 3, 4, 4}, strided},
+          {"conv2d", {1, 2, 9, 9}, {3, 2, 3, 2}, dilated},
+          {"conv2d", {2, 4, 5, 5}, {6, 2, 3, 3}, grouped},
+          {"conv_transpose2d", {2, 4, 3, 3}, {4, 3, 4, 4}, up},
+          {"conv_transpose2d", {1, 3, 4, 5}, {3, 2, 3, 3}, up_pad},
+          {"conv_transpose2d", {2, 4, 3, 4}, {4, 3, 3, 3}, up_group},
+          {"conv_transpose2d", {1, 2, 4, 4}, {2, 3, 3, 3}, up_dil}};
+}
+
+Tensor apply(const Case& c, const Tensor& x, const Tensor& w, const Tensor& b) {
+  return std::string(c.layer) == "conv2d" ? ops::conv2d(x, w, b, c.o) : ops::conv_transpose2d(x, w, b, c.o);
+}
+
+int64_t out_channels(const Case& c) {
+  return std::string(c.layer) == "conv2d" ? c.w[0] : c.w[1] * c.o.groups;
+}
+
+// Runs the layer with gradients of sum(out * dout) flowing back; returns out.
+Tensor forward_backward(const Case& c, Tensor& x, Tensor& w, Tensor& b, const Tensor& dout) {
+  x.set_requires_grad(true), w.set_requires_grad(true), b.set_requires_grad(true);
+  Tensor out = apply(c, x, w, b);
+  out.ensure_grad();
+  std::copy(dout.f32(), dout.f32() + dout.numel(), out.grad().f32());
+  Tensor seed = Tensor::from_vector({0.0f}, {1});
+  seed.set_requires_grad(true);
+  backward(seed);
+  return out;
+}
+
+}  // namespace
+
+TEST(GradCheck, Conv2dAndConvTranspose2d) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(std::string(c.layer) + " x" + shape_str(c.x) + " w" + shape_str(c.w));
+    Rng rng(5);
+    Tensor x = randn(c.x, rng), w = randn(c.w, rng, 0.5f), b = randn({out_channels(c)}, rng);
+    Tensor out0;
+    {
+      NoGradGuard ng;
+      out0 = apply(c, x, w, b);
+    }
+    Tensor dout = randn(out0.shape(), rng);
+    forward_backward(c, x, w, b, dout);
+    std::vector<float> R = dout.to_vector();
+    auto loss = [&]() {
+      NoGradGuard ng;
+      std::vector<float> o = apply(c, x, w, b).to_vector();
+      double s = 0;
+      for (size_t i = 0; i < o.size(); i++) s += double(o[i]) * R[i];
+      return s;
+    };
+    for (Tensor* t : {&x, &w, &b}) {
+      std::vector<float> g = t->grad().to_vector();
+      float* p = t->f32();
+      for (int64_t i = 0; i < t->numel(); i++) {
+        const float orig = p[i], h = 1e-2f;
+        p[i] = orig + h;
+        double lp = loss();
+        p[i] = orig - h;
+        double lm = loss();
+        p[i] = orig;
+        double num = (lp - lm) / (2.0 * h);
+        ASSERT_NEAR(g[size_t(i)], num, 2e-2 * std::max(1.0, std::abs(num))) << "element " << i;
+      }
+    }
+  }
+}
+
+TEST(Parity, ConvLayersMatchPyTorch) {
+  fs::path dir = aigc::testing::fresh_temp_dir("conv_parity");
+  const std::vector<Case> all = cases();
+  std::vector<Tensor> xs, ws, bs, douts;
+  std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/tests/tools/torch_layer_oracle.py";
+  for (size_t k = 0; k < all.size(); k++) {  // write every case, then start PyTorch once
+    const Case& c = all[k];
+    Rng rng(100 + k);
+    Tensor x = randn(c.x, rng), w = randn(c.w, rng, 0.5f), b = randn({out_channels(c)}, rng);
+    Tensor probe;
+    {
+      NoGradGuard ng;
+      probe = apply(c, x, w, b);
+    }
+    Tensor dout = randn(probe.shape(), rng);
+    nlohmann::json opt = {{"stride", c.o.stride}, {"padding", c.o.padding}, {"dilation", c.o.dilation},
+                          {"groups", c.o.groups}, {"output_padding", c.o.output_padding}};
+    fs::path in = dir / ("in" + std::to_string(k) + ".safetensors");
+    write_safetensors(in.string(),
+                      {{"x", StDType::F32, x.shape(), x.f32(), size_t(x.numel()) * 4},
+                       {"w", StDType::F32, w.shape(), w.f32(), size_t(w.numel()) * 4},
+                       {"b", StDType::F32, b.shape(), b.f32(), size_t(b.numel()) * 4},
+                       {"dout", StDType::F32, dout.shape(), dout.f32(), size_t(dout.numel()) * 4}},
+                      {{"layer", c.layer}, {"options", opt.dump()}});
+    cmd += " " + in.string() + " " + (dir / ("out" + std::to_string(k) + ".safetensors")).string();
+    xs.push_back(x), ws.push_back(w), bs.push_back(b), douts.push_back(dout);
+  }
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "the PyTorch oracle failed (is python3-torch installed?): " << cmd;
+  double worst = 0;
+  for (size_t k = 0; k < all.size(); k++) {
+    const Case& c = all[k];
+    SCOPED_TRACE(std::string(c.layer) + " case " + std::to_string(k));
+    SafeTensorsReader ref((dir / ("out" + std::to_string(k) + ".safetensors")).string());
+    Tensor y = forward_backward(c, xs[k], ws[k], bs[k], douts[k]);
+    auto compare = [&](const char* name, const Tensor& got) {
+      std::vector<float> r = ref.read_f32(name), g = got.to_vector();
+      ASSERT_EQ(r.size(), g.size()) << name;
+      double scale = 0;
+      for (float v : r) scale = std::max(scale, double(std::abs(v)));
+      for (size_t i = 0; i < r.size(); i++) {
+        double err = std::abs(double(g[i]) - r[i]) / std::max(scale, 1e-3);
+        worst = std::max(worst, err);
+        ASSERT_LT(err, 1e-5) << name << "[" << i << "]: aigc " << g[i] << " torch " << r[i];
+      }
+    };
+    compare("out", y);
+    compare("dx", xs[k].grad());
+    compare("dw", ws[k].grad());
+    compare("db", bs[k].grad());
+  }
+  std::printf("[ parity ] conv layers: worst error relative to each tensor's largest value %.2e\n", worst);
+}
