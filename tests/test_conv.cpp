@@ -3,17 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <nlohmann/json.hpp>
 
 #include "aigc/autograd.h"
 #include "aigc/ops.h"
 #include "aigc/rng.h"
-#include "aigc/safetensors.h"
-#include "test_util.h"
+#include "layer_oracle.h"
 
 using namespace aigc;
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -103,11 +99,10 @@ TEST(GradCheck, Conv2dAndConvTranspose2d) {
 }
 
 TEST(Parity, ConvLayersMatchPyTorch) {
-  fs::path dir = aigc::testing::fresh_temp_dir("conv_parity");
   const std::vector<Case> all = cases();
   std::vector<Tensor> xs, ws, bs, douts;
-  std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/tests/tools/torch_layer_oracle.py";
-  for (size_t k = 0; k < all.size(); k++) {  // write every case, then start PyTorch once
+  std::vector<aigc::testing::OracleCase> oc;
+  for (size_t k = 0; k < all.size(); k++) {
     const Case& c = all[k];
     Rng rng(100 + k);
     Tensor x = randn(c.x, rng), w = randn(c.w, rng, 0.5f), b = randn({out_channels(c)}, rng);
@@ -119,38 +114,17 @@ TEST(Parity, ConvLayersMatchPyTorch) {
     Tensor dout = randn(probe.shape(), rng);
     nlohmann::json opt = {{"stride", c.o.stride}, {"padding", c.o.padding}, {"dilation", c.o.dilation},
                           {"groups", c.o.groups}, {"output_padding", c.o.output_padding}};
-    fs::path in = dir / ("in" + std::to_string(k) + ".safetensors");
-    write_safetensors(in.string(),
-                      {{"x", StDType::F32, x.shape(), x.f32(), size_t(x.numel()) * 4},
-                       {"w", StDType::F32, w.shape(), w.f32(), size_t(w.numel()) * 4},
-                       {"b", StDType::F32, b.shape(), b.f32(), size_t(b.numel()) * 4},
-                       {"dout", StDType::F32, dout.shape(), dout.f32(), size_t(dout.numel()) * 4}},
-                      {{"layer", c.layer}, {"options", opt.dump()}});
-    cmd += " " + in.string() + " " + (dir / ("out" + std::to_string(k) + ".safetensors")).string();
+    oc.push_back({c.layer, opt, {{"x", x}, {"w", w}, {"b", b}, {"dout", dout}}});
     xs.push_back(x), ws.push_back(w), bs.push_back(b), douts.push_back(dout);
   }
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << "the PyTorch oracle failed (is python3-torch installed?): " << cmd;
+  auto refs = aigc::testing::run_layer_oracle(oc, "conv");
+  ASSERT_EQ(refs.size(), all.size());
   double worst = 0;
   for (size_t k = 0; k < all.size(); k++) {
-    const Case& c = all[k];
-    SCOPED_TRACE(std::string(c.layer) + " case " + std::to_string(k));
-    SafeTensorsReader ref((dir / ("out" + std::to_string(k) + ".safetensors")).string());
-    Tensor y = forward_backward(c, xs[k], ws[k], bs[k], douts[k]);
-    auto compare = [&](const char* name, const Tensor& got) {
-      std::vector<float> r = ref.read_f32(name), g = got.to_vector();
-      ASSERT_EQ(r.size(), g.size()) << name;
-      double scale = 0;
-      for (float v : r) scale = std::max(scale, double(std::abs(v)));
-      for (size_t i = 0; i < r.size(); i++) {
-        double err = std::abs(double(g[i]) - r[i]) / std::max(scale, 1e-3);
-        worst = std::max(worst, err);
-        ASSERT_LT(err, 1e-5) << name << "[" << i << "]: aigc " << g[i] << " torch " << r[i];
-      }
-    };
-    compare("out", y);
-    compare("dx", xs[k].grad());
-    compare("dw", ws[k].grad());
-    compare("db", bs[k].grad());
+    SCOPED_TRACE(std::string(all[k].layer) + " case " + std::to_string(k));
+    Tensor y = forward_backward(all[k], xs[k], ws[k], bs[k], douts[k]);
+    for (auto [name, t] : {std::pair{"out", y}, {"dx", xs[k].grad()}, {"dw", ws[k].grad()}, {"db", bs[k].grad()}})
+      worst = std::max(worst, aigc::testing::expect_close(*refs[k], name, t, 1e-5));
   }
   std::printf("[ parity ] conv layers: worst error relative to each tensor's largest value %.2e\n", worst);
 }

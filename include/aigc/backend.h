@@ -71,6 +71,32 @@ class Backend {
   virtual void relu_forward(float* out, const float* inp, int64_t n) = 0;
   virtual void relu_backward(float* dinp, const float* inp, const float* dout, int64_t n) = 0;
 
+  // LeakyReLU (slope for x < 0), tanh and the logistic sigmoid; backward recomputes from the input.
+  virtual void leaky_relu_forward(float* out, const float* inp, int64_t n, float slope) = 0;
+  virtual void leaky_relu_backward(float* dinp, const float* inp, const float* dout, int64_t n, float slope) = 0;
+  virtual void tanh_forward(float* out, const float* inp, int64_t n) = 0;
+  virtual void tanh_backward(float* dinp, const float* inp, const float* dout, int64_t n) = 0;
+  virtual void sigmoid_forward(float* out, const float* inp, int64_t n) = 0;
+  virtual void sigmoid_backward(float* dinp, const float* inp, const float* dout, int64_t n) = 0;
+
+  // Batch normalization over (N, C, HW) per channel. Training: normalizes with the batch mean and biased
+  // variance and writes them to mean, var (C). Evaluation: normalizes with the given mean, var (running stats);
+  // its backward treats them as constants.
+  virtual void batchnorm_forward(float* out, float* mean, float* var, const float* inp, const float* w,
+                                 const float* b, int64_t N, int64_t C, int64_t HW, float eps, bool training) = 0;
+  virtual void batchnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                                  const float* w, const float* mean, const float* var, int64_t N, int64_t C,
+                                  int64_t HW, float eps, bool training) = 0;
+  // running = (1 - momentum) running + momentum batch; the variance enters unbiased (count / (count - 1)).
+  virtual void batchnorm_update_running(float* running_mean, float* running_var, const float* mean,
+                                        const float* var, int64_t C, int64_t count, float momentum) = 0;
+
+  // Binary cross-entropy on logits x against targets y in [0, 1], computed stably as
+  // max(x, 0) - x y + log(1 + exp(-|x|)). Forward returns the sum over n; backward adds scale (sigmoid(x) - y).
+  virtual double bce_with_logits_forward(const float* logits, const float* targets, int64_t n) = 0;
+  virtual void bce_with_logits_backward(float* dlogits, const float* logits, const float* targets, float scale,
+                                        int64_t n) = 0;
+
   // Inverted dropout: mask holds 0 or 1/(1-p).
   virtual void dropout_forward(float* out, float* mask, const float* inp, int64_t n, float p, uint64_t seed) = 0;
   virtual void mul_backward(float* dinp, const float* dout, const float* mask, int64_t n) = 0;

@@ -33,6 +33,17 @@ struct Conv2dOptions {
 };
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o = {});
 Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o = {});
+// Image-model layers. leaky_relu: x for x > 0, slope x otherwise.
+Tensor leaky_relu(const Tensor& x, float slope = 0.2f);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+// Batch normalization per channel of (N, C, H, W) or (N, C), PyTorch semantics: training normalizes with the
+// batch statistics (biased variance) and updates running_mean / running_var in place (momentum, unbiased
+// variance); evaluation normalizes with the running statistics. w, b (C) may be undefined (no affine part).
+Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean, Tensor& running_var,
+                    bool training, float momentum = 0.1f, float eps = 1e-5f);
+// Mean binary cross-entropy of logits against targets in [0, 1] (same shape), without overflow for any logit.
+Tensor bce_with_logits(const Tensor& logits, const Tensor& targets);
 // Mean softmax cross-entropy of logits (..., V) against targets (...) i32; targets < 0 are ignored.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
 

@@ -3,9 +3,15 @@
 
 Usage: torch_layer_oracle.py IN.safetensors OUT.safetensors [IN2 OUT2 ...]   (one torch start for many cases)
 
-IN carries metadata "layer" (conv2d | conv_transpose2d) and "options" (JSON: stride, padding, dilation, groups,
-output_padding), and tensors "x", "w", "b" and "dout" (the gradient flowing into the layer's output). OUT
-receives "out", "dx", "dw" and "db": the layer's output and the gradients of sum(out * dout), all F32.
+IN carries metadata "layer" and "options" (JSON) and the tensors the layer takes: "x", and as the layer needs
+"w", "b", "running_mean", "running_var" (batch_norm2d), "y" (bce_with_logits targets); plus "dout", the gradient
+flowing into the layer's output. OUT receives "out" and the gradients of sum(out * dout) ("dx", "dw", "db"),
+and for batch_norm2d the running statistics after the call; all F32.
+  conv2d, conv_transpose2d    options: stride, padding, dilation, groups, output_padding
+  leaky_relu                  options: slope
+  tanh, sigmoid
+  batch_norm2d                options: training, momentum, eps
+  bce_with_logits             (mean reduction; out has one element)
 """
 import json
 import os
@@ -21,16 +27,35 @@ from torch_gpt_oracle import read_safetensors, write_safetensors  # noqa: E402
 def run_case(in_path, out_path):
     tensors, meta = read_safetensors(in_path)
     layer, opt = meta["layer"], json.loads(meta["options"])
-    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=k != "dout") for k, v in tensors.items()}
-    common = dict(stride=opt["stride"], padding=opt["padding"], dilation=opt["dilation"], groups=opt["groups"])
-    if layer == "conv2d":
-        out = F.conv2d(t["x"], t["w"], t["b"], **common)
-    elif layer == "conv_transpose2d":
-        out = F.conv_transpose2d(t["x"], t["w"], t["b"], output_padding=opt["output_padding"], **common)
+    grads = ("x", "w", "b")
+    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=k in grads) for k, v in tensors.items()}
+    res = {}
+    if layer in ("conv2d", "conv_transpose2d"):
+        common = dict(stride=opt["stride"], padding=opt["padding"], dilation=opt["dilation"], groups=opt["groups"])
+        if layer == "conv2d":
+            out = F.conv2d(t["x"], t["w"], t["b"], **common)
+        else:
+            out = F.conv_transpose2d(t["x"], t["w"], t["b"], output_padding=opt["output_padding"], **common)
+    elif layer == "leaky_relu":
+        out = F.leaky_relu(t["x"], opt["slope"])
+    elif layer == "tanh":
+        out = torch.tanh(t["x"])
+    elif layer == "sigmoid":
+        out = torch.sigmoid(t["x"])
+    elif layer == "batch_norm2d":
+        rm, rv = t["running_mean"].clone(), t["running_var"].clone()
+        out = F.batch_norm(t["x"], rm, rv, t["w"], t["b"], training=opt["training"], momentum=opt["momentum"],
+                           eps=opt["eps"])
+        res["running_mean"], res["running_var"] = rm, rv
+    elif layer == "bce_with_logits":
+        out = F.binary_cross_entropy_with_logits(t["x"], t["y"]).reshape(1)
     else:
         sys.exit("unknown layer " + layer)
     (out * t["dout"]).sum().backward()
-    res = {"out": out, "dx": t["x"].grad, "dw": t["w"].grad, "db": t["b"].grad}
+    res["out"] = out
+    for k in grads:
+        if k in t:
+            res["d" + k] = t[k].grad
     write_safetensors(out_path, {k: v.detach().numpy().astype("float32") for k, v in res.items()},
                       {"torch_version": torch.__version__})
 

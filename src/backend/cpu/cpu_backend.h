@@ -45,6 +45,22 @@ class CpuBackend final : public Backend {
   void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) override;
   void relu_forward(float* out, const float* inp, int64_t n) override;
   void relu_backward(float* dinp, const float* inp, const float* dout, int64_t n) override;
+  void leaky_relu_forward(float* out, const float* inp, int64_t n, float slope) override;
+  void leaky_relu_backward(float* dinp, const float* inp, const float* dout, int64_t n, float slope) override;
+  void tanh_forward(float* out, const float* inp, int64_t n) override;
+  void tanh_backward(float* dinp, const float* inp, const float* dout, int64_t n) override;
+  void sigmoid_forward(float* out, const float* inp, int64_t n) override;
+  void sigmoid_backward(float* dinp, const float* inp, const float* dout, int64_t n) override;
+  void batchnorm_forward(float* out, float* mean, float* var, const float* inp, const float* w, const float* b,
+                         int64_t N, int64_t C, int64_t HW, float eps, bool training) override;
+  void batchnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                          const float* mean, const float* var, int64_t N, int64_t C, int64_t HW, float eps,
+                          bool training) override;
+  void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
+                                int64_t C, int64_t count, float momentum) override;
+  double bce_with_logits_forward(const float* logits, const float* targets, int64_t n) override;
+  void bce_with_logits_backward(float* dlogits, const float* logits, const float* targets, float scale,
+                                int64_t n) override;
   void dropout_forward(float* out, float* mask, const float* inp, int64_t n, float p, uint64_t seed) override;
   void mul_backward(float* dinp, const float* dout, const float* mask, int64_t n) override;
   void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C,

@@ -1,0 +1,94 @@
+// Front doors of the image-model layers: LeakyReLU, tanh, sigmoid, batch normalization and the binary
+// cross-entropy on logits.
+#include "aigc/autograd.h"
+#include "aigc/ops.h"
+#include "op_util.h"
+
+namespace aigc::ops {
+
+using detail::be;
+using detail::check_f32;
+using detail::grad_of;
+
+Tensor leaky_relu(const Tensor& x, float slope) {
+  check_f32(x, "leaky_relu", "input");
+  Tensor out = Tensor::empty(x.shape());
+  be(x).leaky_relu_forward(out.f32(), x.f32(), x.numel(), slope);
+  if (needs_grad({&x}))
+    record(out, [out, x, slope] {
+      be(x).leaky_relu_backward(grad_of(x), x.f32(), out.grad().f32(), x.numel(), slope);
+    });
+  return out;
+}
+
+namespace {
+using Fwd = void (Backend::*)(float*, const float*, int64_t);
+using Bwd = void (Backend::*)(float*, const float*, const float*, int64_t);
+
+Tensor pointwise(const Tensor& x, Fwd fwd, Bwd bwd, const char* name) {
+  check_f32(x, name, "input");
+  Tensor out = Tensor::empty(x.shape());
+  (be(x).*fwd)(out.f32(), x.f32(), x.numel());
+  if (needs_grad({&x}))
+    record(out, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
+  return out;
+}
+}  // namespace
+
+Tensor tanh(const Tensor& x) { return pointwise(x, &Backend::tanh_forward, &Backend::tanh_backward, "tanh"); }
+Tensor sigmoid(const Tensor& x) {
+  return pointwise(x, &Backend::sigmoid_forward, &Backend::sigmoid_backward, "sigmoid");
+}
+
+Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean, Tensor& running_var,
+                    bool training, float momentum, float eps) {
+  check_f32(x, "batch_norm2d", "input");
+  AIGC_CHECK(x.dim() == 4 || x.dim() == 2, "batch_norm2d: input must be (N, C, H, W) or (N, C), got " +
+                                               shape_str(x.shape()));
+  const int64_t N = x.size(0), C = x.size(1), HW = x.numel() / std::max<int64_t>(N * C, 1);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&w, &b, &running_mean, &running_var})
+    if (t->defined()) AIGC_CHECK(t->numel() == C, "batch_norm2d: per-channel tensors must have C elements");
+  AIGC_CHECK(running_mean.defined() && running_var.defined(), "batch_norm2d: running statistics are required");
+  AIGC_CHECK(!training || N * HW > 1, "batch_norm2d: training needs more than one value per channel");
+  Tensor out = Tensor::empty(x.shape());
+  const float* wp = w.defined() ? w.f32() : nullptr;
+  const float* bp = b.defined() ? b.f32() : nullptr;
+  if (!training) {
+    be(x).batchnorm_forward(out.f32(), running_mean.f32(), running_var.f32(), x.f32(), wp, bp, N, C, HW, eps, false);
+    if (needs_grad({&x, &w, &b})) {
+      Tensor m = running_mean, v = running_var;  // the statistics in use now, shared (not copied)
+      record(out, [out, x, w, b, m, v, N, C, HW, eps] {
+        be(x).batchnorm_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(),
+                                 w.defined() ? w.f32() : nullptr, m.f32(), v.f32(), N, C, HW, eps, false);
+      });
+    }
+    return out;
+  }
+  Tensor mean = Tensor::empty({C}), var = Tensor::empty({C});
+  be(x).batchnorm_forward(out.f32(), mean.f32(), var.f32(), x.f32(), wp, bp, N, C, HW, eps, true);
+  be(x).batchnorm_update_running(running_mean.f32(), running_var.f32(), mean.f32(), var.f32(), C, N * HW, momentum);
+  if (needs_grad({&x, &w, &b}))
+    record(out, [out, x, w, b, mean, var, N, C, HW, eps] {
+      be(x).batchnorm_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(),
+                               w.defined() ? w.f32() : nullptr, mean.f32(), var.f32(), N, C, HW, eps, true);
+    });
+  return out;
+}
+
+Tensor bce_with_logits(const Tensor& logits, const Tensor& targets) {
+  check_f32(logits, "bce_with_logits", "logits");
+  check_f32(targets, "bce_with_logits", "targets");
+  AIGC_CHECK(logits.numel() == targets.numel() && logits.numel() > 0,
+             "bce_with_logits: logits and targets must have the same, non-zero number of elements");
+  const int64_t n = logits.numel();
+  double total = be(logits).bce_with_logits_forward(logits.f32(), targets.f32(), n);
+  Tensor out = Tensor::from_vector({float(total / double(n))}, {1});
+  if (needs_grad({&logits}))
+    record(out, [out, logits, targets, n] {
+      float scale = out.grad().f32()[0] / float(n);
+      be(logits).bce_with_logits_backward(grad_of(logits), logits.f32(), targets.f32(), scale, n);
+    });
+  return out;
+}
+
+}  // namespace aigc::ops
