@@ -10,6 +10,7 @@ PKGS=(
   python3 python3-torch python3-numpy   # numerical oracle for the parity tests and the benchmark peer
   libopenblas0-pthread             # an optimized BLAS for PyTorch (otherwise it falls back to reference BLAS)
   fortunes fortunes-min fortunes-zh # built-in text corpora (no download)
+  dataset-fashion-mnist            # built-in image data (IDX files, gzip)
 )
 
 missing=()

@@ -1,0 +1,58 @@
+// Image datasets for the image models: MNIST-style IDX files (gzip-compressed or not), CIFAR-10 binary batches,
+// and shuffled minibatches scaled to [-1, 1]. Every reader validates sizes before use and names the file and
+// the field when something is wrong.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "aigc/tensor.h"
+
+namespace aigc {
+
+// Images in memory as bytes, (n, channels, height, width), with optional labels.
+struct ImageSet {
+  int64_t n = 0, channels = 0, height = 0, width = 0;
+  std::vector<uint8_t> pixels;           // n * channels * height * width
+  std::vector<int32_t> labels;           // n, or empty when unlabeled
+  std::vector<std::string> class_names;  // one per label value, when known
+  int64_t image_size() const { return channels * height * width; }
+};
+
+// The whole file, gunzipped when it starts with the gzip magic. Refuses outputs above max_bytes.
+std::string read_file_maybe_gzip(const std::string& path, size_t max_bytes = size_t(1) << 31);
+
+// An IDX image file (magic 0x803: n x rows x cols bytes) and optionally its IDX label file (magic 0x801).
+ImageSet read_idx(const std::string& images_path, const std::string& labels_path = "");
+
+// CIFAR-10 binary batches: records of 1 label byte + 3 x 32 x 32 pixel bytes.
+ImageSet read_cifar10(const std::vector<std::string>& batch_paths);
+
+// A dataset by directory: MNIST-style IDX files ({train,t10k}-images-idx3-ubyte[.gz] + labels) or CIFAR-10
+// batches (data_batch_*.bin / test_batch.bin). split is "train" or "test". "fashion-mnist" names Debian's
+// dataset-fashion-mnist (installed by scripts/setup.sh), whose class names are attached.
+ImageSet load_image_dataset(const std::string& dir_or_name, const std::string& split);
+
+// Fashion-MNIST's ten class names, in label order.
+const std::vector<std::string>& fashion_mnist_classes();
+
+// Deterministic shuffled minibatches: images as floats in [-1, 1], (B, C, H, W), with their labels.
+class ImageLoader {
+ public:
+  ImageLoader(const ImageSet& data, int64_t batch_size, uint64_t seed, bool hflip = false);
+  void next(Tensor& images, std::vector<int32_t>& labels);  // images is (B, C, H, W) f32
+  int64_t position() const { return position_; }
+  void set_position(int64_t p) { position_ = p; }
+  int64_t batches_per_epoch() const { return int64_t(order_.size()) / batch_; }
+
+ private:
+  const ImageSet& data_;
+  int64_t batch_;
+  uint64_t seed_;
+  bool hflip_;
+  std::vector<int64_t> order_;
+  int64_t order_epoch_ = -1;  // the epoch order_ was drawn for
+  int64_t position_ = 0;      // batches taken so far
+};
+
+}  // namespace aigc
