@@ -91,6 +91,12 @@ class Backend {
   virtual void batchnorm_update_running(float* running_mean, float* running_var, const float* mean,
                                         const float* var, int64_t C, int64_t count, float momentum) = 0;
 
+  // out (N, Ca + Cb, S) = a (N, Ca, S) followed by b (N, Cb, S) along dim 1; backward adds the slices back.
+  virtual void concat_channels_forward(float* out, const float* a, const float* b, int64_t N, int64_t Ca, int64_t Cb,
+                                       int64_t S) = 0;
+  virtual void concat_channels_backward(float* da, float* db, const float* dout, int64_t N, int64_t Ca, int64_t Cb,
+                                        int64_t S) = 0;
+
   // Binary cross-entropy on logits x against targets y in [0, 1], computed stably as
   // max(x, 0) - x y + log(1 + exp(-|x|)). Forward returns the sum over n; backward adds scale (sigmoid(x) - y).
   virtual double bce_with_logits_forward(const float* logits, const float* targets, int64_t n) = 0;

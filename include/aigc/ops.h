@@ -42,6 +42,8 @@ Tensor sigmoid(const Tensor& x);
 // variance); evaluation normalizes with the running statistics. w, b (C) may be undefined (no affine part).
 Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean, Tensor& running_var,
                     bool training, float momentum = 0.1f, float eps = 1e-5f);
+// a (N, Ca, ...) and b (N, Cb, ...) joined along dim 1: (N, Ca + Cb, ...).
+Tensor concat_channels(const Tensor& a, const Tensor& b);
 // Mean binary cross-entropy of logits against targets in [0, 1] (same shape), without overflow for any logit.
 Tensor bce_with_logits(const Tensor& logits, const Tensor& targets);
 // Mean softmax cross-entropy of logits (..., V) against targets (...) i32; targets < 0 are ignored.

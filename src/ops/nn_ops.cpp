@@ -75,6 +75,27 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& r
   return out;
 }
 
+Tensor concat_channels(const Tensor& a, const Tensor& b) {
+  check_f32(a, "concat_channels", "a");
+  check_f32(b, "concat_channels", "b");
+  AIGC_CHECK(a.dim() >= 2 && a.dim() == b.dim() && a.size(0) == b.size(0),
+             "concat_channels: inputs must agree in rank and batch, got " + shape_str(a.shape()) + " and " +
+                 shape_str(b.shape()));
+  for (int64_t d = 2; d < a.dim(); d++)
+    AIGC_CHECK(a.size(d) == b.size(d), "concat_channels: inputs differ beyond dim 1: " + shape_str(a.shape()) +
+                                           " and " + shape_str(b.shape()));
+  const int64_t N = a.size(0), Ca = a.size(1), Cb = b.size(1), S = a.numel() / std::max<int64_t>(N * Ca, 1);
+  Shape shape = a.shape();
+  shape[1] = Ca + Cb;
+  Tensor out = Tensor::empty(shape);
+  be(a).concat_channels_forward(out.f32(), a.f32(), b.f32(), N, Ca, Cb, S);
+  if (needs_grad({&a, &b}))
+    record(out, [out, a, b, N, Ca, Cb, S] {
+      be(a).concat_channels_backward(grad_of(a), grad_of(b), out.grad().f32(), N, Ca, Cb, S);
+    });
+  return out;
+}
+
 Tensor bce_with_logits(const Tensor& logits, const Tensor& targets) {
   check_f32(logits, "bce_with_logits", "logits");
   check_f32(targets, "bce_with_logits", "targets");

@@ -58,6 +58,10 @@ class CpuBackend final : public Backend {
                           bool training) override;
   void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
                                 int64_t C, int64_t count, float momentum) override;
+  void concat_channels_forward(float* out, const float* a, const float* b, int64_t N, int64_t Ca, int64_t Cb,
+                               int64_t S) override;
+  void concat_channels_backward(float* da, float* db, const float* dout, int64_t N, int64_t Ca, int64_t Cb,
+                                int64_t S) override;
   double bce_with_logits_forward(const float* logits, const float* targets, int64_t n) override;
   void bce_with_logits_backward(float* dlogits, const float* logits, const float* targets, float scale,
                                 int64_t n) override;

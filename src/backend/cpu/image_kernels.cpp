@@ -2,6 +2,7 @@
 // cross-entropy on logits. Plain loops; OpenMP over elements or channels.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "cpu_backend.h"
@@ -119,6 +120,28 @@ void CpuBackend::batchnorm_update_running(float* running_mean, float* running_va
   for (int64_t c = 0; c < C; c++) {
     running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mean[c];
     running_var[c] = (1.0f - momentum) * running_var[c] + momentum * var[c] * unbias;
+  }
+}
+
+void CpuBackend::concat_channels_forward(float* out, const float* a, const float* b, int64_t N, int64_t Ca,
+                                         int64_t Cb, int64_t S) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; n++) {
+    float* o = out + n * (Ca + Cb) * S;
+    std::copy(a + n * Ca * S, a + (n + 1) * Ca * S, o);
+    std::copy(b + n * Cb * S, b + (n + 1) * Cb * S, o + Ca * S);
+  }
+}
+
+void CpuBackend::concat_channels_backward(float* da, float* db, const float* dout, int64_t N, int64_t Ca, int64_t Cb,
+                                          int64_t S) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; n++) {
+    const float* d = dout + n * (Ca + Cb) * S;
+    if (da)
+      for (int64_t i = 0; i < Ca * S; i++) da[n * Ca * S + i] += d[i];
+    if (db)
+      for (int64_t i = 0; i < Cb * S; i++) db[n * Cb * S + i] += d[Ca * S + i];
   }
 }
 

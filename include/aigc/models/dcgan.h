@@ -1,0 +1,75 @@
+// DCGAN (Radford et al. 2016) for 28x28 or 32x32 images with 1 or 3 channels.
+//  - Generator: z (B, nz) -> transposed convolutions doubling the resolution, BatchNorm + ReLU between them,
+//    tanh out: images in [-1, 1].
+//  - Discriminator: strided convolutions halving the resolution, LeakyReLU(0.2) (BatchNorm from the second
+//    layer on), one logit per image.
+// Class-conditional when n_classes > 0: G concatenates a learned label embedding to z; D concatenates a learned
+// label plane (one H x W channel per class) to the image.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "aigc/params.h"
+#include "aigc/tensor.h"
+
+namespace aigc {
+
+struct DCGANConfig {
+  int64_t image_size = 28;  // 28 (two upsamplings from 7x7) or 32 (three from 4x4)
+  int64_t channels = 1;
+  int64_t nz = 64;          // latent size
+  int64_t ngf = 64, ndf = 64;
+  int64_t n_classes = 0;    // 0: unconditional
+  std::string to_json() const;
+  static DCGANConfig from_json(const std::string& json);  // validates every field
+  void validate() const;
+};
+
+// A stack of conv layers with BatchNorm running statistics kept as non-trained buffers.
+class GanNet {
+ public:
+  ParamStore& params() { return params_; }
+  // Running statistics (name -> tensor), saved with the weights.
+  std::vector<std::pair<std::string, Tensor>>& buffers() { return buffers_; }
+  // N(0, 0.02) conv weights; BatchNorm gains N(1, 0.02), biases 0 (the DCGAN paper's init).
+  void init_weights(uint64_t seed);
+
+ protected:
+  struct Layer {
+    Tensor w, b, bn_w, bn_b, bn_mean, bn_var;  // bn_* undefined when the layer has no BatchNorm
+    int64_t stride = 1, padding = 0;
+  };
+  Layer add_layer(const std::string& name, const Shape& w_shape, bool bias, bool batchnorm, int64_t stride,
+                  int64_t padding, int64_t bn_channels);
+  Tensor batchnorm(Layer& l, const Tensor& x, bool training);
+  ParamStore params_;
+  std::vector<std::pair<std::string, Tensor>> buffers_;
+};
+
+class Generator : public GanNet {
+ public:
+  explicit Generator(const DCGANConfig& cfg);
+  // z (B, nz) and labels (B) when conditional -> images (B, C, S, S) in [-1, 1].
+  Tensor forward(const Tensor& z, const Tensor& labels, bool training);
+  const DCGANConfig& config() const { return cfg_; }
+
+ private:
+  DCGANConfig cfg_;
+  Tensor label_emb_;  // (n_classes, nz)
+  std::vector<Layer> layers_;
+};
+
+class Discriminator : public GanNet {
+ public:
+  explicit Discriminator(const DCGANConfig& cfg);
+  // images (B, C, S, S) and labels (B) when conditional -> logits (B).
+  Tensor forward(const Tensor& x, const Tensor& labels, bool training);
+
+ private:
+  DCGANConfig cfg_;
+  Tensor label_emb_;  // (n_classes, S * S): one learned plane per class
+  std::vector<Layer> layers_;
+};
+
+}  // namespace aigc
