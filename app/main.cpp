@@ -1,6 +1,9 @@
 // aigc command line: train | generate | eval | tokenize | tokenizer train.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <random>
@@ -10,6 +13,10 @@
 #include "aigc/error.h"
 #include "aigc/evaluate.h"
 #include "aigc/file_util.h"
+#include "aigc/gan_trainer.h"
+#include "aigc/image_io.h"
+#include "aigc/autograd.h"
+#include "aigc/rng.h"
 #include "aigc/generate.h"
 #include "aigc/text_data.h"
 #include "aigc/tokenizer.h"
@@ -43,10 +50,23 @@ void add_threads(CLI::App* cmd, int& threads) {
   cmd->add_option("--threads,-t", threads, "CPU threads (default: all cores)");
 }
 
+// n latent points on the straight line between two random points (rows of z are replaced).
+Tensor latent_walk(const Tensor& z, int64_t n, Rng& rng) {
+  const int64_t nz = z.size(1);
+  Tensor ends = Tensor::empty({2, nz});
+  init::normal(ends, 0.0f, 1.0f, rng);
+  std::vector<float> e = ends.to_vector(), out(size_t(n * nz));
+  for (int64_t i = 0; i < n; i++) {
+    const float t = n > 1 ? float(i) / float(n - 1) : 0.0f;
+    for (int64_t k = 0; k < nz; k++) out[size_t(i * nz + k)] = (1 - t) * e[size_t(k)] + t * e[size_t(nz + k)];
+  }
+  return Tensor::from_vector(out, {n, nz});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"aigc: train and run generative models (GPT text generation) on your own hardware"};
+  CLI::App app{"aigc: train and run generative models (GPT text generation, DCGAN images) on your own hardware"};
   app.require_subcommand(1);
   int threads = 0;
 
@@ -56,7 +76,11 @@ int main(int argc, char** argv) {
   GPTConfig over;  // -1 style sentinels: only flags given override the preset
   over.n_layer = over.n_head = over.n_embd = over.block_size = 0;
   over.dropout = -1;
-  auto* train = app.add_subcommand("train", "Train a GPT on text files (default: the built-in Tang/Song poem corpus)");
+  auto* train = app.add_subcommand("train", "Train a model: a GPT on text (default) or a DCGAN on images (--model dcgan)");
+  std::string model_kind = "gpt";
+  train->add_option("--model", model_kind, "gpt (text) or dcgan (images; the GAN options below apply)")
+      ->check(CLI::IsMember({"gpt", "dcgan"}))
+      ->capture_default_str();
   train->add_option("--data", topt.data_files, "Text file(s), or a built-in corpus: fortunes (English, the default) or poems (Tang/Song, Chinese). "
                    "Fortune files are cleaned of % lines and colour codes");
   train->add_option("--tokenizer", topt.tokenizer, "bytes | char | path to a BPE tokenizer (vocab.json+merges.txt)")
@@ -95,6 +119,17 @@ int main(int argc, char** argv) {
                     "weights (fast where the CPU has AVX512_BF16; emulated, same numbers, elsewhere)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
+  GanTrainOptions gopt_gan;
+  train->add_flag("--conditional", gopt_gan.conditional, "GAN: class-conditional G and D (labels from the data)");
+  train->add_option("--gan-loss", gopt_gan.loss, "GAN: nonsaturating (G maximizes log D(G(z)), the default) or "
+                                                 "minimax (G minimizes log(1 - D(G(z))))")
+      ->check(CLI::IsMember({"nonsaturating", "minimax"}));
+  train->add_option("--nz", gopt_gan.model.nz, "GAN: latent size")->capture_default_str();
+  train->add_option("--ngf", gopt_gan.model.ngf, "GAN: generator width")->capture_default_str();
+  train->add_option("--ndf", gopt_gan.model.ndf, "GAN: discriminator width")->capture_default_str();
+  train->add_option("--sample-interval", gopt_gan.sample_interval, "GAN: write a sample grid every N steps")
+      ->capture_default_str();
+  train->add_flag("--hflip", gopt_gan.hflip, "GAN: random horizontal flips of the training images");
   add_threads(train, threads);
 
   // ---- generate ----
@@ -133,6 +168,19 @@ int main(int argc, char** argv) {
   add_dtype(ev);
   add_threads(ev, threads);
 
+  // ---- sample (images) ----
+  std::string sample_out = "samples.png", sample_class;
+  int64_t n_samples = 64, sample_seed = -1;
+  bool interpolate = false;
+  auto* smp = app.add_subcommand("sample", "Generate images with a trained DCGAN into one PNG grid");
+  smp->add_option("--ckpt", ckpt, "DCGAN checkpoint (runs/.../ckpt.safetensors)")->required();
+  smp->add_option("--n", n_samples, "Number of images")->capture_default_str();
+  smp->add_option("--out", sample_out, "Output PNG")->capture_default_str();
+  smp->add_option("--class", sample_class, "Class name (or index) for a conditional model, e.g. sneaker");
+  smp->add_option("--seed,-s", sample_seed, "Noise seed (-1: random)")->capture_default_str();
+  smp->add_flag("--interpolate", interpolate, "A strip walking the latent space from one random point to another");
+  add_threads(smp, threads);
+
   // ---- tokenize / tokenizer train ----
   std::string tok_path, text_file;
   auto* tokz = app.add_subcommand("tokenize", "Print the token ids of a text file, space-separated, on one line");
@@ -152,7 +200,48 @@ int main(int argc, char** argv) {
   set_num_threads(threads);
 
   try {
-    if (train->parsed()) {
+    if (train->parsed() && model_kind == "dcgan") {
+      // Flags shared with the GPT trainer, with the GAN's own defaults when not given.
+      if (!topt.data_files.empty()) gopt_gan.data = topt.data_files.front();
+      if (train->count("--steps")) gopt_gan.steps = topt.steps;
+      if (train->count("--batch")) gopt_gan.batch_size = topt.batch_size;
+      if (train->count("--lr")) gopt_gan.lr = topt.optim.lr;
+      if (train->count("--out")) gopt_gan.out_dir = topt.out_dir;
+      if (train->count("--log-interval")) gopt_gan.log_interval = topt.log_interval;
+      gopt_gan.stop_after = topt.stop_after, gopt_gan.seed = topt.seed, gopt_gan.resume = topt.resume;
+      GanTrainResult r = train_dcgan(gopt_gan);
+      std::fprintf(stderr, "done: %lld steps, D loss %.4f, G loss %.4f, checkpoint %s\n", (long long)r.steps_done,
+                   r.last_d_loss, r.last_g_loss, r.checkpoint.c_str());
+    } else if (smp->parsed()) {
+      LoadedGenerator lg = load_generator(ckpt);
+      const DCGANConfig& c = lg.g->config();
+      AIGC_CHECK(n_samples >= 1 && n_samples <= 4096, "--n must be between 1 and 4096");
+      int32_t cls = 0;
+      if (!sample_class.empty()) {
+        AIGC_CHECK(c.n_classes > 0, "--class: this generator is not class-conditional");
+        auto it = std::find(lg.class_names.begin(), lg.class_names.end(), sample_class);
+        if (it != lg.class_names.end()) cls = int32_t(it - lg.class_names.begin());
+        else cls = int32_t(std::strtol(sample_class.c_str(), nullptr, 10));
+        AIGC_CHECK(cls >= 0 && cls < c.n_classes && (it != lg.class_names.end() || std::isdigit(sample_class[0])),
+                   "--class '" + sample_class + "' is not one of this model's classes (" + [&] {
+                     std::string all;
+                     for (const std::string& n : lg.class_names) all += (all.empty() ? "" : ", ") + n;
+                     return all.empty() ? std::string("0 to ") + std::to_string(c.n_classes - 1) : all;
+                   }() + ")");
+      }
+      Rng rng(sample_seed >= 0 ? uint64_t(sample_seed) : std::random_device{}());
+      Tensor z = Tensor::empty({n_samples, c.nz});
+      init::normal(z, 0.0f, 1.0f, rng);
+      if (interpolate) z = latent_walk(z, n_samples, rng);
+      std::vector<int32_t> labels(static_cast<size_t>(n_samples));
+      for (int64_t i = 0; i < n_samples; i++)
+        labels[size_t(i)] = sample_class.empty() && c.n_classes > 0 && !interpolate ? int32_t(i % c.n_classes) : cls;
+      NoGradGuard ng;
+      Tensor images = lg.g->forward(z, Tensor::from_ints(labels, {n_samples}), false);
+      int64_t cols = interpolate ? n_samples : int64_t(std::ceil(std::sqrt(double(n_samples))));
+      save_image_grid(sample_out, images, cols);
+      std::fprintf(stderr, "wrote %lld images to %s\n", (long long)n_samples, sample_out.c_str());
+    } else if (train->parsed()) {
       GPTConfig c = preset(preset_name);
       if (arch == "transformer") {
         GPTConfig t = GPTConfig::transformer_style();
