@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+"""PyTorch peer of aigc's DCGAN trainer, for bench/gan_run: the same conditional DCGAN (28x28, 1 channel), the
+same Adam settings, batch and step structure (one D update on a real and a generated batch, one G update with the
+non-saturating loss), on Fashion-MNIST read from Debian's dataset-fashion-mnist. Prints one JSON line with the
+median images/s over the timed steps.
+Usage: torch_dcgan_bench.py THREADS STEPS WARMUP [BATCH NZ NGF NDF]"""
+import gzip
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = "/usr/share/datasets/fashion-mnist/"
+
+
+def load():
+    with gzip.open(ROOT + "train-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+    with gzip.open(ROOT + "train-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)
+    return torch.from_numpy(x.astype(np.float32) / 127.5 - 1.0), torch.from_numpy(y.astype(np.int64))
+
+
+class G(nn.Module):
+    def __init__(self, nz, ngf, n_classes=10):
+        super().__init__()
+        self.emb = nn.Embedding(n_classes, nz)
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * nz, 2 * ngf, 7, 1, 0, bias=False), nn.BatchNorm2d(2 * ngf), nn.ReLU(True),
+            nn.ConvTranspose2d(2 * ngf, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, 1, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z, y):
+        return self.net(torch.cat([z, self.emb(y)], 1)[:, :, None, None])
+
+
+class D(nn.Module):
+    def __init__(self, ndf, n_classes=10):
+        super().__init__()
+        self.emb = nn.Embedding(n_classes, 28 * 28)
+        self.net = nn.Sequential(
+            nn.Conv2d(2, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(ndf, 2 * ndf, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * ndf), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(2 * ndf, 1, 7, 1, 0))
+
+    def forward(self, x, y):
+        return self.net(torch.cat([x, self.emb(y).view(-1, 1, 28, 28)], 1)).view(-1)
+
+
+def main():
+    threads, steps, warmup = (int(a) for a in sys.argv[1:4])
+    B, nz, ngf, ndf = (int(a) for a in (sys.argv[4:8] if len(sys.argv) > 4 else (64, 64, 64, 64)))
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    x_all, y_all = load()
+    g, d = G(nz, ngf), D(ndf)
+    og = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    od = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    ones, zeros = torch.ones(B), torch.zeros(B)
+    times = []
+    for i in range(warmup + steps):
+        idx = torch.randint(0, x_all.shape[0], (B,))
+        real, y = x_all[idx], y_all[idx]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            fake = g(torch.randn(B, nz), y)
+        od.zero_grad(set_to_none=True)
+        loss_d = (F.binary_cross_entropy_with_logits(d(real, y), ones)
+                  + F.binary_cross_entropy_with_logits(d(fake, y), zeros))
+        loss_d.backward()
+        od.step()
+        og.zero_grad(set_to_none=True)
+        loss_g = F.binary_cross_entropy_with_logits(d(g(torch.randn(B, nz), y), y), ones)
+        loss_g.backward()
+        og.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    print(json.dumps({"images_per_s": B / med, "step_s": med, "loss_d": loss_d.item(), "loss_g": loss_g.item(),
+                      "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()
