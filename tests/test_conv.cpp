@@ -36,7 +36,10 @@ std::vector<Case> cases() {
           {"conv_transpose2d", {2, 4, 3, 3}, {4, 3, 4, 4}, up},
           {"conv_transpose2d", {1, 3, 4, 5}, {3, 2, 3, 3}, up_pad},
           {"conv_transpose2d", {2, 4, 3, 4}, {4, 3, 3, 3}, up_group},
-          {"conv_transpose2d", {1, 2, 4, 4}, {2, 3, 3, 3}, up_dil}};
+          {"conv_transpose2d", {1, 2, 4, 4}, {2, 3, 3, 3}, up_dil},
+          // Kernels covering the whole input: the dense fast path (the DCGAN's last D and first G layers).
+          {"conv2d", {3, 4, 5, 5}, {2, 4, 5, 5}, plain},
+          {"conv_transpose2d", {3, 6, 1, 1}, {6, 4, 5, 5}, plain}};
 }
 
 Tensor apply(const Case& c, const Tensor& x, const Tensor& w, const Tensor& b) {

@@ -89,10 +89,28 @@ void add_into(float* dst, const std::vector<float>& src, bool accumulate) {
   }
 }
 
+// A convolution whose kernel covers the whole unpadded input (one output pixel) is a dense layer over the
+// flattened image: the discriminator's last layer, and (as the adjoint) the generator's first. oneDNN's
+// im2col path is very slow for it, so it runs as plain matrix products.
+bool is_dense(const ConvShape& s) {
+  return s.KH == s.H && s.KW == s.W && s.pad_h == 0 && s.pad_w == 0 && s.groups == 1 && s.dil_h == 1 &&
+         s.dil_w == 1 && s.out_h() == 1 && s.out_w() == 1;
+}
+
 }  // namespace
 
 void CpuBackend::conv2d_forward(float* out, const float* inp, const float* w, const float* bias, const ConvShape& s,
                                 bool accumulate) {
+  if (is_dense(s)) {  // out (N, C_out) = inp (N, K) W^T (+ bias), K = C_in H W
+    const int64_t K = s.C_in * s.H * s.W;
+    if (accumulate && bias) channel_bias_add(out, bias, s.N, s.C_out, 1);
+    if (!accumulate && bias) {
+      linear_forward(out, inp, w, bias, s.N, K, s.C_out);
+      return;
+    }
+    gemm(false, true, s.N, s.C_out, K, 1.0f, inp, K, w, K, accumulate ? 1.0f : 0.0f, out, s.C_out);
+    return;
+  }
   const ConvPrims& p = prims(s, bias != nullptr);
   ConvState& st = state();
   std::vector<float> tmp(accumulate ? size_t(s.N * s.C_out * s.out_h() * s.out_w()) : 0);
@@ -107,6 +125,11 @@ void CpuBackend::conv2d_forward(float* out, const float* inp, const float* w, co
 
 void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const float* w, const ConvShape& s,
                                       bool accumulate) {
+  if (is_dense(s)) {  // dinp (N, K) (+)= dout (N, C_out) W (C_out, K)
+    const int64_t K = s.C_in * s.H * s.W;
+    gemm(false, false, s.N, K, s.C_out, 1.0f, dout, s.C_out, w, K, accumulate ? 1.0f : 0.0f, dinp, K);
+    return;
+  }
   const ConvPrims& p = prims(s, false);
   ConvState& st = state();
   std::vector<float> tmp(size_t(s.N * s.C_in * s.H * s.W));
@@ -119,6 +142,12 @@ void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const floa
 
 void CpuBackend::conv2d_backward_weights(float* dw, float* dbias, const float* dout, const float* inp,
                                          const ConvShape& s) {
+  if (is_dense(s)) {  // dW (C_out, K) += dout^T (C_out, N) inp (N, K); dbias += column sums of dout
+    const int64_t K = s.C_in * s.H * s.W;
+    if (dw) gemm(true, false, s.C_out, K, s.N, 1.0f, dout, s.C_out, inp, K, 1.0f, dw, K);
+    if (dbias) channel_bias_backward(dbias, dout, s.N, s.C_out, 1);
+    return;
+  }
   const ConvPrims& p = prims(s, dbias != nullptr);
   ConvState& st = state();
   std::vector<float> tw(size_t(s.C_out * (s.C_in / s.groups) * s.KH * s.KW)), tb(dbias ? size_t(s.C_out) : 0);
