@@ -4,6 +4,7 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <random>
@@ -13,6 +14,7 @@
 #include "aigc/error.h"
 #include "aigc/evaluate.h"
 #include "aigc/file_util.h"
+#include "aigc/fid.h"
 #include "aigc/gan_trainer.h"
 #include "aigc/image_io.h"
 #include "aigc/autograd.h"
@@ -78,8 +80,9 @@ int main(int argc, char** argv) {
   over.dropout = -1;
   auto* train = app.add_subcommand("train", "Train a model: a GPT on text (default) or a DCGAN on images (--model dcgan)");
   std::string model_kind = "gpt";
-  train->add_option("--model", model_kind, "gpt (text) or dcgan (images; the GAN options below apply)")
-      ->check(CLI::IsMember({"gpt", "dcgan"}))
+  train->add_option("--model", model_kind,
+                    "gpt (text), dcgan (images; the GAN options below apply) or classifier (the FID feature net)")
+      ->check(CLI::IsMember({"gpt", "dcgan", "classifier"}))
       ->capture_default_str();
   train->add_option("--data", topt.data_files, "Text file(s), or a built-in corpus: fortunes (English, the default) or poems (Tang/Song, Chinese). "
                    "Fortune files are cleaned of % lines and colour codes");
@@ -181,6 +184,18 @@ int main(int argc, char** argv) {
   smp->add_flag("--interpolate", interpolate, "A strip walking the latent space from one random point to another");
   add_threads(smp, threads);
 
+  // ---- fid ----
+  std::string fid_real = "fashion-mnist", fid_fake, fid_classifier = "runs/classifier/ckpt.safetensors";
+  int64_t fid_n = 10000;
+  auto* fid = app.add_subcommand("fid", "FID-FMNIST: Frechet distance of classifier features, real vs generated");
+  fid->add_option("--real", fid_real, "Dataset of real images (its test split)")->capture_default_str();
+  fid->add_option("--fake", fid_fake, "A DCGAN checkpoint to sample from, or a dataset directory (its test split)")
+      ->required();
+  fid->add_option("--classifier", fid_classifier, "Feature network (aigc train --model classifier)")
+      ->capture_default_str();
+  fid->add_option("--n", fid_n, "Images per set")->capture_default_str();
+  add_threads(fid, threads);
+
   // ---- tokenize / tokenizer train ----
   std::string tok_path, text_file;
   auto* tokz = app.add_subcommand("tokenize", "Print the token ids of a text file, space-separated, on one line");
@@ -212,6 +227,30 @@ int main(int argc, char** argv) {
       GanTrainResult r = train_dcgan(gopt_gan);
       std::fprintf(stderr, "done: %lld steps, D loss %.4f, G loss %.4f, checkpoint %s\n", (long long)r.steps_done,
                    r.last_d_loss, r.last_g_loss, r.checkpoint.c_str());
+    } else if (train->parsed() && model_kind == "classifier") {
+      ClassifierTrainOptions co;
+      if (!topt.data_files.empty()) co.data = topt.data_files.front();
+      if (train->count("--steps")) co.epochs = topt.steps;  // for the classifier, --steps counts epochs
+      if (train->count("--out")) co.out = topt.out_dir + "/ckpt.safetensors";
+      co.seed = topt.seed;
+      std::filesystem::create_directories(std::filesystem::path(co.out).parent_path());
+      double acc = train_classifier(co);
+      std::fprintf(stderr, "test accuracy %.4f; saved %s\n", acc, co.out.c_str());
+    } else if (fid->parsed()) {
+      auto cls = load_classifier(fid_classifier);
+      ImageSet real = load_image_dataset(fid_real, "test"), floor_set = load_image_dataset(fid_real, "train");
+      std::vector<double> fr = image_features(*cls, real, fid_n), ff;
+      if (std::filesystem::is_directory(fid_fake) || fid_fake == "fashion-mnist") {
+        ff = image_features(*cls, load_image_dataset(fid_fake, "test"), fid_n);
+      } else {
+        LoadedGenerator lg = load_generator(fid_fake);
+        ff = generated_features(*cls, *lg.g, fid_n, 12345);
+      }
+      const int64_t n_real = int64_t(fr.size()) / cls->n_features, n_fake = int64_t(ff.size()) / cls->n_features;
+      double value = frechet_distance(fr, ff, cls->n_features);
+      double floor = frechet_distance(fr, image_features(*cls, floor_set, n_real), cls->n_features);
+      std::printf("FID-FMNIST %.3f (%lld real vs %lld generated; floor, real test vs real train: %.3f)\n", value,
+                  (long long)n_real, (long long)n_fake, floor);
     } else if (smp->parsed()) {
       LoadedGenerator lg = load_generator(ckpt);
       const DCGANConfig& c = lg.g->config();

@@ -35,7 +35,7 @@ Tensor normal(const Shape& s, Rng& rng) {
 }
 
 // Every tensor of both networks and both optimizers, under one prefix per owner.
-void add_net(std::vector<StTensorOut>& out, const std::string& prefix, GanNet& net, Optimizer* opt) {
+void add_net(std::vector<StTensorOut>& out, const std::string& prefix, ConvNet& net, Optimizer* opt) {
   for (const Param& p : net.params().params())
     out.push_back({prefix + p.name, StDType::F32, p.value.shape(), p.value.f32(), size_t(p.value.numel()) * 4});
   for (auto& [name, t] : net.buffers())
@@ -47,7 +47,7 @@ void add_net(std::vector<StTensorOut>& out, const std::string& prefix, GanNet& n
   }
 }
 
-void read_net(const SafeTensorsReader& st, const std::string& prefix, GanNet& net, Optimizer* opt) {
+void read_net(const SafeTensorsReader& st, const std::string& prefix, ConvNet& net, Optimizer* opt) {
   for (const Param& p : net.params().params()) st.read_f32_into(prefix + p.name, p.value.f32(), p.value.shape());
   for (auto& [name, t] : net.buffers()) st.read_f32_into(prefix + name, t.f32(), t.shape());
   if (opt) {

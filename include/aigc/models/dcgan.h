@@ -26,8 +26,9 @@ struct DCGANConfig {
   void validate() const;
 };
 
-// A stack of conv layers with BatchNorm running statistics kept as non-trained buffers.
-class GanNet {
+// A stack of conv layers with BatchNorm running statistics kept as non-trained buffers (shared by the GAN
+// networks and the FID classifier).
+class ConvNet {
  public:
   ParamStore& params() { return params_; }
   // Running statistics (name -> tensor), saved with the weights.
@@ -47,7 +48,7 @@ class GanNet {
   std::vector<std::pair<std::string, Tensor>> buffers_;
 };
 
-class Generator : public GanNet {
+class Generator : public ConvNet {
  public:
   explicit Generator(const DCGANConfig& cfg);
   // z (B, nz) and labels (B) when conditional -> images (B, C, S, S) in [-1, 1].
@@ -60,7 +61,7 @@ class Generator : public GanNet {
   std::vector<Layer> layers_;
 };
 
-class Discriminator : public GanNet {
+class Discriminator : public ConvNet {
  public:
   explicit Discriminator(const DCGANConfig& cfg);
   // images (B, C, S, S) and labels (B) when conditional -> logits (B).

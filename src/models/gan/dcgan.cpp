@@ -39,7 +39,7 @@ DCGANConfig DCGANConfig::from_json(const std::string& text) {
   return c;
 }
 
-GanNet::Layer GanNet::add_layer(const std::string& name, const Shape& w_shape, bool bias, bool batchnorm,
+ConvNet::Layer ConvNet::add_layer(const std::string& name, const Shape& w_shape, bool bias, bool batchnorm,
                                 int64_t stride, int64_t padding, int64_t bn_channels) {
   Layer l;
   l.w = params_.add(name + ".weight", w_shape, true);
@@ -57,7 +57,7 @@ GanNet::Layer GanNet::add_layer(const std::string& name, const Shape& w_shape, b
   return l;
 }
 
-void GanNet::init_weights(uint64_t seed) {
+void ConvNet::init_weights(uint64_t seed) {
   Rng rng(seed);
   NoGradGuard ng;
   for (const Param& p : params_.params()) {
@@ -68,7 +68,7 @@ void GanNet::init_weights(uint64_t seed) {
   for (auto& [name, t] : buffers_) init::constant(t, name.ends_with("running_var") ? 1.0f : 0.0f);
 }
 
-Tensor GanNet::batchnorm(Layer& l, const Tensor& x, bool training) {
+Tensor ConvNet::batchnorm(Layer& l, const Tensor& x, bool training) {
   return ops::batch_norm2d(x, l.bn_w, l.bn_b, l.bn_mean, l.bn_var, training);
 }
 
