@@ -4,22 +4,22 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <random>
 
+#include "aigc/autograd.h"
 #include "aigc/backend.h"
 #include "aigc/checkpoint.h"
 #include "aigc/error.h"
 #include "aigc/evaluate.h"
-#include "aigc/file_util.h"
 #include "aigc/fid.h"
+#include "aigc/file_util.h"
 #include "aigc/gan_trainer.h"
-#include "aigc/image_io.h"
-#include "aigc/autograd.h"
-#include "aigc/rng.h"
 #include "aigc/generate.h"
+#include "aigc/image_io.h"
+#include "aigc/rng.h"
 #include "aigc/text_data.h"
 #include "aigc/tokenizer.h"
 #include "aigc/trainer.h"
@@ -78,14 +78,18 @@ int main(int argc, char** argv) {
   GPTConfig over;  // -1 style sentinels: only flags given override the preset
   over.n_layer = over.n_head = over.n_embd = over.block_size = 0;
   over.dropout = -1;
-  auto* train = app.add_subcommand("train", "Train a model: a GPT on text (default) or a DCGAN on images (--model dcgan)");
+  auto* train =
+      app.add_subcommand("train", "Train a model: a GPT on text (default) or a DCGAN on images (--model dcgan)");
   std::string model_kind = "gpt";
-  train->add_option("--model", model_kind,
-                    "gpt (text), dcgan (images; the GAN options below apply) or classifier (the FID feature net)")
+  train
+      ->add_option("--model", model_kind,
+                   "gpt (text), dcgan (images; the GAN options below apply) or classifier (the FID feature net)")
       ->check(CLI::IsMember({"gpt", "dcgan", "classifier"}))
       ->capture_default_str();
-  train->add_option("--data", topt.data_files, "Text file(s), or a built-in corpus: fortunes (English, the default) or poems (Tang/Song, Chinese). "
-                   "Fortune files are cleaned of % lines and colour codes");
+  train->add_option(
+      "--data", topt.data_files,
+      "Text file(s), or a built-in corpus: fortunes (English, the default) or poems (Tang/Song, Chinese). "
+      "Fortune files are cleaned of % lines and colour codes");
   train->add_option("--tokenizer", topt.tokenizer, "bytes | char | path to a BPE tokenizer (vocab.json+merges.txt)")
       ->capture_default_str();
   train->add_option("--preset", preset_name, "Model shape: tiny, small, shakespeare-char, gpt2-124m, transformer")
@@ -102,13 +106,15 @@ int main(int argc, char** argv) {
   train->add_option("--grad-accum", topt.grad_accum, "Micro-batches per step")->capture_default_str();
   train->add_option("--optimizer", topt.optim.name, "adamw | adam | sgd")->capture_default_str();
   train->add_option("--lr", topt.optim.lr, "Peak learning rate")->capture_default_str();
-  train->add_option("--min-lr-ratio", topt.min_lr_ratio, "Final LR as a fraction of --lr (cosine)")->capture_default_str();
+  train->add_option("--min-lr-ratio", topt.min_lr_ratio, "Final LR as a fraction of --lr (cosine)")
+      ->capture_default_str();
   train->add_option("--lr-schedule", topt.lr_schedule, "cosine | constant")->capture_default_str();
   train->add_option("--warmup", topt.warmup, "Linear warmup steps")->capture_default_str();
   train->add_option("--weight-decay", topt.optim.weight_decay, "Decoupled weight decay (matrices only)")
       ->capture_default_str();
   train->add_option("--beta2", topt.optim.beta2, "Adam beta2")->capture_default_str();
-  train->add_option("--grad-clip", topt.grad_clip, "Clip gradients to this global norm (0: off)")->capture_default_str();
+  train->add_option("--grad-clip", topt.grad_clip, "Clip gradients to this global norm (0: off)")
+      ->capture_default_str();
   train->add_option("--eval-interval", topt.eval_interval, "Validate and checkpoint every N steps")
       ->capture_default_str();
   train->add_option("--log-interval", topt.log_interval, "Progress line every N steps")->capture_default_str();
@@ -117,15 +123,18 @@ int main(int argc, char** argv) {
   train->add_option("--seed", topt.seed, "Random seed (init, data order, dropout)")->capture_default_str();
   train->add_flag("--resume", topt.resume, "Continue the run in --out exactly where it stopped");
   std::string precision = "fp32";
-  train->add_option("--precision", precision,
-                    "fp32, or bf16: matrix products on bfloat16 operands with fp32 accumulation and fp32 master "
-                    "weights (fast where the CPU has AVX512_BF16; emulated, same numbers, elsewhere)")
+  train
+      ->add_option("--precision", precision,
+                   "fp32, or bf16: matrix products on bfloat16 operands with fp32 accumulation and fp32 master "
+                   "weights (fast where the CPU has AVX512_BF16; emulated, same numbers, elsewhere)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   GanTrainOptions gopt_gan;
   train->add_flag("--conditional", gopt_gan.conditional, "GAN: class-conditional G and D (labels from the data)");
-  train->add_option("--gan-loss", gopt_gan.loss, "GAN: nonsaturating (G maximizes log D(G(z)), the default) or "
-                                                 "minimax (G minimizes log(1 - D(G(z))))")
+  train
+      ->add_option("--gan-loss", gopt_gan.loss,
+                   "GAN: nonsaturating (G maximizes log D(G(z)), the default) or "
+                   "minimax (G minimizes log(1 - D(G(z))))")
       ->check(CLI::IsMember({"nonsaturating", "minimax"}));
   train->add_option("--nz", gopt_gan.model.nz, "GAN: latent size")->capture_default_str();
   train->add_option("--ngf", gopt_gan.model.ngf, "GAN: generator width")->capture_default_str();
@@ -259,14 +268,19 @@ int main(int argc, char** argv) {
       if (!sample_class.empty()) {
         AIGC_CHECK(c.n_classes > 0, "--class: this generator is not class-conditional");
         auto it = std::find(lg.class_names.begin(), lg.class_names.end(), sample_class);
-        if (it != lg.class_names.end()) cls = int32_t(it - lg.class_names.begin());
-        else cls = int32_t(std::strtol(sample_class.c_str(), nullptr, 10));
-        AIGC_CHECK(cls >= 0 && cls < c.n_classes && (it != lg.class_names.end() || std::isdigit(sample_class[0])),
-                   "--class '" + sample_class + "' is not one of this model's classes (" + [&] {
-                     std::string all;
-                     for (const std::string& n : lg.class_names) all += (all.empty() ? "" : ", ") + n;
-                     return all.empty() ? std::string("0 to ") + std::to_string(c.n_classes - 1) : all;
-                   }() + ")");
+        if (it != lg.class_names.end())
+          cls = int32_t(it - lg.class_names.begin());
+        else
+          cls = int32_t(std::strtol(sample_class.c_str(), nullptr, 10));
+        AIGC_CHECK(
+            cls >= 0 && cls < c.n_classes && (it != lg.class_names.end() || std::isdigit(sample_class[0])),
+            "--class '" + sample_class + "' is not one of this model's classes (" +
+                [&] {
+                  std::string all;
+                  for (const std::string& n : lg.class_names) all += (all.empty() ? "" : ", ") + n;
+                  return all.empty() ? std::string("0 to ") + std::to_string(c.n_classes - 1) : all;
+                }() +
+                ")");
       }
       Rng rng(sample_seed >= 0 ? uint64_t(sample_seed) : std::random_device{}());
       Tensor z = Tensor::empty({n_samples, c.nz});
@@ -308,9 +322,8 @@ int main(int argc, char** argv) {
       if (dtype == "bf16") lm.model->set_inference_dtype(DType::BF16);
       gopt.sampling.seed = seed >= 0 ? uint64_t(seed) : std::random_device{}();
       std::cout << prompt << std::flush;
-      GenerateResult r = generate(*lm.model, *lm.tokenizer, prompt, gopt, [](const std::string& s) {
-        std::cout << s << std::flush;
-      });
+      GenerateResult r =
+          generate(*lm.model, *lm.tokenizer, prompt, gopt, [](const std::string& s) { std::cout << s << std::flush; });
       std::cout << std::endl;
       std::fprintf(stderr, "[%d prompt tokens in %.2fs (%.1f tok/s), %d generated in %.2fs (%.1f tok/s), stop: %s]\n",
                    r.n_prompt, r.prefill_s, r.n_prompt / std::max(r.prefill_s, 1e-9), r.n_generated, r.decode_s,

@@ -120,8 +120,8 @@ void mode_peak() {
     double dt = seconds_since(t0);
     rates.push_back(double(nt) * double(iters) * 12 * kLanes * 2 / dt / 1e9);
   }
-  std::printf("{\"gflops\": %.2f, \"lanes\": %d, \"threads\": %d, \"sink\": %g}\n", *std::max_element(rates.begin(), rates.end()),
-              kLanes, omp_get_max_threads(), double(sink));
+  std::printf("{\"gflops\": %.2f, \"lanes\": %d, \"threads\": %d, \"sink\": %g}\n",
+              *std::max_element(rates.begin(), rates.end()), kLanes, omp_get_max_threads(), double(sink));
 }
 
 // Sums a range with four independent vector accumulators, so the loads, not the adds, set the pace.
@@ -168,7 +168,9 @@ struct Shape {
 
 bool g_bf16 = false;
 
-Shape parse_shape(char** argv) { return {std::atoll(argv[0]), std::atoll(argv[1]), std::atoll(argv[2]), std::atoll(argv[3])}; }
+Shape parse_shape(char** argv) {
+  return {std::atoll(argv[0]), std::atoll(argv[1]), std::atoll(argv[2]), std::atoll(argv[3])};
+}
 
 std::unique_ptr<GPT> make_model(const Shape& s, int64_t block_size) {
   GPTConfig c = GPTConfig::gpt2_style();
@@ -196,9 +198,11 @@ std::vector<int32_t> random_tokens(Rng& rng, int64_t n, int64_t V) {
 }
 
 void report(const char* mode, double seconds, double tokens, double flops, double bytes) {
-  std::printf("{\"mode\": \"%s\", \"bf16\": %s, \"seconds\": %.6f, \"tokens_per_s\": %.2f, \"gflops\": %.2f, \"gbps\": %.2f, "
-              "\"max_rss_mb\": %.1f}\n",
-              mode, g_bf16 ? "true" : "false", seconds, tokens / seconds, flops / seconds / 1e9, bytes / seconds / 1e9, max_rss_mb());
+  std::printf(
+      "{\"mode\": \"%s\", \"bf16\": %s, \"seconds\": %.6f, \"tokens_per_s\": %.2f, \"gflops\": %.2f, \"gbps\": %.2f, "
+      "\"max_rss_mb\": %.1f}\n",
+      mode, g_bf16 ? "true" : "false", seconds, tokens / seconds, flops / seconds / 1e9, bytes / seconds / 1e9,
+      max_rss_mb());
 }
 
 void mode_train(const Shape& s, int64_t B, int64_t T, int64_t steps, int64_t warmup) {

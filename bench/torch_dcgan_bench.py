@@ -3,10 +3,14 @@
 same Adam settings, batch and step structure (one D update on a real and a generated batch, one G update with the
 non-saturating loss), on Fashion-MNIST read from Debian's dataset-fashion-mnist. Prints one JSON line with the
 median images/s over the timed steps.
-Usage: torch_dcgan_bench.py THREADS STEPS WARMUP [BATCH NZ NGF NDF]"""
+Usage: torch_dcgan_bench.py THREADS STEPS WARMUP [BATCH NZ NGF NDF] [--save-samples DIR N]
+--save-samples writes N generated images (labels cycling 0-9) after training as an IDX test split in DIR
+(t10k-images-idx3-ubyte + labels), which `aigc fid --fake DIR` scores with the same FID-FMNIST as aigc's models."""
 import gzip
 import json
+import os
 import statistics
+import struct
 import sys
 import time
 
@@ -52,13 +56,40 @@ class D(nn.Module):
         return self.net(torch.cat([x, self.emb(y).view(-1, 1, 28, 28)], 1)).view(-1)
 
 
+def save_samples(g, nz, out_dir, n):
+    os.makedirs(out_dir, exist_ok=True)
+    g.eval()
+    with torch.no_grad():
+        y = torch.arange(n) % 10
+        x = torch.cat([g(torch.randn(min(500, n - i), nz), y[i:i + 500]) for i in range(0, n, 500)])
+    pix = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy().reshape(n, 28, 28)
+    with open(os.path.join(out_dir, "t10k-images-idx3-ubyte"), "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + pix.tobytes())
+    with open(os.path.join(out_dir, "t10k-labels-idx1-ubyte"), "wb") as f:
+        f.write(struct.pack(">II", 0x801, n) + y.to(torch.uint8).numpy().tobytes())
+
+
 def main():
-    threads, steps, warmup = (int(a) for a in sys.argv[1:4])
-    B, nz, ngf, ndf = (int(a) for a in (sys.argv[4:8] if len(sys.argv) > 4 else (64, 64, 64, 64)))
+    args = sys.argv[1:]
+    save = None
+    if "--save-samples" in args:
+        i = args.index("--save-samples")
+        save = (args[i + 1], int(args[i + 2]))
+        del args[i:i + 3]
+    threads, steps, warmup = (int(a) for a in args[0:3])
+    B, nz, ngf, ndf = (int(a) for a in (args[3:7] if len(args) > 3 else (64, 64, 64, 64)))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     x_all, y_all = load()
     g, d = G(nz, ngf), D(ndf)
+    for m in list(g.modules()) + list(d.modules()):  # the DCGAN init, as aigc uses
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
     og = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     ones, zeros = torch.ones(B), torch.zeros(B)
@@ -81,6 +112,8 @@ def main():
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
+    if save:
+        save_samples(g, nz, *save)
     print(json.dumps({"images_per_s": B / med, "step_s": med, "loss_d": loss_d.item(), "loss_g": loss_g.item(),
                       "torch": torch.__version__}))
 

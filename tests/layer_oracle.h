@@ -52,7 +52,8 @@ inline double expect_close(const SafeTensorsReader& ref, const std::string& name
   EXPECT_EQ(r.size(), g.size()) << name;
   double scale = 1e-3, worst = 0;
   for (float v : r) scale = std::max(scale, double(std::abs(v)));
-  for (size_t i = 0; i < std::min(r.size(), g.size()); i++) worst = std::max(worst, std::abs(double(g[i]) - r[i]) / scale);
+  for (size_t i = 0; i < std::min(r.size(), g.size()); i++)
+    worst = std::max(worst, std::abs(double(g[i]) - r[i]) / scale);
   EXPECT_LT(worst, tol) << name << ": worst relative error vs PyTorch";
   return worst;
 }

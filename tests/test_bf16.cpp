@@ -76,8 +76,7 @@ TEST(Bf16, MixedPrecisionLinearMatchesRoundedReference) {
     backward(seed);
   }
   std::vector<float> X = x.to_vector(), W = w.to_vector(), B = b.to_vector(), D = dout.to_vector();
-  std::vector<float> Y = y.to_vector(), dX = x.grad().to_vector(), dW = w.grad().to_vector(),
-                     dB = b.grad().to_vector();
+  std::vector<float> Y = y.to_vector(), dX = x.grad().to_vector(), dW = w.grad().to_vector(), dB = b.grad().to_vector();
   auto r = [](float v) { return double(round_bf16(v)); };
   auto close = [](double got, double ref, double scale) { return std::abs(got - ref) <= 1e-5 * scale + 1e-6; };
   for (int64_t n = 0; n < N; n++)
@@ -87,8 +86,8 @@ TEST(Bf16, MixedPrecisionLinearMatchesRoundedReference) {
         double p = r(X[size_t(n * C_in + i)]) * r(W[size_t(o * C_in + i)]);
         s += p, mag += std::abs(p);
       }
-      ASSERT_TRUE(close(Y[size_t(n * C_out + o)], s, mag)) << "y[" << n << "," << o << "] " << Y[size_t(n * C_out + o)]
-                                                          << " vs " << s;
+      ASSERT_TRUE(close(Y[size_t(n * C_out + o)], s, mag))
+          << "y[" << n << "," << o << "] " << Y[size_t(n * C_out + o)] << " vs " << s;
     }
   for (int64_t n = 0; n < N; n++)
     for (int64_t i = 0; i < C_in; i++) {

@@ -46,9 +46,7 @@ Tensor apply(const Case& c, const Tensor& x, const Tensor& w, const Tensor& b) {
   return std::string(c.layer) == "conv2d" ? ops::conv2d(x, w, b, c.o) : ops::conv_transpose2d(x, w, b, c.o);
 }
 
-int64_t out_channels(const Case& c) {
-  return std::string(c.layer) == "conv2d" ? c.w[0] : c.w[1] * c.o.groups;
-}
+int64_t out_channels(const Case& c) { return std::string(c.layer) == "conv2d" ? c.w[0] : c.w[1] * c.o.groups; }
 
 // Runs the layer with gradients of sum(out * dout) flowing back; returns out.
 Tensor forward_backward(const Case& c, Tensor& x, Tensor& w, Tensor& b, const Tensor& dout) {
@@ -115,8 +113,11 @@ TEST(Parity, ConvLayersMatchPyTorch) {
       probe = apply(c, x, w, b);
     }
     Tensor dout = randn(probe.shape(), rng);
-    nlohmann::json opt = {{"stride", c.o.stride}, {"padding", c.o.padding}, {"dilation", c.o.dilation},
-                          {"groups", c.o.groups}, {"output_padding", c.o.output_padding}};
+    nlohmann::json opt = {{"stride", c.o.stride},
+                          {"padding", c.o.padding},
+                          {"dilation", c.o.dilation},
+                          {"groups", c.o.groups},
+                          {"output_padding", c.o.output_padding}};
     oc.push_back({c.layer, opt, {{"x", x}, {"w", w}, {"b", b}, {"dout", dout}}});
     xs.push_back(x), ws.push_back(w), bs.push_back(b), douts.push_back(dout);
   }

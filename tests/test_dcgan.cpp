@@ -4,17 +4,16 @@
 
 #include <cmath>
 #include <filesystem>
-
 #include <fstream>
 
 #include "aigc/autograd.h"
 #include "aigc/gan_trainer.h"
-#include "aigc/safetensors.h"
 #include "aigc/image_data.h"
 #include "aigc/models/dcgan.h"
 #include "aigc/ops.h"
 #include "aigc/optim.h"
 #include "aigc/rng.h"
+#include "aigc/safetensors.h"
 #include "test_util.h"
 
 using namespace aigc;
@@ -58,9 +57,9 @@ TEST(GradCheck, ConcatChannels) {
   backward(seed);
   // Each input element's gradient is the index of the output element it was copied to.
   EXPECT_EQ(a.grad().f32()[0], 0.0f);
-  EXPECT_EQ(b.grad().f32()[0], 12.0f);  // batch 0, channel 3
+  EXPECT_EQ(b.grad().f32()[0], 12.0f);   // batch 0, channel 3
   EXPECT_EQ(a.grad().f32()[12], 16.0f);  // batch 1, channel 0
-  EXPECT_EQ(b.grad().f32()[7], 31.0f);  // batch 1, channel 3, last pixel
+  EXPECT_EQ(b.grad().f32()[7], 31.0f);   // batch 1, channel 3, last pixel
 }
 
 TEST(Dcgan, ShortAdversarialRunStaysFiniteAndDLearns) {
@@ -119,7 +118,9 @@ TEST(Dcgan, ShortAdversarialRunStaysFiniteAndDLearns) {
 TEST(Dcgan, ResumeIsBitwiseExact) {
   auto dir = aigc::testing::fresh_temp_dir("gan_resume");
   // A tiny labeled IDX dataset written here, so the test needs no installed data.
-  auto be32 = [](uint32_t v) { return std::string{char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)}; };
+  auto be32 = [](uint32_t v) {
+    return std::string{char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)};
+  };
   std::string img = be32(0x803) + be32(40) + be32(28) + be32(28), lab = be32(0x801) + be32(40);
   for (int i = 0; i < 40; i++) {
     for (int p = 0; p < 784; p++) img += char((p * (i + 3)) % 251);
@@ -138,7 +139,8 @@ TEST(Dcgan, ResumeIsBitwiseExact) {
   GanTrainResult b = train_dcgan(o);
   EXPECT_EQ(a.last_d_loss, b.last_d_loss);
   EXPECT_EQ(a.last_g_loss, b.last_g_loss);
-  SafeTensorsReader x((dir / "straight" / "ckpt.safetensors").string()), y((dir / "split" / "ckpt.safetensors").string());
+  SafeTensorsReader x((dir / "straight" / "ckpt.safetensors").string()),
+      y((dir / "split" / "ckpt.safetensors").string());
   ASSERT_EQ(x.tensors().size(), y.tensors().size());
   for (const StTensorInfo& t : x.tensors()) EXPECT_EQ(x.read_f32(t.name), y.read_f32(t.name)) << t.name;
   LoadedGenerator g = load_generator((dir / "split" / "ckpt.safetensors").string());

@@ -15,9 +15,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string be32(uint32_t v) {
-  return {char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)};
-}
+std::string be32(uint32_t v) { return {char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)}; }
 
 std::string idx_images(uint32_t n, uint32_t h, uint32_t w) {
   std::string s = be32(0x803) + be32(n) + be32(h) + be32(w);

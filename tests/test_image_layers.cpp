@@ -34,8 +34,8 @@ Tensor run_backward(const std::function<Tensor()>& f, const Tensor& dout) {
 }
 
 // Central differences of sum(f() * dout) against each input's analytic gradient.
-void grad_check(const std::function<Tensor()>& f, std::vector<Tensor> inputs, const Tensor& dout,
-                double tol = 2e-2, float h = 1e-2f) {
+void grad_check(const std::function<Tensor()>& f, std::vector<Tensor> inputs, const Tensor& dout, double tol = 2e-2,
+                float h = 1e-2f) {
   for (Tensor& t : inputs) t.set_requires_grad(true), t.set_grad(Tensor());  // fresh gradients per check
   run_backward(f, dout);
   std::vector<float> R = dout.to_vector();
@@ -113,9 +113,11 @@ TEST(Parity, ImageLayersMatchPyTorch) {
       {"leaky_relu", {{"slope", 0.2}}, {{"x", x}, {"dout", dout}}},
       {"tanh", {}, {{"x", x}, {"dout", dout}}},
       {"sigmoid", {}, {{"x", x}, {"dout", dout}}},
-      {"batch_norm2d", {{"training", true}, {"momentum", 0.1}, {"eps", 1e-5}},
+      {"batch_norm2d",
+       {{"training", true}, {"momentum", 0.1}, {"eps", 1e-5}},
        {{"x", x}, {"w", w}, {"b", b}, {"running_mean", rm0}, {"running_var", rv0}, {"dout", dout}}},
-      {"batch_norm2d", {{"training", false}, {"momentum", 0.1}, {"eps", 1e-5}},
+      {"batch_norm2d",
+       {{"training", false}, {"momentum", 0.1}, {"eps", 1e-5}},
        {{"x", x}, {"w", w}, {"b", b}, {"running_mean", rm0}, {"running_var", rv0}, {"dout", dout}}},
       {"bce_with_logits", {}, {{"x", logits}, {"y", targets}, {"dout", dloss}}},
   };

@@ -15,8 +15,8 @@ struct GanTrainOptions {
   DCGANConfig model;                   // image_size and channels are taken from the data
   bool conditional = false;            // class-conditional G and D (labels from the data)
   int64_t batch_size = 64;
-  int64_t steps = 2000;                // one step = one D update + one G update
-  int64_t stop_after = 0;              // stop (and save) after this step; 0 = run to `steps`
+  int64_t steps = 2000;    // one step = one D update + one G update
+  int64_t stop_after = 0;  // stop (and save) after this step; 0 = run to `steps`
   float lr = 2e-4f, beta1 = 0.5f, beta2 = 0.999f;
   // "nonsaturating": G minimizes -log D(G(z)) (strong gradients while D still wins easily);
   // "minimax": G minimizes log(1 - D(G(z))), the game exactly as written.

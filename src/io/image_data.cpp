@@ -54,24 +54,27 @@ std::vector<int64_t> idx_dims(const std::string& data, const std::string& path, 
   AIGC_CHECK(data.size() >= size_t(4 + 4 * dims), "'" + path + "': too short for an IDX header");
   uint32_t magic = be32(data, 0);
   uint32_t want = 0x800u | uint32_t(dims);
-  AIGC_CHECK(magic == want, "'" + path + "': bad IDX magic 0x" + [&] {
-    char b[16];
-    std::snprintf(b, sizeof b, "%08x", magic);
-    return std::string(b);
-  }() + ", expected unsigned bytes with " + std::to_string(dims) + " dimensions (0x" +
-                                std::to_string(800 + dims) + ")");
+  AIGC_CHECK(
+      magic == want, "'" + path + "': bad IDX magic 0x" +
+                         [&] {
+                           char b[16];
+                           std::snprintf(b, sizeof b, "%08x", magic);
+                           return std::string(b);
+                         }() +
+                         ", expected unsigned bytes with " + std::to_string(dims) + " dimensions (0x" +
+                         std::to_string(800 + dims) + ")");
   std::vector<int64_t> d;
   uint64_t total = 1;
   for (int i = 0; i < dims; i++) {
     d.push_back(int64_t(be32(data, size_t(4 + 4 * i))));
-    AIGC_CHECK(d.back() > 0 && d.back() < (int64_t(1) << 28), "'" + path + "': dimension " + std::to_string(i) +
-                                                                  " is " + std::to_string(d.back()));
+    AIGC_CHECK(d.back() > 0 && d.back() < (int64_t(1) << 28),
+               "'" + path + "': dimension " + std::to_string(i) + " is " + std::to_string(d.back()));
     total *= uint64_t(d.back());
     AIGC_CHECK(total < (uint64_t(1) << 36), "'" + path + "': the declared size is absurd");
   }
-  AIGC_CHECK(data.size() == size_t(4 + 4 * dims) + total,
-             "'" + path + "': header declares " + std::to_string(total) + " bytes of data, the file holds " +
-                 std::to_string(data.size() - size_t(4 + 4 * dims)));
+  AIGC_CHECK(data.size() == size_t(4 + 4 * dims) + total, "'" + path + "': header declares " + std::to_string(total) +
+                                                              " bytes of data, the file holds " +
+                                                              std::to_string(data.size() - size_t(4 + 4 * dims)));
   return d;
 }
 
@@ -100,9 +103,9 @@ ImageSet read_cifar10(const std::vector<std::string>& batch_paths) {
   s.class_names = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
   for (const std::string& p : batch_paths) {
     std::string data = read_file(p);
-    AIGC_CHECK(!data.empty() && data.size() % kRecord == 0,
-               "'" + p + "': " + std::to_string(data.size()) + " bytes is not a whole number of CIFAR-10 records (" +
-                   std::to_string(kRecord) + " bytes each)");
+    AIGC_CHECK(!data.empty() && data.size() % kRecord == 0, "'" + p + "': " + std::to_string(data.size()) +
+                                                                " bytes is not a whole number of CIFAR-10 records (" +
+                                                                std::to_string(kRecord) + " bytes each)");
     for (size_t off = 0; off < data.size(); off += kRecord) {
       int32_t label = int32_t(uint8_t(data[off]));
       AIGC_CHECK(label < 10, "'" + p + "': record " + std::to_string(off / kRecord) + " has label " +
@@ -137,8 +140,10 @@ ImageSet load_image_dataset(const std::string& dir_or_name, const std::string& s
   std::string images = find(prefix + "-images-idx3-ubyte"), labels = find(prefix + "-labels-idx1-ubyte");
   if (!images.empty()) {
     ImageSet s = read_idx(images, labels);
-    if (fashion || dir.string().find("fashion") != std::string::npos) s.class_names = fashion_mnist_classes();
-    else s.class_names = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+    if (fashion || dir.string().find("fashion") != std::string::npos)
+      s.class_names = fashion_mnist_classes();
+    else
+      s.class_names = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
     return s;
   }
   std::vector<std::string> batches;

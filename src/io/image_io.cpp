@@ -32,7 +32,9 @@ void save_image_grid(const std::string& path, const Tensor& images, int64_t cols
         }
   }
   std::string png;
-  auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size_t(size)); };
+  auto sink = [](void* ctx, void* data, int size) {
+    static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size_t(size));
+  };
   AIGC_CHECK(stbi_write_png_to_func(sink, &png, int(GW), int(GH), int(C), grid.data(), int(GW * C)) != 0,
              "could not encode PNG '" + path + "'");
   write_file_atomic(path, png);

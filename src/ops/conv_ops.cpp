@@ -38,8 +38,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
   if (b.defined()) AIGC_CHECK(b.numel() == C_out, "conv2d: bias must have C_out elements");
   ConvShape s{x.size(0), C_in, x.size(2), x.size(3), C_out, w.size(2), w.size(3)};
   s.stride_h = s.stride_w = o.stride, s.pad_h = s.pad_w = o.padding, s.dil_h = s.dil_w = o.dilation, s.groups = G;
-  AIGC_CHECK(s.out_h() >= 1 && s.out_w() >= 1, "conv2d: the kernel does not fit the padded " +
-                                                    std::to_string(s.H) + "x" + std::to_string(s.W) + " input");
+  AIGC_CHECK(s.out_h() >= 1 && s.out_w() >= 1, "conv2d: the kernel does not fit the padded " + std::to_string(s.H) +
+                                                   "x" + std::to_string(s.W) + " input");
   Tensor out = Tensor::empty({s.N, C_out, s.out_h(), s.out_w()});
   be(x).conv2d_forward(out.f32(), x.f32(), w.f32(), b.defined() ? b.f32() : nullptr, s, false);
   if (needs_grad({&x, &w, &b})) {

@@ -15,9 +15,8 @@ Tensor leaky_relu(const Tensor& x, float slope) {
   Tensor out = Tensor::empty(x.shape());
   be(x).leaky_relu_forward(out.f32(), x.f32(), x.numel(), slope);
   if (needs_grad({&x}))
-    record(out, [out, x, slope] {
-      be(x).leaky_relu_backward(grad_of(x), x.f32(), out.grad().f32(), x.numel(), slope);
-    });
+    record(out,
+           [out, x, slope] { be(x).leaky_relu_backward(grad_of(x), x.f32(), out.grad().f32(), x.numel(), slope); });
   return out;
 }
 
@@ -29,8 +28,7 @@ Tensor pointwise(const Tensor& x, Fwd fwd, Bwd bwd, const char* name) {
   check_f32(x, name, "input");
   Tensor out = Tensor::empty(x.shape());
   (be(x).*fwd)(out.f32(), x.f32(), x.numel());
-  if (needs_grad({&x}))
-    record(out, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
+  if (needs_grad({&x})) record(out, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
   return out;
 }
 }  // namespace
@@ -43,8 +41,8 @@ Tensor sigmoid(const Tensor& x) {
 Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean, Tensor& running_var,
                     bool training, float momentum, float eps) {
   check_f32(x, "batch_norm2d", "input");
-  AIGC_CHECK(x.dim() == 4 || x.dim() == 2, "batch_norm2d: input must be (N, C, H, W) or (N, C), got " +
-                                               shape_str(x.shape()));
+  AIGC_CHECK(x.dim() == 4 || x.dim() == 2,
+             "batch_norm2d: input must be (N, C, H, W) or (N, C), got " + shape_str(x.shape()));
   const int64_t N = x.size(0), C = x.size(1), HW = x.numel() / std::max<int64_t>(N * C, 1);
   for (const Tensor* t : std::initializer_list<const Tensor*>{&w, &b, &running_mean, &running_var})
     if (t->defined()) AIGC_CHECK(t->numel() == C, "batch_norm2d: per-channel tensors must have C elements");
@@ -82,8 +80,8 @@ Tensor concat_channels(const Tensor& a, const Tensor& b) {
              "concat_channels: inputs must agree in rank and batch, got " + shape_str(a.shape()) + " and " +
                  shape_str(b.shape()));
   for (int64_t d = 2; d < a.dim(); d++)
-    AIGC_CHECK(a.size(d) == b.size(d), "concat_channels: inputs differ beyond dim 1: " + shape_str(a.shape()) +
-                                           " and " + shape_str(b.shape()));
+    AIGC_CHECK(a.size(d) == b.size(d),
+               "concat_channels: inputs differ beyond dim 1: " + shape_str(a.shape()) + " and " + shape_str(b.shape()));
   const int64_t N = a.size(0), Ca = a.size(1), Cb = b.size(1), S = a.numel() / std::max<int64_t>(N * Ca, 1);
   Shape shape = a.shape();
   shape[1] = Ca + Cb;

@@ -91,8 +91,11 @@ double train_classifier(const ClassifierTrainOptions& opt) {
   for (const Param& p : c.params().params())
     ts.push_back({p.name, StDType::F32, p.value.shape(), p.value.f32(), size_t(p.value.numel()) * 4});
   for (auto& [name, t] : c.buffers()) ts.push_back({name, StDType::F32, t.shape(), t.f32(), size_t(t.numel()) * 4});
-  nlohmann::json cfg = {{"channels", c.channels}, {"image_size", c.image_size}, {"n_classes", c.n_classes},
-                        {"n_features", c.n_features}, {"test_accuracy", acc}};
+  nlohmann::json cfg = {{"channels", c.channels},
+                        {"image_size", c.image_size},
+                        {"n_classes", c.n_classes},
+                        {"n_features", c.n_features},
+                        {"test_accuracy", acc}};
   write_safetensors(opt.out, ts, {{"format", "aigc-classifier-1"}, {"aigc.config", cfg.dump()}});
   return acc;
 }
@@ -204,7 +207,8 @@ double frechet_distance(const std::vector<double>& a, const std::vector<double>&
   for (int64_t i = 0; i < dim; i++)
     for (int64_t j = 0; j < dim; j++) {
       double s = 0;
-      for (int64_t k = 0; k < dim; k++) s += V[size_t(i * dim + k)] * std::sqrt(std::max(w[size_t(k)], 0.0)) * V[size_t(j * dim + k)];
+      for (int64_t k = 0; k < dim; k++)
+        s += V[size_t(i * dim + k)] * std::sqrt(std::max(w[size_t(k)], 0.0)) * V[size_t(j * dim + k)];
       r[size_t(i * dim + j)] = s;
     }
   for (int64_t i = 0; i < dim; i++)
@@ -214,7 +218,8 @@ double frechet_distance(const std::vector<double>& a, const std::vector<double>&
     for (int64_t k = 0; k < dim; k++)
       for (int64_t j = 0; j < dim; j++) m[size_t(i * dim + j)] += tmp[size_t(i * dim + k)] * r[size_t(k * dim + j)];
   for (int64_t i = 0; i < dim; i++)  // symmetrize rounding noise away
-    for (int64_t j = i + 1; j < dim; j++) m[size_t(i * dim + j)] = m[size_t(j * dim + i)] = 0.5 * (m[size_t(i * dim + j)] + m[size_t(j * dim + i)]);
+    for (int64_t j = i + 1; j < dim; j++)
+      m[size_t(i * dim + j)] = m[size_t(j * dim + i)] = 0.5 * (m[size_t(i * dim + j)] + m[size_t(j * dim + i)]);
   jacobi_eigen(m, dim, w, V);
   double tr_sqrt = 0, tr1 = 0, tr2 = 0, dmu = 0;
   for (double e : w) tr_sqrt += std::sqrt(std::max(e, 0.0));

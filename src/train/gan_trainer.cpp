@@ -145,9 +145,12 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
     std::vector<StTensorOut> ts;
     add_net(ts, "G.", g, &og);
     add_net(ts, "D.", d, &od);
-    write_safetensors(ckpt, ts,
-                      {{"format", "aigc-dcgan-1"}, {"aigc.config", cfg.to_json()}, {"aigc.train_state", st.dump()},
-                       {"aigc.classes", nlohmann::json(cfg.n_classes ? data.class_names : std::vector<std::string>{}).dump()}});
+    write_safetensors(
+        ckpt, ts,
+        {{"format", "aigc-dcgan-1"},
+         {"aigc.config", cfg.to_json()},
+         {"aigc.train_state", st.dump()},
+         {"aigc.classes", nlohmann::json(cfg.n_classes ? data.class_names : std::vector<std::string>{}).dump()}});
   };
   auto sample_grid = [&](int64_t s) {
     NoGradGuard ng;
@@ -198,8 +201,8 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
     const double dx = mean_sigmoid(d_real), dgz = mean_sigmoid(d_fake);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double ips = double((step - first) * B) / secs;
-    metrics << nlohmann::json{{"step", step}, {"loss_d", res.last_d_loss}, {"loss_g", res.last_g_loss},
-                              {"d_x", dx}, {"d_g_z", dgz}, {"images_per_s", ips}}
+    metrics << nlohmann::json{{"step", step}, {"loss_d", res.last_d_loss}, {"loss_g", res.last_g_loss}, {"d_x", dx},
+                              {"d_g_z", dgz}, {"images_per_s", ips}}
                    .dump()
             << "\n";
     if (step % opt.log_interval == 0 || step == last || step == first + 1) {

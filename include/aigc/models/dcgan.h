@@ -18,9 +18,9 @@ namespace aigc {
 struct DCGANConfig {
   int64_t image_size = 28;  // 28 (two upsamplings from 7x7) or 32 (three from 4x4)
   int64_t channels = 1;
-  int64_t nz = 64;          // latent size
+  int64_t nz = 64;  // latent size
   int64_t ngf = 64, ndf = 64;
-  int64_t n_classes = 0;    // 0: unconditional
+  int64_t n_classes = 0;  // 0: unconditional
   std::string to_json() const;
   static DCGANConfig from_json(const std::string& json);  // validates every field
   void validate() const;

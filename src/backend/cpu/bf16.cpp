@@ -113,8 +113,8 @@ bool gemm_f32_matmul(int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
   return true;
 }
 
-void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
-               int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   const Matmul& m = get_matmul(Key{trans_a, trans_b, M, N, K, lda, ldb, ldc, alpha, beta, false});
   if (m.fast && K > 0) {
@@ -131,4 +131,3 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
 }
 
 }  // namespace aigc::cpu
-

@@ -43,8 +43,8 @@ ConvState& state() {
 const ConvPrims& prims(const ConvShape& s, bool bias) {
   ConvState& st = state();
   std::lock_guard<std::mutex> lock(st.mu);
-  Key key{s.N, s.C_in, s.H, s.W, s.C_out, s.KH, s.KW, s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.dil_h, s.dil_w,
-          s.groups, bias};
+  Key key{s.N,        s.C_in,  s.H,     s.W,     s.C_out, s.KH,     s.KW, s.stride_h,
+          s.stride_w, s.pad_h, s.pad_w, s.dil_h, s.dil_w, s.groups, bias};
   auto it = st.cache.find(key);
   if (it != st.cache.end()) return it->second;
   const int64_t G = s.groups, OH = s.out_h(), OW = s.out_w();
@@ -61,8 +61,8 @@ const ConvPrims& prims(const ConvShape& s, bool bias) {
                      (OW - 1) * s.stride_w + s.dil_w * (s.KW - 1) + 1 - s.W - s.pad_w};
   auto algo = dnnl::algorithm::convolution_direct;
   dnnl::convolution_forward::primitive_desc fwd_pd(
-      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, p.src, p.weights, p.bias, p.dst,
-                                      strides, dil, pad_l, pad_r),
+      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, p.src, p.weights, p.bias, p.dst, strides,
+                                      dil, pad_l, pad_r),
       st.engine);
   dnnl::convolution_backward_data::primitive_desc bd_pd(
       dnnl::convolution_backward_data::desc(algo, p.src, p.weights, p.dst, strides, dil, pad_l, pad_r), st.engine,
@@ -93,8 +93,8 @@ void add_into(float* dst, const std::vector<float>& src, bool accumulate) {
 // flattened image: the discriminator's last layer, and (as the adjoint) the generator's first. oneDNN's
 // im2col path is very slow for it, so it runs as plain matrix products.
 bool is_dense(const ConvShape& s) {
-  return s.KH == s.H && s.KW == s.W && s.pad_h == 0 && s.pad_w == 0 && s.groups == 1 && s.dil_h == 1 &&
-         s.dil_w == 1 && s.out_h() == 1 && s.out_w() == 1;
+  return s.KH == s.H && s.KW == s.W && s.pad_h == 0 && s.pad_w == 0 && s.groups == 1 && s.dil_h == 1 && s.dil_w == 1 &&
+         s.out_h() == 1 && s.out_w() == 1;
 }
 
 }  // namespace

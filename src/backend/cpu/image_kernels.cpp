@@ -114,8 +114,8 @@ void CpuBackend::batchnorm_backward(float* dinp, float* dw, float* db, const flo
   }
 }
 
-void CpuBackend::batchnorm_update_running(float* running_mean, float* running_var, const float* mean,
-                                          const float* var, int64_t C, int64_t count, float momentum) {
+void CpuBackend::batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
+                                          int64_t C, int64_t count, float momentum) {
   const float unbias = count > 1 ? float(count) / float(count - 1) : 1.0f;
   for (int64_t c = 0; c < C; c++) {
     running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mean[c];
@@ -123,8 +123,8 @@ void CpuBackend::batchnorm_update_running(float* running_mean, float* running_va
   }
 }
 
-void CpuBackend::concat_channels_forward(float* out, const float* a, const float* b, int64_t N, int64_t Ca,
-                                         int64_t Cb, int64_t S) {
+void CpuBackend::concat_channels_forward(float* out, const float* a, const float* b, int64_t N, int64_t Ca, int64_t Cb,
+                                         int64_t S) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; n++) {
     float* o = out + n * (Ca + Cb) * S;

@@ -11,8 +11,8 @@
 namespace aigc {
 
 void DCGANConfig::validate() const {
-  AIGC_CHECK(image_size == 28 || image_size == 32, "dcgan: image_size must be 28 or 32, not " +
-                                                       std::to_string(image_size));
+  AIGC_CHECK(image_size == 28 || image_size == 32,
+             "dcgan: image_size must be 28 or 32, not " + std::to_string(image_size));
   AIGC_CHECK(channels == 1 || channels == 3, "dcgan: channels must be 1 or 3");
   AIGC_CHECK(nz >= 1 && nz <= 4096 && ngf >= 1 && ngf <= 1024 && ndf >= 1 && ndf <= 1024,
              "dcgan: nz, ngf, ndf out of range");
@@ -20,8 +20,8 @@ void DCGANConfig::validate() const {
 }
 
 std::string DCGANConfig::to_json() const {
-  return nlohmann::json{{"image_size", image_size}, {"channels", channels}, {"nz", nz}, {"ngf", ngf},
-                        {"ndf", ndf},               {"n_classes", n_classes}}
+  return nlohmann::json{{"image_size", image_size}, {"channels", channels}, {"nz", nz}, {"ngf", ngf}, {"ndf", ndf},
+                        {"n_classes", n_classes}}
       .dump();
 }
 
@@ -29,10 +29,14 @@ DCGANConfig DCGANConfig::from_json(const std::string& text) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   AIGC_CHECK(j.is_object(), "dcgan config: not a JSON object");
   DCGANConfig c;
-  for (auto [key, field] : {std::pair{"image_size", &c.image_size}, {"channels", &c.channels}, {"nz", &c.nz},
-                            {"ngf", &c.ngf}, {"ndf", &c.ndf}, {"n_classes", &c.n_classes}}) {
-    AIGC_CHECK(j.contains(key) && j[key].is_number_integer(), std::string("dcgan config: '") + key +
-                                                                  "' must be an integer");
+  for (auto [key, field] : {std::pair{"image_size", &c.image_size},
+                            {"channels", &c.channels},
+                            {"nz", &c.nz},
+                            {"ngf", &c.ngf},
+                            {"ndf", &c.ndf},
+                            {"n_classes", &c.n_classes}}) {
+    AIGC_CHECK(j.contains(key) && j[key].is_number_integer(),
+               std::string("dcgan config: '") + key + "' must be an integer");
     *field = j[key].get<int64_t>();
   }
   c.validate();
@@ -40,7 +44,7 @@ DCGANConfig DCGANConfig::from_json(const std::string& text) {
 }
 
 ConvNet::Layer ConvNet::add_layer(const std::string& name, const Shape& w_shape, bool bias, bool batchnorm,
-                                int64_t stride, int64_t padding, int64_t bn_channels) {
+                                  int64_t stride, int64_t padding, int64_t bn_channels) {
   Layer l;
   l.w = params_.add(name + ".weight", w_shape, true);
   if (bias) l.b = params_.add(name + ".bias", {bn_channels}, false);
@@ -61,9 +65,12 @@ void ConvNet::init_weights(uint64_t seed) {
   Rng rng(seed);
   NoGradGuard ng;
   for (const Param& p : params_.params()) {
-    if (p.name.ends_with(".bn.weight")) init::normal(p.value, 1.0f, 0.02f, rng);
-    else if (p.name.ends_with(".bias")) init::constant(p.value, 0.0f);
-    else init::normal(p.value, 0.0f, 0.02f, rng);
+    if (p.name.ends_with(".bn.weight"))
+      init::normal(p.value, 1.0f, 0.02f, rng);
+    else if (p.name.ends_with(".bias"))
+      init::constant(p.value, 0.0f);
+    else
+      init::normal(p.value, 0.0f, 0.02f, rng);
   }
   for (auto& [name, t] : buffers_) init::constant(t, name.ends_with("running_var") ? 1.0f : 0.0f);
 }
@@ -129,8 +136,9 @@ Tensor Discriminator::forward(const Tensor& x, const Tensor& labels, bool traini
   const int64_t B = x.size(0);
   Tensor h = x;
   if (cfg_.n_classes > 0) {
-    AIGC_CHECK(labels.defined() && labels.numel() == B, "discriminator: a conditional model needs one label per "
-                                                        "sample");
+    AIGC_CHECK(labels.defined() && labels.numel() == B,
+               "discriminator: a conditional model needs one label per "
+               "sample");
     Tensor plane = ops::embedding(labels.view({B, 1}), label_emb_, Tensor());  // (B, 1, S*S)
     h = ops::concat_channels(h, plane.view({B, 1, S, S}));
   }
