@@ -8,6 +8,7 @@
 
 #include "aigc/error.h"
 #include "aigc/image_data.h"
+#include "aigc/image_io.h"
 #include "test_util.h"
 
 using namespace aigc;
@@ -118,7 +119,7 @@ TEST(ImageData, Cifar10Batches) {
   write(d / "data_batch_1.bin", std::string(1, char(12)) + rec.substr(1, 3072));
   EXPECT_NE(error_of([&] { load_image_dataset(d.string(), "train"); }).find("has label 12"), std::string::npos);
   fs::path empty = aigc::testing::fresh_temp_dir("no_images");
-  EXPECT_NE(error_of([&] { load_image_dataset(empty.string(), "train"); }).find("holds neither"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_image_dataset(empty.string(), "train"); }).find("no usable images"), std::string::npos);
 }
 
 TEST(ImageData, LoaderScalesShufflesFlipsAndResumes) {
@@ -172,4 +173,25 @@ TEST(ImageData, FashionMnistPackage) {
   std::vector<int> counts(10);
   for (int32_t l : test.labels) counts[size_t(l)]++;
   for (int c : counts) EXPECT_EQ(c, 1000);
+}
+
+TEST(ImageData, FolderOfPngsWithClassSubfolders) {
+  fs::path d = aigc::testing::fresh_temp_dir("png_folder");
+  fs::create_directories(d / "cats"), fs::create_directories(d / "dogs");
+  // One 40x30 grayscale image per file (a single-image grid has a 2-pixel black border: 44x34 in all).
+  for (int k = 0; k < 3; k++) {
+    Tensor img = Tensor::empty({1, 1, 30, 40});
+    for (int64_t i = 0; i < img.numel(); i++) img.f32()[i] = k == 0 ? 1.0f : -1.0f + 0.5f * float(k);
+    save_image_grid((d / (k < 2 ? "cats" : "dogs") / ("img" + std::to_string(k) + ".png")).string(), img, 1);
+  }
+  ImageSet s = load_image_dataset(d.string(), "train");
+  EXPECT_EQ(s.n, 3);
+  EXPECT_EQ(s.channels, 1);
+  EXPECT_EQ(s.height, 32);
+  EXPECT_EQ(s.class_names, (std::vector<std::string>{"cats", "dogs"}));
+  EXPECT_EQ(s.labels, (std::vector<int32_t>{0, 0, 1}));
+  EXPECT_EQ(s.pixels[size_t(16 * 32 + 16)], 255);     // image 0, centre: white
+  EXPECT_EQ(s.pixels[size_t(1024 + 16 * 32 + 16)], 64);  // image 1, centre: -0.5 -> (0.5 * 127.5) rounds to 64
+  write(d / "dogs" / "broken.png", "\x89PNG\r\n\x1a\n not really");
+  EXPECT_NE(error_of([&] { load_image_dataset(d.string(), "train"); }).find("broken.png"), std::string::npos);
 }

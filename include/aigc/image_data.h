@@ -28,8 +28,13 @@ ImageSet read_idx(const std::string& images_path, const std::string& labels_path
 // CIFAR-10 binary batches: records of 1 label byte + 3 x 32 x 32 pixel bytes.
 ImageSet read_cifar10(const std::vector<std::string>& batch_paths);
 
+// A folder of PNG/JPEG files, directly inside (unlabeled) or in one subfolder per class; each image is
+// center-cropped and resized to size x size (1 channel if every file is grayscale, else 3).
+ImageSet read_image_folder(const std::string& dir, int64_t size = 32);
+
 // A dataset by directory: MNIST-style IDX files ({train,t10k}-images-idx3-ubyte[.gz] + labels) or CIFAR-10
-// batches (data_batch_*.bin / test_batch.bin). split is "train" or "test". "fashion-mnist" names Debian's
+// batches (data_batch_*.bin / test_batch.bin) or, failing both, a folder of images (read_image_folder, 32x32,
+// the same images for either split). split is "train" or "test". "fashion-mnist" names Debian's
 // dataset-fashion-mnist (installed by scripts/setup.sh), whose class names are attached.
 ImageSet load_image_dataset(const std::string& dir_or_name, const std::string& split);
 

@@ -154,9 +154,14 @@ ImageSet load_image_dataset(const std::string& dir_or_name, const std::string& s
   } else if (fs::exists(dir / "test_batch.bin")) {
     batches.push_back((dir / "test_batch.bin").string());
   }
-  AIGC_CHECK(!batches.empty(), "'" + dir.string() + "' holds neither MNIST-style IDX files (" + prefix +
-                                   "-images-idx3-ubyte[.gz]) nor CIFAR-10 batches (data_batch_N.bin, test_batch.bin)");
-  return read_cifar10(batches);
+  if (!batches.empty()) return read_cifar10(batches);
+  try {
+    return read_image_folder(dir.string(), 32);
+  } catch (const Error& e) {
+    fail("'" + dir.string() + "' holds no MNIST-style IDX files (" + prefix +
+         "-images-idx3-ubyte[.gz]), no CIFAR-10 batches (data_batch_N.bin, test_batch.bin) and no usable images: " +
+         e.what());
+  }
 }
 
 ImageLoader::ImageLoader(const ImageSet& data, int64_t batch_size, uint64_t seed, bool hflip)
