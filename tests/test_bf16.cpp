@@ -15,8 +15,10 @@
 #include "aigc/ops.h"
 #include "aigc/optim.h"
 #include "aigc/rng.h"
+#include "test_util.h"
 
 using namespace aigc;
+using aigc::testing::randn;
 
 namespace {
 
@@ -26,12 +28,6 @@ float round_bf16(float f) {
   uint32_t lower = u & 0xffffu, upper = u & 0xffff0000u;
   bool round_up = lower > 0x8000u || (lower == 0x8000u && (upper & 0x10000u));
   return std::bit_cast<float>(round_up ? upper + 0x10000u : upper);
-}
-
-Tensor randn(const Shape& s, Rng& rng, float std = 1.0f) {
-  Tensor t = Tensor::empty(s);
-  init::normal(t, 0.0f, std, rng);
-  return t;
 }
 
 struct PrecisionScope {  // restores fp32 even when an assertion fails
@@ -69,11 +65,7 @@ TEST(Bf16, MixedPrecisionLinearMatchesRoundedReference) {
   {
     PrecisionScope bf16(MatmulPrecision::BF16);
     y = ops::linear(x, w, b);
-    y.ensure_grad();
-    std::memcpy(y.grad().f32(), dout.f32(), size_t(N * C_out) * 4);
-    Tensor seed = Tensor::from_vector({0.0f}, {1});
-    seed.set_requires_grad(true);
-    backward(seed);
+    aigc::testing::backward_from(y, dout.to_vector());
   }
   std::vector<float> X = x.to_vector(), W = w.to_vector(), B = b.to_vector(), D = dout.to_vector();
   std::vector<float> Y = y.to_vector(), dX = x.grad().to_vector(), dW = w.grad().to_vector(), dB = b.grad().to_vector();

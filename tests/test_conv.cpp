@@ -10,14 +10,9 @@
 #include "layer_oracle.h"
 
 using namespace aigc;
+using aigc::testing::randn;
 
 namespace {
-
-Tensor randn(const Shape& s, Rng& rng, float std = 1.0f) {
-  Tensor t = Tensor::empty(s);
-  init::normal(t, 0.0f, std, rng);
-  return t;
-}
 
 struct Case {
   const char* layer;
@@ -52,11 +47,7 @@ int64_t out_channels(const Case& c) { return std::string(c.layer) == "conv2d" ? 
 Tensor forward_backward(const Case& c, Tensor& x, Tensor& w, Tensor& b, const Tensor& dout) {
   x.set_requires_grad(true), w.set_requires_grad(true), b.set_requires_grad(true);
   Tensor out = apply(c, x, w, b);
-  out.ensure_grad();
-  std::copy(dout.f32(), dout.f32() + dout.numel(), out.grad().f32());
-  Tensor seed = Tensor::from_vector({0.0f}, {1});
-  seed.set_requires_grad(true);
-  backward(seed);
+  aigc::testing::backward_from(out, dout.to_vector());
   return out;
 }
 

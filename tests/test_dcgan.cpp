@@ -17,13 +17,9 @@
 #include "test_util.h"
 
 using namespace aigc;
+using aigc::testing::randn;
 
 namespace {
-Tensor randn(const Shape& s, Rng& rng) {
-  Tensor t = Tensor::empty(s);
-  init::normal(t, 0.0f, 1.0f, rng);
-  return t;
-}
 }  // namespace
 
 TEST(Dcgan, ShapesForBothSizesAndConditioning) {
@@ -50,11 +46,9 @@ TEST(GradCheck, ConcatChannels) {
   a.set_requires_grad(true), b.set_requires_grad(true);
   Tensor out = ops::concat_channels(a, b);
   ASSERT_EQ(out.shape(), (Shape{2, 4, 2, 2}));
-  out.ensure_grad();
-  for (int64_t i = 0; i < out.numel(); i++) out.grad().f32()[i] = float(i);
-  Tensor seed = Tensor::from_vector({0.0f}, {1});
-  seed.set_requires_grad(true);
-  backward(seed);
+  std::vector<float> index(static_cast<size_t>(out.numel()));
+  for (size_t i = 0; i < index.size(); i++) index[i] = float(i);
+  aigc::testing::backward_from(out, index);
   // Each input element's gradient is the index of the output element it was copied to.
   EXPECT_EQ(a.grad().f32()[0], 0.0f);
   EXPECT_EQ(b.grad().f32()[0], 12.0f);   // batch 0, channel 3

@@ -11,25 +11,16 @@
 #include "layer_oracle.h"
 
 using namespace aigc;
+using aigc::testing::randn;
 
 namespace {
-
-Tensor randn(const Shape& s, Rng& rng, float std = 1.0f, float mean = 0.0f) {
-  Tensor t = Tensor::empty(s);
-  init::normal(t, mean, std, rng);
-  return t;
-}
 
 Tensor copy(const Tensor& t) { return Tensor::from_vector(t.to_vector(), t.shape()); }
 
 // Runs f with sum(out * dout) flowing back into the inputs that take gradients; returns out.
 Tensor run_backward(const std::function<Tensor()>& f, const Tensor& dout) {
   Tensor out = f();
-  out.ensure_grad();
-  std::copy(dout.f32(), dout.f32() + dout.numel(), out.grad().f32());
-  Tensor seed = Tensor::from_vector({0.0f}, {1});
-  seed.set_requires_grad(true);
-  backward(seed);
+  aigc::testing::backward_from(out, dout.to_vector());
   return out;
 }
 

@@ -8,16 +8,12 @@
 #include "aigc/autograd.h"
 #include "aigc/ops.h"
 #include "aigc/rng.h"
+#include "test_util.h"
 
 using namespace aigc;
+using aigc::testing::randn;
 
 namespace {
-
-Tensor randn(const Shape& s, Rng& rng, float std = 1.0f) {
-  Tensor t = Tensor::empty(s);
-  init::normal(t, 0.0f, std, rng);
-  return t;
-}
 
 // Weighted sum of out with fixed weights: a scalar whose gradient w.r.t. out is R.
 double weighted_sum(const Tensor& out, const std::vector<float>& R) {
@@ -35,15 +31,7 @@ void grad_check(const std::function<Tensor(std::vector<Tensor>&)>& f, std::vecto
   Tensor out = f(inputs);
   std::vector<float> R(size_t(out.numel()));
   for (float& r : R) r = float(rng.normal());
-  // Analytic: seed out.grad = R, run the tape.
-  {
-    // Express sum(out * R) through the tape: out.grad = R, then backward through a dummy scalar.
-    out.ensure_grad();
-    std::copy(R.begin(), R.end(), out.grad().f32());
-    Tensor one = Tensor::from_vector({0.0f}, {1});
-    one.set_requires_grad(true);
-    backward(one);  // runs the recorded steps with out.grad already seeded
-  }
+  aigc::testing::backward_from(out, R);  // analytic: the tape run with out.grad = R
   for (size_t k = 0; k < inputs.size(); k++) {
     std::vector<float> analytic = inputs[k].grad().to_vector();
     float* x = inputs[k].f32();
@@ -169,11 +157,7 @@ TEST(Ops, BlockedAttentionMatchesNaiveAcrossBlocks) {
     Tensor out = ops::causal_self_attention(qkv, NH);
     std::vector<float> R(size_t(out.numel()));
     for (float& r : R) r = float(rng.normal());
-    out.ensure_grad();
-    std::copy(R.begin(), R.end(), out.grad().f32());
-    Tensor seed = Tensor::from_vector({0.0f}, {1});
-    seed.set_requires_grad(true);
-    backward(seed);
+    aigc::testing::backward_from(out, R);
     std::vector<float> X = qkv.to_vector(), O = out.to_vector(), G = qkv.grad().to_vector();
     std::vector<double> ref_dx(X.size(), 0.0);
     const double scale = 1.0 / std::sqrt(double(HS));

@@ -2,8 +2,14 @@
 #pragma once
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
+#include <vector>
+
+#include "aigc/autograd.h"
+#include "aigc/rng.h"
+#include "aigc/tensor.h"
 
 namespace aigc::testing {
 
@@ -14,6 +20,22 @@ inline std::filesystem::path fresh_temp_dir(const std::string& name) {
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
+}
+
+// A tensor of N(mean, std^2) samples.
+inline Tensor randn(const Shape& shape, Rng& rng, float std = 1.0f, float mean = 0.0f) {
+  Tensor t = Tensor::empty(shape);
+  init::normal(t, mean, std, rng);
+  return t;
+}
+
+// Runs the recorded tape as if out were followed by sum(out * dout): out's gradient is seeded with dout.
+inline void backward_from(const Tensor& out, const std::vector<float>& dout) {
+  Tensor o = out;
+  std::copy(dout.begin(), dout.end(), o.ensure_grad().f32());
+  Tensor seed = Tensor::from_vector({0.0f}, {1});
+  seed.set_requires_grad(true);
+  backward(seed);
 }
 
 }  // namespace aigc::testing

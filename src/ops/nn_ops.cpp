@@ -20,22 +20,11 @@ Tensor leaky_relu(const Tensor& x, float slope) {
   return out;
 }
 
-namespace {
-using Fwd = void (Backend::*)(float*, const float*, int64_t);
-using Bwd = void (Backend::*)(float*, const float*, const float*, int64_t);
+using detail::activation;
 
-Tensor pointwise(const Tensor& x, Fwd fwd, Bwd bwd, const char* name) {
-  check_f32(x, name, "input");
-  Tensor out = Tensor::empty(x.shape());
-  (be(x).*fwd)(out.f32(), x.f32(), x.numel());
-  if (needs_grad({&x})) record(out, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
-  return out;
-}
-}  // namespace
-
-Tensor tanh(const Tensor& x) { return pointwise(x, &Backend::tanh_forward, &Backend::tanh_backward, "tanh"); }
+Tensor tanh(const Tensor& x) { return activation(x, &Backend::tanh_forward, &Backend::tanh_backward, "tanh"); }
 Tensor sigmoid(const Tensor& x) {
-  return pointwise(x, &Backend::sigmoid_forward, &Backend::sigmoid_backward, "sigmoid");
+  return activation(x, &Backend::sigmoid_forward, &Backend::sigmoid_backward, "sigmoid");
 }
 
 Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& running_mean, Tensor& running_var,

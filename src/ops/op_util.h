@@ -2,6 +2,7 @@
 #pragma once
 #include <string>
 
+#include "aigc/autograd.h"
 #include "aigc/backend.h"
 #include "aigc/error.h"
 #include "aigc/tensor.h"
@@ -22,5 +23,17 @@ inline float* grad_of(const Tensor& t) {
 }
 
 inline Backend& be(const Tensor& t) { return backend_for(t.device()); }
+
+// An element-wise op whose backward kernel reads the input: out = fwd(x), dx += bwd(x, dout).
+using ActFwd = void (Backend::*)(float*, const float*, int64_t);
+using ActBwd = void (Backend::*)(float*, const float*, const float*, int64_t);
+inline Tensor activation(const Tensor& x, ActFwd fwd, ActBwd bwd, const char* name) {
+  check_f32(x, name, "input");
+  Tensor out = Tensor::empty(x.shape());
+  (be(x).*fwd)(out.f32(), x.f32(), x.numel());
+  if (needs_grad({&x}))
+    record(out, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
+  return out;
+}
 
 }  // namespace aigc::ops::detail

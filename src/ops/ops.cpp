@@ -108,20 +108,7 @@ Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
   return out;
 }
 
-namespace {
-using ActFwd = void (Backend::*)(float*, const float*, int64_t);
-using ActBwd = void (Backend::*)(float*, const float*, const float*, int64_t);
-
-Tensor activation(const Tensor& x, ActFwd fwd, ActBwd bwd, const char* name) {
-  check_f32(x, name, "input");
-  Tensor out = Tensor::empty(x.shape());
-  (be(x).*fwd)(out.f32(), x.f32(), x.numel());
-  if (needs_grad({&x})) {
-    record(out, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
-  }
-  return out;
-}
-}  // namespace
+using detail::activation;
 
 Tensor gelu(const Tensor& x) { return activation(x, &Backend::gelu_forward, &Backend::gelu_backward, "gelu"); }
 Tensor relu(const Tensor& x) { return activation(x, &Backend::relu_forward, &Backend::relu_backward, "relu"); }
