@@ -3,9 +3,12 @@
 same Adam settings, batch and step structure (one D update on a real and a generated batch, one G update with the
 non-saturating loss), on Fashion-MNIST read from Debian's dataset-fashion-mnist. Prints one JSON line with the
 median images/s over the timed steps.
-Usage: torch_dcgan_bench.py THREADS STEPS WARMUP [BATCH NZ NGF NDF] [--save-samples DIR N]
+Usage: torch_dcgan_bench.py THREADS STEPS WARMUP [BATCH NZ NGF NDF] [--save-samples DIR N] [--grid PNG]
 --save-samples writes N generated images (labels cycling 0-9) after training as an IDX test split in DIR
-(t10k-images-idx3-ubyte + labels), which `aigc fid --fake DIR` scores with the same FID-FMNIST as aigc's models."""
+(t10k-images-idx3-ubyte + labels), which `aigc fid --fake DIR` scores with the same FID-FMNIST as aigc's models.
+--grid writes an 8x8 sample grid (classes cycling 0-9, as aigc's grids) as a grayscale PNG.
+Like aigc: every weight (label embeddings included) starts N(0, 0.02), BatchNorm scales N(1, 0.02), and batches
+walk a fresh shuffle of the training set each epoch."""
 import gzip
 import json
 import os
@@ -13,6 +16,7 @@ import statistics
 import struct
 import sys
 import time
+import zlib
 
 import numpy as np
 import torch
@@ -69,9 +73,36 @@ def save_samples(g, nz, out_dir, n):
         f.write(struct.pack(">II", 0x801, n) + y.to(torch.uint8).numpy().tobytes())
 
 
+def write_png(path, pix):
+    """pix: (H, W) uint8. A minimal grayscale PNG (no PIL in Debian's torch environment)."""
+    h, w = pix.shape
+    raw = b"".join(b"\0" + pix[r].tobytes() for r in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def save_grid(g, nz, path):
+    g.eval()
+    with torch.no_grad():
+        x = g(torch.randn(64, nz), torch.arange(64) % 10)
+    pix = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy().reshape(8, 8, 28, 28)
+    pad = np.zeros((8, 8, 30, 30), np.uint8)  # a 2-pixel black border between cells
+    pad[:, :, 1:29, 1:29] = pix
+    write_png(path, pad.transpose(0, 2, 1, 3).reshape(240, 240))
+
+
 def main():
     args = sys.argv[1:]
-    save = None
+    save, grid = None, None
+    if "--grid" in args:
+        i = args.index("--grid")
+        grid = args[i + 1]
+        del args[i:i + 2]
     if "--save-samples" in args:
         i = args.index("--save-samples")
         save = (args[i + 1], int(args[i + 2]))
@@ -83,9 +114,9 @@ def main():
     x_all, y_all = load()
     g, d = G(nz, ngf), D(ndf)
     for m in list(g.modules()) + list(d.modules()):  # the DCGAN init, as aigc uses
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
             nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
+            if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
@@ -94,8 +125,12 @@ def main():
     od = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     ones, zeros = torch.ones(B), torch.zeros(B)
     times = []
+    order, pos = torch.randperm(x_all.shape[0]), 0
     for i in range(warmup + steps):
-        idx = torch.randint(0, x_all.shape[0], (B,))
+        if pos + B > order.numel():
+            order, pos = torch.randperm(x_all.shape[0]), 0
+        idx = order[pos:pos + B]
+        pos += B
         real, y = x_all[idx], y_all[idx]
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -114,6 +149,8 @@ def main():
     med = statistics.median(times)
     if save:
         save_samples(g, nz, *save)
+    if grid:
+        save_grid(g, nz, grid)
     print(json.dumps({"images_per_s": B / med, "step_s": med, "loss_d": loss_d.item(), "loss_g": loss_g.item(),
                       "torch": torch.__version__}))
 

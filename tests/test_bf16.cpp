@@ -18,7 +18,6 @@
 #include "test_util.h"
 
 using namespace aigc;
-using aigc::testing::randn;
 
 namespace {
 

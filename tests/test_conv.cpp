@@ -10,7 +10,6 @@
 #include "layer_oracle.h"
 
 using namespace aigc;
-using aigc::testing::randn;
 
 namespace {
 

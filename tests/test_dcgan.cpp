@@ -17,7 +17,6 @@
 #include "test_util.h"
 
 using namespace aigc;
-using aigc::testing::randn;
 
 namespace {
 }  // namespace

@@ -8,52 +8,14 @@
 #include "aigc/autograd.h"
 #include "aigc/ops.h"
 #include "aigc/rng.h"
+#include "grad_check.h"
 #include "layer_oracle.h"
 
 using namespace aigc;
-using aigc::testing::randn;
 
-namespace {
-
-Tensor copy(const Tensor& t) { return Tensor::from_vector(t.to_vector(), t.shape()); }
-
-// Runs f with sum(out * dout) flowing back into the inputs that take gradients; returns out.
-Tensor run_backward(const std::function<Tensor()>& f, const Tensor& dout) {
-  Tensor out = f();
-  aigc::testing::backward_from(out, dout.to_vector());
-  return out;
-}
-
-// Central differences of sum(f() * dout) against each input's analytic gradient.
-void grad_check(const std::function<Tensor()>& f, std::vector<Tensor> inputs, const Tensor& dout, double tol = 2e-2,
-                float h = 1e-2f) {
-  for (Tensor& t : inputs) t.set_requires_grad(true), t.set_grad(Tensor());  // fresh gradients per check
-  run_backward(f, dout);
-  std::vector<float> R = dout.to_vector();
-  auto loss = [&] {
-    NoGradGuard ng;
-    std::vector<float> o = f().to_vector();
-    double s = 0;
-    for (size_t i = 0; i < o.size(); i++) s += double(o[i]) * R[i];
-    return s;
-  };
-  for (size_t k = 0; k < inputs.size(); k++) {
-    std::vector<float> g = inputs[k].grad().to_vector();
-    float* p = inputs[k].f32();
-    for (int64_t i = 0; i < inputs[k].numel(); i++) {
-      const float orig = p[i];
-      p[i] = orig + h;
-      double lp = loss();
-      p[i] = orig - h;
-      double lm = loss();
-      p[i] = orig;
-      double num = (lp - lm) / (2.0 * h);
-      ASSERT_NEAR(g[size_t(i)], num, tol * std::max(1.0, std::abs(num))) << "input " << k << " element " << i;
-    }
-  }
-}
-
-}  // namespace
+using aigc::testing::copy;
+using aigc::testing::grad_check;
+using aigc::testing::run_backward;
 
 TEST(GradCheck, ImageActivations) {
   Rng rng(21);

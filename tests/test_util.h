@@ -22,13 +22,6 @@ inline std::filesystem::path fresh_temp_dir(const std::string& name) {
   return d;
 }
 
-// A tensor of N(mean, std^2) samples.
-inline Tensor randn(const Shape& shape, Rng& rng, float std = 1.0f, float mean = 0.0f) {
-  Tensor t = Tensor::empty(shape);
-  init::normal(t, mean, std, rng);
-  return t;
-}
-
 // Runs the recorded tape as if out were followed by sum(out * dout): out's gradient is seeded with dout.
 inline void backward_from(const Tensor& out, const std::vector<float>& dout) {
   Tensor o = out;

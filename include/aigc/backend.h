@@ -103,17 +103,57 @@ class Backend {
   virtual void bce_with_logits_backward(float* dlogits, const float* logits, const float* targets, float scale,
                                         int64_t n) = 0;
 
+  // ---- Diffusion U-Net kernels ----
+  // SiLU (x sigmoid(x)); backward recomputes from the input.
+  virtual void silu_forward(float* out, const float* inp, int64_t n) = 0;
+  virtual void silu_backward(float* dinp, const float* inp, const float* dout, int64_t n) = 0;
+  // Group normalization of (N, C, HW): per sample, the C channels form G groups of C/G channels, each normalized
+  // with its own mean and biased variance; then the per-channel affine w, b (either may be null). mean and rstd
+  // (N*G) are saved for backward.
+  virtual void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                                 const float* b, int64_t N, int64_t C, int64_t HW, int64_t G, float eps) = 0;
+  virtual void groupnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                                  const float* w, const float* mean, const float* rstd, int64_t N, int64_t C,
+                                  int64_t HW, int64_t G) = 0;
+  // Nearest-neighbour upsampling of (NC, H, W) planes by an integer factor f: out (NC, fH, fW); backward sums
+  // each f x f block of dout into its source pixel.
+  virtual void upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W,
+                                        int64_t f) = 0;
+  virtual void upsample_nearest_backward(float* dinp, const float* dout, int64_t NC, int64_t H, int64_t W,
+                                         int64_t f) = 0;
+  // out (B, M, N) [+]= inp (B, N, M) with the last two dimensions swapped.
+  virtual void transpose_last2(float* out, const float* inp, int64_t B, int64_t N, int64_t M, bool accumulate) = 0;
+  // Sinusoidal embedding of (possibly fractional) timesteps t (B) into out (B, dim), dim even, half = dim / 2:
+  // out[b, i] = sin(t_b w_i) and out[b, half + i] = cos(t_b w_i), with w_i = max_period^(-i / (half - 1)).
+  virtual void timestep_embedding(float* out, const float* t, int64_t B, int64_t dim, float max_period) = 0;
+  // Per-sample linear combination of rows of S values: out[n, :] = a[n] x[n, :] + b[n] y[n, :]; out may alias
+  // x or y. With accumulate the result is added to out.
+  virtual void combine_rows(float* out, const float* a, const float* x, const float* b, const float* y, int64_t N,
+                            int64_t S, bool accumulate) = 0;
+  // Sum of squared differences (the MSE loss before the mean); backward adds scale * 2 (pred - target) to dpred
+  // and its negative to dtarget (either may be null).
+  virtual double mse_forward(const float* pred, const float* target, int64_t n) = 0;
+  virtual void mse_backward(float* dpred, float* dtarget, const float* pred, const float* target, float scale,
+                            int64_t n) = 0;
+  // out = min(max(inp, lo), hi).
+  virtual void clamp(float* out, const float* inp, int64_t n, float lo, float hi) = 0;
+  // Exponential moving average of parameters: ema = decay ema + (1 - decay) p.
+  virtual void ema_update(float* ema, const float* p, int64_t n, float decay) = 0;
+
   // Inverted dropout: mask holds 0 or 1/(1-p).
   virtual void dropout_forward(float* out, float* mask, const float* inp, int64_t n, float p, uint64_t seed) = 0;
   virtual void mul_backward(float* dinp, const float* dout, const float* mask, int64_t n) = 0;
 
-  // Causal multi-head self-attention. qkv (B,T,3C) holds q|k|v per row, out (B,T,C).
+  // Multi-head self-attention, causal (each position sees itself and earlier ones) or not (every position sees
+  // all). qkv (B,T,3C) holds q|k|v per row, out (B,T,C).
   // lse (B,NH,T) receives each query row's softmax log-sum-exp for backward (may be null for inference);
   // backward recomputes the probabilities from it and from out.
   virtual void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C,
-                                 int64_t NH) = 0;
+                                 int64_t NH,
+                                 bool causal) = 0;
   virtual void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                                  const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH) = 0;
+                                  const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH,
+                                  bool causal) = 0;
   // Incremental attention with a KV cache: qkv (B,T,3C) holds T new positions starting at pos0; their k, v are
   // written into kcache/vcache (B,NH,T_cap,HS) first, then each query attends to positions [0, pos0 + t].
   virtual void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T,

@@ -3,6 +3,7 @@
 // No math lives here; see backend/.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "aigc/tensor.h"
 
@@ -20,8 +21,9 @@ Tensor gelu(const Tensor& x);
 Tensor relu(const Tensor& x);
 // Inverted dropout with probability p (identity when p == 0). seed fixes the mask.
 Tensor dropout(const Tensor& x, float p, uint64_t seed);
-// qkv (B,T,3C) -> causal multi-head attention output (B,T,C).
-Tensor causal_self_attention(const Tensor& qkv, int64_t n_head);
+// qkv (B,T,3C) -> multi-head attention output (B,T,C); causal: position t sees positions 0..t only.
+Tensor self_attention(const Tensor& qkv, int64_t n_head, bool causal);
+inline Tensor causal_self_attention(const Tensor& qkv, int64_t n_head) { return self_attention(qkv, n_head, true); }
 // Inference only: qkv (B,T,3C) for positions pos0..pos0+T-1; appends k,v to the caches (B,NH,T_cap,HS).
 Tensor attention_cached(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tensor& vcache, int64_t pos0);
 // 2-D convolutions over (N, C, H, W), with PyTorch's semantics and weight layouts:
@@ -48,5 +50,27 @@ Tensor concat_channels(const Tensor& a, const Tensor& b);
 Tensor bce_with_logits(const Tensor& logits, const Tensor& targets);
 // Mean softmax cross-entropy of logits (..., V) against targets (...) i32; targets < 0 are ignored.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
+
+// ---- Diffusion U-Net layers ----
+Tensor silu(const Tensor& x);  // x * sigmoid(x)
+// Group normalization of (N, C, ...) with `groups` groups of C / groups channels (PyTorch's GroupNorm); w, b (C)
+// may be undefined.
+Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t groups, float eps = 1e-5f);
+// (N, C, H, W) -> (N, C, f H, f W), each pixel repeated f x f times.
+Tensor upsample_nearest(const Tensor& x, int64_t f);
+// (B, N, M) -> (B, M, N).
+Tensor transpose_last2(const Tensor& x);
+// x (B, C, ...) + v (B, C) broadcast over the trailing dimensions (the U-Net adds its time embedding so).
+Tensor add_channelwise(const Tensor& x, const Tensor& v);
+// Sinusoidal embedding (B, dim) of timesteps t (B) f32, no gradient: sin(t w_i) | cos(t w_i), w_i from 1 down to
+// 1 / max_period geometrically (Ho et al.'s U-Net).
+Tensor timestep_embedding(const Tensor& t, int64_t dim, float max_period = 10000.0f);
+// Per-sample a[n] x[n] + b[n] y[n] over (N, ...) tensors (y may be undefined when b is empty): the noising and
+// sampling formulas of diffusion, with gradients to x and y.
+Tensor combine_rows(const std::vector<float>& a, const Tensor& x, const std::vector<float>& b, const Tensor& y);
+// Elementwise min(max(x, lo), hi); no gradient (sampling only).
+Tensor clamp(const Tensor& x, float lo, float hi);
+// Mean squared error over all elements (gradients to both inputs).
+Tensor mse_loss(const Tensor& pred, const Tensor& target);
 
 }  // namespace aigc::ops

@@ -28,4 +28,7 @@ void uniform(const Tensor& t, float lo, float hi, Rng& rng);
 void constant(const Tensor& t, float value);
 }  // namespace init
 
+// A new tensor of N(mean, std^2) draws (latents, diffusion noise).
+Tensor randn(const Shape& shape, Rng& rng, float std = 1.0f, float mean = 0.0f);
+
 }  // namespace aigc

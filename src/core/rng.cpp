@@ -68,4 +68,10 @@ void constant(const Tensor& t, float value) {
 }
 }  // namespace init
 
+Tensor randn(const Shape& shape, Rng& rng, float std, float mean) {
+  Tensor t = Tensor::empty(shape);
+  init::normal(t, mean, std, rng);
+  return t;
+}
+
 }  // namespace aigc

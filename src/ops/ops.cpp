@@ -125,7 +125,7 @@ Tensor dropout(const Tensor& x, float p, uint64_t seed) {
   return out;
 }
 
-Tensor causal_self_attention(const Tensor& qkv, int64_t n_head) {
+Tensor self_attention(const Tensor& qkv, int64_t n_head, bool causal) {
   check_f32(qkv, "attention", "qkv");
   AIGC_CHECK(qkv.dim() == 3 && qkv.size(2) % 3 == 0, "attention: qkv must be (B,T,3C), got " + shape_str(qkv.shape()));
   int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3;
@@ -134,10 +134,11 @@ Tensor causal_self_attention(const Tensor& qkv, int64_t n_head) {
   Tensor out = Tensor::empty({B, T, C});
   bool rec = needs_grad({&qkv});
   Tensor lse = rec ? Tensor::empty({B, n_head, T}) : Tensor();  // softmax statistics for backward
-  be(qkv).attention_forward(out.f32(), rec ? lse.f32() : nullptr, qkv.f32(), B, T, C, n_head);
+  be(qkv).attention_forward(out.f32(), rec ? lse.f32() : nullptr, qkv.f32(), B, T, C, n_head, causal);
   if (rec) {
-    record(out, [out, qkv, lse, B, T, C, n_head] {
-      be(qkv).attention_backward(grad_of(qkv), out.grad().f32(), qkv.f32(), out.f32(), lse.f32(), B, T, C, n_head);
+    record(out, [out, qkv, lse, B, T, C, n_head, causal] {
+      be(qkv).attention_backward(grad_of(qkv), out.grad().f32(), qkv.f32(), out.f32(), lse.f32(), B, T, C, n_head,
+                                 causal);
     });
   }
   return out;

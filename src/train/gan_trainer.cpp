@@ -28,12 +28,6 @@ namespace {
 volatile std::sig_atomic_t g_interrupted = 0;
 void on_sigint(int) { g_interrupted = 1; }
 
-Tensor normal(const Shape& s, Rng& rng) {
-  Tensor t = Tensor::empty(s);
-  init::normal(t, 0.0f, 1.0f, rng);
-  return t;
-}
-
 // Every tensor of both networks and both optimizers, under one prefix per owner.
 void add_net(std::vector<StTensorOut>& out, const std::string& prefix, ConvNet& net, Optimizer* opt) {
   for (const Param& p : net.params().params())
@@ -133,7 +127,7 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
 
   // A fixed noise batch (and fixed labels) shows progress on the same latent points in every sample grid.
   Rng fixed_rng(opt.seed + 99);
-  Tensor fixed_z = normal({64, cfg.nz}, fixed_rng);
+  Tensor fixed_z = randn({64, cfg.nz}, fixed_rng);
   std::vector<int32_t> fixed_lab(64);
   for (int i = 0; i < 64; i++) fixed_lab[size_t(i)] = cfg.n_classes ? int32_t(i % cfg.n_classes) : 0;
   Tensor fixed_labels = Tensor::from_ints(fixed_lab, {64});
@@ -174,7 +168,7 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
     Tensor fake;
     {
       NoGradGuard ng;
-      fake = g.forward(normal({B, cfg.nz}, rng), labels, true);
+      fake = g.forward(randn({B, cfg.nz}, rng), labels, true);
     }
     d.params().zero_grad();
     Tensor d_real = d.forward(real, labels, true), d_fake = d.forward(fake, labels, true);
@@ -183,7 +177,7 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
     od.step(opt.lr);
     // G step (D's gradients from it are discarded by the next zero_grad).
     g.params().zero_grad();
-    Tensor logits = d.forward(g.forward(normal({B, cfg.nz}, rng), labels, true), labels, true);
+    Tensor logits = d.forward(g.forward(randn({B, cfg.nz}, rng), labels, true), labels, true);
     // minimax: minimize log(1 - D(G(z))) = -BCE(logits, 0); nonsaturating: minimize BCE(logits, 1).
     Tensor loss_g = opt.loss == "minimax" ? ops::bce_with_logits(logits, zeros) : ops::bce_with_logits(logits, ones);
     backward(loss_g, opt.loss == "minimax" ? -1.0f : 1.0f);

@@ -12,6 +12,13 @@ and for batch_norm2d the running statistics after the call; all F32.
   tanh, sigmoid
   batch_norm2d                options: training, momentum, eps
   bce_with_logits             (mean reduction; out has one element)
+  silu
+  group_norm                  options: groups, eps
+  upsample_nearest            options: factor
+  attention                   x = qkv (B, T, 3C); options: n_head, causal
+  add_channelwise             x (B, C, H, W) + v (B, C); gradients dx, dv
+  timestep_embedding          x = timesteps (B); options: dim, max_period (no gradient)
+  mse_loss                    x = prediction, y = target; gradients dx, dy
 """
 import json
 import os
@@ -27,7 +34,7 @@ from torch_gpt_oracle import read_safetensors, write_safetensors  # noqa: E402
 def run_case(in_path, out_path):
     tensors, meta = read_safetensors(in_path)
     layer, opt = meta["layer"], json.loads(meta["options"])
-    grads = ("x", "w", "b")
+    grads = {"add_channelwise": ("x", "v"), "mse_loss": ("x", "y"), "timestep_embedding": ()}.get(layer, ("x", "w", "b"))
     t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=k in grads) for k, v in tensors.items()}
     res = {}
     if layer in ("conv2d", "conv_transpose2d"):
@@ -49,9 +56,34 @@ def run_case(in_path, out_path):
         res["running_mean"], res["running_var"] = rm, rv
     elif layer == "bce_with_logits":
         out = F.binary_cross_entropy_with_logits(t["x"], t["y"]).reshape(1)
+    elif layer == "silu":
+        out = F.silu(t["x"])
+    elif layer == "group_norm":
+        out = F.group_norm(t["x"], opt["groups"], t["w"], t["b"], eps=opt["eps"])
+    elif layer == "upsample_nearest":
+        out = F.interpolate(t["x"], scale_factor=opt["factor"], mode="nearest")
+    elif layer == "attention":
+        B, T, C3 = t["x"].shape
+        nh, C = opt["n_head"], C3 // 3
+        q, k, v = (z.reshape(B, T, nh, C // nh).transpose(1, 2) for z in t["x"].split(C, dim=2))
+        s = q @ k.transpose(-1, -2) / (C // nh) ** 0.5
+        if opt["causal"]:
+            s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        out = (s.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
+    elif layer == "add_channelwise":
+        out = t["x"] + t["v"][:, :, None, None]
+    elif layer == "timestep_embedding":  # Ho et al.'s get_timestep_embedding, in float64
+        half = opt["dim"] // 2
+        freqs = torch.exp(-torch.log(torch.tensor(float(opt["max_period"]), dtype=torch.float64))
+                          * torch.arange(half, dtype=torch.float64) / (half - 1))
+        arg = t["x"][:, None] * freqs[None]
+        out = torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
+    elif layer == "mse_loss":
+        out = F.mse_loss(t["x"], t["y"]).reshape(1)
     else:
         sys.exit("unknown layer " + layer)
-    (out * t["dout"]).sum().backward()
+    if grads:
+        (out * t["dout"]).sum().backward()
     res["out"] = out
     for k in grads:
         if k in t:

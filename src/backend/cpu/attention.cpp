@@ -1,4 +1,5 @@
-// Causal multi-head self-attention. Per (batch, head): S = q k^T / sqrt(HS), causal mask, softmax -> P, out = P v.
+// Multi-head self-attention. Per (batch, head): S = q k^T / sqrt(HS), causal mask (text) or none (image
+// positions), softmax -> P, out = P v.
 // q, k, v are read straight out of the fused qkv rows (leading dimension 3C) and the output is written straight
 // into its (B,T,C) slot, so no head split/merge copies exist. Each (b,h) pair runs single-threaded gemms;
 // threads split the B*NH pairs, which write disjoint columns: no races.
@@ -28,8 +29,8 @@ static inline void masked_softmax_row(float* s, int64_t len, int64_t width) {
   for (int64_t j = len; j < width; j++) s[j] = 0.0f;
 }
 
-// Causal attention in blocks of queries and keys with an online softmax: the T x T probability matrix never
-// exists, blocks above the diagonal are skipped, and backward recomputes each block's probabilities from the
+// Attention in blocks of queries and keys with an online softmax: the T x T probability matrix never
+// exists, causal blocks above the diagonal are skipped, and backward recomputes each block's probabilities from the
 // saved row log-sum-exp (lse) instead of storing them.
 constexpr int64_t kBlock = 128;
 
@@ -45,18 +46,23 @@ struct HeadPtrs {  // one (batch, head) pair: q, k, v (and their gradients) insi
   int64_t ld;  // 3C
 };
 
+// Keys of block j0 (width bk) that query row i may see.
+inline int64_t visible(bool causal, int64_t i, int64_t j0, int64_t bk) {
+  return causal ? std::min(bk, i - j0 + 1) : bk;
+}
+
 void head_forward(float* o, int64_t ldo, float* lse, const HeadPtrs& h, int64_t T, int64_t HS, float scale,
-                  float* S, float* acc, float* m, float* l) {
+                  bool causal, float* S, float* acc, float* m, float* l) {
   for (int64_t i0 = 0; i0 < T; i0 += kBlock) {
     const int64_t bq = std::min(kBlock, T - i0);
     for (int64_t r = 0; r < bq; r++) m[r] = -INFINITY, l[r] = 0.0f;
     std::fill(acc, acc + bq * HS, 0.0f);
-    for (int64_t j0 = 0; j0 < i0 + bq; j0 += kBlock) {  // key blocks at or left of the diagonal
+    for (int64_t j0 = 0; j0 < (causal ? i0 + bq : T); j0 += kBlock) {  // causal: blocks at or left of the diagonal
       const int64_t bk = std::min(kBlock, T - j0);
       gemm(false, true, bq, bk, HS, scale, h.q + i0 * h.ld, h.ld, h.k + j0 * h.ld, h.ld, 0.0f, S, kBlock);
       for (int64_t r = 0; r < bq; r++) {
         float* row = S + r * kBlock;
-        const int64_t vis = std::min(bk, i0 + r - j0 + 1);  // keys this query may see in the block
+        const int64_t vis = visible(causal, i0 + r, j0, bk);
         if (vis <= 0) {
           std::fill(row, row + bk, 0.0f);
           continue;
@@ -93,7 +99,7 @@ void head_forward(float* o, int64_t ldo, float* lse, const HeadPtrs& h, int64_t 
 }  // namespace
 
 void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C,
-                                   int64_t NH) {
+                                   int64_t NH, bool causal) {
   const int64_t HS = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(float(HS));
 #pragma omp parallel
@@ -105,14 +111,14 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, int
       const int64_t b = bh / NH, hd = bh % NH;
       const float* q = qkv + b * T * C3 + hd * HS;
       HeadPtrs h{q, q + C, q + 2 * C, C3};
-      head_forward(out + b * T * C + hd * HS, C, lse ? lse + bh * T : lse_scratch.data(), h, T, HS, scale, S.data(),
-                   acc.data(), m.data(), l.data());
+      head_forward(out + b * T * C + hd * HS, C, lse ? lse + bh * T : lse_scratch.data(), h, T, HS, scale, causal,
+                   S.data(), acc.data(), m.data(), l.data());
     }
   }
 }
 
 void CpuBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                                    const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH) {
+                                    const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH, bool causal) {
   const int64_t HS = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(float(HS));
 #pragma omp parallel
@@ -136,12 +142,12 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
       }
       for (int64_t j0 = 0; j0 < T; j0 += kBlock) {
         const int64_t bk = std::min(kBlock, T - j0);
-        for (int64_t i0 = j0; i0 < T; i0 += kBlock) {  // query blocks at or below the diagonal
+        for (int64_t i0 = causal ? j0 : 0; i0 < T; i0 += kBlock) {  // causal: blocks at or below the diagonal
           const int64_t bq = std::min(kBlock, T - i0);
           gemm(false, true, bq, bk, HS, scale, q + i0 * C3, C3, k + j0 * C3, C3, 0.0f, P.data(), kBlock);
           for (int64_t r = 0; r < bq; r++) {  // P = exp(S - lse), masked
             float* row = P.data() + r * kBlock;
-            const int64_t vis = std::min(bk, i0 + r - j0 + 1);
+            const int64_t vis = visible(causal, i0 + r, j0, bk);
             const float lr = L[i0 + r];
 #pragma omp simd
             for (int64_t c = 0; c < vis; c++) row[c] = exp_vec(row[c] - lr);
@@ -183,7 +189,7 @@ void CpuBackend::attention_cached(float* out, const float* qkv, float* kcache, f
     }
   }
   if (pos0 == 0) {  // a prompt into an empty cache is plain causal attention over the prompt: use the blocked kernel
-    attention_forward(out, nullptr, qkv, B, T, C, NH);
+    attention_forward(out, nullptr, qkv, B, T, C, NH, true);
     return;
   }
 #pragma omp parallel

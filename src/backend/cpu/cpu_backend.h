@@ -65,12 +65,32 @@ class CpuBackend final : public Backend {
   double bce_with_logits_forward(const float* logits, const float* targets, int64_t n) override;
   void bce_with_logits_backward(float* dlogits, const float* logits, const float* targets, float scale,
                                 int64_t n) override;
+  void silu_forward(float* out, const float* inp, int64_t n) override;
+  void silu_backward(float* dinp, const float* inp, const float* dout, int64_t n) override;
+  void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                         int64_t N, int64_t C, int64_t HW, int64_t G, float eps) override;
+  void groupnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                          const float* mean, const float* rstd, int64_t N, int64_t C, int64_t HW, int64_t G) override;
+  void upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W, int64_t f) override;
+  void upsample_nearest_backward(float* dinp, const float* dout, int64_t NC, int64_t H, int64_t W,
+                                 int64_t f) override;
+  void transpose_last2(float* out, const float* inp, int64_t B, int64_t N, int64_t M, bool accumulate) override;
+  void timestep_embedding(float* out, const float* t, int64_t B, int64_t dim, float max_period) override;
+  void combine_rows(float* out, const float* a, const float* x, const float* b, const float* y, int64_t N, int64_t S,
+                    bool accumulate) override;
+  double mse_forward(const float* pred, const float* target, int64_t n) override;
+  void mse_backward(float* dpred, float* dtarget, const float* pred, const float* target, float scale,
+                    int64_t n) override;
+  void clamp(float* out, const float* inp, int64_t n, float lo, float hi) override;
+  void ema_update(float* ema, const float* p, int64_t n, float decay) override;
   void dropout_forward(float* out, float* mask, const float* inp, int64_t n, float p, uint64_t seed) override;
   void mul_backward(float* dinp, const float* dout, const float* mask, int64_t n) override;
   void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C,
-                         int64_t NH) override;
+                         int64_t NH,
+                         bool causal) override;
   void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
-                          int64_t B, int64_t T, int64_t C, int64_t NH) override;
+                          int64_t B, int64_t T, int64_t C, int64_t NH,
+                          bool causal) override;
   void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T, int64_t C,
                         int64_t NH, int64_t pos0, int64_t T_cap) override;
   void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N,

@@ -1,0 +1,186 @@
+// Kernels the diffusion U-Net adds: SiLU, group normalization, nearest upsampling, a batched transpose, the
+// sinusoidal timestep embedding, per-sample linear combinations (the noising and sampling formulas), the MSE loss
+// and the EMA of weights. Plain loops, OpenMP over independent rows.
+#include <omp.h>
+
+#include <cmath>
+
+#include "cpu_backend.h"
+
+namespace aigc::cpu {
+
+void CpuBackend::silu_forward(float* out, const float* inp, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; i++) out[i] = inp[i] / (1.0f + exp_vec(-inp[i]));
+}
+
+void CpuBackend::silu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; i++) {  // d/dx x s(x) = s(x) (1 + x (1 - s(x)))
+    const float s = 1.0f / (1.0f + exp_vec(-inp[i]));
+    dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));
+  }
+}
+
+// Each (sample, group) is one contiguous block of C/G * HW values: statistics in double, a fixed order.
+void CpuBackend::groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                                   const float* b, int64_t N, int64_t C, int64_t HW, int64_t G, float eps) {
+  const int64_t cpg = C / G, len = cpg * HW;
+#pragma omp parallel for schedule(static)
+  for (int64_t ng = 0; ng < N * G; ng++) {
+    const float* x = inp + ng * len;
+    double s = 0, ss = 0;
+    for (int64_t i = 0; i < len; i++) s += x[i];
+    const double mu = s / double(len);
+    for (int64_t i = 0; i < len; i++) ss += (x[i] - mu) * (x[i] - mu);
+    const float m = float(mu), r = float(1.0 / std::sqrt(ss / double(len) + double(eps)));
+    mean[ng] = m, rstd[ng] = r;
+    for (int64_t j = 0; j < cpg; j++) {
+      const int64_t c = (ng % G) * cpg + j;
+      const float scale = (w ? w[c] : 1.0f) * r, shift = (b ? b[c] : 0.0f) - m * scale;
+      const float* xc = x + j * HW;
+      float* o = out + ng * len + j * HW;
+#pragma omp simd
+      for (int64_t i = 0; i < HW; i++) o[i] = xc[i] * scale + shift;
+    }
+  }
+}
+
+void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                                    const float* w, const float* mean, const float* rstd, int64_t N, int64_t C,
+                                    int64_t HW, int64_t G) {
+  const int64_t cpg = C / G, len = cpg * HW;
+  if (dw || db) {  // per channel over the batch, so threads never write the same dw[c]
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; c++) {
+      double sw = 0, sb = 0;
+      for (int64_t n = 0; n < N; n++) {
+        const int64_t ng = n * G + c / cpg;
+        const float *x = inp + (n * C + c) * HW, *d = dout + (n * C + c) * HW;
+        for (int64_t i = 0; i < HW; i++) sw += double(d[i]) * (x[i] - mean[ng]) * rstd[ng], sb += d[i];
+      }
+      if (dw) dw[c] += float(sw);
+      if (db) db[c] += float(sb);
+    }
+  }
+  if (!dinp) return;
+  // With g = dout * w and xhat the normalized input: dx = rstd (g - mean(g) - xhat mean(g xhat)) per group.
+#pragma omp parallel for schedule(static)
+  for (int64_t ng = 0; ng < N * G; ng++) {
+    const float m = mean[ng], r = rstd[ng];
+    double sg = 0, sgx = 0;
+    for (int64_t j = 0; j < cpg; j++) {
+      const int64_t c = (ng % G) * cpg + j;
+      const float wc = w ? w[c] : 1.0f;
+      const float *x = inp + ng * len + j * HW, *d = dout + ng * len + j * HW;
+      for (int64_t i = 0; i < HW; i++) sg += double(d[i]) * wc, sgx += double(d[i]) * wc * (x[i] - m) * r;
+    }
+    const float mg = float(sg / double(len)), mgx = float(sgx / double(len));
+    for (int64_t j = 0; j < cpg; j++) {
+      const int64_t c = (ng % G) * cpg + j;
+      const float wc = w ? w[c] : 1.0f;
+      const float *x = inp + ng * len + j * HW, *d = dout + ng * len + j * HW;
+      float* dx = dinp + ng * len + j * HW;
+#pragma omp simd
+      for (int64_t i = 0; i < HW; i++) dx[i] += r * (d[i] * wc - mg - (x[i] - m) * r * mgx);
+    }
+  }
+}
+
+void CpuBackend::upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W,
+                                          int64_t f) {
+  const int64_t OW = W * f;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < NC * H; p++) {  // one input row -> f output rows
+    const float* src = inp + p * W;
+    float* dst = out + p * f * OW;
+    for (int64_t x = 0; x < OW; x++) dst[x] = src[x / f];
+    for (int64_t r = 1; r < f; r++) std::copy(dst, dst + OW, dst + r * OW);
+  }
+}
+
+void CpuBackend::upsample_nearest_backward(float* dinp, const float* dout, int64_t NC, int64_t H, int64_t W,
+                                           int64_t f) {
+  const int64_t OW = W * f;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < NC * H; p++) {
+    float* dst = dinp + p * W;
+    const float* src = dout + p * f * OW;
+    for (int64_t r = 0; r < f; r++)
+      for (int64_t x = 0; x < OW; x++) dst[x / f] += src[r * OW + x];
+  }
+}
+
+void CpuBackend::transpose_last2(float* out, const float* inp, int64_t B, int64_t N, int64_t M, bool accumulate) {
+  constexpr int64_t kTile = 32;  // tiles keep both the reads and the writes within a few cache lines
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t i0 = 0; i0 < N; i0 += kTile)
+      for (int64_t j0 = 0; j0 < M; j0 += kTile)
+        for (int64_t i = i0; i < std::min(i0 + kTile, N); i++)
+          for (int64_t j = j0; j < std::min(j0 + kTile, M); j++) {
+            float& o = out[(b * M + j) * N + i];
+            const float v = inp[(b * N + i) * M + j];
+            o = accumulate ? o + v : v;
+          }
+}
+
+void CpuBackend::timestep_embedding(float* out, const float* t, int64_t B, int64_t dim, float max_period) {
+  const int64_t half = dim / 2;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t i = 0; i < half; i++) {
+      // double: t up to 1000 times a frequency near 1 must keep its phase exact to float precision
+      const double arg = double(t[b]) * std::exp(-std::log(double(max_period)) * double(i) / double(half - 1));
+      out[b * dim + i] = float(std::sin(arg));
+      out[b * dim + half + i] = float(std::cos(arg));
+    }
+}
+
+void CpuBackend::combine_rows(float* out, const float* a, const float* x, const float* b, const float* y, int64_t N,
+                              int64_t S, bool accumulate) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; n++) {
+    const float an = a[n], bn = b ? b[n] : 0.0f;
+    const float* xr = x + n * S;
+    const float* yr = y ? y + n * S : nullptr;
+    float* o = out + n * S;
+    if (!yr) {
+#pragma omp simd
+      for (int64_t i = 0; i < S; i++) o[i] = (accumulate ? o[i] : 0.0f) + an * xr[i];
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < S; i++) o[i] = (accumulate ? o[i] : 0.0f) + an * xr[i] + bn * yr[i];
+    }
+  }
+}
+
+double CpuBackend::mse_forward(const float* pred, const float* target, int64_t n) {
+  double total = 0;
+  for (int64_t i = 0; i < n; i++) {  // sequential: a fixed summation order
+    const double d = double(pred[i]) - double(target[i]);
+    total += d * d;
+  }
+  return total;
+}
+
+void CpuBackend::mse_backward(float* dpred, float* dtarget, const float* pred, const float* target, float scale,
+                              int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; i++) {
+    const float g = 2.0f * scale * (pred[i] - target[i]);
+    if (dpred) dpred[i] += g;
+    if (dtarget) dtarget[i] -= g;
+  }
+}
+
+void CpuBackend::clamp(float* out, const float* inp, int64_t n, float lo, float hi) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; i++) out[i] = inp[i] < lo ? lo : (inp[i] > hi ? hi : inp[i]);
+}
+
+void CpuBackend::ema_update(float* ema, const float* p, int64_t n, float decay) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; i++) ema[i] = decay * ema[i] + (1.0f - decay) * p[i];
+}
+
+}  // namespace aigc::cpu
