@@ -1,4 +1,4 @@
-// aigc command line: train | generate | eval | tokenize | tokenizer train.
+// aigc command line: train | generate | eval | sample | fid | tokenize | tokenizer train.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
@@ -16,6 +16,7 @@
 #include "aigc/evaluate.h"
 #include "aigc/fid.h"
 #include "aigc/file_util.h"
+#include "aigc/diffusion_trainer.h"
 #include "aigc/gan_trainer.h"
 #include "aigc/generate.h"
 #include "aigc/image_io.h"
@@ -23,6 +24,7 @@
 #include "aigc/text_data.h"
 #include "aigc/tokenizer.h"
 #include "aigc/trainer.h"
+#include "image_commands.h"
 
 using namespace aigc;
 
@@ -52,19 +54,6 @@ void add_threads(CLI::App* cmd, int& threads) {
   cmd->add_option("--threads,-t", threads, "CPU threads (default: all cores)");
 }
 
-// n latent points on the straight line between two random points (rows of z are replaced).
-Tensor latent_walk(const Tensor& z, int64_t n, Rng& rng) {
-  const int64_t nz = z.size(1);
-  Tensor ends = Tensor::empty({2, nz});
-  init::normal(ends, 0.0f, 1.0f, rng);
-  std::vector<float> e = ends.to_vector(), out(size_t(n * nz));
-  for (int64_t i = 0; i < n; i++) {
-    const float t = n > 1 ? float(i) / float(n - 1) : 0.0f;
-    for (int64_t k = 0; k < nz; k++) out[size_t(i * nz + k)] = (1 - t) * e[size_t(k)] + t * e[size_t(nz + k)];
-  }
-  return Tensor::from_vector(out, {n, nz});
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -83,8 +72,9 @@ int main(int argc, char** argv) {
   std::string model_kind = "gpt";
   train
       ->add_option("--model", model_kind,
-                   "gpt (text), dcgan (images; the GAN options below apply) or classifier (the FID feature net)")
-      ->check(CLI::IsMember({"gpt", "dcgan", "classifier"}))
+                   "gpt (text), dcgan or ddpm (images; the GAN / diffusion options below apply) or classifier "
+                   "(the FID feature net)")
+      ->check(CLI::IsMember({"gpt", "dcgan", "ddpm", "classifier"}))
       ->capture_default_str();
   train->add_option(
       "--data", topt.data_files,
@@ -141,7 +131,24 @@ int main(int argc, char** argv) {
   train->add_option("--ndf", gopt_gan.model.ndf, "GAN: discriminator width")->capture_default_str();
   train->add_option("--sample-interval", gopt_gan.sample_interval, "GAN: write a sample grid every N steps")
       ->capture_default_str();
-  train->add_flag("--hflip", gopt_gan.hflip, "GAN: random horizontal flips of the training images");
+  train->add_flag("--hflip", gopt_gan.hflip, "GAN, diffusion: random horizontal flips of the training images");
+  DiffusionTrainOptions dopt;
+  std::vector<int64_t> ch_mult, attn_res;
+  train->add_option("--schedule", dopt.schedule, "Diffusion: beta schedule, linear (1e-4 to 0.02) or cosine")
+      ->check(CLI::IsMember({"linear", "cosine"}))
+      ->capture_default_str();
+  train->add_option("--timesteps", dopt.timesteps, "Diffusion: T, the number of noising steps")->capture_default_str();
+  train->add_option("--ch", dopt.model.ch, "Diffusion: U-Net base channels")->capture_default_str();
+  train->add_option("--ch-mult", ch_mult, "Diffusion: channel multiplier per level, e.g. 1,2,2")->delimiter(',');
+  train->add_option("--res-blocks", dopt.model.num_res_blocks, "Diffusion: residual blocks per level")
+      ->capture_default_str();
+  train->add_option("--attn-res", attn_res, "Diffusion: feature-map sizes with self-attention, e.g. 7 or 14,7")
+      ->delimiter(',');
+  train->add_option("--ema-decay", dopt.ema_decay, "Diffusion: decay of the weights' moving average used to sample")
+      ->capture_default_str();
+  train->add_option("--p-uncond", dopt.p_uncond,
+                    "Diffusion, --conditional: share of labels dropped while training (enables --guidance)")
+      ->capture_default_str();
   add_threads(train, threads);
 
   // ---- generate ----
@@ -181,28 +188,48 @@ int main(int argc, char** argv) {
   add_threads(ev, threads);
 
   // ---- sample (images) ----
-  std::string sample_out = "samples.png", sample_class;
-  int64_t n_samples = 64, sample_seed = -1;
-  bool interpolate = false;
-  auto* smp = app.add_subcommand("sample", "Generate images with a trained DCGAN into one PNG grid");
-  smp->add_option("--ckpt", ckpt, "DCGAN checkpoint (runs/.../ckpt.safetensors)")->required();
-  smp->add_option("--n", n_samples, "Number of images")->capture_default_str();
-  smp->add_option("--out", sample_out, "Output PNG")->capture_default_str();
-  smp->add_option("--class", sample_class, "Class name (or index) for a conditional model, e.g. sneaker");
-  smp->add_option("--seed,-s", sample_seed, "Noise seed (-1: random)")->capture_default_str();
-  smp->add_flag("--interpolate", interpolate, "A strip walking the latent space from one random point to another");
+  cli::SampleArgs sargs;
+  auto* smp = app.add_subcommand("sample", "Generate images with a trained DCGAN or diffusion model into a PNG grid");
+  smp->add_option("--ckpt", sargs.ckpt, "DCGAN or diffusion checkpoint (runs/.../ckpt.safetensors)")->required();
+  smp->add_option("--n", sargs.n, "Number of images")->capture_default_str();
+  smp->add_option("--out", sargs.out, "Output PNG")->capture_default_str();
+  smp->add_option("--class", sargs.class_name, "Class name (or index) for a conditional model, e.g. sneaker");
+  smp->add_option("--seed,-s", sargs.seed, "Noise seed (-1: random); the same seed gives the same images")
+      ->capture_default_str();
+  smp->add_flag("--interpolate", sargs.interpolate, "DCGAN: a strip walking the latent space between two points");
+  // Diffusion sampler options, shared with `fid` (which samples the same way).
+  auto add_sampler = [](CLI::App* cmd, SamplerOptions& so) {
+    cmd->add_option("--sampler", so.sampler, "Diffusion: ddim (--steps steps) or ddpm (ancestral, all T steps)")
+        ->check(CLI::IsMember({"ddim", "ddpm"}))
+        ->capture_default_str();
+    cmd->add_option("--steps", so.steps, "Diffusion, DDIM: denoising steps")->capture_default_str();
+    cmd->add_option("--eta", so.eta, "Diffusion, DDIM: 0 deterministic, 1 as much noise as DDPM")
+        ->capture_default_str();
+    cmd->add_option("--variance", so.variance, "Diffusion, DDPM: sigma_t^2 = posterior variance or beta_t")
+        ->check(CLI::IsMember({"posterior", "beta"}))
+        ->capture_default_str();
+    cmd->add_option("--guidance", so.guidance,
+                    "Diffusion, conditional models: classifier-free guidance w, eps = (1 + w) eps(x, class) - "
+                    "w eps(x); 0 = plain conditional sampling")
+        ->capture_default_str();
+  };
+  add_sampler(smp, sargs.sampler);
+  smp->add_option("--save-trajectory", sargs.trajectory,
+                  "Diffusion: a directory for the denoising steps (one grid per step, up to 100, and strip.png: "
+                  "the first image from noise to the end)");
   add_threads(smp, threads);
 
   // ---- fid ----
-  std::string fid_real = "fashion-mnist", fid_fake, fid_classifier = "runs/classifier/ckpt.safetensors";
-  int64_t fid_n = 10000;
+  cli::FidArgs fargs;
   auto* fid = app.add_subcommand("fid", "FID-FMNIST: Frechet distance of classifier features, real vs generated");
-  fid->add_option("--real", fid_real, "Dataset of real images (its test split)")->capture_default_str();
-  fid->add_option("--fake", fid_fake, "A DCGAN checkpoint to sample from, or a dataset directory (its test split)")
+  fid->add_option("--real", fargs.real, "Dataset of real images (its test split)")->capture_default_str();
+  fid->add_option("--fake", fargs.fake,
+                  "A DCGAN or diffusion checkpoint to sample from, or a dataset directory (its test split)")
       ->required();
-  fid->add_option("--classifier", fid_classifier, "Feature network (aigc train --model classifier)")
+  fid->add_option("--classifier", fargs.classifier, "Feature network (aigc train --model classifier)")
       ->capture_default_str();
-  fid->add_option("--n", fid_n, "Images per set")->capture_default_str();
+  fid->add_option("--n", fargs.n, "Images per set")->capture_default_str();
+  add_sampler(fid, fargs.sampler);
   add_threads(fid, threads);
 
   // ---- tokenize / tokenizer train ----
@@ -236,6 +263,24 @@ int main(int argc, char** argv) {
       GanTrainResult r = train_dcgan(gopt_gan);
       std::fprintf(stderr, "done: %lld steps, D loss %.4f, G loss %.4f, checkpoint %s\n", (long long)r.steps_done,
                    r.last_d_loss, r.last_g_loss, r.checkpoint.c_str());
+    } else if (train->parsed() && model_kind == "ddpm") {
+      if (!topt.data_files.empty()) dopt.data = topt.data_files.front();
+      if (train->count("--steps")) dopt.steps = topt.steps;
+      if (train->count("--batch")) dopt.batch_size = topt.batch_size;
+      if (train->count("--lr")) dopt.lr = topt.optim.lr;
+      if (train->count("--warmup")) dopt.warmup = topt.warmup;
+      if (train->count("--grad-clip")) dopt.grad_clip = topt.grad_clip;
+      if (train->count("--out")) dopt.out_dir = topt.out_dir;
+      if (train->count("--log-interval")) dopt.log_interval = topt.log_interval;
+      if (train->count("--sample-interval")) dopt.sample_interval = gopt_gan.sample_interval;
+      if (train->count("--dropout")) dopt.model.dropout = over.dropout;
+      if (!ch_mult.empty()) dopt.model.ch_mult = ch_mult;
+      if (train->count("--attn-res")) dopt.model.attn_resolutions = attn_res;
+      dopt.conditional = gopt_gan.conditional, dopt.hflip = gopt_gan.hflip;
+      dopt.stop_after = topt.stop_after, dopt.seed = topt.seed, dopt.resume = topt.resume;
+      DiffusionTrainResult r = train_diffusion(dopt);
+      std::fprintf(stderr, "done: %lld steps, loss %.4f -> %.4f, checkpoint %s\n", (long long)r.steps_done,
+                   r.first_loss, r.last_loss, r.checkpoint.c_str());
     } else if (train->parsed() && model_kind == "classifier") {
       ClassifierTrainOptions co;
       if (!topt.data_files.empty()) co.data = topt.data_files.front();
@@ -246,54 +291,9 @@ int main(int argc, char** argv) {
       double acc = train_classifier(co);
       std::fprintf(stderr, "test accuracy %.4f; saved %s\n", acc, co.out.c_str());
     } else if (fid->parsed()) {
-      auto cls = load_classifier(fid_classifier);
-      ImageSet real = load_image_dataset(fid_real, "test"), floor_set = load_image_dataset(fid_real, "train");
-      std::vector<double> fr = image_features(*cls, real, fid_n), ff;
-      if (std::filesystem::is_directory(fid_fake) || fid_fake == "fashion-mnist") {
-        ff = image_features(*cls, load_image_dataset(fid_fake, "test"), fid_n);
-      } else {
-        LoadedGenerator lg = load_generator(fid_fake);
-        ff = generated_features(*cls, *lg.g, fid_n, 12345);
-      }
-      const int64_t n_real = int64_t(fr.size()) / cls->n_features, n_fake = int64_t(ff.size()) / cls->n_features;
-      double value = frechet_distance(fr, ff, cls->n_features);
-      double floor = frechet_distance(fr, image_features(*cls, floor_set, n_real), cls->n_features);
-      std::printf("FID-FMNIST %.3f (%lld real vs %lld generated; floor, real test vs real train: %.3f)\n", value,
-                  (long long)n_real, (long long)n_fake, floor);
+      cli::fid(fargs);
     } else if (smp->parsed()) {
-      LoadedGenerator lg = load_generator(ckpt);
-      const DCGANConfig& c = lg.g->config();
-      AIGC_CHECK(n_samples >= 1 && n_samples <= 4096, "--n must be between 1 and 4096");
-      int32_t cls = 0;
-      if (!sample_class.empty()) {
-        AIGC_CHECK(c.n_classes > 0, "--class: this generator is not class-conditional");
-        auto it = std::find(lg.class_names.begin(), lg.class_names.end(), sample_class);
-        if (it != lg.class_names.end())
-          cls = int32_t(it - lg.class_names.begin());
-        else
-          cls = int32_t(std::strtol(sample_class.c_str(), nullptr, 10));
-        AIGC_CHECK(
-            cls >= 0 && cls < c.n_classes && (it != lg.class_names.end() || std::isdigit(sample_class[0])),
-            "--class '" + sample_class + "' is not one of this model's classes (" +
-                [&] {
-                  std::string all;
-                  for (const std::string& n : lg.class_names) all += (all.empty() ? "" : ", ") + n;
-                  return all.empty() ? std::string("0 to ") + std::to_string(c.n_classes - 1) : all;
-                }() +
-                ")");
-      }
-      Rng rng(sample_seed >= 0 ? uint64_t(sample_seed) : std::random_device{}());
-      Tensor z = Tensor::empty({n_samples, c.nz});
-      init::normal(z, 0.0f, 1.0f, rng);
-      if (interpolate) z = latent_walk(z, n_samples, rng);
-      std::vector<int32_t> labels(static_cast<size_t>(n_samples));
-      for (int64_t i = 0; i < n_samples; i++)
-        labels[size_t(i)] = sample_class.empty() && c.n_classes > 0 && !interpolate ? int32_t(i % c.n_classes) : cls;
-      NoGradGuard ng;
-      Tensor images = lg.g->forward(z, Tensor::from_ints(labels, {n_samples}), false);
-      int64_t cols = interpolate ? n_samples : int64_t(std::ceil(std::sqrt(double(n_samples))));
-      save_image_grid(sample_out, images, cols);
-      std::fprintf(stderr, "wrote %lld images to %s\n", (long long)n_samples, sample_out.c_str());
+      cli::sample_images(sargs);
     } else if (train->parsed()) {
       GPTConfig c = preset(preset_name);
       if (arch == "transformer") {

@@ -3,6 +3,7 @@
 // available offline, so this is not the Inception FID and its values are not comparable with published ones).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,6 +40,10 @@ double train_classifier(const ClassifierTrainOptions& opt);
 std::unique_ptr<Classifier> load_classifier(const std::string& path);
 double classifier_accuracy(Classifier& c, const ImageSet& data);
 
+// Features of n images produced `batch` at a time: make_images(first, count) returns images first ..
+// first + count - 1 as (count, C, H, W) in [-1, 1].
+std::vector<double> features_of(Classifier& c, int64_t n, int64_t batch,
+                                const std::function<Tensor(int64_t first, int64_t count)>& make_images);
 // Features of up to `limit` images of a set (first images in order), as rows of a (n, n_features) matrix.
 std::vector<double> image_features(Classifier& c, const ImageSet& data, int64_t limit);
 // Features of n images drawn from a generator (labels cycle over its classes when it is conditional).

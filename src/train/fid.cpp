@@ -113,34 +113,34 @@ std::unique_ptr<Classifier> load_classifier(const std::string& path) {
   return c;
 }
 
-std::vector<double> image_features(Classifier& c, const ImageSet& data, int64_t limit) {
+std::vector<double> features_of(Classifier& c, int64_t n, int64_t batch,
+                                const std::function<Tensor(int64_t first, int64_t count)>& make_images) {
   NoGradGuard ng;
-  const int64_t n = std::min(limit, data.n);
   std::vector<double> out;
-  for (int64_t i = 0; i < n; i += 500) {
-    const int64_t B = std::min<int64_t>(500, n - i);
-    for (float v : c.features(batch_of(data, i, B), false).to_vector()) out.push_back(v);
+  for (int64_t i = 0; i < n; i += batch) {
+    Tensor images = make_images(i, std::min(batch, n - i));
+    AIGC_CHECK(images.dim() == 4 && images.size(1) == c.channels && images.size(2) == c.image_size &&
+                   images.size(3) == c.image_size,
+               "FID: images of shape " + shape_str(images.shape()) + " do not match the classifier's input (" +
+                   std::to_string(c.channels) + " x " + std::to_string(c.image_size) + " x " +
+                   std::to_string(c.image_size) + ")");
+    for (float v : c.features(images, false).to_vector()) out.push_back(v);
   }
   return out;
 }
 
+std::vector<double> image_features(Classifier& c, const ImageSet& data, int64_t limit) {
+  return features_of(c, std::min(limit, data.n), 500, [&](int64_t i, int64_t B) { return batch_of(data, i, B); });
+}
+
 std::vector<double> generated_features(Classifier& c, Generator& g, int64_t n, uint64_t seed) {
-  NoGradGuard ng;
   Rng rng(seed);
   const DCGANConfig& cfg = g.config();
-  AIGC_CHECK(cfg.image_size == c.image_size && cfg.channels == c.channels,
-             "the generator's images do not match the classifier's input size");
-  std::vector<double> out;
-  for (int64_t i = 0; i < n; i += 500) {
-    const int64_t B = std::min<int64_t>(500, n - i);
-    Tensor z = Tensor::empty({B, cfg.nz});
-    init::normal(z, 0.0f, 1.0f, rng);
+  return features_of(c, n, 500, [&](int64_t i, int64_t B) {
     std::vector<int32_t> labels(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; b++) labels[size_t(b)] = cfg.n_classes ? int32_t((i + b) % cfg.n_classes) : 0;
-    Tensor images = g.forward(z, Tensor::from_ints(labels, {B}), false);
-    for (float v : c.features(images, false).to_vector()) out.push_back(v);
-  }
-  return out;
+    return g.forward(randn({B, cfg.nz}, rng), Tensor::from_ints(labels, {B}), false);
+  });
 }
 
 namespace {

@@ -12,6 +12,7 @@
 
 #include "aigc/autograd.h"
 #include "aigc/error.h"
+#include "aigc/interrupt.h"
 #include "aigc/image_data.h"
 #include "aigc/image_io.h"
 #include "aigc/ops.h"
@@ -25,8 +26,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-volatile std::sig_atomic_t g_interrupted = 0;
-void on_sigint(int) { g_interrupted = 1; }
 
 // Every tensor of both networks and both optimizers, under one prefix per owner.
 void add_net(std::vector<StTensorOut>& out, const std::string& prefix, ConvNet& net, Optimizer* opt) {
@@ -153,12 +152,11 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
     return path;
   };
 
-  g_interrupted = 0;
-  auto prev = std::signal(SIGINT, on_sigint);
+  SigintGuard interrupt;
   GanTrainResult res;
   auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step;
-  while (step < last && !g_interrupted) {
+  while (step < last && !interrupt.requested()) {
     Tensor real;
     std::vector<int32_t> lab;
     loader.next(real, lab);
@@ -210,11 +208,10 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
     if (step % opt.sample_interval == 0) log("samples: " + sample_grid(step));
     if (step % opt.ckpt_interval == 0 && step != last) save(step);
   }
-  std::signal(SIGINT, prev);
   metrics.flush();
   save(step);
   if (step % opt.sample_interval != 0) log("samples: " + sample_grid(step));
-  log(std::string(g_interrupted ? "interrupted; " : "") + "saved " + ckpt);
+  log(std::string(interrupt.requested() ? "interrupted; " : "") + "saved " + ckpt);
   res.steps_done = step, res.checkpoint = ckpt;
   return res;
 }

@@ -12,6 +12,7 @@
 #include "aigc/autograd.h"
 #include "aigc/checkpoint.h"
 #include "aigc/error.h"
+#include "aigc/interrupt.h"
 #include "aigc/text_data.h"
 #include "aigc/tokenizer.h"
 
@@ -21,8 +22,6 @@ namespace aigc {
 
 namespace {
 
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) { g_interrupted = true; }
 
 std::string fmt_duration(double s) {
   char buf[32];
@@ -124,8 +123,7 @@ TrainResult train_gpt(const TrainOptions& opt) {
     save_checkpoint(ckpt_path, *model, *tok, &optim, state.dump());
   };
 
-  g_interrupted = false;
-  auto prev_handler = std::signal(SIGINT, on_sigint);
+  SigintGuard interrupt;
   TrainResult res;
   res.checkpoint = ckpt_path;
   Tensor x = Tensor::empty({B, T}, DType::I32), y = Tensor::empty({B, T}, DType::I32);
@@ -135,8 +133,8 @@ TrainResult train_gpt(const TrainOptions& opt) {
   int64_t tokens_since_log = 0, steps_this_run = 0;
   const float max_lr = opt.optim.lr;
 
-  try {
-    while (step < last && !g_interrupted) {
+  {
+    while (step < last && !interrupt.requested()) {
       float lr = lr_at(opt.lr_schedule, step, max_lr, max_lr * opt.min_lr_ratio, opt.warmup, opt.steps);
       model->params().zero_grad();
       double loss_sum = 0;
@@ -195,16 +193,12 @@ TrainResult train_gpt(const TrainOptions& opt) {
       metrics << m.dump() << "\n";
       metrics.flush();
     }
-    if (g_interrupted) {
+    if (interrupt.requested()) {
       save();
       log("interrupted: state saved to '" + ckpt_path + "' at step " + std::to_string(step) +
           "; continue with --resume");
     }
-  } catch (...) {
-    std::signal(SIGINT, prev_handler);
-    throw;
   }
-  std::signal(SIGINT, prev_handler);
   res.steps_done = step;
   return res;
 }

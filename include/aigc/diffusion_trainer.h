@@ -1,0 +1,57 @@
+// DDPM training on an image dataset (L_simple, see diffusion.h) with an EMA of the weights for sampling,
+// progress, sample grids, checkpoints and exact resume; and loading a trained model for sampling.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "aigc/diffusion.h"
+#include "aigc/models/unet.h"
+
+namespace aigc {
+
+struct DiffusionTrainOptions {
+  std::string data = "fashion-mnist";  // dataset directory or "fashion-mnist"
+  UNetConfig model;                    // image_size and channels are taken from the data
+  bool conditional = false;            // class labels into the U-Net (classifier-free guidance at sampling)
+  float p_uncond = 0.1f;               // conditional: share of labels dropped to "no class" while training
+  std::string schedule = "linear";     // linear | cosine
+  int64_t timesteps = 1000;            // T
+  int64_t batch_size = 64;
+  int64_t steps = 4000;
+  int64_t stop_after = 0;  // stop (and save) after this step; 0 = run to `steps`
+  float lr = 2e-4f;
+  int64_t warmup = 200;    // linear learning-rate warmup steps
+  float grad_clip = 1.0f;  // max global gradient norm (0 = off)
+  float ema_decay = 0.999f;  // effective decay min(ema_decay, (1 + step) / (10 + step)): early steps track fast
+  bool hflip = false;
+  int64_t log_interval = 20, sample_interval = 1000, ckpt_interval = 500;
+  int64_t sample_steps = 50;  // DDIM steps for the progress grids
+  std::string out_dir = "runs/ddpm";  // ckpt.safetensors, metrics.jsonl, samples/step_N.png
+  uint64_t seed = 1337;
+  bool resume = false;
+  bool quiet = false;
+};
+
+struct DiffusionTrainResult {
+  int64_t steps_done = 0;
+  float first_loss = 0, last_loss = 0;  // the first step's loss and the mean of the last log interval
+  std::string checkpoint;
+};
+
+DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt);
+
+// A trained model: the U-Net with its EMA weights (or the raw ones with ema = false), its schedule, and the
+// class names it was trained on (empty if unconditional).
+struct LoadedDiffusion {
+  std::unique_ptr<UNet> net;
+  NoiseSchedule schedule;
+  std::vector<std::string> class_names;
+};
+LoadedDiffusion load_diffusion(const std::string& path, bool ema = true);
+
+// The kind of model a checkpoint holds: "dcgan", "ddpm", "gpt" or "" when unknown.
+std::string checkpoint_kind(const std::string& path);
+
+}  // namespace aigc
