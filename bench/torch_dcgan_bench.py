@@ -3,7 +3,7 @@
 same Adam settings, batch and step structure (one D update on a real and a generated batch, one G update with the
 non-saturating loss), on Fashion-MNIST read from Debian's dataset-fashion-mnist. Prints one JSON line with the
 median images/s over the timed steps.
-Usage: torch_dcgan_bench.py THREADS STEPS WARMUP [BATCH NZ NGF NDF] [--save-samples DIR N] [--grid PNG]
+Usage: torch_dcgan_bench.py THREADS STEPS WARMUP [BATCH NZ NGF NDF] [--save-samples DIR N] [--grid PNG] [--seed S]
 --save-samples writes N generated images (labels cycling 0-9) after training as an IDX test split in DIR
 (t10k-images-idx3-ubyte + labels), which `aigc fid --fake DIR` scores with the same FID-FMNIST as aigc's models.
 --grid writes an 8x8 sample grid (classes cycling 0-9, as aigc's grids) as a grayscale PNG.
@@ -98,7 +98,11 @@ def save_grid(g, nz, path):
 
 def main():
     args = sys.argv[1:]
-    save, grid = None, None
+    save, grid, seed = None, None, 0
+    if "--seed" in args:
+        i = args.index("--seed")
+        seed = int(args[i + 1])
+        del args[i:i + 2]
     if "--grid" in args:
         i = args.index("--grid")
         grid = args[i + 1]
@@ -110,7 +114,7 @@ def main():
     threads, steps, warmup = (int(a) for a in args[0:3])
     B, nz, ngf, ndf = (int(a) for a in (args[3:7] if len(args) > 3 else (64, 64, 64, 64)))
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     x_all, y_all = load()
     g, d = G(nz, ngf), D(ndf)
     for m in list(g.modules()) + list(d.modules()):  # the DCGAN init, as aigc uses

@@ -21,8 +21,14 @@ using Tag = memory::format_tag;
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                        int64_t, int64_t, int64_t, int64_t, bool>;
 
+// Each primitive works in the layouts oneDNN picks for it (blocked, e.g. nChw16c, where that is fastest: its
+// direct AVX-512 kernels instead of im2col + gemm). The user's buffers stay plain; operands whose chosen layout
+// differs are converted by reorders on the way in and out.
 struct ConvPrims {
-  memory::desc src, weights, bias, dst;
+  memory::desc src, weights, bias, dst;  // the user's layouts
+  dnnl::convolution_forward::primitive_desc fwd_pd;
+  dnnl::convolution_backward_data::primitive_desc bd_pd;
+  dnnl::convolution_backward_weights::primitive_desc bw_pd;
   dnnl::convolution_forward fwd;
   dnnl::convolution_backward_data bwd_data;
   dnnl::convolution_backward_weights bwd_weights;
@@ -48,45 +54,82 @@ const ConvPrims& prims(const ConvShape& s, bool bias) {
   auto it = st.cache.find(key);
   if (it != st.cache.end()) return it->second;
   const int64_t G = s.groups, OH = s.out_h(), OW = s.out_w();
+  const auto f32 = memory::data_type::f32;
   ConvPrims p;
-  p.src = memory::desc({s.N, s.C_in, s.H, s.W}, memory::data_type::f32, Tag::nchw);
-  p.dst = memory::desc({s.N, s.C_out, OH, OW}, memory::data_type::f32, Tag::nchw);
-  p.weights = G == 1 ? memory::desc({s.C_out, s.C_in, s.KH, s.KW}, memory::data_type::f32, Tag::oihw)
-                     : memory::desc({G, s.C_out / G, s.C_in / G, s.KH, s.KW}, memory::data_type::f32, Tag::goihw);
-  p.bias = bias ? memory::desc({s.C_out}, memory::data_type::f32, Tag::x) : memory::desc();
+  p.src = memory::desc({s.N, s.C_in, s.H, s.W}, f32, Tag::nchw);
+  p.dst = memory::desc({s.N, s.C_out, OH, OW}, f32, Tag::nchw);
+  const memory::dims wdims = G == 1 ? memory::dims{s.C_out, s.C_in, s.KH, s.KW}
+                                    : memory::dims{G, s.C_out / G, s.C_in / G, s.KH, s.KW};
+  p.weights = memory::desc(wdims, f32, G == 1 ? Tag::oihw : Tag::goihw);
+  p.bias = bias ? memory::desc({s.C_out}, f32, Tag::x) : memory::desc();
+  const memory::desc src_any({s.N, s.C_in, s.H, s.W}, f32, Tag::any), dst_any({s.N, s.C_out, OH, OW}, f32, Tag::any),
+      w_any(wdims, f32, Tag::any);
   // oneDNN counts dilation from 0 (PyTorch's dilation - 1) and wants the right/bottom padding that makes the
   // output size come out exactly (PyTorch drops the remainder of a stride that does not fit).
   memory::dims strides{s.stride_h, s.stride_w}, dil{s.dil_h - 1, s.dil_w - 1}, pad_l{s.pad_h, s.pad_w};
   memory::dims pad_r{(OH - 1) * s.stride_h + s.dil_h * (s.KH - 1) + 1 - s.H - s.pad_h,
                      (OW - 1) * s.stride_w + s.dil_w * (s.KW - 1) + 1 - s.W - s.pad_w};
-  auto algo = dnnl::algorithm::convolution_direct;
-  dnnl::convolution_forward::primitive_desc fwd_pd(
-      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, p.src, p.weights, p.bias, p.dst, strides,
-                                      dil, pad_l, pad_r),
+  // auto: oneDNN picks Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions where it is faster (fewer
+  // multiplications; the parity tests bound its rounding), direct kernels elsewhere.
+  auto algo = dnnl::algorithm::convolution_auto;
+  p.fwd_pd = dnnl::convolution_forward::primitive_desc(
+      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_any, w_any, p.bias, dst_any,
+                                      strides, dil, pad_l, pad_r),
       st.engine);
-  dnnl::convolution_backward_data::primitive_desc bd_pd(
-      dnnl::convolution_backward_data::desc(algo, p.src, p.weights, p.dst, strides, dil, pad_l, pad_r), st.engine,
-      fwd_pd);
-  dnnl::convolution_backward_weights::primitive_desc bw_pd(
-      dnnl::convolution_backward_weights::desc(algo, p.src, p.weights, p.bias, p.dst, strides, dil, pad_l, pad_r),
-      st.engine, fwd_pd);
-  p.fwd = dnnl::convolution_forward(fwd_pd);
-  p.bwd_data = dnnl::convolution_backward_data(bd_pd);
-  p.bwd_weights = dnnl::convolution_backward_weights(bw_pd);
+  p.bd_pd = dnnl::convolution_backward_data::primitive_desc(
+      dnnl::convolution_backward_data::desc(algo, src_any, w_any, dst_any, strides, dil, pad_l, pad_r), st.engine,
+      p.fwd_pd);
+  p.bw_pd = dnnl::convolution_backward_weights::primitive_desc(
+      dnnl::convolution_backward_weights::desc(algo, src_any, w_any, p.bias, dst_any, strides, dil, pad_l, pad_r),
+      st.engine, p.fwd_pd);
+  p.fwd = dnnl::convolution_forward(p.fwd_pd);
+  p.bwd_data = dnnl::convolution_backward_data(p.bd_pd);
+  p.bwd_weights = dnnl::convolution_backward_weights(p.bw_pd);
   return st.cache.emplace(key, std::move(p)).first->second;
 }
 
 memory mem(const memory::desc& d, const float* ptr) { return memory(d, state().engine, const_cast<float*>(ptr)); }
 
-void add_into(float* dst, const std::vector<float>& src, bool accumulate) {
-  const int64_t n = int64_t(src.size());
+// The user's plain buffer as the layout a primitive wants: the buffer itself, or a reordered copy.
+memory input(const memory::desc& user, const memory::desc& want, const float* ptr) {
+  memory u = mem(user, ptr);
+  if (user == want) return u;
+  memory m(want, state().engine);
+  dnnl::reorder(u, m).execute(state().stream, u, m);
+  return m;
+}
+
+// Where a primitive writes an output: straight into dst when the layouts agree and nothing is accumulated,
+// else a buffer of the wanted layout that deliver() converts into dst.
+memory output(const memory::desc& user, const memory::desc& want, float* dst, bool accumulate) {
+  return user == want && !accumulate ? mem(user, dst) : memory(want, state().engine);
+}
+
+void add_into(float* dst, const float* src, int64_t n, bool accumulate) {
   if (accumulate) {
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) dst[i] += src[size_t(i)];
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
   } else {
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) dst[i] = src[size_t(i)];
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i];
   }
+}
+
+// dst (user layout) = or += the primitive's output m.
+void deliver(const memory& m, const memory::desc& user, float* dst, bool accumulate) {
+  const float* data = static_cast<const float*>(m.get_data_handle());
+  if (data == dst) return;  // written in place
+  const int64_t n = int64_t(user.get_size() / sizeof(float));
+  if (m.get_desc() == user) {
+    state().stream.wait();
+    add_into(dst, data, n, accumulate);
+    return;
+  }
+  std::vector<float> plain(accumulate ? size_t(n) : 0);
+  memory u = mem(user, accumulate ? plain.data() : dst);
+  dnnl::reorder(m, u).execute(state().stream, const_cast<memory&>(m), u);
+  state().stream.wait();
+  if (accumulate) add_into(dst, plain.data(), n, true);
 }
 
 // A convolution whose kernel covers the whole unpadded input (one output pixel) is a dense layer over the
@@ -113,14 +156,14 @@ void CpuBackend::conv2d_forward(float* out, const float* inp, const float* w, co
   }
   const ConvPrims& p = prims(s, bias != nullptr);
   ConvState& st = state();
-  std::vector<float> tmp(accumulate ? size_t(s.N * s.C_out * s.out_h() * s.out_w()) : 0);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, mem(p.src, inp)},
-                                       {DNNL_ARG_WEIGHTS, mem(p.weights, w)},
-                                       {DNNL_ARG_DST, mem(p.dst, accumulate ? tmp.data() : out)}};
+  memory dst = output(p.dst, p.fwd_pd.dst_desc(), out, accumulate);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, input(p.src, p.fwd_pd.src_desc(), inp)},
+                                       {DNNL_ARG_WEIGHTS, input(p.weights, p.fwd_pd.weights_desc(), w)},
+                                       {DNNL_ARG_DST, dst}};
   if (bias) args.insert({DNNL_ARG_BIAS, mem(p.bias, bias)});
   p.fwd.execute(st.stream, args);
+  deliver(dst, p.dst, out, accumulate);
   st.stream.wait();
-  if (accumulate) add_into(out, tmp, true);
 }
 
 void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const float* w, const ConvShape& s,
@@ -132,12 +175,12 @@ void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const floa
   }
   const ConvPrims& p = prims(s, false);
   ConvState& st = state();
-  std::vector<float> tmp(size_t(s.N * s.C_in * s.H * s.W));
-  p.bwd_data.execute(st.stream, {{DNNL_ARG_DIFF_DST, mem(p.dst, dout)},
-                                 {DNNL_ARG_WEIGHTS, mem(p.weights, w)},
-                                 {DNNL_ARG_DIFF_SRC, mem(p.src, tmp.data())}});
+  memory dsrc = output(p.src, p.bd_pd.diff_src_desc(), dinp, accumulate);
+  p.bwd_data.execute(st.stream, {{DNNL_ARG_DIFF_DST, input(p.dst, p.bd_pd.diff_dst_desc(), dout)},
+                                 {DNNL_ARG_WEIGHTS, input(p.weights, p.bd_pd.weights_desc(), w)},
+                                 {DNNL_ARG_DIFF_SRC, dsrc}});
+  deliver(dsrc, p.src, dinp, accumulate);
   st.stream.wait();
-  add_into(dinp, tmp, accumulate);
 }
 
 void CpuBackend::conv2d_backward_weights(float* dw, float* dbias, const float* dout, const float* inp,
@@ -150,15 +193,16 @@ void CpuBackend::conv2d_backward_weights(float* dw, float* dbias, const float* d
   }
   const ConvPrims& p = prims(s, dbias != nullptr);
   ConvState& st = state();
-  std::vector<float> tw(size_t(s.C_out * (s.C_in / s.groups) * s.KH * s.KW)), tb(dbias ? size_t(s.C_out) : 0);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, mem(p.src, inp)},
-                                       {DNNL_ARG_DIFF_DST, mem(p.dst, dout)},
-                                       {DNNL_ARG_DIFF_WEIGHTS, mem(p.weights, tw.data())}};
+  memory dwm(p.bw_pd.diff_weights_desc(), st.engine);  // always accumulated into dw
+  std::vector<float> tb(dbias ? size_t(s.C_out) : 0);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, input(p.src, p.bw_pd.src_desc(), inp)},
+                                       {DNNL_ARG_DIFF_DST, input(p.dst, p.bw_pd.diff_dst_desc(), dout)},
+                                       {DNNL_ARG_DIFF_WEIGHTS, dwm}};
   if (dbias) args.insert({DNNL_ARG_DIFF_BIAS, mem(p.bias, tb.data())});
   p.bwd_weights.execute(st.stream, args);
+  if (dw) deliver(dwm, p.weights, dw, true);
   st.stream.wait();
-  if (dw) add_into(dw, tw, true);
-  if (dbias) add_into(dbias, tb, true);
+  if (dbias) add_into(dbias, tb.data(), s.C_out, true);
 }
 
 void CpuBackend::channel_bias_add(float* out, const float* bias, int64_t N, int64_t C, int64_t HW) {

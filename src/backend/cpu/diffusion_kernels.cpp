@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <vector>
 
 #include "cpu_backend.h"
 
@@ -22,18 +23,27 @@ void CpuBackend::silu_backward(float* dinp, const float* inp, const float* dout,
   }
 }
 
-// Each (sample, group) is one contiguous block of C/G * HW values: statistics in double, a fixed order.
+// Sum of x[i] and of (x[i] - m)^2 over one row: float lanes (vectorized), the row total in double.
+inline void row_sums(const float* x, int64_t n, float m, double& s, double& ss) {
+  float a = 0.0f, b = 0.0f;
+#pragma omp simd reduction(+ : a, b)
+  for (int64_t i = 0; i < n; i++) a += x[i], b += (x[i] - m) * (x[i] - m);
+  s += a, ss += b;
+}
+
+// Each (sample, group) is one contiguous block of C/G * HW values. Statistics: per channel row in float lanes,
+// across rows in double, in a fixed order (deterministic); the variance in a second pass around the mean.
 void CpuBackend::groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
                                    const float* b, int64_t N, int64_t C, int64_t HW, int64_t G, float eps) {
   const int64_t cpg = C / G, len = cpg * HW;
 #pragma omp parallel for schedule(static)
   for (int64_t ng = 0; ng < N * G; ng++) {
     const float* x = inp + ng * len;
-    double s = 0, ss = 0;
-    for (int64_t i = 0; i < len; i++) s += x[i];
-    const double mu = s / double(len);
-    for (int64_t i = 0; i < len; i++) ss += (x[i] - mu) * (x[i] - mu);
-    const float m = float(mu), r = float(1.0 / std::sqrt(ss / double(len) + double(eps)));
+    double s = 0, ss = 0, unused = 0;
+    for (int64_t j = 0; j < cpg; j++) row_sums(x + j * HW, HW, 0.0f, s, unused);
+    const float m = float(s / double(len));
+    for (int64_t j = 0; j < cpg; j++) row_sums(x + j * HW, HW, m, unused, ss);
+    const float r = float(1.0 / std::sqrt(ss / double(len) + double(eps)));
     mean[ng] = m, rstd[ng] = r;
     for (int64_t j = 0; j < cpg; j++) {
       const int64_t c = (ng % G) * cpg + j;
@@ -50,35 +60,38 @@ void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const flo
                                     const float* w, const float* mean, const float* rstd, int64_t N, int64_t C,
                                     int64_t HW, int64_t G) {
   const int64_t cpg = C / G, len = cpg * HW;
-  if (dw || db) {  // per channel over the batch, so threads never write the same dw[c]
+  // Per (sample, channel) row: sum(dout) and sum(dout * xhat), in float lanes; everything else from these.
+  std::vector<double> sd(size_t(N * C)), sdx(size_t(N * C));
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < C; c++) {
-      double sw = 0, sb = 0;
-      for (int64_t n = 0; n < N; n++) {
-        const int64_t ng = n * G + c / cpg;
-        const float *x = inp + (n * C + c) * HW, *d = dout + (n * C + c) * HW;
-        for (int64_t i = 0; i < HW; i++) sw += double(d[i]) * (x[i] - mean[ng]) * rstd[ng], sb += d[i];
-      }
-      if (dw) dw[c] += float(sw);
-      if (db) db[c] += float(sb);
-    }
+  for (int64_t nc = 0; nc < N * C; nc++) {
+    const int64_t ng = (nc / C) * G + (nc % C) / cpg;
+    const float m = mean[ng], r = rstd[ng];
+    const float *x = inp + nc * HW, *d = dout + nc * HW;
+    float a = 0.0f, bsum = 0.0f;
+#pragma omp simd reduction(+ : a, bsum)
+    for (int64_t i = 0; i < HW; i++) a += d[i], bsum += d[i] * (x[i] - m) * r;
+    sd[size_t(nc)] = a, sdx[size_t(nc)] = bsum;
+  }
+  for (int64_t c = 0; c < C && (dw || db); c++) {  // over the batch, in order: deterministic
+    double sw = 0, sb = 0;
+    for (int64_t n = 0; n < N; n++) sw += sdx[size_t(n * C + c)], sb += sd[size_t(n * C + c)];
+    if (dw) dw[c] += float(sw);
+    if (db) db[c] += float(sb);
   }
   if (!dinp) return;
   // With g = dout * w and xhat the normalized input: dx = rstd (g - mean(g) - xhat mean(g xhat)) per group.
 #pragma omp parallel for schedule(static)
   for (int64_t ng = 0; ng < N * G; ng++) {
+    const int64_t n = ng / G, c0 = (ng % G) * cpg;
     const float m = mean[ng], r = rstd[ng];
     double sg = 0, sgx = 0;
     for (int64_t j = 0; j < cpg; j++) {
-      const int64_t c = (ng % G) * cpg + j;
-      const float wc = w ? w[c] : 1.0f;
-      const float *x = inp + ng * len + j * HW, *d = dout + ng * len + j * HW;
-      for (int64_t i = 0; i < HW; i++) sg += double(d[i]) * wc, sgx += double(d[i]) * wc * (x[i] - m) * r;
+      const float wc = w ? w[c0 + j] : 1.0f;
+      sg += wc * sd[size_t(n * C + c0 + j)], sgx += wc * sdx[size_t(n * C + c0 + j)];
     }
     const float mg = float(sg / double(len)), mgx = float(sgx / double(len));
     for (int64_t j = 0; j < cpg; j++) {
-      const int64_t c = (ng % G) * cpg + j;
-      const float wc = w ? w[c] : 1.0f;
+      const float wc = w ? w[c0 + j] : 1.0f;
       const float *x = inp + ng * len + j * HW, *d = dout + ng * len + j * HW;
       float* dx = dinp + ng * len + j * HW;
 #pragma omp simd

@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""PyTorch peer of aigc's DDPM trainer and samplers, for bench/diffusion_run: the same U-Net (bench/torch_unet.py),
+linear schedule (T = 1000), L_simple loss, Adam (lr 2e-4, linear warmup), gradient clipping at norm 1, EMA of the
+weights (decay min(d, (1 + step) / (10 + step))), batch and epoch-shuffled Fashion-MNIST; samplers with the same
+formulas as aigc's (x0 clipped to [-1, 1]).
+
+Usage: torch_diffusion_bench.py THREADS STEPS [options]
+  --config JSON          U-Net config as aigc writes it (default: aigc's defaults)
+  --batch B --lr LR --ema-decay D --seed S
+  --time-sampling N      after training, time DDIM-50 sampling of N images (images/s)
+  --save-samples DIR N   sample N images with the EMA weights (labels cycling 0-9 for conditional models) as an IDX
+                         test split in DIR, for `aigc fid --fake DIR`
+  --sampler ddim|ddpm --sample-steps S --grid PNG
+Prints one JSON line: median training images/s over the steps after the first 3, losses, sampling images/s."""
+import gzip
+import json
+import os
+import statistics
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_dcgan_bench import write_png  # noqa: E402
+from torch_unet import UNet  # noqa: E402
+
+ROOT = "/usr/share/datasets/fashion-mnist/"
+
+
+def load():
+    with gzip.open(ROOT + "train-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+    with gzip.open(ROOT + "train-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)
+    return torch.from_numpy(x.astype(np.float32) / 127.5 - 1.0), torch.from_numpy(y.astype(np.int64))
+
+
+def linear_schedule(T=1000):
+    k = 1000.0 / T
+    beta = torch.tensor([k * (1e-4 + (0.02 - 1e-4) * i / (T - 1)) for i in range(T)], dtype=torch.float64)
+    return beta, torch.cumprod(1 - beta, 0)
+
+
+@torch.no_grad()
+def sample(model, n, labels, beta, abar, sampler="ddim", steps=50, eta=0.0):
+    T = beta.numel()
+    ts = list(range(T - 1, -1, -1)) if sampler == "ddpm" else [k * T // steps for k in range(steps - 1, -1, -1)]
+    x = torch.randn(n, 1, 28, 28)
+    for k, i in enumerate(ts):
+        prev = ts[k + 1] if k + 1 < len(ts) else -1
+        ab, ab_prev = abar[i].item(), (abar[prev].item() if prev >= 0 else 1.0)
+        eps = model(x, torch.full((n,), float(i)), labels)
+        x0 = ((x - (1 - ab) ** 0.5 * eps) / ab ** 0.5).clamp(-1, 1)
+        if sampler == "ddpm":
+            b = beta[i].item()
+            x = (ab_prev ** 0.5 * b / (1 - ab)) * x0 + ((1 - b) ** 0.5 * (1 - ab_prev) / (1 - ab)) * x
+            sigma = (b * (1 - ab_prev) / (1 - ab)) ** 0.5 if i > 0 else 0.0
+        else:
+            eps = (x - ab ** 0.5 * x0) / (1 - ab) ** 0.5
+            sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) ** 0.5
+            x = ab_prev ** 0.5 * x0 + max(0.0, 1 - ab_prev - sigma ** 2) ** 0.5 * eps
+        if sigma > 0:
+            x = x + sigma * torch.randn_like(x)
+    return x
+
+
+def option(args, name, default, cast=str, count=1):
+    if name not in args:
+        return default
+    i = args.index(name)
+    vals = [cast(v) for v in args[i + 1:i + 1 + count]]
+    del args[i:i + 1 + count]
+    return vals[0] if count == 1 else vals
+
+
+def main():
+    args = sys.argv[1:]
+    cfg = json.loads(option(args, "--config", "{}"))
+    B, lr = option(args, "--batch", 64, int), option(args, "--lr", 2e-4, float)
+    ema_decay, seed = option(args, "--ema-decay", 0.999, float), option(args, "--seed", 1, int)
+    time_n = option(args, "--time-sampling", 0, int)
+    save = option(args, "--save-samples", None, str, 2)
+    sampler, sample_steps = option(args, "--sampler", "ddim"), option(args, "--sample-steps", 50, int)
+    grid = option(args, "--grid", None)
+    threads, steps = int(args[0]), int(args[1])
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    keys = ("image_size", "channels", "ch", "ch_mult", "num_res_blocks", "attn_resolutions", "groups", "n_head",
+            "dropout", "n_classes")
+    model = UNet(**{k: (tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]) for k in keys if k in cfg})
+    ema = UNet(**{k: (tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]) for k in keys if k in cfg})
+    ema.load_state_dict(model.state_dict())
+    ema.eval()
+    n_classes = cfg.get("n_classes", 0)
+    beta, abar = linear_schedule()
+    x_all, y_all = load()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    times, losses = [], []
+    order, pos = torch.randperm(x_all.shape[0]), 0
+    model.train()
+    for step in range(steps):
+        if pos + B > order.numel():
+            order, pos = torch.randperm(x_all.shape[0]), 0
+        idx = order[pos:pos + B]
+        pos += B
+        x0, y = x_all[idx], y_all[idx]
+        t0 = time.perf_counter()
+        t = torch.randint(0, 1000, (B,))
+        eps = torch.randn_like(x0)
+        ab = abar[t].float()[:, None, None, None]
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        if n_classes:
+            y = torch.where(torch.rand(B) < 0.1, torch.full_like(y, n_classes), y)
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 200)
+        loss = F.mse_loss(model(xt, t.float(), y if n_classes else None), eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        d = min(ema_decay, (2 + step) / (11 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.mul_(d).add_(pm, alpha=1 - d)
+        times.append(time.perf_counter() - t0)
+        losses.append(loss.item())
+    res = {"images_per_s": B / statistics.median(times[3:] or times), "first_loss": losses[0],
+           "last_loss": statistics.mean(losses[-20:]), "torch": torch.__version__}
+    if time_n:
+        labels = torch.arange(time_n) % 10 if n_classes else None
+        t0 = time.perf_counter()
+        sample(ema, time_n, labels, beta, abar, "ddim", 50)
+        res["ddim50_images_per_s"] = time_n / (time.perf_counter() - t0)
+    if save:
+        out_dir, n = save[0], int(save[1])
+        os.makedirs(out_dir, exist_ok=True)
+        y = torch.arange(n) % 10
+        xs = [sample(ema, min(250, n - i), y[i:i + 250] if n_classes else None, beta, abar, sampler, sample_steps)
+              for i in range(0, n, 250)]
+        pix = ((torch.cat(xs).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy().reshape(n, 28, 28)
+        with open(os.path.join(out_dir, "t10k-images-idx3-ubyte"), "wb") as f:
+            f.write(struct.pack(">IIII", 0x803, n, 28, 28) + pix.tobytes())
+        with open(os.path.join(out_dir, "t10k-labels-idx1-ubyte"), "wb") as f:
+            f.write(struct.pack(">II", 0x801, n) + y.to(torch.uint8).numpy().tobytes())
+    if grid:
+        x = sample(ema, 64, torch.arange(64) % 10 if n_classes else None, beta, abar, "ddim", 50)
+        pix = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy().reshape(8, 8, 28, 28)
+        pad = np.zeros((8, 8, 30, 30), np.uint8)
+        pad[:, :, 1:29, 1:29] = pix
+        write_png(grid, pad.transpose(0, 2, 1, 3).reshape(240, 240))
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
