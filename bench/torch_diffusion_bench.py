@@ -8,9 +8,10 @@ Usage: torch_diffusion_bench.py THREADS STEPS [options]
   --config JSON          U-Net config as aigc writes it (default: aigc's defaults)
   --batch B --lr LR --ema-decay D --seed S
   --time-sampling N      after training, time DDIM-50 sampling of N images (images/s)
-  --save-samples DIR N   sample N images with the EMA weights (labels cycling 0-9 for conditional models) as an IDX
-                         test split in DIR, for `aigc fid --fake DIR`
-  --sampler ddim|ddpm --sample-steps S --grid PNG
+  --save-samples DIR N SAMPLER STEPS   (repeatable) sample N images with the EMA weights (SAMPLER ddim with
+                         STEPS steps, or ddpm; labels cycling 0-9 for conditional models) as an IDX test split in DIR,
+                         for `aigc fid --fake DIR`
+  --grid PNG             an 8x8 DDIM-50 grid
 Prints one JSON line: median training images/s over the steps after the first 3, losses, sampling images/s."""
 import gzip
 import json
@@ -83,8 +84,9 @@ def main():
     B, lr = option(args, "--batch", 64, int), option(args, "--lr", 2e-4, float)
     ema_decay, seed = option(args, "--ema-decay", 0.999, float), option(args, "--seed", 1, int)
     time_n = option(args, "--time-sampling", 0, int)
-    save = option(args, "--save-samples", None, str, 2)
-    sampler, sample_steps = option(args, "--sampler", "ddim"), option(args, "--sample-steps", 50, int)
+    saves = []
+    while "--save-samples" in args:
+        saves.append(option(args, "--save-samples", None, str, 4))
     grid = option(args, "--grid", None)
     threads, steps = int(args[0]), int(args[1])
     torch.set_num_threads(threads)
@@ -135,9 +137,10 @@ def main():
         t0 = time.perf_counter()
         sample(ema, time_n, labels, beta, abar, "ddim", 50)
         res["ddim50_images_per_s"] = time_n / (time.perf_counter() - t0)
-    if save:
-        out_dir, n = save[0], int(save[1])
+    for out_dir, n, sampler, sample_steps in saves:
+        n, sample_steps = int(n), int(sample_steps)
         os.makedirs(out_dir, exist_ok=True)
+        t0 = time.perf_counter()
         y = torch.arange(n) % 10
         xs = [sample(ema, min(250, n - i), y[i:i + 250] if n_classes else None, beta, abar, sampler, sample_steps)
               for i in range(0, n, 250)]
@@ -146,6 +149,7 @@ def main():
             f.write(struct.pack(">IIII", 0x803, n, 28, 28) + pix.tobytes())
         with open(os.path.join(out_dir, "t10k-labels-idx1-ubyte"), "wb") as f:
             f.write(struct.pack(">II", 0x801, n) + y.to(torch.uint8).numpy().tobytes())
+        res["sampled_%s%d_images_per_s" % (sampler, sample_steps)] = n / (time.perf_counter() - t0)
     if grid:
         x = sample(ema, 64, torch.arange(64) % 10 if n_classes else None, beta, abar, "ddim", 50)
         pix = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy().reshape(8, 8, 28, 28)

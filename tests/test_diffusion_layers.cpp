@@ -25,6 +25,10 @@ TEST(GradCheck, SiluAndGroupNorm) {
   Tensor w = randn({6}, rng, 0.5f, 1.0f), b = randn({6}, rng);
   grad_check([&] { return ops::group_norm(x, w, b, 3); }, {x, w, b}, dout);
   grad_check([&] { return ops::group_norm(x, Tensor(), Tensor(), 2); }, {x}, dout);
+  grad_check([&] { return ops::group_norm(x, w, b, 3, 1e-5f, /*silu=*/true); }, {x, w, b}, dout);
+  // The fused pair equals the two ops one after the other.
+  EXPECT_LT(aigc::testing::max_abs_diff(ops::group_norm(x, w, b, 3, 1e-5f, true),
+                                        ops::silu(ops::group_norm(x, w, b, 3))), 1e-6);
 }
 
 TEST(GradCheck, UpsampleTransposeChannelAdd) {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -29,6 +30,14 @@ inline void backward_from(const Tensor& out, const std::vector<float>& dout) {
   Tensor seed = Tensor::from_vector({0.0f}, {1});
   seed.set_requires_grad(true);
   backward(seed);
+}
+
+// Largest |a - b| over two same-sized tensors.
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  std::vector<float> x = a.to_vector(), y = b.to_vector();
+  double m = x.size() == y.size() ? 0.0 : 1e30;
+  for (size_t i = 0; i < std::min(x.size(), y.size()); i++) m = std::max(m, double(std::abs(x[i] - y[i])));
+  return m;
 }
 
 }  // namespace aigc::testing

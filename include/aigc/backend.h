@@ -108,13 +108,15 @@ class Backend {
   virtual void silu_forward(float* out, const float* inp, int64_t n) = 0;
   virtual void silu_backward(float* dinp, const float* inp, const float* dout, int64_t n) = 0;
   // Group normalization of (N, C, HW): per sample, the C channels form G groups of C/G channels, each normalized
-  // with its own mean and biased variance; then the per-channel affine w, b (either may be null). mean and rstd
-  // (N*G) are saved for backward.
+  // with its own mean and biased variance; then the per-channel affine w, b (either may be null), and with silu
+  // a SiLU on top (fused: the normalized values are never stored). mean and rstd (N*G) are saved for backward,
+  // which recomputes the rest.
   virtual void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
-                                 const float* b, int64_t N, int64_t C, int64_t HW, int64_t G, float eps) = 0;
+                                 const float* b, int64_t N, int64_t C, int64_t HW, int64_t G, float eps,
+                                 bool silu) = 0;
   virtual void groupnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
-                                  const float* w, const float* mean, const float* rstd, int64_t N, int64_t C,
-                                  int64_t HW, int64_t G) = 0;
+                                  const float* w, const float* b, const float* mean, const float* rstd, int64_t N,
+                                  int64_t C, int64_t HW, int64_t G, bool silu) = 0;
   // Nearest-neighbour upsampling of (NC, H, W) planes by an integer factor f: out (NC, fH, fW); backward sums
   // each f x f block of dout into its source pixel.
   virtual void upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W,

@@ -54,8 +54,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
 // ---- Diffusion U-Net layers ----
 Tensor silu(const Tensor& x);  // x * sigmoid(x)
 // Group normalization of (N, C, ...) with `groups` groups of C / groups channels (PyTorch's GroupNorm); w, b (C)
-// may be undefined.
-Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t groups, float eps = 1e-5f);
+// may be undefined. silu: SiLU(GroupNorm(x)) in one pass (the U-Net's usual pair).
+Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t groups, float eps = 1e-5f,
+                  bool silu = false);
 // (N, C, H, W) -> (N, C, f H, f W), each pixel repeated f x f times.
 Tensor upsample_nearest(const Tensor& x, int64_t f);
 // (B, N, M) -> (B, M, N).

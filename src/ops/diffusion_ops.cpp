@@ -15,7 +15,7 @@ using detail::grad_of;
 
 Tensor silu(const Tensor& x) { return detail::activation(x, &Backend::silu_forward, &Backend::silu_backward, "silu"); }
 
-Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t groups, float eps) {
+Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t groups, float eps, bool silu) {
   check_f32(x, "group_norm", "input");
   AIGC_CHECK(x.dim() >= 2, "group_norm: input must be (N, C, ...), got " + shape_str(x.shape()));
   const int64_t N = x.size(0), C = x.size(1), HW = x.numel() / std::max<int64_t>(N * C, 1);
@@ -28,11 +28,12 @@ Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t gro
     }
   Tensor out = Tensor::empty(x.shape()), mean = Tensor::empty({N * groups}), rstd = Tensor::empty({N * groups});
   be(x).groupnorm_forward(out.f32(), mean.f32(), rstd.f32(), x.f32(), w.defined() ? w.f32() : nullptr,
-                          b.defined() ? b.f32() : nullptr, N, C, HW, groups, eps);
+                          b.defined() ? b.f32() : nullptr, N, C, HW, groups, eps, silu);
   if (needs_grad({&x, &w, &b}))
-    record(out, [out, x, w, b, mean, rstd, N, C, HW, groups] {
+    record(out, [out, x, w, b, mean, rstd, N, C, HW, groups, silu] {
       be(x).groupnorm_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(),
-                               w.defined() ? w.f32() : nullptr, mean.f32(), rstd.f32(), N, C, HW, groups);
+                               w.defined() ? w.f32() : nullptr, b.defined() ? b.f32() : nullptr, mean.f32(),
+                               rstd.f32(), N, C, HW, groups, silu);
     });
   return out;
 }

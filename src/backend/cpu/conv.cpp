@@ -72,16 +72,18 @@ const ConvPrims& prims(const ConvShape& s, bool bias) {
   // auto: oneDNN picks Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions where it is faster (fewer
   // multiplications; the parity tests bound its rounding), direct kernels elsewhere.
   auto algo = dnnl::algorithm::convolution_auto;
+  dnnl::primitive_attr attr;  // scratch space comes from aigc's buffer cache (see scratch())
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   p.fwd_pd = dnnl::convolution_forward::primitive_desc(
       dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_any, w_any, p.bias, dst_any,
                                       strides, dil, pad_l, pad_r),
-      st.engine);
+      attr, st.engine);
   p.bd_pd = dnnl::convolution_backward_data::primitive_desc(
-      dnnl::convolution_backward_data::desc(algo, src_any, w_any, dst_any, strides, dil, pad_l, pad_r), st.engine,
-      p.fwd_pd);
+      dnnl::convolution_backward_data::desc(algo, src_any, w_any, dst_any, strides, dil, pad_l, pad_r), attr,
+      st.engine, p.fwd_pd);
   p.bw_pd = dnnl::convolution_backward_weights::primitive_desc(
       dnnl::convolution_backward_weights::desc(algo, src_any, w_any, p.bias, dst_any, strides, dil, pad_l, pad_r),
-      st.engine, p.fwd_pd);
+      attr, st.engine, p.fwd_pd);
   p.fwd = dnnl::convolution_forward(p.fwd_pd);
   p.bwd_data = dnnl::convolution_backward_data(p.bd_pd);
   p.bwd_weights = dnnl::convolution_backward_weights(p.bw_pd);
@@ -90,19 +92,28 @@ const ConvPrims& prims(const ConvShape& s, bool bias) {
 
 memory mem(const memory::desc& d, const float* ptr) { return memory(d, state().engine, const_cast<float*>(ptr)); }
 
+// Temporary buffers (converted operands, oneDNN's scratchpad) from the tensor allocator's cache: the same sizes
+// recur every step, and fresh pages from the kernel would cost page faults each time. keep holds them until the
+// primitive has run.
+memory scratch(const memory::desc& d, std::vector<Tensor>& keep) {
+  keep.push_back(Tensor::empty({int64_t((d.get_size() + 3) / 4)}));
+  return mem(d, keep.back().f32());
+}
+
 // The user's plain buffer as the layout a primitive wants: the buffer itself, or a reordered copy.
-memory input(const memory::desc& user, const memory::desc& want, const float* ptr) {
+memory input(const memory::desc& user, const memory::desc& want, const float* ptr, std::vector<Tensor>& keep) {
   memory u = mem(user, ptr);
   if (user == want) return u;
-  memory m(want, state().engine);
+  memory m = scratch(want, keep);
   dnnl::reorder(u, m).execute(state().stream, u, m);
   return m;
 }
 
 // Where a primitive writes an output: straight into dst when the layouts agree and nothing is accumulated,
 // else a buffer of the wanted layout that deliver() converts into dst.
-memory output(const memory::desc& user, const memory::desc& want, float* dst, bool accumulate) {
-  return user == want && !accumulate ? mem(user, dst) : memory(want, state().engine);
+memory output(const memory::desc& user, const memory::desc& want, float* dst, bool accumulate,
+              std::vector<Tensor>& keep) {
+  return user == want && !accumulate ? mem(user, dst) : scratch(want, keep);
 }
 
 void add_into(float* dst, const float* src, int64_t n, bool accumulate) {
@@ -125,11 +136,11 @@ void deliver(const memory& m, const memory::desc& user, float* dst, bool accumul
     add_into(dst, data, n, accumulate);
     return;
   }
-  std::vector<float> plain(accumulate ? size_t(n) : 0);
-  memory u = mem(user, accumulate ? plain.data() : dst);
+  Tensor plain = accumulate ? Tensor::empty({n}) : Tensor();
+  memory u = mem(user, accumulate ? plain.f32() : dst);
   dnnl::reorder(m, u).execute(state().stream, const_cast<memory&>(m), u);
   state().stream.wait();
-  if (accumulate) add_into(dst, plain.data(), n, true);
+  if (accumulate) add_into(dst, plain.f32(), n, true);
 }
 
 // A convolution whose kernel covers the whole unpadded input (one output pixel) is a dense layer over the
@@ -156,10 +167,12 @@ void CpuBackend::conv2d_forward(float* out, const float* inp, const float* w, co
   }
   const ConvPrims& p = prims(s, bias != nullptr);
   ConvState& st = state();
-  memory dst = output(p.dst, p.fwd_pd.dst_desc(), out, accumulate);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, input(p.src, p.fwd_pd.src_desc(), inp)},
-                                       {DNNL_ARG_WEIGHTS, input(p.weights, p.fwd_pd.weights_desc(), w)},
-                                       {DNNL_ARG_DST, dst}};
+  std::vector<Tensor> keep;
+  memory dst = output(p.dst, p.fwd_pd.dst_desc(), out, accumulate, keep);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, input(p.src, p.fwd_pd.src_desc(), inp, keep)},
+                                       {DNNL_ARG_WEIGHTS, input(p.weights, p.fwd_pd.weights_desc(), w, keep)},
+                                       {DNNL_ARG_DST, dst},
+                                       {DNNL_ARG_SCRATCHPAD, scratch(p.fwd_pd.scratchpad_desc(), keep)}};
   if (bias) args.insert({DNNL_ARG_BIAS, mem(p.bias, bias)});
   p.fwd.execute(st.stream, args);
   deliver(dst, p.dst, out, accumulate);
@@ -175,10 +188,12 @@ void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const floa
   }
   const ConvPrims& p = prims(s, false);
   ConvState& st = state();
-  memory dsrc = output(p.src, p.bd_pd.diff_src_desc(), dinp, accumulate);
-  p.bwd_data.execute(st.stream, {{DNNL_ARG_DIFF_DST, input(p.dst, p.bd_pd.diff_dst_desc(), dout)},
-                                 {DNNL_ARG_WEIGHTS, input(p.weights, p.bd_pd.weights_desc(), w)},
-                                 {DNNL_ARG_DIFF_SRC, dsrc}});
+  std::vector<Tensor> keep;
+  memory dsrc = output(p.src, p.bd_pd.diff_src_desc(), dinp, accumulate, keep);
+  p.bwd_data.execute(st.stream, {{DNNL_ARG_DIFF_DST, input(p.dst, p.bd_pd.diff_dst_desc(), dout, keep)},
+                                 {DNNL_ARG_WEIGHTS, input(p.weights, p.bd_pd.weights_desc(), w, keep)},
+                                 {DNNL_ARG_DIFF_SRC, dsrc},
+                                 {DNNL_ARG_SCRATCHPAD, scratch(p.bd_pd.scratchpad_desc(), keep)}});
   deliver(dsrc, p.src, dinp, accumulate);
   st.stream.wait();
 }
@@ -193,11 +208,13 @@ void CpuBackend::conv2d_backward_weights(float* dw, float* dbias, const float* d
   }
   const ConvPrims& p = prims(s, dbias != nullptr);
   ConvState& st = state();
-  memory dwm(p.bw_pd.diff_weights_desc(), st.engine);  // always accumulated into dw
+  std::vector<Tensor> keep;
+  memory dwm = scratch(p.bw_pd.diff_weights_desc(), keep);  // always accumulated into dw
   std::vector<float> tb(dbias ? size_t(s.C_out) : 0);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, input(p.src, p.bw_pd.src_desc(), inp)},
-                                       {DNNL_ARG_DIFF_DST, input(p.dst, p.bw_pd.diff_dst_desc(), dout)},
-                                       {DNNL_ARG_DIFF_WEIGHTS, dwm}};
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, input(p.src, p.bw_pd.src_desc(), inp, keep)},
+                                       {DNNL_ARG_DIFF_DST, input(p.dst, p.bw_pd.diff_dst_desc(), dout, keep)},
+                                       {DNNL_ARG_DIFF_WEIGHTS, dwm},
+                                       {DNNL_ARG_SCRATCHPAD, scratch(p.bw_pd.scratchpad_desc(), keep)}};
   if (dbias) args.insert({DNNL_ARG_DIFF_BIAS, mem(p.bias, tb.data())});
   p.bwd_weights.execute(st.stream, args);
   if (dw) deliver(dwm, p.weights, dw, true);

@@ -68,9 +68,10 @@ class CpuBackend final : public Backend {
   void silu_forward(float* out, const float* inp, int64_t n) override;
   void silu_backward(float* dinp, const float* inp, const float* dout, int64_t n) override;
   void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
-                         int64_t N, int64_t C, int64_t HW, int64_t G, float eps) override;
+                         int64_t N, int64_t C, int64_t HW, int64_t G, float eps, bool silu) override;
   void groupnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
-                          const float* mean, const float* rstd, int64_t N, int64_t C, int64_t HW, int64_t G) override;
+                          const float* b, const float* mean, const float* rstd, int64_t N, int64_t C, int64_t HW,
+                          int64_t G, bool silu) override;
   void upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W, int64_t f) override;
   void upsample_nearest_backward(float* dinp, const float* dout, int64_t NC, int64_t H, int64_t W,
                                  int64_t f) override;

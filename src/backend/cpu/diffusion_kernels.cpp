@@ -10,6 +10,15 @@
 
 namespace aigc::cpu {
 
+namespace {
+inline float sigmoid_of(float x) { return 1.0f / (1.0f + exp_vec(-x)); }
+// d/dx x s(x) = s(x) (1 + x (1 - s(x)))
+inline float silu_grad(float x) {
+  const float s = sigmoid_of(x);
+  return s * (1.0f + x * (1.0f - s));
+}
+}  // namespace
+
 void CpuBackend::silu_forward(float* out, const float* inp, int64_t n) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; i++) out[i] = inp[i] / (1.0f + exp_vec(-inp[i]));
@@ -17,10 +26,7 @@ void CpuBackend::silu_forward(float* out, const float* inp, int64_t n) {
 
 void CpuBackend::silu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; i++) {  // d/dx x s(x) = s(x) (1 + x (1 - s(x)))
-    const float s = 1.0f / (1.0f + exp_vec(-inp[i]));
-    dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));
-  }
+  for (int64_t i = 0; i < n; i++) dinp[i] += dout[i] * silu_grad(inp[i]);
 }
 
 // Sum of x[i] and of (x[i] - m)^2 over one row: float lanes (vectorized), the row total in double.
@@ -34,7 +40,8 @@ inline void row_sums(const float* x, int64_t n, float m, double& s, double& ss) 
 // Each (sample, group) is one contiguous block of C/G * HW values. Statistics: per channel row in float lanes,
 // across rows in double, in a fixed order (deterministic); the variance in a second pass around the mean.
 void CpuBackend::groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
-                                   const float* b, int64_t N, int64_t C, int64_t HW, int64_t G, float eps) {
+                                   const float* b, int64_t N, int64_t C, int64_t HW, int64_t G, float eps,
+                                   bool silu) {
   const int64_t cpg = C / G, len = cpg * HW;
 #pragma omp parallel for schedule(static)
   for (int64_t ng = 0; ng < N * G; ng++) {
@@ -50,26 +57,42 @@ void CpuBackend::groupnorm_forward(float* out, float* mean, float* rstd, const f
       const float scale = (w ? w[c] : 1.0f) * r, shift = (b ? b[c] : 0.0f) - m * scale;
       const float* xc = x + j * HW;
       float* o = out + ng * len + j * HW;
+      if (silu) {
 #pragma omp simd
-      for (int64_t i = 0; i < HW; i++) o[i] = xc[i] * scale + shift;
+        for (int64_t i = 0; i < HW; i++) {
+          const float y = xc[i] * scale + shift;
+          o[i] = y * sigmoid_of(y);
+        }
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < HW; i++) o[i] = xc[i] * scale + shift;
+      }
     }
   }
 }
 
 void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
-                                    const float* w, const float* mean, const float* rstd, int64_t N, int64_t C,
-                                    int64_t HW, int64_t G) {
+                                    const float* w, const float* b, const float* mean, const float* rstd,
+                                    int64_t N, int64_t C, int64_t HW, int64_t G, bool silu) {
   const int64_t cpg = C / G, len = cpg * HW;
-  // Per (sample, channel) row: sum(dout) and sum(dout * xhat), in float lanes; everything else from these.
+  // The gradient reaching the normalization's output: dout, or through the fused SiLU dout * silu'(y) with
+  // y = xhat w + b recomputed.
+  auto dy = [&](const float* d, const float* x, int64_t i, float m, float r, float wc, float bc) {
+    return silu ? d[i] * silu_grad((x[i] - m) * r * wc + bc) : d[i];
+  };
+  // Per (sample, channel) row: sum(dy) and sum(dy * xhat), in float lanes; everything else from these.
   std::vector<double> sd(size_t(N * C)), sdx(size_t(N * C));
 #pragma omp parallel for schedule(static)
   for (int64_t nc = 0; nc < N * C; nc++) {
-    const int64_t ng = (nc / C) * G + (nc % C) / cpg;
-    const float m = mean[ng], r = rstd[ng];
+    const int64_t ng = (nc / C) * G + (nc % C) / cpg, c = nc % C;
+    const float m = mean[ng], r = rstd[ng], wc = w ? w[c] : 1.0f, bc = b ? b[c] : 0.0f;
     const float *x = inp + nc * HW, *d = dout + nc * HW;
     float a = 0.0f, bsum = 0.0f;
 #pragma omp simd reduction(+ : a, bsum)
-    for (int64_t i = 0; i < HW; i++) a += d[i], bsum += d[i] * (x[i] - m) * r;
+    for (int64_t i = 0; i < HW; i++) {
+      const float g = dy(d, x, i, m, r, wc, bc);
+      a += g, bsum += g * (x[i] - m) * r;
+    }
     sd[size_t(nc)] = a, sdx[size_t(nc)] = bsum;
   }
   for (int64_t c = 0; c < C && (dw || db); c++) {  // over the batch, in order: deterministic
@@ -91,11 +114,11 @@ void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const flo
     }
     const float mg = float(sg / double(len)), mgx = float(sgx / double(len));
     for (int64_t j = 0; j < cpg; j++) {
-      const float wc = w ? w[c0 + j] : 1.0f;
+      const float wc = w ? w[c0 + j] : 1.0f, bc = b ? b[c0 + j] : 0.0f;
       const float *x = inp + ng * len + j * HW, *d = dout + ng * len + j * HW;
       float* dx = dinp + ng * len + j * HW;
 #pragma omp simd
-      for (int64_t i = 0; i < HW; i++) dx[i] += r * (d[i] * wc - mg - (x[i] - m) * r * mgx);
+      for (int64_t i = 0; i < HW; i++) dx[i] += r * (dy(d, x, i, m, r, wc, bc) * wc - mg - (x[i] - m) * r * mgx);
     }
   }
 }

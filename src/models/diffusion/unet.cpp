@@ -190,7 +190,7 @@ void UNet::init_weights(uint64_t seed) {
 Tensor UNet::conv(const Conv& c, const Tensor& x) const { return ops::conv2d(x, c.w, c.b, {c.stride, c.padding}); }
 
 Tensor UNet::norm_act(const Norm& n, const Tensor& x) const {
-  return ops::silu(ops::group_norm(x, n.w, n.b, cfg_.groups));
+  return ops::group_norm(x, n.w, n.b, cfg_.groups, 1e-5f, /*silu=*/true);
 }
 
 Tensor UNet::res_block(const ResBlock& r, const Tensor& x, const Tensor& temb_act, bool training,
