@@ -115,8 +115,8 @@ int main(int argc, char** argv) {
   std::string precision = "fp32";
   train
       ->add_option("--precision", precision,
-                   "fp32, or bf16: matrix products on bfloat16 operands with fp32 accumulation and fp32 master "
-                   "weights (fast where the CPU has AVX512_BF16; emulated, same numbers, elsewhere)")
+                   "fp32, or bf16: matrix products and convolutions on bfloat16 operands with fp32 accumulation "
+                   "and fp32 master weights (fast where the CPU has AVX512_BF16)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   GanTrainOptions gopt_gan;
@@ -251,6 +251,12 @@ int main(int argc, char** argv) {
   set_num_threads(threads);
 
   try {
+    if (train->parsed() && precision == "bf16") {
+      set_matmul_precision(MatmulPrecision::BF16);
+      if (!bf16_is_native())
+        std::fprintf(stderr, "note: this CPU has no native bf16 instructions: matrix products are emulated (same "
+                             "numbers, no speed-up) and convolutions stay fp32\n");
+    }
     if (train->parsed() && model_kind == "dcgan") {
       // Flags shared with the GPT trainer, with the GAN's own defaults when not given.
       if (!topt.data_files.empty()) gopt_gan.data = topt.data_files.front();
@@ -309,11 +315,6 @@ int main(int argc, char** argv) {
       if (over.block_size) c.block_size = over.block_size;
       if (over.dropout >= 0) c.dropout = over.dropout;
       topt.model = c;
-      if (precision == "bf16") {
-        set_matmul_precision(MatmulPrecision::BF16);
-        if (!bf16_is_native())
-          std::fprintf(stderr, "note: this CPU has no native bf16 matrix products; bf16 is emulated (no speed-up)\n");
-      }
       TrainResult r = train_gpt(topt);
       std::fprintf(stderr, "done: %lld steps, last val loss %.4f, checkpoint %s\n", (long long)r.steps_done,
                    r.last_val_loss, r.checkpoint.c_str());

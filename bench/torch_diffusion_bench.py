@@ -13,7 +13,6 @@ Usage: torch_diffusion_bench.py THREADS STEPS [options]
                          for `aigc fid --fake DIR`
   --grid PNG             an 8x8 DDIM-50 grid
 Prints one JSON line: median training images/s over the steps after the first 3, losses, sampling images/s."""
-import gzip
 import json
 import os
 import statistics
@@ -26,19 +25,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_dcgan_bench import write_png  # noqa: E402
+from torch_dcgan_bench import load, write_png  # noqa: E402
 from torch_unet import UNet  # noqa: E402
-
-ROOT = "/usr/share/datasets/fashion-mnist/"
-
-
-def load():
-    with gzip.open(ROOT + "train-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    with gzip.open(ROOT + "train-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)
-    return torch.from_numpy(x.astype(np.float32) / 127.5 - 1.0), torch.from_numpy(y.astype(np.int64))
-
 
 def linear_schedule(T=1000):
     k = 1000.0 / T

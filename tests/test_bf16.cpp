@@ -104,6 +104,39 @@ TEST(Bf16, MixedPrecisionLinearMatchesRoundedReference) {
   }
 }
 
+// Convolutions in mixed precision read bf16-rounded operands and write fp32: forward and both gradients equal the
+// fp32 convolution of the rounded operands (up to summation order). Without native bf16 they stay fp32.
+TEST(Bf16, MixedPrecisionConvMatchesRoundedReference) {
+  Rng rng(9);
+  Tensor x = randn({3, 16, 9, 9}, rng), w = randn({32, 16, 3, 3}, rng, 0.2f), b = randn({32}, rng);
+  Tensor dout = randn({3, 32, 9, 9}, rng);
+  auto rounded = [](const Tensor& t) {
+    std::vector<float> v = t.to_vector();
+    for (float& f : v) f = round_bf16(f);
+    return Tensor::from_vector(v, t.shape());
+  };
+  const bool native = bf16_is_native();
+  auto run = [&](const Tensor& xi, const Tensor& wi, const Tensor& di, MatmulPrecision p) {
+    PrecisionScope scope(p);
+    Tensor xc = Tensor::from_vector(xi.to_vector(), xi.shape()), wc = Tensor::from_vector(wi.to_vector(), wi.shape());
+    Tensor bc = Tensor::from_vector(b.to_vector(), b.shape());
+    for (Tensor* t : {&xc, &wc, &bc}) t->set_requires_grad(true);
+    Tensor y = ops::conv2d(xc, wc, bc, {1, 1});
+    aigc::testing::backward_from(y, di.to_vector());
+    return std::vector<Tensor>{y, xc.grad(), wc.grad(), bc.grad()};
+  };
+  std::vector<Tensor> got = run(x, w, dout, MatmulPrecision::BF16);
+  std::vector<Tensor> ref = native ? run(rounded(x), rounded(w), rounded(dout), MatmulPrecision::F32)
+                                   : run(x, w, dout, MatmulPrecision::F32);
+  const char* names[] = {"y", "dx", "dw", "db"};
+  for (size_t k = 0; k < 4; k++) {
+    double scale = 1e-3;
+    for (float v : ref[k].to_vector()) scale = std::max(scale, double(std::abs(v)));
+    EXPECT_LT(aigc::testing::max_abs_diff(got[k], ref[k]) / scale, k == 3 ? 1e-2 : 1e-5)
+        << names[k] << (native ? " (native bf16)" : " (no native bf16: fp32)");
+  }
+}
+
 // bf16 inference weights: one row (the generation kernel) and many rows (the matmul) both equal float64 math
 // on the rounded weights (activations stay fp32 in the few-row kernel, are rounded in the matmul).
 TEST(Bf16, InferenceWeightsMatchRoundedReference) {

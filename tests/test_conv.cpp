@@ -7,6 +7,7 @@
 #include "aigc/autograd.h"
 #include "aigc/ops.h"
 #include "aigc/rng.h"
+#include "grad_check.h"
 #include "layer_oracle.h"
 
 using namespace aigc;
@@ -62,30 +63,7 @@ TEST(GradCheck, Conv2dAndConvTranspose2d) {
       NoGradGuard ng;
       out0 = apply(c, x, w, b);
     }
-    Tensor dout = randn(out0.shape(), rng);
-    forward_backward(c, x, w, b, dout);
-    std::vector<float> R = dout.to_vector();
-    auto loss = [&]() {
-      NoGradGuard ng;
-      std::vector<float> o = apply(c, x, w, b).to_vector();
-      double s = 0;
-      for (size_t i = 0; i < o.size(); i++) s += double(o[i]) * R[i];
-      return s;
-    };
-    for (Tensor* t : {&x, &w, &b}) {
-      std::vector<float> g = t->grad().to_vector();
-      float* p = t->f32();
-      for (int64_t i = 0; i < t->numel(); i++) {
-        const float orig = p[i], h = 1e-2f;
-        p[i] = orig + h;
-        double lp = loss();
-        p[i] = orig - h;
-        double lm = loss();
-        p[i] = orig;
-        double num = (lp - lm) / (2.0 * h);
-        ASSERT_NEAR(g[size_t(i)], num, 2e-2 * std::max(1.0, std::abs(num))) << "element " << i;
-      }
-    }
+    aigc::testing::grad_check([&] { return apply(c, x, w, b); }, {x, w, b}, randn(out0.shape(), rng));
   }
 }
 

@@ -19,7 +19,7 @@ namespace {
 using dnnl::memory;
 using Tag = memory::format_tag;
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int64_t, int64_t, int64_t, bool>;
+                       int64_t, int64_t, int64_t, int64_t, bool, bool>;
 
 // Each primitive works in the layouts oneDNN picks for it (blocked, e.g. nChw16c, where that is fastest: its
 // direct AVX-512 kernels instead of im2col + gemm). The user's buffers stay plain; operands whose chosen layout
@@ -50,7 +50,7 @@ const ConvPrims& prims(const ConvShape& s, bool bias) {
   ConvState& st = state();
   std::lock_guard<std::mutex> lock(st.mu);
   Key key{s.N,        s.C_in,  s.H,     s.W,     s.C_out, s.KH,     s.KW, s.stride_h,
-          s.stride_w, s.pad_h, s.pad_w, s.dil_h, s.dil_w, s.groups, bias};
+          s.stride_w, s.pad_h, s.pad_w, s.dil_h, s.dil_w, s.groups, bias, matmul_precision() == MatmulPrecision::BF16};
   auto it = st.cache.find(key);
   if (it != st.cache.end()) return it->second;
   const int64_t G = s.groups, OH = s.out_h(), OW = s.out_w();
@@ -62,8 +62,12 @@ const ConvPrims& prims(const ConvShape& s, bool bias) {
                                     : memory::dims{G, s.C_out / G, s.C_in / G, s.KH, s.KW};
   p.weights = memory::desc(wdims, f32, G == 1 ? Tag::oihw : Tag::goihw);
   p.bias = bias ? memory::desc({s.C_out}, f32, Tag::x) : memory::desc();
-  const memory::desc src_any({s.N, s.C_in, s.H, s.W}, f32, Tag::any), dst_any({s.N, s.C_out, OH, OW}, f32, Tag::any),
-      w_any(wdims, f32, Tag::any);
+  // Mixed precision (--precision bf16): every operand a convolution reads is rounded to bf16 by the reorder that
+  // brings it into the primitive's layout; what it writes (output, gradients) stays f32.
+  const auto in_type = matmul_precision() == MatmulPrecision::BF16 && bf16_is_native() ? memory::data_type::bf16 : f32;
+  const memory::desc src_in({s.N, s.C_in, s.H, s.W}, in_type, Tag::any), src_out({s.N, s.C_in, s.H, s.W}, f32, Tag::any),
+      dst_in({s.N, s.C_out, OH, OW}, in_type, Tag::any), dst_out({s.N, s.C_out, OH, OW}, f32, Tag::any),
+      w_in(wdims, in_type, Tag::any), w_out(wdims, f32, Tag::any);
   // oneDNN counts dilation from 0 (PyTorch's dilation - 1) and wants the right/bottom padding that makes the
   // output size come out exactly (PyTorch drops the remainder of a stride that does not fit).
   memory::dims strides{s.stride_h, s.stride_w}, dil{s.dil_h - 1, s.dil_w - 1}, pad_l{s.pad_h, s.pad_w};
@@ -75,14 +79,14 @@ const ConvPrims& prims(const ConvShape& s, bool bias) {
   dnnl::primitive_attr attr;  // scratch space comes from aigc's buffer cache (see scratch())
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   p.fwd_pd = dnnl::convolution_forward::primitive_desc(
-      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_any, w_any, p.bias, dst_any,
+      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_in, w_in, p.bias, dst_out,
                                       strides, dil, pad_l, pad_r),
       attr, st.engine);
   p.bd_pd = dnnl::convolution_backward_data::primitive_desc(
-      dnnl::convolution_backward_data::desc(algo, src_any, w_any, dst_any, strides, dil, pad_l, pad_r), attr,
+      dnnl::convolution_backward_data::desc(algo, src_out, w_in, dst_in, strides, dil, pad_l, pad_r), attr,
       st.engine, p.fwd_pd);
   p.bw_pd = dnnl::convolution_backward_weights::primitive_desc(
-      dnnl::convolution_backward_weights::desc(algo, src_any, w_any, p.bias, dst_any, strides, dil, pad_l, pad_r),
+      dnnl::convolution_backward_weights::desc(algo, src_in, w_out, p.bias, dst_in, strides, dil, pad_l, pad_r),
       attr, st.engine, p.fwd_pd);
   p.fwd = dnnl::convolution_forward(p.fwd_pd);
   p.bwd_data = dnnl::convolution_backward_data(p.bd_pd);
