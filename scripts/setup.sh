@@ -8,6 +8,7 @@ PKGS=(
   nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev libstb-dev libcpp-httplib-dev zlib1g-dev
   libgtest-dev libgmock-dev
   python3 python3-torch python3-numpy   # numerical oracle for the parity tests and the benchmark peer
+  python3-matplotlib                   # the FID-vs-sampling-steps plot (bench/diffusion_steps)
   libopenblas0-pthread             # an optimized BLAS for PyTorch (otherwise it falls back to reference BLAS)
   fortunes fortunes-min fortunes-zh # built-in text corpora (no download)
   dataset-fashion-mnist            # built-in image data (IDX files, gzip)

@@ -14,12 +14,10 @@
 #include "aigc/optim.h"
 #include "aigc/rng.h"
 #include "aigc/safetensors.h"
+#include "layer_oracle.h"
 #include "test_util.h"
 
 using namespace aigc;
-
-namespace {
-}  // namespace
 
 TEST(Dcgan, ShapesForBothSizesAndConditioning) {
   for (int64_t size : {28, 32})
@@ -138,4 +136,68 @@ TEST(Dcgan, ResumeIsBitwiseExact) {
   for (const StTensorInfo& t : x.tensors()) EXPECT_EQ(x.read_f32(t.name), y.read_f32(t.name)) << t.name;
   LoadedGenerator g = load_generator((dir / "split" / "ckpt.safetensors").string());
   EXPECT_EQ(g.class_names.size(), 10u);
+}
+
+// One whole training step (D update, then G update, Adam, BatchNorm statistics) against the PyTorch reference of
+// bench/torch_dcgan_bench.py in float64, from the same weights, batch and noise, for both G losses.
+TEST(Parity, DcganTrainingStepMatchesPyTorch) {
+  for (const std::string loss : {"nonsaturating", "minimax"}) {
+    SCOPED_TRACE(loss);
+    DCGANConfig c;
+    c.nz = 8, c.ngf = 8, c.ndf = 8, c.n_classes = 10;
+    Generator g(c);
+    Discriminator d(c);
+    g.init_weights(3), d.init_weights(4);
+    Rng rng(5);
+    const int64_t B = 6;
+    Tensor real = Tensor::empty({B, 1, 28, 28});
+    init::uniform(real, -1.0f, 1.0f, rng);
+    Tensor labels = Tensor::from_ints({0, 3, 9, 1, 2, 7}, {B}), labels_f = Tensor::from_vector({0, 3, 9, 1, 2, 7}, {B});
+    Tensor z_d = randn({B, c.nz}, rng), z_g = randn({B, c.nz}, rng);
+    // Everything G and D hold, under the checkpoint's names, before the step.
+    auto tensors = [&](ConvNet& net, const std::string& prefix) {
+      std::vector<std::pair<std::string, Tensor>> out;
+      for (const Param& p : net.params().params()) out.push_back({prefix + p.name, p.value});
+      for (auto& [name, t] : net.buffers()) out.push_back({prefix + name, t});
+      return out;
+    };
+    auto dir = aigc::testing::fresh_temp_dir("dcgan_step");
+    std::vector<StTensorOut> in;
+    std::vector<std::pair<std::string, Tensor>> all = tensors(g, "G."), dt = tensors(d, "D.");
+    all.insert(all.end(), dt.begin(), dt.end());
+    for (auto& [n, t] : std::vector<std::pair<std::string, Tensor>>{
+             {"real", real}, {"labels", labels_f}, {"z_d", z_d}, {"z_g", z_g}})
+      all.push_back({n, t});
+    std::vector<std::vector<float>> copies;  // the weights change in place during the step: write copies now
+    for (auto& [n, t] : all) copies.push_back(t.to_vector());
+    for (size_t k = 0; k < all.size(); k++)
+      in.push_back({all[k].first, StDType::F32, all[k].second.shape(), copies[k].data(), copies[k].size() * 4});
+    write_safetensors((dir / "in.safetensors").string(), in,
+                      {{"nz", "8"}, {"ngf", "8"}, {"ndf", "8"}, {"lr", "0.001"}, {"loss", loss}});
+
+    OptimConfig oc;
+    oc.name = "adam", oc.lr = 1e-3f, oc.beta1 = 0.5f, oc.beta2 = 0.999f, oc.weight_decay = 0.0f;
+    Optimizer og(g.params(), oc), od(d.params(), oc);
+    GanStep st = gan_step(g, d, og, od, real, labels, z_d, z_g, loss, 1e-3f);
+
+    const std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/tests/tools/torch_dcgan_oracle.py " +
+                            (dir / "in.safetensors").string() + " " + (dir / "out.safetensors").string();
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    SafeTensorsReader ref((dir / "out.safetensors").string());
+    EXPECT_NEAR(st.loss_d, ref.read_f32("loss_d")[0], 1e-5);
+    EXPECT_NEAR(st.loss_g, ref.read_f32("loss_g")[0], 1e-5);
+    double worst_w = 0, worst_g = 0;
+    for (auto [net, opt, prefix] : {std::tuple<ConvNet*, Optimizer*, std::string>{&g, &og, "G."}, {&d, &od, "D."}}) {
+      for (auto& [n, t] : tensors(*net, prefix))  // weights after Adam's step, BatchNorm running statistics
+        worst_w = std::max(worst_w, aigc::testing::expect_close(ref, n, t, 1e-5));
+      for (const Param& p : net->params().params()) {  // Adam's first moment after one step is (1 - beta1) grad
+        std::vector<float> m(opt->m().f32() + p.offset, opt->m().f32() + p.offset + p.value.numel());
+        for (float& v : m) v /= 0.5f;
+        worst_g = std::max(worst_g, aigc::testing::expect_close(ref, "grad." + prefix + p.name,
+                                                                Tensor::from_vector(m, p.value.shape()), 1e-4));
+      }
+    }
+    std::printf("[ parity ] DCGAN step (%s): parameters and statistics %.2e, gradients %.2e\n", loss.c_str(), worst_w,
+                worst_g);
+  }
 }

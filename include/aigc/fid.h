@@ -41,7 +41,7 @@ std::unique_ptr<Classifier> load_classifier(const std::string& path);
 double classifier_accuracy(Classifier& c, const ImageSet& data);
 
 // Features of n images produced `batch` at a time: make_images(first, count) returns images first ..
-// first + count - 1 as (count, C, H, W) in [-1, 1].
+// first + count - 1 as (count, C, H, W) in [-1, 1]; they are rounded to 8-bit levels first, as saved images are.
 std::vector<double> features_of(Classifier& c, int64_t n, int64_t batch,
                                 const std::function<Tensor(int64_t first, int64_t count)>& make_images);
 // Features of up to `limit` images of a set (first images in order), as rows of a (n, n_features) matrix.

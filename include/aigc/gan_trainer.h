@@ -37,6 +37,17 @@ struct GanTrainResult {
 
 GanTrainResult train_dcgan(const GanTrainOptions& opt);
 
+// One step of the game, as train_dcgan runs it: D learns on `real` and on G(z_d) (both with `labels`), then G
+// learns through D on G(z_g). loss is "nonsaturating" or "minimax". Returns both losses (minimax: the value of
+// log(1 - D(G(z))) G minimizes) and D's logits on the real and generated batches.
+struct GanStep {
+  float loss_d = 0, loss_g = 0;
+  Tensor d_real, d_fake;
+};
+class Optimizer;
+GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real,
+                 const Tensor& labels, const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr);
+
 // The generator of a DCGAN checkpoint, with the class names it was trained on (empty if unconditional).
 struct LoadedGenerator {
   std::unique_ptr<Generator> g;

@@ -1,5 +1,6 @@
 #include "aigc/fid.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -113,12 +114,22 @@ std::unique_ptr<Classifier> load_classifier(const std::string& path) {
   return c;
 }
 
+namespace {
+// Generated images as an 8-bit file would hold them (clamped to [-1, 1], 256 levels), like the real images and
+// like any generator's saved samples: the metric compares pictures, not the extra precision of one producer.
+Tensor as_8bit(const Tensor& images) {
+  std::vector<float> v = images.to_vector();
+  for (float& x : v) x = std::nearbyint((std::clamp(x, -1.0f, 1.0f) + 1.0f) * 127.5f) / 127.5f - 1.0f;
+  return Tensor::from_vector(v, images.shape());
+}
+}  // namespace
+
 std::vector<double> features_of(Classifier& c, int64_t n, int64_t batch,
                                 const std::function<Tensor(int64_t first, int64_t count)>& make_images) {
   NoGradGuard ng;
   std::vector<double> out;
   for (int64_t i = 0; i < n; i += batch) {
-    Tensor images = make_images(i, std::min(batch, n - i));
+    Tensor images = as_8bit(make_images(i, std::min(batch, n - i)));
     AIGC_CHECK(images.dim() == 4 && images.size(1) == c.channels && images.size(2) == c.image_size &&
                    images.size(3) == c.image_size,
                "FID: images of shape " + shape_str(images.shape()) + " do not match the classifier's input (" +

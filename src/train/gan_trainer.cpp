@@ -76,6 +76,34 @@ LoadedGenerator load_generator(const std::string& path) {
   return out;
 }
 
+GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real,
+                 const Tensor& labels, const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr) {
+  const int64_t B = real.size(0);
+  Tensor ones = Tensor::empty({B}), zeros = Tensor::zeros({B});
+  init::constant(ones, 1.0f);
+  // D step: a real batch (target 1) and a generated one (target 0, generated without recording G's graph).
+  Tensor fake;
+  {
+    NoGradGuard ng;
+    fake = g.forward(z_d, labels, true);
+  }
+  d.params().zero_grad();
+  GanStep st;
+  st.d_real = d.forward(real, labels, true), st.d_fake = d.forward(fake, labels, true);
+  Tensor loss_d = ops::add(ops::bce_with_logits(st.d_real, ones), ops::bce_with_logits(st.d_fake, zeros));
+  backward(loss_d);
+  od.step(lr);
+  // G step through D on fresh noise (D's gradients from it are discarded by the next zero_grad).
+  g.params().zero_grad();
+  Tensor logits = d.forward(g.forward(z_g, labels, true), labels, true);
+  // minimax: minimize log(1 - D(G(z))) = -BCE(logits, 0); nonsaturating: minimize BCE(logits, 1).
+  Tensor loss_g = loss == "minimax" ? ops::bce_with_logits(logits, zeros) : ops::bce_with_logits(logits, ones);
+  backward(loss_g, loss == "minimax" ? -1.0f : 1.0f);
+  og.step(lr);
+  st.loss_d = loss_d.item(), st.loss_g = loss == "minimax" ? -loss_g.item() : loss_g.item();
+  return st;
+}
+
 GanTrainResult train_dcgan(const GanTrainOptions& opt) {
   auto log = [&](const std::string& s) {
     if (!opt.quiet) std::fprintf(stderr, "%s\n", s.c_str());
@@ -130,8 +158,6 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
   std::vector<int32_t> fixed_lab(64);
   for (int i = 0; i < 64; i++) fixed_lab[size_t(i)] = cfg.n_classes ? int32_t(i % cfg.n_classes) : 0;
   Tensor fixed_labels = Tensor::from_ints(fixed_lab, {64});
-  Tensor ones = Tensor::empty({B}), zeros = Tensor::zeros({B});
-  init::constant(ones, 1.0f);
 
   auto save = [&](int64_t s) {
     nlohmann::json st = {{"step", s}, {"position", loader.position()}, {"rng", rng.state()}};
@@ -162,27 +188,11 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
     loader.next(real, lab);
     for (int32_t& l : lab) l = std::max(l, 0);
     Tensor labels = Tensor::from_ints(lab, {B});
-    // D step.
-    Tensor fake;
-    {
-      NoGradGuard ng;
-      fake = g.forward(randn({B, cfg.nz}, rng), labels, true);
-    }
-    d.params().zero_grad();
-    Tensor d_real = d.forward(real, labels, true), d_fake = d.forward(fake, labels, true);
-    Tensor loss_d = ops::add(ops::bce_with_logits(d_real, ones), ops::bce_with_logits(d_fake, zeros));
-    backward(loss_d);
-    od.step(opt.lr);
-    // G step (D's gradients from it are discarded by the next zero_grad).
-    g.params().zero_grad();
-    Tensor logits = d.forward(g.forward(randn({B, cfg.nz}, rng), labels, true), labels, true);
-    // minimax: minimize log(1 - D(G(z))) = -BCE(logits, 0); nonsaturating: minimize BCE(logits, 1).
-    Tensor loss_g = opt.loss == "minimax" ? ops::bce_with_logits(logits, zeros) : ops::bce_with_logits(logits, ones);
-    backward(loss_g, opt.loss == "minimax" ? -1.0f : 1.0f);
-    og.step(opt.lr);
+    Tensor z_d = randn({B, cfg.nz}, rng), z_g = randn({B, cfg.nz}, rng);
+    GanStep st = gan_step(g, d, og, od, real, labels, z_d, z_g, opt.loss, opt.lr);
     step++;
 
-    res.last_d_loss = loss_d.item(), res.last_g_loss = opt.loss == "minimax" ? -loss_g.item() : loss_g.item();
+    res.last_d_loss = st.loss_d, res.last_g_loss = st.loss_g;
     AIGC_CHECK(std::isfinite(res.last_d_loss) && std::isfinite(res.last_g_loss),
                "training diverged at step " + std::to_string(step) + " (a loss is not finite); try a lower --lr");
     auto mean_sigmoid = [](const Tensor& t) {
@@ -190,7 +200,7 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
       for (float v : t.to_vector()) s += 1.0 / (1.0 + std::exp(-double(v)));
       return s / double(t.numel());
     };
-    const double dx = mean_sigmoid(d_real), dgz = mean_sigmoid(d_fake);
+    const double dx = mean_sigmoid(st.d_real), dgz = mean_sigmoid(st.d_fake);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double ips = double((step - first) * B) / secs;
     metrics << nlohmann::json{{"step", step}, {"loss_d", res.last_d_loss}, {"loss_g", res.last_g_loss}, {"d_x", dx},

@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+"""PyTorch oracle for one whole DCGAN training step (float64), on bench/torch_dcgan_bench.py's G and D.
+
+Usage: torch_dcgan_oracle.py IN.safetensors OUT.safetensors
+IN: metadata "nz", "ngf", "ndf", "lr", "loss" (nonsaturating | minimax); tensors: aigc's G.* and D.* parameters and
+BatchNorm buffers (conditional 28x28, 10 classes), "real" (B, 1, 28, 28), "labels" (B, as floats), "z_d", "z_g".
+OUT: every G.* / D.* tensor after the step, "grad.G.<name>" / "grad.D.<name>" (each network's gradient from its own
+update), "loss_d", "loss_g"; all F32."""
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+sys.path.insert(0, os.path.join(here, "..", "..", "bench"))
+from torch_dcgan_bench import D, G  # noqa: E402
+from torch_gpt_oracle import read_safetensors, write_safetensors  # noqa: E402
+
+# aigc's names -> the PyTorch modules' state_dict names.
+G_NAMES = {"label_emb": "emb.weight", "g.0.weight": "net.0.weight", "g.0.bn": "net.1", "g.1.weight": "net.3.weight",
+           "g.1.bn": "net.4", "g.2.weight": "net.6.weight", "g.2.bias": "net.6.bias"}
+D_NAMES = {"label_emb": "emb.weight", "d.0.weight": "net.0.weight", "d.0.bias": "net.0.bias",
+           "d.1.weight": "net.2.weight", "d.1.bn": "net.3", "d.2.weight": "net.5.weight", "d.2.bias": "net.5.bias"}
+
+
+def torch_name(table, name):
+    for a, t in table.items():
+        if name == a:
+            return t
+        if name.startswith(a + "."):  # BatchNorm: weight, bias, running_mean, running_var
+            return t + name[len(a):]
+    sys.exit("no PyTorch counterpart for " + name)
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    torch.set_num_threads(1)
+    t, meta = read_safetensors(sys.argv[1])
+    g, d = G(int(meta["nz"]), int(meta["ngf"])).double(), D(int(meta["ndf"])).double()
+    nets = {"G.": (g, G_NAMES), "D.": (d, D_NAMES)}
+    for prefix, (net, table) in nets.items():
+        sd = net.state_dict()
+        names = [n for n in t if n.startswith(prefix)]
+        for n in names:
+            key = torch_name(table, n[len(prefix):])
+            sd[key].copy_(torch.tensor(t[n], dtype=torch.float64).reshape(sd[key].shape))
+        if len(names) != len([k for k in sd if not k.endswith("num_batches_tracked")]):
+            sys.exit("tensor counts differ for " + prefix)
+    T = lambda k: torch.tensor(t[k], dtype=torch.float64)
+    real, z_d, z_g, y = T("real"), T("z_d"), T("z_g"), torch.tensor(t["labels"]).long()
+    lr = float(meta["lr"])
+    og = torch.optim.Adam(g.parameters(), lr=lr, betas=(0.5, 0.999))
+    od = torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.999))
+    B = real.shape[0]
+    ones, zeros = torch.ones(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64)
+    g.train(), d.train()
+    with torch.no_grad():
+        fake = g(z_d, y)
+    od.zero_grad()
+    loss_d = F.binary_cross_entropy_with_logits(d(real, y), ones) + F.binary_cross_entropy_with_logits(d(fake, y), zeros)
+    loss_d.backward()
+    d_grads = {n: p.grad.clone() for n, p in d.named_parameters()}
+    od.step()
+    og.zero_grad()
+    logits = d(g(z_g, y), y)
+    if meta["loss"] == "minimax":
+        loss_g = -F.binary_cross_entropy_with_logits(logits, zeros)
+    else:
+        loss_g = F.binary_cross_entropy_with_logits(logits, ones)
+    loss_g.backward()
+    og.step()
+    out = {"loss_d": loss_d.reshape(1), "loss_g": loss_g.reshape(1)}
+    for prefix, (net, table) in nets.items():
+        sd = net.state_dict()
+        pgrads = d_grads if prefix == "D." else {n: p.grad for n, p in net.named_parameters()}
+        for n in [n for n in t if n.startswith(prefix)]:
+            key = torch_name(table, n[len(prefix):])
+            out[n] = sd[key]
+            if key in pgrads:
+                out["grad." + n] = pgrads[key]
+    write_safetensors(sys.argv[2], {k: v.detach().numpy().astype("float32") for k, v in out.items()},
+                      {"torch_version": torch.__version__})
+
+
+if __name__ == "__main__":
+    main()
