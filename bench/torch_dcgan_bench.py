@@ -34,6 +34,17 @@ def load():
     return torch.from_numpy(x.astype(np.float32) / 127.5 - 1.0), torch.from_numpy(y.astype(np.int64))
 
 
+def batches(x_all, y_all, B):
+    """Endless minibatches walking a fresh shuffle of the training set each epoch (as aigc's loader)."""
+    order, pos = torch.randperm(x_all.shape[0]), 0
+    while True:
+        if pos + B > order.numel():
+            order, pos = torch.randperm(x_all.shape[0]), 0
+        idx = order[pos:pos + B]
+        pos += B
+        yield x_all[idx], y_all[idx]
+
+
 class G(nn.Module):
     def __init__(self, nz, ngf, n_classes=10):
         super().__init__()
@@ -129,13 +140,9 @@ def main():
     od = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     ones, zeros = torch.ones(B), torch.zeros(B)
     times = []
-    order, pos = torch.randperm(x_all.shape[0]), 0
+    data = batches(x_all, y_all, B)
     for i in range(warmup + steps):
-        if pos + B > order.numel():
-            order, pos = torch.randperm(x_all.shape[0]), 0
-        idx = order[pos:pos + B]
-        pos += B
-        real, y = x_all[idx], y_all[idx]
+        real, y = next(data)
         t0 = time.perf_counter()
         with torch.no_grad():
             fake = g(torch.randn(B, nz), y)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_dcgan_bench import load, write_png  # noqa: E402
+from torch_dcgan_bench import batches, load, write_png  # noqa: E402
 from torch_unet import UNet  # noqa: E402
 
 def linear_schedule(T=1000):
@@ -90,14 +90,10 @@ def main():
     x_all, y_all = load()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     times, losses = [], []
-    order, pos = torch.randperm(x_all.shape[0]), 0
+    data = batches(x_all, y_all, B)
     model.train()
     for step in range(steps):
-        if pos + B > order.numel():
-            order, pos = torch.randperm(x_all.shape[0]), 0
-        idx = order[pos:pos + B]
-        pos += B
-        x0, y = x_all[idx], y_all[idx]
+        x0, y = next(data)
         t0 = time.perf_counter()
         t = torch.randint(0, 1000, (B,))
         eps = torch.randn_like(x0)
