@@ -44,6 +44,9 @@ class Backend {
                                     bool accumulate) = 0;
   virtual void conv2d_backward_weights(float* dw, float* dbias, const float* dout, const float* inp,
                                        const ConvShape& s) = 0;  // dw += ..., dbias += ... (either may be null)
+  // Both backward passes of a convolution (dinp, dw, dbias accumulate; any may be null), sharing work on dout.
+  virtual void conv2d_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
+                               const float* w, const ConvShape& s) = 0;
 
   // out (N, C, HW) += bias[c] per channel, and dbias[c] += sum of dout over N and HW.
   virtual void channel_bias_add(float* out, const float* bias, int64_t N, int64_t C, int64_t HW) = 0;

@@ -44,10 +44,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
   be(x).conv2d_forward(out.f32(), x.f32(), w.f32(), b.defined() ? b.f32() : nullptr, s, false);
   if (needs_grad({&x, &w, &b})) {
     record(out, [out, x, w, b, s] {
-      const float* dout = out.grad().f32();
-      if (float* gx = grad_of(x)) be(x).conv2d_backward_data(gx, dout, w.f32(), s, true);
-      float *gw = grad_of(w), *gb = grad_of(b);
-      if (gw || gb) be(x).conv2d_backward_weights(gw, gb, dout, x.f32(), s);
+      be(x).conv2d_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(), s);
     });
   }
   return out;

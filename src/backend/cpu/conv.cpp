@@ -183,6 +183,39 @@ void CpuBackend::conv2d_forward(float* out, const float* inp, const float* w, co
   st.stream.wait();
 }
 
+namespace {
+
+// The two backward passes on primitives p, with diff_dst already in each primitive's layout.
+void backward_data(const ConvPrims& p, float* dinp, const memory& ddst, const float* w, bool accumulate) {
+  ConvState& st = state();
+  std::vector<Tensor> keep;
+  memory dsrc = output(p.src, p.bd_pd.diff_src_desc(), dinp, accumulate, keep);
+  p.bwd_data.execute(st.stream, {{DNNL_ARG_DIFF_DST, ddst},
+                                 {DNNL_ARG_WEIGHTS, input(p.weights, p.bd_pd.weights_desc(), w, keep)},
+                                 {DNNL_ARG_DIFF_SRC, dsrc},
+                                 {DNNL_ARG_SCRATCHPAD, scratch(p.bd_pd.scratchpad_desc(), keep)}});
+  deliver(dsrc, p.src, dinp, accumulate);
+  st.stream.wait();
+}
+
+void backward_weights(const ConvPrims& p, float* dw, float* dbias, const memory& ddst, const float* inp, int64_t C_out) {
+  ConvState& st = state();
+  std::vector<Tensor> keep;
+  memory dwm = scratch(p.bw_pd.diff_weights_desc(), keep);  // always accumulated into dw
+  std::vector<float> tb(dbias ? size_t(C_out) : 0);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, input(p.src, p.bw_pd.src_desc(), inp, keep)},
+                                       {DNNL_ARG_DIFF_DST, ddst},
+                                       {DNNL_ARG_DIFF_WEIGHTS, dwm},
+                                       {DNNL_ARG_SCRATCHPAD, scratch(p.bw_pd.scratchpad_desc(), keep)}};
+  if (dbias) args.insert({DNNL_ARG_DIFF_BIAS, mem(p.bias, tb.data())});
+  p.bwd_weights.execute(st.stream, args);
+  if (dw) deliver(dwm, p.weights, dw, true);
+  st.stream.wait();
+  if (dbias) add_into(dbias, tb.data(), C_out, true);
+}
+
+}  // namespace
+
 void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const float* w, const ConvShape& s,
                                       bool accumulate) {
   if (is_dense(s)) {  // dinp (N, K) (+)= dout (N, C_out) W (C_out, K)
@@ -191,15 +224,8 @@ void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const floa
     return;
   }
   const ConvPrims& p = prims(s, false);
-  ConvState& st = state();
   std::vector<Tensor> keep;
-  memory dsrc = output(p.src, p.bd_pd.diff_src_desc(), dinp, accumulate, keep);
-  p.bwd_data.execute(st.stream, {{DNNL_ARG_DIFF_DST, input(p.dst, p.bd_pd.diff_dst_desc(), dout, keep)},
-                                 {DNNL_ARG_WEIGHTS, input(p.weights, p.bd_pd.weights_desc(), w, keep)},
-                                 {DNNL_ARG_DIFF_SRC, dsrc},
-                                 {DNNL_ARG_SCRATCHPAD, scratch(p.bd_pd.scratchpad_desc(), keep)}});
-  deliver(dsrc, p.src, dinp, accumulate);
-  st.stream.wait();
+  backward_data(p, dinp, input(p.dst, p.bd_pd.diff_dst_desc(), dout, keep), w, accumulate);
 }
 
 void CpuBackend::conv2d_backward_weights(float* dw, float* dbias, const float* dout, const float* inp,
@@ -211,19 +237,24 @@ void CpuBackend::conv2d_backward_weights(float* dw, float* dbias, const float* d
     return;
   }
   const ConvPrims& p = prims(s, dbias != nullptr);
-  ConvState& st = state();
   std::vector<Tensor> keep;
-  memory dwm = scratch(p.bw_pd.diff_weights_desc(), keep);  // always accumulated into dw
-  std::vector<float> tb(dbias ? size_t(s.C_out) : 0);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, input(p.src, p.bw_pd.src_desc(), inp, keep)},
-                                       {DNNL_ARG_DIFF_DST, input(p.dst, p.bw_pd.diff_dst_desc(), dout, keep)},
-                                       {DNNL_ARG_DIFF_WEIGHTS, dwm},
-                                       {DNNL_ARG_SCRATCHPAD, scratch(p.bw_pd.scratchpad_desc(), keep)}};
-  if (dbias) args.insert({DNNL_ARG_DIFF_BIAS, mem(p.bias, tb.data())});
-  p.bwd_weights.execute(st.stream, args);
-  if (dw) deliver(dwm, p.weights, dw, true);
-  st.stream.wait();
-  if (dbias) add_into(dbias, tb.data(), s.C_out, true);
+  backward_weights(p, dw, dbias, input(p.dst, p.bw_pd.diff_dst_desc(), dout, keep), inp, s.C_out);
+}
+
+// Both passes, converting dout once when both primitives want the same layout (the usual case).
+void CpuBackend::conv2d_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
+                                 const float* w, const ConvShape& s) {
+  if (is_dense(s) || !dinp || !(dw || dbias)) {
+    if (dinp) conv2d_backward_data(dinp, dout, w, s, true);
+    if (dw || dbias) conv2d_backward_weights(dw, dbias, dout, inp, s);
+    return;
+  }
+  const ConvPrims& p = prims(s, dbias != nullptr);
+  std::vector<Tensor> keep;
+  memory dd = input(p.dst, p.bd_pd.diff_dst_desc(), dout, keep);
+  backward_data(p, dinp, dd, w, true);
+  const bool same = p.bw_pd.diff_dst_desc() == p.bd_pd.diff_dst_desc();
+  backward_weights(p, dw, dbias, same ? dd : input(p.dst, p.bw_pd.diff_dst_desc(), dout, keep), inp, s.C_out);
 }
 
 void CpuBackend::channel_bias_add(float* out, const float* bias, int64_t N, int64_t C, int64_t HW) {
