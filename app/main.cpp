@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   GanTrainOptions gopt_gan;
-  train->add_flag("--conditional", gopt_gan.conditional, "GAN: class-conditional G and D (labels from the data)");
+  train->add_flag("--conditional", gopt_gan.conditional, "GAN, diffusion: class-conditional model (labels from the data)");
   train
       ->add_option("--gan-loss", gopt_gan.loss,
                    "GAN: nonsaturating (G maximizes log D(G(z)), the default) or "
@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
   train->add_option("--nz", gopt_gan.model.nz, "GAN: latent size")->capture_default_str();
   train->add_option("--ngf", gopt_gan.model.ngf, "GAN: generator width")->capture_default_str();
   train->add_option("--ndf", gopt_gan.model.ndf, "GAN: discriminator width")->capture_default_str();
-  train->add_option("--sample-interval", gopt_gan.sample_interval, "GAN: write a sample grid every N steps")
+  train->add_option("--sample-interval", gopt_gan.sample_interval, "GAN, diffusion: write a sample grid every N steps")
       ->capture_default_str();
   train->add_flag("--hflip", gopt_gan.hflip, "GAN, diffusion: random horizontal flips of the training images");
   DiffusionTrainOptions dopt;
