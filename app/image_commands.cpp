@@ -28,8 +28,8 @@ int32_t resolve_class(const std::string& name, const std::vector<std::string>& n
   AIGC_CHECK(n_classes > 0, "--class: this model is not class-conditional");
   auto it = std::find(names.begin(), names.end(), name);
   int32_t cls = it != names.end() ? int32_t(it - names.begin()) : int32_t(std::strtol(name.c_str(), nullptr, 10));
-  const bool valid = (it != names.end() || std::isdigit(static_cast<unsigned char>(name[0]))) && cls >= 0 &&
-                     cls < n_classes;
+  const bool valid =
+      (it != names.end() || std::isdigit(static_cast<unsigned char>(name[0]))) && cls >= 0 && cls < n_classes;
   if (!valid) {
     std::string all;
     for (const std::string& n : names) all += (all.empty() ? "" : ", ") + n;
@@ -97,8 +97,9 @@ void sample_diffusion(const SampleArgs& a, Rng& rng) {
                    s / double(k + 1) * double(total - k - 1));
     }
   };
-  Tensor x = diffusion_sample(*ld.net, ld.schedule, a.n, c.n_classes ? labels_for(a.n, c.n_classes, cls, fixed) : Tensor(),
-                              a.sampler, rng, on_step);
+  Tensor x =
+      diffusion_sample(*ld.net, ld.schedule, a.n, c.n_classes ? labels_for(a.n, c.n_classes, cls, fixed) : Tensor(),
+                       a.sampler, rng, on_step);
   std::fprintf(stderr, "\n");
   save_image_grid(a.out, x, grid_cols(a.n));
   if (!strip.empty()) {

@@ -10,9 +10,9 @@ namespace aigc::cli {
 struct SampleArgs {
   std::string ckpt, out = "samples.png", class_name;
   int64_t n = 64, seed = -1;
-  bool interpolate = false;      // DCGAN: a latent walk strip
-  std::string trajectory;        // diffusion: directory for one PNG per denoising step
-  SamplerOptions sampler;        // diffusion only
+  bool interpolate = false;  // DCGAN: a latent walk strip
+  std::string trajectory;    // diffusion: directory for one PNG per denoising step
+  SamplerOptions sampler;    // diffusion only
 };
 void sample_images(const SampleArgs& a);
 

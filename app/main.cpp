@@ -12,11 +12,11 @@
 #include "aigc/autograd.h"
 #include "aigc/backend.h"
 #include "aigc/checkpoint.h"
+#include "aigc/diffusion_trainer.h"
 #include "aigc/error.h"
 #include "aigc/evaluate.h"
 #include "aigc/fid.h"
 #include "aigc/file_util.h"
-#include "aigc/diffusion_trainer.h"
 #include "aigc/gan_trainer.h"
 #include "aigc/generate.h"
 #include "aigc/image_io.h"
@@ -120,7 +120,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   GanTrainOptions gopt_gan;
-  train->add_flag("--conditional", gopt_gan.conditional, "GAN, diffusion: class-conditional model (labels from the data)");
+  train->add_flag("--conditional", gopt_gan.conditional,
+                  "GAN, diffusion: class-conditional model (labels from the data)");
   train
       ->add_option("--gan-loss", gopt_gan.loss,
                    "GAN: nonsaturating (G maximizes log D(G(z)), the default) or "
@@ -146,8 +147,9 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   train->add_option("--ema-decay", dopt.ema_decay, "Diffusion: decay of the weights' moving average used to sample")
       ->capture_default_str();
-  train->add_option("--p-uncond", dopt.p_uncond,
-                    "Diffusion, --conditional: share of labels dropped while training (enables --guidance)")
+  train
+      ->add_option("--p-uncond", dopt.p_uncond,
+                   "Diffusion, --conditional: share of labels dropped while training (enables --guidance)")
       ->capture_default_str();
   add_threads(train, threads);
 
@@ -254,8 +256,9 @@ int main(int argc, char** argv) {
     if (train->parsed() && precision == "bf16") {
       set_matmul_precision(MatmulPrecision::BF16);
       if (!bf16_is_native())
-        std::fprintf(stderr, "note: this CPU has no native bf16 instructions: matrix products are emulated (same "
-                             "numbers, no speed-up) and convolutions stay fp32\n");
+        std::fprintf(stderr,
+                     "note: this CPU has no native bf16 instructions: matrix products are emulated (same "
+                     "numbers, no speed-up) and convolutions stay fp32\n");
     }
     if (train->parsed() && model_kind == "dcgan") {
       // Flags shared with the GPT trainer, with the GAN's own defaults when not given.

@@ -22,8 +22,8 @@ inline Tensor run_backward(const std::function<Tensor()>& f, const Tensor& dout)
 }
 
 // Central differences of sum(f() * dout) against each input's analytic gradient.
-inline void grad_check(const std::function<Tensor()>& f, std::vector<Tensor> inputs, const Tensor& dout, double tol = 2e-2,
-                float h = 1e-2f) {
+inline void grad_check(const std::function<Tensor()>& f, std::vector<Tensor> inputs, const Tensor& dout,
+                       double tol = 2e-2, float h = 1e-2f) {
   for (Tensor& t : inputs) t.set_requires_grad(true), t.set_grad(Tensor());  // fresh gradients per check
   run_backward(f, dout);
   std::vector<float> R = dout.to_vector();
@@ -49,6 +49,5 @@ inline void grad_check(const std::function<Tensor()>& f, std::vector<Tensor> inp
     }
   }
 }
-
 
 }  // namespace aigc::testing

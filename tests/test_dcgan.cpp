@@ -165,8 +165,8 @@ TEST(Parity, DcganTrainingStepMatchesPyTorch) {
     std::vector<StTensorOut> in;
     std::vector<std::pair<std::string, Tensor>> all = tensors(g, "G."), dt = tensors(d, "D.");
     all.insert(all.end(), dt.begin(), dt.end());
-    for (auto& [n, t] : std::vector<std::pair<std::string, Tensor>>{
-             {"real", real}, {"labels", labels_f}, {"z_d", z_d}, {"z_g", z_g}})
+    for (auto& [n, t] :
+         std::vector<std::pair<std::string, Tensor>>{{"real", real}, {"labels", labels_f}, {"z_d", z_d}, {"z_g", z_g}})
       all.push_back({n, t});
     std::vector<std::vector<float>> copies;  // the weights change in place during the step: write copies now
     for (auto& [n, t] : all) copies.push_back(t.to_vector());

@@ -33,7 +33,9 @@ UNetConfig tiny_config(int64_t n_classes) {
 // Every weight random (the zero-initialized layers would hide most of the network).
 void randomize(UNet& net, uint64_t seed, float std = 0.2f) {
   Rng rng(seed);
-  for (const Param& p : net.params().params()) init::normal(p.value, p.name.find("norm") != std::string::npos && p.name.ends_with(".weight") ? 1.0f : 0.0f, std, rng);
+  for (const Param& p : net.params().params())
+    init::normal(p.value, p.name.find("norm") != std::string::npos && p.name.ends_with(".weight") ? 1.0f : 0.0f, std,
+                 rng);
 }
 
 }  // namespace
@@ -65,8 +67,9 @@ TEST(Parity, UNetMatchesPyTorch) {
   double worst_grad = aigc::testing::expect_close(ref, "dx", x.grad(), 1e-4);
   for (const Param& p : net.params().params())
     worst_grad = std::max(worst_grad, aigc::testing::expect_close(ref, "grad." + p.name, p.value.grad(), 1e-4));
-  std::printf("[ parity ] U-Net (%lld parameters): output %.2e, gradients %.2e (worst, relative to each tensor's max)\n",
-              (long long)net.params().numel(), worst_out, worst_grad);
+  std::printf(
+      "[ parity ] U-Net (%lld parameters): output %.2e, gradients %.2e (worst, relative to each tensor's max)\n",
+      (long long)net.params().numel(), worst_out, worst_grad);
 }
 
 TEST(Diffusion, SchedulesFollowTheirDefinitions) {
@@ -130,7 +133,8 @@ TEST(Diffusion, DdimEtaOneOverAllStepsEqualsDdpm) {
     std::vector<float> a = diffusion_sample(net, s, 4, Tensor(), ddpm, r1).to_vector();
     std::vector<float> b = diffusion_sample(net, s, 4, Tensor(), ddim, r2).to_vector();
     double worst = 0, scale = 0;
-    for (size_t i = 0; i < a.size(); i++) worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(a[i])));
+    for (size_t i = 0; i < a.size(); i++)
+      worst = std::max(worst, double(std::abs(a[i] - b[i]))), scale = std::max(scale, double(std::abs(a[i])));
     EXPECT_LT(worst, 1e-4 * std::max(1.0, scale)) << (clip ? "clipped" : "unclipped");
     EXPECT_GT(scale, 0.1);  // not a trivial all-zero output
   }

@@ -27,8 +27,9 @@ TEST(GradCheck, SiluAndGroupNorm) {
   grad_check([&] { return ops::group_norm(x, Tensor(), Tensor(), 2); }, {x}, dout);
   grad_check([&] { return ops::group_norm(x, w, b, 3, 1e-5f, /*silu=*/true); }, {x, w, b}, dout);
   // The fused pair equals the two ops one after the other.
-  EXPECT_LT(aigc::testing::max_abs_diff(ops::group_norm(x, w, b, 3, 1e-5f, true),
-                                        ops::silu(ops::group_norm(x, w, b, 3))), 1e-6);
+  EXPECT_LT(
+      aigc::testing::max_abs_diff(ops::group_norm(x, w, b, 3, 1e-5f, true), ops::silu(ops::group_norm(x, w, b, 3))),
+      1e-6);
 }
 
 TEST(GradCheck, UpsampleTransposeChannelAdd) {
@@ -43,8 +44,11 @@ TEST(GradCheck, UpsampleTransposeChannelAdd) {
 TEST(GradCheck, CombineRowsAndMse) {
   Rng rng(43);
   Tensor x = randn({3, 4}, rng), y = randn({3, 4}, rng);
-  grad_check([&] { return ops::combine_rows({0.5f, -1.0f, 2.0f}, x, {1.5f, 0.25f, -0.5f}, y); }, {x, y},
-             randn({3, 4}, rng));
+  grad_check(
+      [&] {
+        return ops::combine_rows({0.5f, -1.0f, 2.0f}, x, {1.5f, 0.25f, -0.5f}, y);
+      },
+      {x, y}, randn({3, 4}, rng));
   grad_check([&] { return ops::mse_loss(x, y); }, {x, y}, Tensor::from_vector({0.7f}, {1}));
 }
 
@@ -58,10 +62,10 @@ TEST(Ops, TimestepEmbeddingIsSinCos) {
   Tensor t = Tensor::from_vector({0.0f, 999.0f}, {2});
   std::vector<float> e = ops::timestep_embedding(t, 8).to_vector();
   for (int i = 0; i < 4; i++) {
-    EXPECT_FLOAT_EQ(e[size_t(i)], 0.0f);       // sin(0)
-    EXPECT_FLOAT_EQ(e[size_t(4 + i)], 1.0f);   // cos(0)
+    EXPECT_FLOAT_EQ(e[size_t(i)], 0.0f);      // sin(0)
+    EXPECT_FLOAT_EQ(e[size_t(4 + i)], 1.0f);  // cos(0)
   }
-  EXPECT_NEAR(e[8], std::sin(999.0), 1e-5);    // frequency 1
+  EXPECT_NEAR(e[8], std::sin(999.0), 1e-5);             // frequency 1
   EXPECT_NEAR(e[11], std::sin(999.0 / 10000.0), 1e-6);  // frequency 1 / max_period
 }
 

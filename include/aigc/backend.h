@@ -28,8 +28,8 @@ class Backend {
                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
 
   // out (N,C) = inp (N,C) @ W^T (W is (C_out,C_in)) + bias, and its gradients.
-  virtual void linear_forward(float* out, const float* inp, const float* w, const float* bias, int64_t N,
-                              int64_t C_in, int64_t C_out) = 0;
+  virtual void linear_forward(float* out, const float* inp, const float* w, const float* bias, int64_t N, int64_t C_in,
+                              int64_t C_out) = 0;
   virtual void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                                const float* w, int64_t N, int64_t C_in, int64_t C_out) = 0;
   // The same product with weights stored as bf16 (inference only).
@@ -55,16 +55,16 @@ class Backend {
   // out (B,T,C) = wte[idx] + wpe[t]  (wpe may be null: no position embedding).
   virtual void embedding_forward(float* out, const int32_t* idx, const float* wte, const float* wpe, int64_t B,
                                  int64_t T, int64_t C, int64_t pos0) = 0;
-  virtual void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* idx, int64_t B,
-                                  int64_t T, int64_t C, int64_t pos0) = 0;
+  virtual void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* idx, int64_t B, int64_t T,
+                                  int64_t C, int64_t pos0) = 0;
 
   virtual void convert_f32_to_bf16(uint16_t* out, const float* inp, int64_t n) = 0;  // round to nearest even
   virtual void add_forward(float* out, const float* a, const float* b, int64_t n) = 0;
   virtual void accumulate(float* dst, const float* src, int64_t n) = 0;  // dst += src
 
   // Layer normalization over the last dim; mean/rstd (N) are saved for backward.
-  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
-                                 const float* b, int64_t N, int64_t C, float eps) = 0;
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                                 int64_t N, int64_t C, float eps) = 0;
   virtual void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                                   const float* w, const float* mean, const float* rstd, int64_t N, int64_t C) = 0;
 
@@ -85,14 +85,14 @@ class Backend {
   // Batch normalization over (N, C, HW) per channel. Training: normalizes with the batch mean and biased
   // variance and writes them to mean, var (C). Evaluation: normalizes with the given mean, var (running stats);
   // its backward treats them as constants.
-  virtual void batchnorm_forward(float* out, float* mean, float* var, const float* inp, const float* w,
-                                 const float* b, int64_t N, int64_t C, int64_t HW, float eps, bool training) = 0;
+  virtual void batchnorm_forward(float* out, float* mean, float* var, const float* inp, const float* w, const float* b,
+                                 int64_t N, int64_t C, int64_t HW, float eps, bool training) = 0;
   virtual void batchnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
-                                  const float* w, const float* mean, const float* var, int64_t N, int64_t C,
-                                  int64_t HW, float eps, bool training) = 0;
+                                  const float* w, const float* mean, const float* var, int64_t N, int64_t C, int64_t HW,
+                                  float eps, bool training) = 0;
   // running = (1 - momentum) running + momentum batch; the variance enters unbiased (count / (count - 1)).
-  virtual void batchnorm_update_running(float* running_mean, float* running_var, const float* mean,
-                                        const float* var, int64_t C, int64_t count, float momentum) = 0;
+  virtual void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
+                                        int64_t C, int64_t count, float momentum) = 0;
 
   // out (N, Ca + Cb, S) = a (N, Ca, S) followed by b (N, Cb, S) along dim 1; backward adds the slices back.
   virtual void concat_channels_forward(float* out, const float* a, const float* b, int64_t N, int64_t Ca, int64_t Cb,
@@ -114,16 +114,14 @@ class Backend {
   // with its own mean and biased variance; then the per-channel affine w, b (either may be null), and with silu
   // a SiLU on top (fused: the normalized values are never stored). mean and rstd (N*G) are saved for backward,
   // which recomputes the rest.
-  virtual void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
-                                 const float* b, int64_t N, int64_t C, int64_t HW, int64_t G, float eps,
-                                 bool silu) = 0;
+  virtual void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                                 int64_t N, int64_t C, int64_t HW, int64_t G, float eps, bool silu) = 0;
   virtual void groupnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                                   const float* w, const float* b, const float* mean, const float* rstd, int64_t N,
                                   int64_t C, int64_t HW, int64_t G, bool silu) = 0;
   // Nearest-neighbour upsampling of (NC, H, W) planes by an integer factor f: out (NC, fH, fW); backward sums
   // each f x f block of dout into its source pixel.
-  virtual void upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W,
-                                        int64_t f) = 0;
+  virtual void upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W, int64_t f) = 0;
   virtual void upsample_nearest_backward(float* dinp, const float* dout, int64_t NC, int64_t H, int64_t W,
                                          int64_t f) = 0;
   // out (B, M, N) [+]= inp (B, N, M) with the last two dimensions swapped.
@@ -153,12 +151,10 @@ class Backend {
   // all). qkv (B,T,3C) holds q|k|v per row, out (B,T,C).
   // lse (B,NH,T) receives each query row's softmax log-sum-exp for backward (may be null for inference);
   // backward recomputes the probabilities from it and from out.
-  virtual void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C,
-                                 int64_t NH,
+  virtual void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
                                  bool causal) = 0;
-  virtual void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                                  const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH,
-                                  bool causal) = 0;
+  virtual void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
+                                  int64_t B, int64_t T, int64_t C, int64_t NH, bool causal) = 0;
   // Incremental attention with a KV cache: qkv (B,T,3C) holds T new positions starting at pos0; their k, v are
   // written into kcache/vcache (B,NH,T_cap,HS) first, then each query attends to positions [0, pos0 + t].
   virtual void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T,
@@ -166,8 +162,8 @@ class Backend {
 
   // Softmax cross-entropy per row. losses (N), lse (N) = log-sum-exp saved for backward. Rows whose target is
   // negative are ignored (loss 0, no gradient).
-  virtual void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets,
-                                     int64_t N, int64_t V) = 0;
+  virtual void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N,
+                                     int64_t V) = 0;
   // dlogits += scale * (softmax(logits) - onehot(target)) for each row.
   virtual void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
                                       float scale, int64_t N, int64_t V) = 0;
@@ -179,8 +175,8 @@ class Backend {
   // AdamW (decoupled decay) when decoupled, else Adam with L2 added to the gradient. t is the 1-based step.
   virtual void adam_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
                            float eps, float weight_decay, bool decoupled, int64_t t) = 0;
-  virtual void sgd_update(float* p, const float* g, float* buf, int64_t n, float lr, float momentum,
-                          float weight_decay, bool first_step) = 0;
+  virtual void sgd_update(float* p, const float* g, float* buf, int64_t n, float lr, float momentum, float weight_decay,
+                          bool first_step) = 0;
 };
 
 Backend& backend_for(Device d);

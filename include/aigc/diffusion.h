@@ -21,7 +21,7 @@ class Rng;
 class UNet;
 
 struct NoiseSchedule {
-  std::string kind;  // "linear" (beta 1e-4 .. 0.02, Ho et al.) or "cosine" (Nichol & Dhariwal 2021)
+  std::string kind;                     // "linear" (beta 1e-4 .. 0.02, Ho et al.) or "cosine" (Nichol & Dhariwal 2021)
   std::vector<double> beta, alpha_bar;  // T entries each
   int64_t T() const { return int64_t(beta.size()); }
   double abar_prev(int64_t i) const { return i > 0 ? alpha_bar[size_t(i - 1)] : 1.0; }
@@ -40,12 +40,12 @@ Tensor diffusion_loss(UNet& net, const NoiseSchedule& s, const Tensor& x0, const
                       float p_uncond, uint64_t dropout_seed);
 
 struct SamplerOptions {
-  std::string sampler = "ddim";  // "ddpm" (ancestral, T steps) or "ddim"
-  int64_t steps = 50;            // DDIM: evenly spaced timesteps floor(i T / steps), i = steps-1 .. 0
-  double eta = 0.0;              // DDIM: 0 deterministic, 1 the DDPM posterior noise
+  std::string sampler = "ddim";        // "ddpm" (ancestral, T steps) or "ddim"
+  int64_t steps = 50;                  // DDIM: evenly spaced timesteps floor(i T / steps), i = steps-1 .. 0
+  double eta = 0.0;                    // DDIM: 0 deterministic, 1 the DDPM posterior noise
   std::string variance = "posterior";  // DDPM: sigma_t^2 = "posterior" variance or "beta" (beta_t)
-  double guidance = 0.0;  // classifier-free guidance w: eps = (1 + w) eps(x, c) - w eps(x, none); 0 = off
-  bool clip = true;       // clip the predicted x_0 to [-1, 1] at every step (Ho et al.'s sampler does)
+  double guidance = 0.0;               // classifier-free guidance w: eps = (1 + w) eps(x, c) - w eps(x, none); 0 = off
+  bool clip = true;                    // clip the predicted x_0 to [-1, 1] at every step (Ho et al.'s sampler does)
 };
 
 // Generates images from noise x_T ~ N(0, I) drawn from rng (the same rng draws every later noise, so one seed

@@ -22,12 +22,12 @@ struct DiffusionTrainOptions {
   int64_t steps = 4000;
   int64_t stop_after = 0;  // stop (and save) after this step; 0 = run to `steps`
   float lr = 2e-4f;
-  int64_t warmup = 200;    // linear learning-rate warmup steps
-  float grad_clip = 1.0f;  // max global gradient norm (0 = off)
+  int64_t warmup = 200;      // linear learning-rate warmup steps
+  float grad_clip = 1.0f;    // max global gradient norm (0 = off)
   float ema_decay = 0.999f;  // effective decay min(ema_decay, (1 + step) / (10 + step)): early steps track fast
   bool hflip = false;
   int64_t log_interval = 20, sample_interval = 1000, ckpt_interval = 500;
-  int64_t sample_steps = 50;  // DDIM steps for the progress grids
+  int64_t sample_steps = 50;          // DDIM steps for the progress grids
   std::string out_dir = "runs/ddpm";  // ckpt.safetensors, metrics.jsonl, samples/step_N.png
   uint64_t seed = 1337;
   bool resume = false;

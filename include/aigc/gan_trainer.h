@@ -45,8 +45,8 @@ struct GanStep {
   Tensor d_real, d_fake;
 };
 class Optimizer;
-GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real,
-                 const Tensor& labels, const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr);
+GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real, const Tensor& labels,
+                 const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr);
 
 // The generator of a DCGAN checkpoint, with the class names it was trained on (empty if unconditional).
 struct LoadedGenerator {

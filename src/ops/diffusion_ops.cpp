@@ -19,8 +19,8 @@ Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t gro
   check_f32(x, "group_norm", "input");
   AIGC_CHECK(x.dim() >= 2, "group_norm: input must be (N, C, ...), got " + shape_str(x.shape()));
   const int64_t N = x.size(0), C = x.size(1), HW = x.numel() / std::max<int64_t>(N * C, 1);
-  AIGC_CHECK(groups >= 1 && C % groups == 0, "group_norm: " + std::to_string(C) + " channels do not split into " +
-                                                 std::to_string(groups) + " groups");
+  AIGC_CHECK(groups >= 1 && C % groups == 0,
+             "group_norm: " + std::to_string(C) + " channels do not split into " + std::to_string(groups) + " groups");
   for (const Tensor* t : {&w, &b})
     if (t->defined()) {
       check_f32(*t, "group_norm", "affine parameter");
@@ -32,8 +32,8 @@ Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t gro
   if (needs_grad({&x, &w, &b}))
     record(out, [out, x, w, b, mean, rstd, N, C, HW, groups, silu] {
       be(x).groupnorm_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(),
-                               w.defined() ? w.f32() : nullptr, b.defined() ? b.f32() : nullptr, mean.f32(),
-                               rstd.f32(), N, C, HW, groups, silu);
+                               w.defined() ? w.f32() : nullptr, b.defined() ? b.f32() : nullptr, mean.f32(), rstd.f32(),
+                               N, C, HW, groups, silu);
     });
   return out;
 }
@@ -64,9 +64,9 @@ Tensor transpose_last2(const Tensor& x) {
 Tensor add_channelwise(const Tensor& x, const Tensor& v) {
   check_f32(x, "add_channelwise", "x");
   check_f32(v, "add_channelwise", "v");
-  AIGC_CHECK(x.dim() >= 2 && v.dim() == 2 && v.size(0) == x.size(0) && v.size(1) == x.size(1),
-             "add_channelwise: need x (B, C, ...) and v (B, C), got " + shape_str(x.shape()) + " and " +
-                 shape_str(v.shape()));
+  AIGC_CHECK(
+      x.dim() >= 2 && v.dim() == 2 && v.size(0) == x.size(0) && v.size(1) == x.size(1),
+      "add_channelwise: need x (B, C, ...) and v (B, C), got " + shape_str(x.shape()) + " and " + shape_str(v.shape()));
   // Every (sample, channel) plane gets its own value: the channel-bias kernel with B*C "channels".
   const int64_t BC = x.size(0) * x.size(1), S = x.numel() / std::max<int64_t>(BC, 1);
   Tensor out = Tensor::empty(x.shape());
@@ -96,8 +96,9 @@ Tensor combine_rows(const std::vector<float>& a, const Tensor& x, const std::vec
   AIGC_CHECK(b.empty() == !y.defined(), "combine_rows: y and b go together");
   if (y.defined()) {
     check_f32(y, "combine_rows", "y");
-    AIGC_CHECK(y.shape() == x.shape() && int64_t(b.size()) == N, "combine_rows: x and y must have the same shape, "
-                                                                 "and b one coefficient per sample");
+    AIGC_CHECK(y.shape() == x.shape() && int64_t(b.size()) == N,
+               "combine_rows: x and y must have the same shape, "
+               "and b one coefficient per sample");
   }
   Tensor out = Tensor::empty(x.shape());
   be(x).combine_rows(out.f32(), a.data(), x.f32(), b.empty() ? nullptr : b.data(), y.defined() ? y.f32() : nullptr, N,
@@ -121,9 +122,9 @@ Tensor clamp(const Tensor& x, float lo, float hi) {
 Tensor mse_loss(const Tensor& pred, const Tensor& target) {
   check_f32(pred, "mse_loss", "prediction");
   check_f32(target, "mse_loss", "target");
-  AIGC_CHECK(pred.shape() == target.shape() && pred.numel() > 0,
-             "mse_loss: prediction " + shape_str(pred.shape()) + " and target " + shape_str(target.shape()) +
-                 " must have the same non-empty shape");
+  AIGC_CHECK(pred.shape() == target.shape() && pred.numel() > 0, "mse_loss: prediction " + shape_str(pred.shape()) +
+                                                                     " and target " + shape_str(target.shape()) +
+                                                                     " must have the same non-empty shape");
   const int64_t n = pred.numel();
   Tensor out = Tensor::from_vector({float(be(pred).mse_forward(pred.f32(), target.f32(), n) / double(n))}, {1});
   if (needs_grad({&pred, &target}))

@@ -36,9 +36,9 @@ const std::string& meta(const SafeTensorsReader& st, const std::string& key) {
 
 NoiseSchedule schedule_of(const SafeTensorsReader& st) {
   nlohmann::json j = nlohmann::json::parse(meta(st, "aigc.schedule"), nullptr, false);
-  AIGC_CHECK(j.is_object() && j.contains("kind") && j["kind"].is_string() && j.contains("T") &&
-                 j["T"].is_number_integer(),
-             "'" + st.path() + "': aigc.schedule must be {\"kind\": string, \"T\": integer}");
+  AIGC_CHECK(
+      j.is_object() && j.contains("kind") && j["kind"].is_string() && j.contains("T") && j["T"].is_number_integer(),
+      "'" + st.path() + "': aigc.schedule must be {\"kind\": string, \"T\": integer}");
   return NoiseSchedule::make(j["kind"].get<std::string>(), j["T"].get<int64_t>());
 }
 
@@ -53,9 +53,7 @@ std::vector<std::string> classes_of(const SafeTensorsReader& st) {
 }
 
 // Copies the EMA buffer into a model's parameters (for sampling the progress grids).
-void load_flat(UNet& net, const Tensor& flat) {
-  std::copy(flat.f32(), flat.f32() + flat.numel(), net.params().data());
-}
+void load_flat(UNet& net, const Tensor& flat) { std::copy(flat.f32(), flat.f32() + flat.numel(), net.params().data()); }
 
 }  // namespace
 
@@ -131,8 +129,8 @@ DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt) {
   std::ofstream metrics(fs::path(opt.out_dir) / "metrics.jsonl", opt.resume ? std::ios::app : std::ios::trunc);
   log("ddpm: U-Net " + std::to_string(n) + " parameters; " + std::to_string(data.n) + " training images " +
       std::to_string(data.channels) + "x" + std::to_string(data.height) + "x" + std::to_string(data.width) +
-      (cfg.n_classes ? ", class-conditional" : "") + "; " + sched.kind + " schedule, T = " +
-      std::to_string(sched.T()) + "; batch " + std::to_string(B));
+      (cfg.n_classes ? ", class-conditional" : "") + "; " + sched.kind + " schedule, T = " + std::to_string(sched.T()) +
+      "; batch " + std::to_string(B));
 
   const std::vector<std::string> names = cfg.n_classes ? data.class_names : std::vector<std::string>{};
   auto save = [&](int64_t s) {
@@ -157,8 +155,8 @@ DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt) {
     SamplerOptions so;
     so.steps = std::min(opt.sample_steps, sched.T());
     Rng grid_rng(opt.seed + 99);
-    Tensor x = diffusion_sample(sampler, sched, 64, cfg.n_classes ? Tensor::from_ints(lab, {64}) : Tensor(), so,
-                                grid_rng);
+    Tensor x =
+        diffusion_sample(sampler, sched, 64, cfg.n_classes ? Tensor::from_ints(lab, {64}) : Tensor(), so, grid_rng);
     std::string path = (fs::path(opt.out_dir) / "samples" / ("step_" + std::to_string(s) + ".png")).string();
     save_image_grid(path, x, 8);
     return path;
@@ -187,20 +185,21 @@ DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt) {
     cpu_backend().ema_update(ema.f32(), net.params().data(), n, decay);
 
     const float l = loss.item();
-    AIGC_CHECK(std::isfinite(l), "training diverged at step " + std::to_string(step) +
-                                     " (the loss is not finite); try a lower --lr");
+    AIGC_CHECK(std::isfinite(l),
+               "training diverged at step " + std::to_string(step) + " (the loss is not finite); try a lower --lr");
     if (step == first + 1) res.first_loss = l;
     loss_sum += l, loss_count++;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double ips = double((step - first) * B) / secs;
-    metrics << nlohmann::json{{"step", step}, {"loss", l}, {"grad_norm", gnorm}, {"lr", lr}, {"images_per_s", ips}}
-                   .dump()
-            << "\n";
+    metrics
+        << nlohmann::json{{"step", step}, {"loss", l}, {"grad_norm", gnorm}, {"lr", lr}, {"images_per_s", ips}}.dump()
+        << "\n";
     if (step % opt.log_interval == 0 || step == last || step == first + 1) {
       res.last_loss = float(loss_sum / double(loss_count));
       char line[256];
-      std::snprintf(line, sizeof line, "step %6lld/%lld | loss %.4f | grad norm %.3f | lr %.2e | %.0f img/s | ETA %.0fs",
-                    (long long)step, (long long)last, res.last_loss, gnorm, lr, ips,
+      std::snprintf(line, sizeof line,
+                    "step %6lld/%lld | loss %.4f | grad norm %.3f | lr %.2e | %.0f img/s | ETA %.0fs", (long long)step,
+                    (long long)last, res.last_loss, gnorm, lr, ips,
                     double(last - step) * double(B) / std::max(ips, 1e-9));
       log(line);
       loss_sum = 0, loss_count = 0;

@@ -12,9 +12,9 @@
 
 #include "aigc/autograd.h"
 #include "aigc/error.h"
-#include "aigc/interrupt.h"
 #include "aigc/image_data.h"
 #include "aigc/image_io.h"
+#include "aigc/interrupt.h"
 #include "aigc/ops.h"
 #include "aigc/optim.h"
 #include "aigc/rng.h"
@@ -25,7 +25,6 @@ namespace aigc {
 namespace fs = std::filesystem;
 
 namespace {
-
 
 // Every tensor of both networks and both optimizers, under one prefix per owner.
 void add_net(std::vector<StTensorOut>& out, const std::string& prefix, ConvNet& net, Optimizer* opt) {
@@ -76,8 +75,8 @@ LoadedGenerator load_generator(const std::string& path) {
   return out;
 }
 
-GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real,
-                 const Tensor& labels, const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr) {
+GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real, const Tensor& labels,
+                 const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr) {
   const int64_t B = real.size(0);
   Tensor ones = Tensor::empty({B}), zeros = Tensor::zeros({B});
   init::constant(ones, 1.0f);

@@ -24,7 +24,7 @@ namespace aigc {
 struct UNetConfig {
   int64_t image_size = 28;  // divisible by 2^(levels - 1)
   int64_t channels = 1;
-  int64_t ch = 32;                        // base channels
+  int64_t ch = 32;                           // base channels
   std::vector<int64_t> ch_mult = {1, 2, 2};  // channels per level = ch * mult; one halving between levels
   int64_t num_res_blocks = 2;
   std::vector<int64_t> attn_resolutions = {7};  // feature-map sizes that get self-attention after res blocks
@@ -90,7 +90,7 @@ class UNet {
   Conv conv_in_, conv_out_;
   Norm norm_out_;
   std::vector<Level> down_, up_;
-  Stage mid1_, mid2_;  // mid1_ carries the middle attention
+  Stage mid1_, mid2_;                   // mid1_ carries the middle attention
   std::vector<std::string> zero_init_;  // parameters that start at zero (last conv of each residual branch, ...)
 };
 

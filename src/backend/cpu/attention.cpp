@@ -51,8 +51,8 @@ inline int64_t visible(bool causal, int64_t i, int64_t j0, int64_t bk) {
   return causal ? std::min(bk, i - j0 + 1) : bk;
 }
 
-void head_forward(float* o, int64_t ldo, float* lse, const HeadPtrs& h, int64_t T, int64_t HS, float scale,
-                  bool causal, float* S, float* acc, float* m, float* l) {
+void head_forward(float* o, int64_t ldo, float* lse, const HeadPtrs& h, int64_t T, int64_t HS, float scale, bool causal,
+                  float* S, float* acc, float* m, float* l) {
   for (int64_t i0 = 0; i0 < T; i0 += kBlock) {
     const int64_t bq = std::min(kBlock, T - i0);
     for (int64_t r = 0; r < bq; r++) m[r] = -INFINITY, l[r] = 0.0f;
@@ -153,8 +153,9 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
             for (int64_t c = 0; c < vis; c++) row[c] = exp_vec(row[c] - lr);
             for (int64_t c = std::max<int64_t>(vis, 0); c < bk; c++) row[c] = 0.0f;
           }
-          gemm(true, false, bk, HS, bq, 1.0f, P.data(), kBlock, dO + i0 * C, C, 1.0f, dv + j0 * C3, C3);  // dV += P^T dO
-          gemm(false, true, bq, bk, HS, 1.0f, dO + i0 * C, C, v + j0 * C3, C3, 0.0f, dS.data(), kBlock);    // dP = dO V^T
+          gemm(true, false, bk, HS, bq, 1.0f, P.data(), kBlock, dO + i0 * C, C, 1.0f, dv + j0 * C3,
+               C3);  // dV += P^T dO
+          gemm(false, true, bq, bk, HS, 1.0f, dO + i0 * C, C, v + j0 * C3, C3, 0.0f, dS.data(), kBlock);  // dP = dO V^T
           for (int64_t r = 0; r < bq; r++) {  // dS = P * (dP - D)
             float* d = dS.data() + r * kBlock;
             const float* p = P.data() + r * kBlock;

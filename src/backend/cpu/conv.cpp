@@ -58,16 +58,16 @@ const ConvPrims& prims(const ConvShape& s, bool bias) {
   ConvPrims p;
   p.src = memory::desc({s.N, s.C_in, s.H, s.W}, f32, Tag::nchw);
   p.dst = memory::desc({s.N, s.C_out, OH, OW}, f32, Tag::nchw);
-  const memory::dims wdims = G == 1 ? memory::dims{s.C_out, s.C_in, s.KH, s.KW}
-                                    : memory::dims{G, s.C_out / G, s.C_in / G, s.KH, s.KW};
+  const memory::dims wdims =
+      G == 1 ? memory::dims{s.C_out, s.C_in, s.KH, s.KW} : memory::dims{G, s.C_out / G, s.C_in / G, s.KH, s.KW};
   p.weights = memory::desc(wdims, f32, G == 1 ? Tag::oihw : Tag::goihw);
   p.bias = bias ? memory::desc({s.C_out}, f32, Tag::x) : memory::desc();
   // Mixed precision (--precision bf16): every operand a convolution reads is rounded to bf16 by the reorder that
   // brings it into the primitive's layout; what it writes (output, gradients) stays f32.
   const auto in_type = matmul_precision() == MatmulPrecision::BF16 && bf16_is_native() ? memory::data_type::bf16 : f32;
-  const memory::desc src_in({s.N, s.C_in, s.H, s.W}, in_type, Tag::any), src_out({s.N, s.C_in, s.H, s.W}, f32, Tag::any),
-      dst_in({s.N, s.C_out, OH, OW}, in_type, Tag::any), dst_out({s.N, s.C_out, OH, OW}, f32, Tag::any),
-      w_in(wdims, in_type, Tag::any), w_out(wdims, f32, Tag::any);
+  const memory::desc src_in({s.N, s.C_in, s.H, s.W}, in_type, Tag::any),
+      src_out({s.N, s.C_in, s.H, s.W}, f32, Tag::any), dst_in({s.N, s.C_out, OH, OW}, in_type, Tag::any),
+      dst_out({s.N, s.C_out, OH, OW}, f32, Tag::any), w_in(wdims, in_type, Tag::any), w_out(wdims, f32, Tag::any);
   // oneDNN counts dilation from 0 (PyTorch's dilation - 1) and wants the right/bottom padding that makes the
   // output size come out exactly (PyTorch drops the remainder of a stride that does not fit).
   memory::dims strides{s.stride_h, s.stride_w}, dil{s.dil_h - 1, s.dil_w - 1}, pad_l{s.pad_h, s.pad_w};
@@ -79,15 +79,15 @@ const ConvPrims& prims(const ConvShape& s, bool bias) {
   dnnl::primitive_attr attr;  // scratch space comes from aigc's buffer cache (see scratch())
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   p.fwd_pd = dnnl::convolution_forward::primitive_desc(
-      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_in, w_in, p.bias, dst_out,
-                                      strides, dil, pad_l, pad_r),
+      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_in, w_in, p.bias, dst_out, strides,
+                                      dil, pad_l, pad_r),
       attr, st.engine);
   p.bd_pd = dnnl::convolution_backward_data::primitive_desc(
-      dnnl::convolution_backward_data::desc(algo, src_out, w_in, dst_in, strides, dil, pad_l, pad_r), attr,
-      st.engine, p.fwd_pd);
+      dnnl::convolution_backward_data::desc(algo, src_out, w_in, dst_in, strides, dil, pad_l, pad_r), attr, st.engine,
+      p.fwd_pd);
   p.bw_pd = dnnl::convolution_backward_weights::primitive_desc(
-      dnnl::convolution_backward_weights::desc(algo, src_in, w_out, p.bias, dst_in, strides, dil, pad_l, pad_r),
-      attr, st.engine, p.fwd_pd);
+      dnnl::convolution_backward_weights::desc(algo, src_in, w_out, p.bias, dst_in, strides, dil, pad_l, pad_r), attr,
+      st.engine, p.fwd_pd);
   p.fwd = dnnl::convolution_forward(p.fwd_pd);
   p.bwd_data = dnnl::convolution_backward_data(p.bd_pd);
   p.bwd_weights = dnnl::convolution_backward_weights(p.bw_pd);
@@ -198,7 +198,8 @@ void backward_data(const ConvPrims& p, float* dinp, const memory& ddst, const fl
   st.stream.wait();
 }
 
-void backward_weights(const ConvPrims& p, float* dw, float* dbias, const memory& ddst, const float* inp, int64_t C_out) {
+void backward_weights(const ConvPrims& p, float* dw, float* dbias, const memory& ddst, const float* inp,
+                      int64_t C_out) {
   ConvState& st = state();
   std::vector<Tensor> keep;
   memory dwm = scratch(p.bw_pd.diff_weights_desc(), keep);  // always accumulated into dw

@@ -20,8 +20,8 @@ class CpuBackend final : public Backend {
                       int64_t C_out) override;
   void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
                        int64_t N, int64_t C_in, int64_t C_out) override;
-  void linear_forward_bf16w(float* out, const float* inp, const uint16_t* w, const float* bias, int64_t N,
-                            int64_t C_in, int64_t C_out) override;
+  void linear_forward_bf16w(float* out, const float* inp, const uint16_t* w, const float* bias, int64_t N, int64_t C_in,
+                            int64_t C_out) override;
   void conv2d_forward(float* out, const float* inp, const float* w, const float* bias, const ConvShape& s,
                       bool accumulate) override;
   void conv2d_backward_data(float* dinp, const float* dout, const float* w, const ConvShape& s,
@@ -58,8 +58,8 @@ class CpuBackend final : public Backend {
   void batchnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                           const float* mean, const float* var, int64_t N, int64_t C, int64_t HW, float eps,
                           bool training) override;
-  void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
-                                int64_t C, int64_t count, float momentum) override;
+  void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, int64_t C,
+                                int64_t count, float momentum) override;
   void concat_channels_forward(float* out, const float* a, const float* b, int64_t N, int64_t Ca, int64_t Cb,
                                int64_t S) override;
   void concat_channels_backward(float* da, float* db, const float* dout, int64_t N, int64_t Ca, int64_t Cb,
@@ -75,8 +75,7 @@ class CpuBackend final : public Backend {
                           const float* b, const float* mean, const float* rstd, int64_t N, int64_t C, int64_t HW,
                           int64_t G, bool silu) override;
   void upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W, int64_t f) override;
-  void upsample_nearest_backward(float* dinp, const float* dout, int64_t NC, int64_t H, int64_t W,
-                                 int64_t f) override;
+  void upsample_nearest_backward(float* dinp, const float* dout, int64_t NC, int64_t H, int64_t W, int64_t f) override;
   void transpose_last2(float* out, const float* inp, int64_t B, int64_t N, int64_t M, bool accumulate) override;
   void timestep_embedding(float* out, const float* t, int64_t B, int64_t dim, float max_period) override;
   void combine_rows(float* out, const float* a, const float* x, const float* b, const float* y, int64_t N, int64_t S,
@@ -88,12 +87,10 @@ class CpuBackend final : public Backend {
   void ema_update(float* ema, const float* p, int64_t n, float decay) override;
   void dropout_forward(float* out, float* mask, const float* inp, int64_t n, float p, uint64_t seed) override;
   void mul_backward(float* dinp, const float* dout, const float* mask, int64_t n) override;
-  void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C,
-                         int64_t NH,
+  void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C, int64_t NH,
                          bool causal) override;
   void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
-                          int64_t B, int64_t T, int64_t C, int64_t NH,
-                          bool causal) override;
+                          int64_t B, int64_t T, int64_t C, int64_t NH, bool causal) override;
   void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T, int64_t C,
                         int64_t NH, int64_t pos0, int64_t T_cap) override;
   void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N,
@@ -141,8 +138,8 @@ inline float f32_from_bf16(uint16_t h) { return std::bit_cast<float>(uint32_t(h)
 void f32_to_bf16(uint16_t* dst, const float* src, int64_t n);
 void bf16_to_f32(float* dst, const uint16_t* src, int64_t n);
 // C (M,N) = alpha op(A) op(B) + beta C with bf16 A, B and fp32 C, row-major as in Backend::gemm.
-void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
-               int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
 bool bf16_matmul_is_native();
 // C (M,N) = A (M,K) B^T + beta C in fp32 through the matmul primitive; false if it has no fast kernel here.
 bool gemm_f32_matmul(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,

@@ -40,8 +40,7 @@ inline void row_sums(const float* x, int64_t n, float m, double& s, double& ss) 
 // Each (sample, group) is one contiguous block of C/G * HW values. Statistics: per channel row in float lanes,
 // across rows in double, in a fixed order (deterministic); the variance in a second pass around the mean.
 void CpuBackend::groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
-                                   const float* b, int64_t N, int64_t C, int64_t HW, int64_t G, float eps,
-                                   bool silu) {
+                                   const float* b, int64_t N, int64_t C, int64_t HW, int64_t G, float eps, bool silu) {
   const int64_t cpg = C / G, len = cpg * HW;
 #pragma omp parallel for schedule(static)
   for (int64_t ng = 0; ng < N * G; ng++) {
@@ -72,8 +71,8 @@ void CpuBackend::groupnorm_forward(float* out, float* mean, float* rstd, const f
 }
 
 void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
-                                    const float* w, const float* b, const float* mean, const float* rstd,
-                                    int64_t N, int64_t C, int64_t HW, int64_t G, bool silu) {
+                                    const float* w, const float* b, const float* mean, const float* rstd, int64_t N,
+                                    int64_t C, int64_t HW, int64_t G, bool silu) {
   const int64_t cpg = C / G, len = cpg * HW;
   // The gradient reaching the normalization's output: dout, or through the fused SiLU dout * silu'(y) with
   // y = xhat w + b recomputed.
@@ -102,7 +101,7 @@ void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const flo
     if (db) db[c] += float(sb);
   }
   if (!dinp) return;
-  // With g = dout * w and xhat the normalized input: dx = rstd (g - mean(g) - xhat mean(g xhat)) per group.
+    // With g = dout * w and xhat the normalized input: dx = rstd (g - mean(g) - xhat mean(g xhat)) per group.
 #pragma omp parallel for schedule(static)
   for (int64_t ng = 0; ng < N * G; ng++) {
     const int64_t n = ng / G, c0 = (ng % G) * cpg;
@@ -123,8 +122,7 @@ void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const flo
   }
 }
 
-void CpuBackend::upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W,
-                                          int64_t f) {
+void CpuBackend::upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W, int64_t f) {
   const int64_t OW = W * f;
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < NC * H; p++) {  // one input row -> f output rows

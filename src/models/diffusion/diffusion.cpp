@@ -54,7 +54,9 @@ Tensor q_sample(const NoiseSchedule& s, const Tensor& x0, const std::vector<int6
 
 namespace {
 
-Tensor timesteps(const std::vector<int64_t>& t) { return Tensor::from_vector(std::vector<float>(t.begin(), t.end()), {int64_t(t.size())}); }
+Tensor timesteps(const std::vector<int64_t>& t) {
+  return Tensor::from_vector(std::vector<float>(t.begin(), t.end()), {int64_t(t.size())});
+}
 
 // x and y stacked along the batch: (2N, ...).
 Tensor stack_batch(const Tensor& x, const Tensor& y) {

@@ -31,11 +31,16 @@ void UNetConfig::validate() const {
 }
 
 std::string UNetConfig::to_json() const {
-  return nlohmann::json{{"image_size", image_size}, {"channels", channels},
-                        {"ch", ch},                 {"ch_mult", ch_mult},
-                        {"num_res_blocks", num_res_blocks}, {"attn_resolutions", attn_resolutions},
-                        {"groups", groups},         {"n_head", n_head},
-                        {"dropout", dropout},       {"n_classes", n_classes}}
+  return nlohmann::json{{"image_size", image_size},
+                        {"channels", channels},
+                        {"ch", ch},
+                        {"ch_mult", ch_mult},
+                        {"num_res_blocks", num_res_blocks},
+                        {"attn_resolutions", attn_resolutions},
+                        {"groups", groups},
+                        {"n_head", n_head},
+                        {"dropout", dropout},
+                        {"n_classes", n_classes}}
       .dump();
 }
 
@@ -170,8 +175,8 @@ void UNet::init_weights(uint64_t seed) {
   const std::vector<Param>& ps = params_.params();
   for (size_t i = 0; i < ps.size(); i++) {
     const Param& p = ps[i];
-    const bool zero = std::any_of(zero_init_.begin(), zero_init_.end(),
-                                  [&](const std::string& z) { return p.name.starts_with(z); });
+    const bool zero =
+        std::any_of(zero_init_.begin(), zero_init_.end(), [&](const std::string& z) { return p.name.starts_with(z); });
     if (zero) {
       init::constant(p.value, 0.0f);
     } else if (p.name == "class_emb") {
@@ -193,8 +198,7 @@ Tensor UNet::norm_act(const Norm& n, const Tensor& x) const {
   return ops::group_norm(x, n.w, n.b, cfg_.groups, 1e-5f, /*silu=*/true);
 }
 
-Tensor UNet::res_block(const ResBlock& r, const Tensor& x, const Tensor& temb_act, bool training,
-                       uint64_t seed) const {
+Tensor UNet::res_block(const ResBlock& r, const Tensor& x, const Tensor& temb_act, bool training, uint64_t seed) const {
   Tensor h = conv(r.conv1, norm_act(r.norm1, x));
   h = ops::add_channelwise(h, ops::linear(temb_act, r.temb_w, r.temb_b));
   h = norm_act(r.norm2, h);
@@ -230,7 +234,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& t, const Tensor& labels, boo
     AIGC_CHECK(labels.defined() && labels.numel() == B, "unet: a class-conditional model needs one label per image");
     temb = ops::add(temb, ops::embedding(labels.view({B, 1}), class_emb_, Tensor()).view({B, 4 * cfg_.ch}));
   }
-  const Tensor temb_act = ops::silu(temb);  // every residual block projects SiLU(temb)
+  const Tensor temb_act = ops::silu(temb);    // every residual block projects SiLU(temb)
   uint64_t seed = dropout_seed * 1000003ull;  // a different dropout mask per block
   Tensor h = conv(conv_in_, x);
   std::vector<Tensor> skips{h};
