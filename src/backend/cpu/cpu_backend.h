@@ -126,6 +126,12 @@ inline float exp_vec(float x) {
   return p * std::bit_cast<float>((int32_t(n) + 127) << 23);
 }
 
+// The logistic 1 / (1 + e^-x) without overflow for large |x|: e^-|x| never exceeds 1.
+inline float sigmoid(float x) {
+  float e = exp_vec(-(x < 0.0f ? -x : x));
+  return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+
 // bfloat16: the top half of a float. Rounding is to nearest, ties to even; NaNs stay NaNs.
 inline uint16_t bf16_from_f32(float f) {
   uint32_t u = std::bit_cast<uint32_t>(f);

@@ -11,17 +11,16 @@
 namespace aigc::cpu {
 
 namespace {
-inline float sigmoid_of(float x) { return 1.0f / (1.0f + exp_vec(-x)); }
 // d/dx x s(x) = s(x) (1 + x (1 - s(x)))
 inline float silu_grad(float x) {
-  const float s = sigmoid_of(x);
+  const float s = sigmoid(x);
   return s * (1.0f + x * (1.0f - s));
 }
 }  // namespace
 
 void CpuBackend::silu_forward(float* out, const float* inp, int64_t n) {
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; i++) out[i] = inp[i] / (1.0f + exp_vec(-inp[i]));
+  for (int64_t i = 0; i < n; i++) out[i] = inp[i] * sigmoid(inp[i]);
 }
 
 void CpuBackend::silu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
@@ -60,7 +59,7 @@ void CpuBackend::groupnorm_forward(float* out, float* mean, float* rstd, const f
 #pragma omp simd
         for (int64_t i = 0; i < HW; i++) {
           const float y = xc[i] * scale + shift;
-          o[i] = y * sigmoid_of(y);
+          o[i] = y * sigmoid(y);
         }
       } else {
 #pragma omp simd

@@ -10,11 +10,6 @@
 namespace aigc::cpu {
 
 namespace {
-// 1 / (1 + e^-x) without overflow for large |x|: e^-|x| never exceeds 1.
-inline float sigmoid(float x) {
-  float e = exp_vec(-std::fabs(x));
-  return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-}
 inline float tanh_of(float x) { return 2.0f * sigmoid(2.0f * x) - 1.0f; }
 }  // namespace
 
