@@ -159,6 +159,11 @@ class Backend {
   // written into kcache/vcache (B,NH,T_cap,HS) first, then each query attends to positions [0, pos0 + t].
   virtual void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T,
                                 int64_t C, int64_t NH, int64_t pos0, int64_t T_cap) = 0;
+  // One decoding step of B independent sequences (continuous batching): qkv (B,1,3C) holds one new position per
+  // row; row b's sequence lives in cache slot slot[b] of kcache/vcache (S,NH,T_cap,HS) and the new position is
+  // pos[b]. Its k, v are stored there, then its query attends to positions [0, pos[b]] of that slot.
+  virtual void attention_decode(float* out, const float* qkv, float* kcache, float* vcache, const int32_t* slot,
+                                const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t T_cap) = 0;
 
   // Softmax cross-entropy per row. losses (N), lse (N) = log-sum-exp saved for backward. Rows whose target is
   // negative are ignored (loss 0, no gradient).

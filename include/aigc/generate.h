@@ -17,12 +17,14 @@ struct SamplingOptions {
   float top_p = 0.95f;        // 1 = off
   float min_p = 0.05f;        // 0 = off; keeps tokens with p >= min_p * p_max
   float repeat_penalty = 1.0f;// 1 = off; divides positive logits / multiplies negative ones of recent tokens
-  int repeat_last_n = 64;     // window for repeat_penalty (0 = off, -1 = whole context)
+  int repeat_last_n = 64;     // window for the three penalties (0 = off, -1 = whole context)
+  float presence_penalty = 0.0f;  // OpenAI's: subtracted from the logit of every token seen in the window
+  float frequency_penalty = 0.0f; // OpenAI's: subtracted once per occurrence in the window
   uint64_t seed = 0;
 };
 
 // Picks the next token from logits (V). `recent` holds the tokens generated/prompted so far.
-// Order as in llama.cpp: repetition penalty, top-k, top-p, min-p, temperature, then a draw.
+// Order as in llama.cpp: penalties (repetition, presence, frequency), top-k, top-p, min-p, temperature, a draw.
 int sample_token(std::vector<float> logits, const std::vector<int>& recent, const SamplingOptions& opt, Rng& rng);
 
 struct GenerateOptions {
@@ -37,6 +39,26 @@ struct GenerateResult {
   int n_prompt = 0, n_generated = 0;
   double prefill_s = 0, decode_s = 0;
   std::string stop_reason;  // "length" | "stop" | "eos"
+};
+
+// Turns a stream of sampled tokens into text to show: whole UTF-8 characters only, and stop strings cut off and
+// never shown (text that could still become a stop string is held back until it cannot).
+class TextStream {
+ public:
+  TextStream(const Tokenizer& tok, std::vector<std::string> stop);
+  // Adds a token; returns the text that became safe to show (possibly empty). After a stop string appears,
+  // stopped() is true and the text before it has been returned.
+  std::string push(int token);
+  // At the end of generation (not after a stop): the text still held back.
+  std::string finish();
+  bool stopped() const { return stopped_; }
+
+ private:
+  const Tokenizer& tok_;
+  std::vector<std::string> stop_;
+  Utf8StreamDecoder dec_;
+  std::string pending_;
+  bool stopped_ = false;
 };
 
 // Streams complete UTF-8 text through on_text as it is produced. When the context fills up, generation continues

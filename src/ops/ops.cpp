@@ -156,6 +156,32 @@ Tensor attention_cached(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tenso
   return out;
 }
 
+Tensor attention_decode(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tensor& vcache, const Tensor& slots,
+                        const Tensor& pos) {
+  check_f32(qkv, "attention_decode", "qkv");
+  AIGC_CHECK(qkv.dim() == 3 && qkv.size(1) == 1, "attention_decode: qkv must be (B,1,3C), got " + shape_str(qkv.shape()));
+  const int64_t B = qkv.size(0), C = qkv.size(2) / 3;
+  AIGC_CHECK(kcache.dim() == 4 && kcache.size(1) == n_head && kcache.shape() == vcache.shape(),
+             "attention_decode: bad cache shape");
+  AIGC_CHECK(slots.dtype() == DType::I32 && pos.dtype() == DType::I32 && slots.numel() == B && pos.numel() == B,
+             "attention_decode: slots and pos must be i32 with one entry per row");
+  const int64_t S = kcache.size(0), T_cap = kcache.size(2);
+  std::vector<bool> used(size_t(S), false);
+  for (int64_t b = 0; b < B; b++) {
+    const int32_t s = slots.i32()[b], p = pos.i32()[b];
+    AIGC_CHECK(s >= 0 && s < S && !used[size_t(s)], "attention_decode: slot " + std::to_string(s) +
+                                                         " is out of range or used twice (" + std::to_string(S) +
+                                                         " slots)");
+    AIGC_CHECK(p >= 0 && p < T_cap, "attention_decode: position " + std::to_string(p) + " outside the cache's " +
+                                        std::to_string(T_cap) + " positions");
+    used[size_t(s)] = true;
+  }
+  Tensor out = Tensor::empty({B, 1, C});
+  be(qkv).attention_decode(out.f32(), qkv.f32(), kcache.f32(), vcache.f32(), slots.i32(), pos.i32(), B, C, n_head,
+                           T_cap);
+  return out;
+}
+
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
   check_f32(logits, "cross_entropy", "logits");
   int64_t V = logits.size(-1), N = logits.numel() / V;

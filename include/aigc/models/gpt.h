@@ -37,9 +37,12 @@ struct GPTConfig {
 };
 
 struct KVCache {
-  std::vector<Tensor> k, v;  // per layer (B, n_head, capacity, head_size)
-  int64_t pos = 0;           // positions filled so far
+  std::vector<Tensor> k, v;  // per layer (B, n_head, capacity, head_size); B = sequences (slots)
+  int64_t pos = 0;           // positions filled so far (forward_cached; forward_decode tracks positions per row)
   int64_t capacity = 0;
+  // Slot s alone as a batch-1 cache (a view sharing storage), empty: a new sequence's prompt is prefilled into it
+  // with forward_cached, then it continues with forward_decode.
+  KVCache slot(int64_t s) const;
 };
 
 class GPT {
@@ -58,6 +61,11 @@ class GPT {
   // Inference with a KV cache: feeds idx (B,T) at positions cache.pos.., returns logits of the last position (B,V).
   KVCache make_cache(int64_t batch, int64_t capacity) const;
   Tensor forward_cached(const Tensor& idx, KVCache& cache);
+  // Continuous batching: one new token per row, row b continuing the sequence held in cache slot slots[b] at
+  // position pos[b] (cache from make_cache(n_slots, ...)). Rows are independent sequences at their own positions,
+  // yet the weights are read once for all of them. Returns logits (B,V).
+  Tensor forward_decode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& slots,
+                        const std::vector<int32_t>& pos, KVCache& cache);
   // Weights used by inference (no-grad) forwards: F32 (the parameters themselves) or BF16 (rounded copies of
   // every matrix, read at half the bytes per token; training always uses the fp32 parameters).
   void set_inference_dtype(DType dtype);
@@ -71,8 +79,13 @@ class GPT {
     Tensor ln_1_w, ln_1_b, attn_w, attn_b, attn_proj_w, attn_proj_b;
     Tensor ln_2_w, ln_2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;
   };
-  Tensor hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache);  // final hidden states (B,T,C)
-  Tensor attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache);
+  struct Decode {  // forward_decode's rows: cache slot and position of each, i32 (B)
+    Tensor slots, pos;
+  };
+  // Final hidden states (B,T,C). cache: incremental inference; with decode, per-row slots and positions.
+  Tensor hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache, const Decode* decode = nullptr);
+  Tensor attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache,
+                   const Decode* decode);
   Tensor mlp(const Block& blk, const Tensor& x, bool train, uint64_t seed);
   Tensor head(const Tensor& x);
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);  // ops::linear with the inference weights

@@ -171,6 +171,12 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
   }
 }
 
+// Copies head h's key and value out of a qkv row into cache rows kc, vc (HS floats each).
+static inline void store_kv(const float* row, float* kc, float* vc, int64_t h, int64_t HS, int64_t C) {
+  std::copy(row + C + h * HS, row + C + (h + 1) * HS, kc);
+  std::copy(row + 2 * C + h * HS, row + 2 * C + (h + 1) * HS, vc);
+}
+
 void CpuBackend::attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T,
                                   int64_t C, int64_t NH, int64_t pos0, int64_t T_cap) {
   const int64_t HS = C / NH, C3 = 3 * C, L = pos0 + T;
@@ -179,14 +185,9 @@ void CpuBackend::attention_cached(float* out, const float* qkv, float* kcache, f
 #pragma omp parallel for schedule(static)
   for (int64_t bt = 0; bt < B * T; bt++) {
     int64_t b = bt / T, t = bt % T;
-    const float* row = qkv + bt * C3;
     for (int64_t h = 0; h < NH; h++) {
-      float* kc = kcache + ((b * NH + h) * T_cap + pos0 + t) * HS;
-      float* vc = vcache + ((b * NH + h) * T_cap + pos0 + t) * HS;
-      for (int64_t d = 0; d < HS; d++) {
-        kc[d] = row[C + h * HS + d];
-        vc[d] = row[2 * C + h * HS + d];
-      }
+      const int64_t at = ((b * NH + h) * T_cap + pos0 + t) * HS;
+      store_kv(qkv + bt * C3, kcache + at, vcache + at, h, HS, C);
     }
   }
   if (pos0 == 0) {  // a prompt into an empty cache is plain causal attention over the prompt: use the blocked kernel
@@ -205,6 +206,28 @@ void CpuBackend::attention_cached(float* out, const float* qkv, float* kcache, f
       gemm(false, true, T, L, HS, scale, q, C3, kc, HS, 0.0f, S.data(), L);
       for (int64_t i = 0; i < T; i++) masked_softmax_row(S.data() + i * L, pos0 + i + 1, L);
       gemm(false, false, T, HS, L, 1.0f, S.data(), L, vc, HS, 0.0f, out + b * T * C + h * HS, C);
+    }
+  }
+}
+
+void CpuBackend::attention_decode(float* out, const float* qkv, float* kcache, float* vcache, const int32_t* slot,
+                                  const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t T_cap) {
+  const int64_t HS = C / NH, C3 = 3 * C;
+  const float scale = 1.0f / std::sqrt(float(HS));
+#pragma omp parallel
+  {
+    std::vector<float> S(static_cast<size_t>(T_cap));
+    // Rows differ in length (each sequence is at its own position): dynamic scheduling balances them.
+#pragma omp for schedule(dynamic)
+    for (int64_t bh = 0; bh < B * NH; bh++) {
+      const int64_t b = bh / NH, h = bh % NH, L = int64_t(pos[b]) + 1;
+      const float* row = qkv + b * C3;
+      float* kc = kcache + (int64_t(slot[b]) * NH + h) * T_cap * HS;
+      float* vc = vcache + (int64_t(slot[b]) * NH + h) * T_cap * HS;
+      store_kv(row, kc + (L - 1) * HS, vc + (L - 1) * HS, h, HS, C);
+      gemm(false, true, 1, L, HS, scale, row + h * HS, C3, kc, HS, 0.0f, S.data(), L);
+      masked_softmax_row(S.data(), L, L);
+      gemm(false, false, 1, HS, L, 1.0f, S.data(), L, vc, HS, 0.0f, out + b * C + h * HS, C);
     }
   }
 }

@@ -93,6 +93,8 @@ class CpuBackend final : public Backend {
                           int64_t B, int64_t T, int64_t C, int64_t NH, bool causal) override;
   void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T, int64_t C,
                         int64_t NH, int64_t pos0, int64_t T_cap) override;
+  void attention_decode(float* out, const float* qkv, float* kcache, float* vcache, const int32_t* slot,
+                        const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t T_cap) override;
   void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int64_t N,
                              int64_t V) override;
   void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,

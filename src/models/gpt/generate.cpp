@@ -4,7 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
-#include <unordered_set>
+#include <unordered_map>
 
 #include "aigc/error.h"
 
@@ -13,13 +13,16 @@ namespace aigc {
 int sample_token(std::vector<float> logits, const std::vector<int>& recent, const SamplingOptions& opt, Rng& rng) {
   const int V = int(logits.size());
   AIGC_CHECK(V > 0, "sample_token: empty logits");
-  if (opt.repeat_penalty != 1.0f && opt.repeat_last_n != 0) {
+  const bool penalize = opt.repeat_penalty != 1.0f || opt.presence_penalty != 0.0f || opt.frequency_penalty != 0.0f;
+  if (penalize && opt.repeat_last_n != 0) {
     size_t n = opt.repeat_last_n < 0 ? recent.size() : std::min(recent.size(), size_t(opt.repeat_last_n));
-    std::unordered_set<int> seen(recent.end() - long(n), recent.end());
-    for (int t : seen) {
+    std::unordered_map<int, int> count;
+    for (auto it = recent.end() - long(n); it != recent.end(); ++it) count[*it]++;
+    for (auto [t, c] : count) {
       if (t < 0 || t >= V) continue;
-      logits[size_t(t)] = logits[size_t(t)] > 0 ? logits[size_t(t)] / opt.repeat_penalty
-                                                : logits[size_t(t)] * opt.repeat_penalty;
+      float& l = logits[size_t(t)];
+      l = l > 0 ? l / opt.repeat_penalty : l * opt.repeat_penalty;
+      l -= opt.presence_penalty + float(c) * opt.frequency_penalty;
     }
   }
   if (opt.temperature <= 0.0f) return int(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -65,6 +68,41 @@ int sample_token(std::vector<float> logits, const std::vector<int>& recent, cons
   return cand.back();
 }
 
+TextStream::TextStream(const Tokenizer& tok, std::vector<std::string> stop) : tok_(tok) {
+  for (std::string& st : stop)
+    if (!st.empty()) stop_.push_back(std::move(st));
+}
+
+std::string TextStream::push(int token) {
+  if (stopped_) return "";
+  pending_ += dec_.push(tok_.decode_token(token));
+  size_t cut = std::string::npos;
+  for (const std::string& st : stop_) cut = std::min(cut, pending_.find(st));
+  if (cut != std::string::npos) {
+    stopped_ = true;
+    std::string out = pending_.substr(0, cut);
+    pending_.clear();
+    return out;
+  }
+  // Hold back the longest tail that is a proper prefix of some stop string.
+  size_t hold = 0;
+  for (const std::string& st : stop_)
+    for (size_t k = std::min(st.size() - 1, pending_.size()); k > hold; k--)
+      if (pending_.compare(pending_.size() - k, k, st, 0, k) == 0) {
+        hold = k;
+        break;
+      }
+  std::string out = pending_.substr(0, pending_.size() - hold);
+  pending_.erase(0, pending_.size() - hold);
+  return out;
+}
+
+std::string TextStream::finish() {
+  std::string out = stopped_ ? "" : pending_ + dec_.flush();
+  pending_.clear();
+  return out;
+}
+
 GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& prompt, const GenerateOptions& opt,
                         const std::function<void(const std::string&)>& on_text) {
   const int64_t ctx = model.config().block_size;
@@ -80,8 +118,7 @@ GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& pro
   res.n_prompt = int(tokens.size());
   Rng rng(opt.sampling.seed);
   KVCache cache = model.make_cache(1, ctx);
-  Utf8StreamDecoder dec;
-  std::string pending;  // text held back while it could still become a stop string
+  TextStream stream(tok, opt.stop);
 
   auto t0 = std::chrono::steady_clock::now();
   Tensor logits = model.forward_cached(Tensor::from_ints(std::vector<int32_t>(tokens.begin(), tokens.end()),
@@ -104,32 +141,11 @@ GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& pro
       break;
     }
     tokens.push_back(next);
-    pending += dec.push(tok.decode_token(next));
-    // Emit what can no longer be the start of a stop string.
-    bool stopped = false;
-    for (const std::string& s : opt.stop) {
-      size_t at = pending.find(s);
-      if (!s.empty() && at != std::string::npos) {
-        pending.resize(at);
-        stopped = true;
-      }
-    }
-    if (stopped) {
-      emit(pending);
-      pending.clear();
+    emit(stream.push(next));
+    if (stream.stopped()) {
       res.stop_reason = "stop";
       break;
     }
-    size_t hold = 0;
-    for (const std::string& s : opt.stop)
-      if (!s.empty())
-        for (size_t k = std::min(s.size() - 1, pending.size()); k > hold; k--)
-        if (pending.compare(pending.size() - k, k, s, 0, k) == 0) {
-          hold = k;
-          break;
-        }
-    emit(pending.substr(0, pending.size() - hold));
-    pending.erase(0, pending.size() - hold);
     if (cache.pos >= ctx) {
       // Context full: start a fresh cache from the last half of the tokens and keep going.
       std::vector<int32_t> keep(tokens.end() - ctx / 2, tokens.end());
@@ -139,7 +155,7 @@ GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& pro
     }
     logits = model.forward_cached(Tensor::from_ints({next}, {1, 1}), cache);
   }
-  if (res.stop_reason != "stop") emit(pending + dec.flush());
+  emit(stream.finish());
   res.decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
   return res;
 }

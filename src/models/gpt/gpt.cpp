@@ -84,10 +84,13 @@ void GPT::set_inference_dtype(DType dtype) {
   for (const Tensor& w : mats) bf16_weights_[w.impl()] = ops::to_bf16(w);
 }
 
-Tensor GPT::attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache) {
+Tensor GPT::attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache,
+                      const Decode* decode) {
   Tensor qkv = linear(x, blk.attn_w, blk.attn_b);  // (B,T,3C)
-  Tensor y = cache ? ops::attention_cached(qkv, config_.n_head, cache->k[layer], cache->v[layer], cache->pos)
-                   : ops::causal_self_attention(qkv, config_.n_head);  // (B,T,C)
+  Tensor y = decode  ? ops::attention_decode(qkv, config_.n_head, cache->k[layer], cache->v[layer], decode->slots,
+                                             decode->pos)
+             : cache ? ops::attention_cached(qkv, config_.n_head, cache->k[layer], cache->v[layer], cache->pos)
+                     : ops::causal_self_attention(qkv, config_.n_head);  // (B,T,C)
   y = linear(y, blk.attn_proj_w, blk.attn_proj_b);
   return train ? ops::dropout(y, config_.dropout, seed) : y;
 }
@@ -99,23 +102,26 @@ Tensor GPT::mlp(const Block& blk, const Tensor& x, bool train, uint64_t seed) {
   return train ? ops::dropout(h, config_.dropout, seed) : h;
 }
 
-Tensor GPT::hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache) {
+Tensor GPT::hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache, const Decode* decode) {
   const float eps = config_.ln_eps;
   if (grad_enabled()) params_.ensure_grads();  // gradients must land in the flat buffer
-  Tensor x = ops::embedding(idx, wte_, wpe_, cache ? cache->pos : 0);  // (B,T,C)
+  // Token + position embeddings (B,T,C); decoding rows each sit at their own position.
+  Tensor x = decode ? ops::add(ops::embedding(idx, wte_, Tensor()),
+                               ops::embedding(decode->pos.view({idx.size(0), 1}), wpe_, Tensor()))
+                    : ops::embedding(idx, wte_, wpe_, cache ? cache->pos : 0);
   if (train) x = ops::dropout(x, config_.dropout, seed);
   for (size_t l = 0; l < blocks_.size(); l++) {
     const Block& b = blocks_[l];
     uint64_t s = seed * 1000003u + 2 * l + 1;  // distinct dropout masks per site
     if (config_.norm == "pre") {
-      x = ops::add(x, attention(b, ops::layernorm(x, b.ln_1_w, b.ln_1_b, eps), l, train, s, cache));
+      x = ops::add(x, attention(b, ops::layernorm(x, b.ln_1_w, b.ln_1_b, eps), l, train, s, cache, decode));
       x = ops::add(x, mlp(b, ops::layernorm(x, b.ln_2_w, b.ln_2_b, eps), train, s + 1));
     } else {
-      x = ops::layernorm(ops::add(x, attention(b, x, l, train, s, cache)), b.ln_1_w, b.ln_1_b, eps);
+      x = ops::layernorm(ops::add(x, attention(b, x, l, train, s, cache, decode)), b.ln_1_w, b.ln_1_b, eps);
       x = ops::layernorm(ops::add(x, mlp(b, x, train, s + 1)), b.ln_2_w, b.ln_2_b, eps);
     }
   }
-  if (cache) cache->pos += idx.size(1);
+  if (cache && !decode) cache->pos += idx.size(1);
   return ops::layernorm(x, ln_f_w_, ln_f_b_, eps);
 }
 
@@ -152,6 +158,28 @@ Tensor GPT::forward_cached(const Tensor& idx, KVCache& cache) {
     x = x.view({T, C}).narrow0(T - 1, 1);  // only the last position's logits are needed
   }
   return head(x.view({B, C}));  // (B,V)
+}
+
+Tensor GPT::forward_decode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& slots,
+                           const std::vector<int32_t>& pos, KVCache& cache) {
+  NoGradGuard ng;
+  const int64_t B = int64_t(tokens.size());
+  AIGC_CHECK(B > 0 && slots.size() == tokens.size() && pos.size() == tokens.size(),
+             "forward_decode: tokens, slots and positions must be non-empty and of equal length");
+  for (int32_t p : pos)
+    AIGC_CHECK(p >= 0 && p < config_.block_size, "forward_decode: position " + std::to_string(p) +
+                                                     " is outside the model's context of " +
+                                                     std::to_string(config_.block_size));
+  Decode d{Tensor::from_ints(slots, {B}), Tensor::from_ints(pos, {B})};
+  Tensor x = hidden(Tensor::from_ints(tokens, {B, 1}), false, 0, &cache, &d);  // (B,1,C)
+  return head(x.view({B, config_.n_embd}));                                    // (B,V)
+}
+
+KVCache KVCache::slot(int64_t s) const {
+  KVCache c;
+  c.capacity = capacity;
+  for (size_t l = 0; l < k.size(); l++) c.k.push_back(k[l].narrow0(s, 1)), c.v.push_back(v[l].narrow0(s, 1));
+  return c;
 }
 
 int64_t GPT::num_params() const {
