@@ -1,7 +1,6 @@
 #include "image_commands.h"
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +13,7 @@
 #include "aigc/fid.h"
 #include "aigc/gan_trainer.h"
 #include "aigc/image_io.h"
+#include "aigc/image_model.h"
 #include "aigc/ops.h"
 #include "aigc/rng.h"
 
@@ -22,29 +22,6 @@ namespace aigc::cli {
 namespace fs = std::filesystem;
 
 namespace {
-
-// --class NAME or index -> label, checked against the model's classes.
-int32_t resolve_class(const std::string& name, const std::vector<std::string>& names, int64_t n_classes) {
-  AIGC_CHECK(n_classes > 0, "--class: this model is not class-conditional");
-  auto it = std::find(names.begin(), names.end(), name);
-  int32_t cls = it != names.end() ? int32_t(it - names.begin()) : int32_t(std::strtol(name.c_str(), nullptr, 10));
-  const bool valid =
-      (it != names.end() || std::isdigit(static_cast<unsigned char>(name[0]))) && cls >= 0 && cls < n_classes;
-  if (!valid) {
-    std::string all;
-    for (const std::string& n : names) all += (all.empty() ? "" : ", ") + n;
-    fail("--class '" + name + "' is not one of this model's classes (" +
-         (all.empty() ? "0 to " + std::to_string(n_classes - 1) : all) + ")");
-  }
-  return cls;
-}
-
-// Labels for n images: the asked-for class, else classes cycling 0, 1, ... (0 for unconditional models).
-Tensor labels_for(int64_t n, int64_t n_classes, int32_t cls, bool fixed) {
-  std::vector<int32_t> l(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; i++) l[size_t(i)] = fixed ? cls : (n_classes > 0 ? int32_t(i % n_classes) : 0);
-  return Tensor::from_ints(l, {n});
-}
 
 // n latent points on the straight line between two random points.
 Tensor latent_walk(int64_t n, int64_t nz, Rng& rng) {
@@ -62,7 +39,7 @@ void sample_dcgan(const SampleArgs& a, Rng& rng) {
   LoadedGenerator lg = load_generator(a.ckpt);
   const DCGANConfig& c = lg.g->config();
   const bool fixed = !a.class_name.empty();
-  const int32_t cls = fixed ? resolve_class(a.class_name, lg.class_names, c.n_classes) : 0;
+  const int32_t cls = fixed ? class_index(a.class_name, lg.class_names, c.n_classes) : 0;
   Tensor z = a.interpolate ? latent_walk(a.n, c.nz, rng) : randn({a.n, c.nz}, rng);
   NoGradGuard ng;
   Tensor images = lg.g->forward(z, labels_for(a.n, c.n_classes, cls, fixed || a.interpolate), false);
@@ -74,7 +51,7 @@ void sample_diffusion(const SampleArgs& a, Rng& rng) {
   LoadedDiffusion ld = load_diffusion(a.ckpt);
   const UNetConfig& c = ld.net->config();
   const bool fixed = !a.class_name.empty();
-  const int32_t cls = fixed ? resolve_class(a.class_name, ld.class_names, c.n_classes) : 0;
+  const int32_t cls = fixed ? class_index(a.class_name, ld.class_names, c.n_classes) : 0;
   AIGC_CHECK(a.sampler.guidance == 0.0 || c.n_classes > 0, "--guidance needs a class-conditional model");
   const int64_t total = a.sampler.sampler == "ddpm" ? ld.schedule.T() : a.sampler.steps;
   // A trajectory keeps at most ~100 frames (every k-th step, and the last) and a strip of 10 for the first image.

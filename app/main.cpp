@@ -1,4 +1,4 @@
-// aigc command line: train | generate | eval | sample | fid | tokenize | tokenizer train.
+// aigc command line: train | generate | eval | sample | fid | serve | tokenize | tokenizer train.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
@@ -25,6 +25,7 @@
 #include "aigc/tokenizer.h"
 #include "aigc/trainer.h"
 #include "image_commands.h"
+#include "serve_command.h"
 
 using namespace aigc;
 
@@ -234,6 +235,12 @@ int main(int argc, char** argv) {
   add_sampler(fid, fargs.sampler);
   add_threads(fid, threads);
 
+  // ---- serve ----
+  cli::ServeArgs serve_args;
+  auto* srv = app.add_subcommand("serve", "HTTP server with OpenAI's API (completions, chat, images) and a playground");
+  cli::add_serve_options(srv, serve_args);
+  add_threads(srv, threads);
+
   // ---- tokenize / tokenizer train ----
   std::string tok_path, text_file;
   auto* tokz = app.add_subcommand("tokenize", "Print the token ids of a text file, space-separated, on one line");
@@ -301,6 +308,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "test accuracy %.4f; saved %s\n", acc, co.out.c_str());
     } else if (fid->parsed()) {
       cli::fid(fargs);
+    } else if (srv->parsed()) {
+      cli::serve(serve_args);
     } else if (smp->parsed()) {
       cli::sample_images(sargs);
     } else if (train->parsed()) {

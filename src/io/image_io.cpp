@@ -13,10 +13,10 @@
 
 namespace aigc {
 
-void save_image_grid(const std::string& path, const Tensor& images, int64_t cols) {
+std::string encode_png_grid(const Tensor& images, int64_t cols, int64_t gap) {
   AIGC_CHECK(images.dim() == 4 && (images.size(1) == 1 || images.size(1) == 3) && images.dtype() == DType::F32,
-             "save_image_grid: images must be f32 (B, 1 or 3, H, W), got " + shape_str(images.shape()));
-  const int64_t B = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3), gap = 2;
+             "image grid: images must be f32 (B, 1 or 3, H, W), got " + shape_str(images.shape()));
+  const int64_t B = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
   cols = std::max<int64_t>(1, std::min(cols, B));
   const int64_t rows = (B + cols - 1) / cols, GW = cols * (W + gap) + gap, GH = rows * (H + gap) + gap;
   std::vector<uint8_t> grid(size_t(GW * GH * C), 0);
@@ -36,8 +36,12 @@ void save_image_grid(const std::string& path, const Tensor& images, int64_t cols
     static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size_t(size));
   };
   AIGC_CHECK(stbi_write_png_to_func(sink, &png, int(GW), int(GH), int(C), grid.data(), int(GW * C)) != 0,
-             "could not encode PNG '" + path + "'");
-  write_file_atomic(path, png);
+             "could not encode a PNG image");
+  return png;
+}
+
+void save_image_grid(const std::string& path, const Tensor& images, int64_t cols) {
+  write_file_atomic(path, encode_png_grid(images, cols));
 }
 
 }  // namespace aigc

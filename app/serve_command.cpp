@@ -1,0 +1,77 @@
+#include "serve_command.h"
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <pthread.h>
+#include <thread>
+
+#include "aigc/error.h"
+
+namespace aigc::cli {
+
+void add_serve_options(CLI::App* cmd, ServeArgs& a) {
+  serve::ServerOptions& o = a.server;
+  cmd->add_option("--ckpt", a.ckpt, "Text model: an aigc GPT checkpoint or a Hugging Face GPT-2 directory")
+      ->required();
+  cmd->add_option("--image-ckpt", a.image_ckpt, "Image model for /v1/images/generations (DCGAN or diffusion)");
+  cmd->add_option("--host", o.host, "Address to listen on (loopback unless you say otherwise)")->capture_default_str();
+  cmd->add_option("--port", o.port, "Port (0: any free port, printed at start)")->capture_default_str();
+  cmd->add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' (not for /health or the playground)");
+  cmd->add_option("--parallel", o.parallel, "Slots: requests decoded together in one batch per step")
+      ->capture_default_str();
+  cmd->add_option("--ctx,-c", o.ctx, "Tokens per slot, prompt + completion (0: the model's context)")
+      ->capture_default_str();
+  cmd->add_option("--max-tokens-cap", o.max_tokens_cap, "Largest max_tokens a request may ask for")
+      ->capture_default_str();
+  cmd->add_option("--timeout", o.timeout_s, "Seconds a request may take, queueing included")->capture_default_str();
+  cmd->add_option("--max-body", o.max_body_bytes, "Largest request body in bytes (larger: 413)")
+      ->capture_default_str();
+  cmd->add_option("--runs", o.runs_dir, "Directory of training runs charted by the playground")->capture_default_str();
+  cmd->add_option("--model-name", o.model_name, "Text model id in the API (default: from the checkpoint path)");
+  cmd->add_option("--drain", a.drain_s, "On SIGTERM/SIGINT: seconds to let running requests finish")
+      ->capture_default_str();
+  cmd->add_option("--dtype", a.dtype, "Text model weights for inference: f32, or bf16 (half the bytes per token)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
+  cmd->add_flag("--quiet,-q", o.quiet, "No request log on stderr");
+}
+
+void serve(ServeArgs a) {
+  // SIGTERM and SIGINT are taken by one thread with sigwait (blocked everywhere else, so every thread created
+  // from here on inherits the mask); it drains and stops the server. A vanished client must not kill us: no SIGPIPE.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  LoadedModel text = load_model(a.ckpt);
+  if (a.dtype == "bf16") text.model->set_inference_dtype(DType::BF16);
+  if (a.server.model_name.empty()) a.server.model_name = serve::model_id_from_path(a.ckpt);
+  std::unique_ptr<ImageModel> image;
+  if (!a.image_ckpt.empty()) {
+    image = ImageModel::load(a.image_ckpt);
+    a.server.image_model_name = serve::model_id_from_path(a.image_ckpt);
+  }
+  const std::string host = a.server.host, name = a.server.model_name, image_name = a.server.image_model_name;
+  const int parallel = a.server.parallel;
+  serve::Server server(std::move(text), std::move(image), a.server);
+  const int port = server.bind();
+  std::fprintf(stderr, "aigc serve: text model '%s'%s, %d slots; http://%s:%d/ (playground), API under /v1\n",
+               name.c_str(), image_name.empty() ? "" : (", image model '" + image_name + "'").c_str(), parallel,
+               host.c_str(), port);
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    std::fprintf(stderr, "aigc serve: %s, finishing running requests (at most %d s)\n",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT", a.drain_s);
+    server.shutdown(std::chrono::seconds(a.drain_s));
+  });
+  server.run();
+  waiter.join();
+  std::fprintf(stderr, "aigc serve: stopped\n");
+}
+
+}  // namespace aigc::cli

@@ -1,0 +1,180 @@
+#include "engine.h"
+
+#include "aigc/error.h"
+
+namespace aigc::serve {
+
+using Clock = std::chrono::steady_clock;
+
+TextEngine::TextEngine(GPT& model, const Tokenizer& tok, int n_slots, int ctx)
+    : model_(model), tok_(tok), ctx_(ctx), slots_(size_t(n_slots)) {
+  AIGC_CHECK(n_slots >= 1 && n_slots <= 256, "--parallel must be between 1 and 256");
+  AIGC_CHECK(ctx >= 2 && ctx <= model.config().block_size,
+             "--ctx must be between 2 and the model's context (" + std::to_string(model.config().block_size) + ")");
+  cache_ = model_.make_cache(n_slots, ctx_);
+  counters_.slots_total = n_slots;
+  thread_ = std::thread([this] { loop(); });
+}
+
+TextEngine::~TextEngine() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+  JobResult r;
+  r.finish_reason = "cancelled";
+  for (auto& job : queue_) job->on_done(r);
+  for (size_t s = 0; s < slots_.size(); s++)
+    if (slots_[s].job) finish(int(s), "cancelled");
+}
+
+bool TextEngine::submit(std::shared_ptr<TextJob> job) {
+  AIGC_CHECK(!job->prompt.empty() && int(job->prompt.size()) < ctx_, "submit: the prompt must fit the context");
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (draining_ || stop_) return false;
+    queue_.push_back(std::move(job));
+  }
+  cv_.notify_all();
+  return true;
+}
+
+bool TextEngine::drain(std::chrono::milliseconds limit) {
+  draining_ = true;
+  std::unique_lock<std::mutex> lk(mu_);
+  return cv_.wait_for(lk, limit, [&] { return queue_.empty() && busy_ == 0; });
+}
+
+EngineStats TextEngine::stats() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  EngineStats s = counters_;
+  s.slots_busy = busy_, s.queued = int(queue_.size());
+  return s;
+}
+
+void TextEngine::loop() {
+  for (;;) {
+    std::vector<std::shared_ptr<TextJob>> admitted;
+    std::vector<int> free_slots;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !queue_.empty() || busy_ > 0; });
+      if (stop_) return;
+      for (size_t s = 0; s < slots_.size() && !queue_.empty(); s++)
+        if (!slots_[s].job) {
+          admitted.push_back(queue_.front());
+          queue_.pop_front();
+          free_slots.push_back(int(s));
+          slots_[s].job = admitted.back();  // reserved: the slot counts as busy from now on
+          busy_++;
+        }
+    }
+    std::lock_guard<std::mutex> compute(compute_mu_);
+    // Jobs join between steps: each new prompt is prefilled into its slot, then decodes with the others.
+    for (size_t i = 0; i < admitted.size(); i++) admit(free_slots[i], admitted[i]);
+    std::vector<int> busy;
+    const auto now = Clock::now();
+    for (size_t s = 0; s < slots_.size(); s++) {
+      if (!slots_[s].job) continue;
+      if (slots_[s].job->cancelled) {
+        finish(int(s), "cancelled");
+      } else if (now > slots_[s].job->deadline) {
+        finish(int(s), "timeout");
+      } else {
+        busy.push_back(int(s));
+      }
+    }
+    if (!busy.empty()) decode_step(busy);
+  }
+}
+
+void TextEngine::admit(int s, std::shared_ptr<TextJob> job) {
+  Slot& sl = slots_[size_t(s)];
+  sl.stream = std::make_unique<TextStream>(tok_, job->opt.stop);
+  sl.tokens = job->prompt;
+  sl.rng = Rng(job->opt.sampling.seed);
+  sl.n_generated = 0;
+  if (job->cancelled) return finish(s, "cancelled");
+  if (Clock::now() > job->deadline) return finish(s, "timeout");  // timed out while queued
+  try {
+    KVCache view = cache_.slot(s);
+    const std::vector<int32_t> ids(job->prompt.begin(), job->prompt.end());
+    Tensor logits = model_.forward_cached(Tensor::from_ints(ids, {1, int64_t(ids.size())}), view);  // (1,V)
+    sl.pos = int32_t(ids.size());
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      counters_.prompt_tokens += ids.size();
+    }
+    accept(s, logits.f32());
+  } catch (const std::exception& e) {
+    finish(s, "error", e.what());
+  }
+}
+
+void TextEngine::decode_step(const std::vector<int>& busy) {
+  std::vector<int32_t> tokens, slots, pos;
+  for (int s : busy) {
+    tokens.push_back(slots_[size_t(s)].next), slots.push_back(s), pos.push_back(slots_[size_t(s)].pos);
+  }
+  try {
+    Tensor logits = model_.forward_decode(tokens, slots, pos, cache_);  // (B,V)
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      counters_.decode_steps++, counters_.decode_rows += busy.size();
+    }
+    const int64_t V = logits.size(1);
+    for (size_t i = 0; i < busy.size(); i++) {
+      slots_[size_t(busy[i])].pos++;
+      accept(busy[i], logits.f32() + int64_t(i) * V);
+    }
+  } catch (const std::exception& e) {
+    for (int s : busy)
+      if (slots_[size_t(s)].job) finish(s, "error", e.what());
+  }
+}
+
+void TextEngine::accept(int s, const float* logits) {
+  Slot& sl = slots_[size_t(s)];
+  TextJob& job = *sl.job;
+  // A model vocabulary padded past the tokenizer's can never emit the padding.
+  std::vector<float> lv(logits, logits + tok_.vocab_size());
+  const int t = sample_token(std::move(lv), sl.tokens, job.opt.sampling, sl.rng);
+  sl.n_generated++;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    counters_.generated_tokens++;
+  }
+  if (job.opt.stop_at_eos && tok_.eos_id() && t == *tok_.eos_id()) return finish(s, "stop");
+  sl.tokens.push_back(t);
+  const std::string text = sl.stream->push(t);
+  if (!text.empty() && job.on_text) job.on_text(text);
+  if (sl.stream->stopped()) return finish(s, "stop");
+  // The next step would feed t at position pos: it must exist in the model's context.
+  if (sl.n_generated >= job.opt.max_tokens || sl.pos >= ctx_) return finish(s, "length");
+  sl.next = t;
+}
+
+void TextEngine::finish(int s, const std::string& reason, const std::string& error) {
+  Slot& sl = slots_[size_t(s)];
+  std::shared_ptr<TextJob> job = std::move(sl.job);
+  sl.job.reset();
+  if (sl.stream && (reason == "length" || reason == "stop")) {
+    const std::string rest = sl.stream->finish();
+    if (!rest.empty() && job->on_text) job->on_text(rest);
+  }
+  sl.stream.reset();
+  JobResult r;
+  r.finish_reason = reason, r.error = error;
+  r.n_prompt = int(job->prompt.size()), r.n_generated = sl.n_generated;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    busy_--;
+    counters_.jobs_done++;
+  }
+  if (job->on_done) job->on_done(r);
+  cv_.notify_all();  // drain() may be waiting
+}
+
+}  // namespace aigc::serve

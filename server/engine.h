@@ -1,0 +1,96 @@
+// The text engine behind `aigc serve`: N slots share one KV cache, and every step decodes one token for each busy
+// slot in a single batched forward pass (continuous batching). A request joins between steps, once its prompt is
+// prefilled into a free slot, and leaves when it stops, hits its limit, is cancelled or times out; the others keep
+// going. One thread runs the model; HTTP threads only submit jobs and receive text through callbacks.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "aigc/generate.h"
+#include "aigc/models/gpt.h"
+#include "aigc/tokenizer.h"
+
+namespace aigc::serve {
+
+struct JobResult {
+  std::string finish_reason;  // "stop" (stop string or end of text), "length", "cancelled", "timeout", "error"
+  std::string error;          // for "error"
+  int n_prompt = 0, n_generated = 0;
+};
+
+// One sequence to generate. Callbacks run on the engine thread and must be quick (queue the text and return).
+struct TextJob {
+  std::vector<int> prompt;  // token ids, non-empty, shorter than the context
+  GenerateOptions opt;      // sampling, max_tokens, stop strings
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::function<void(const std::string&)> on_text;  // each piece of final text (whole UTF-8 characters)
+  std::function<void(const JobResult&)> on_done;    // exactly once
+  std::atomic<bool> cancelled{false};               // set from any thread (e.g. the client went away)
+};
+
+struct EngineStats {
+  int slots_total = 0, slots_busy = 0, queued = 0;
+  uint64_t jobs_done = 0, prompt_tokens = 0, generated_tokens = 0, decode_steps = 0, decode_rows = 0;
+};
+
+class TextEngine {
+ public:
+  // ctx: positions per slot (prompt + generated), at most the model's context.
+  TextEngine(GPT& model, const Tokenizer& tok, int n_slots, int ctx);
+  ~TextEngine();  // stops the model thread; jobs still queued or running end as "cancelled"
+  TextEngine(const TextEngine&) = delete;
+  TextEngine& operator=(const TextEngine&) = delete;
+
+  // Queues a job; false (and no callback) once draining has begun.
+  bool submit(std::shared_ptr<TextJob> job);
+  // Stops taking jobs and waits until every queued and running one has finished, at most `limit`.
+  // Returns true when all finished.
+  bool drain(std::chrono::milliseconds limit);
+  bool draining() const { return draining_; }
+  EngineStats stats() const;
+  // Held by the model thread for each step; other users of the same weights or backend take it too.
+  std::mutex& compute_mutex() { return compute_mu_; }
+  int context() const { return ctx_; }
+
+ private:
+  struct Slot {
+    std::shared_ptr<TextJob> job;  // null when free
+    std::unique_ptr<TextStream> stream;
+    std::vector<int> tokens;  // prompt + generated, for the penalties
+    Rng rng{0};
+    int32_t next = 0, pos = 0;  // token to feed next and its position
+    int n_generated = 0;
+  };
+  void loop();
+  void admit(int s, std::shared_ptr<TextJob> job);  // prefill the prompt into slot s and take its first token
+  void decode_step(const std::vector<int>& busy);
+  // Handles one sampled token of slot s; frees the slot when the job is over.
+  void accept(int s, const float* logits);
+  void finish(int s, const std::string& reason, const std::string& error = "");
+
+  GPT& model_;
+  const Tokenizer& tok_;
+  const int ctx_;
+  KVCache cache_;
+  std::vector<Slot> slots_;
+  mutable std::mutex mu_;  // guards queue_, busy_, stop_, and the counters below
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<TextJob>> queue_;
+  int busy_ = 0;
+  bool stop_ = false;
+  std::atomic<bool> draining_{false};
+  EngineStats counters_;
+  std::mutex compute_mu_;
+  std::thread thread_;
+};
+
+}  // namespace aigc::serve

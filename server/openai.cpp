@@ -1,0 +1,247 @@
+#include "openai.h"
+
+#include <random>
+
+namespace aigc::serve {
+
+ApiError::ApiError(int status, std::string message, std::string param, std::string code, std::string type)
+    : std::runtime_error(std::move(message)),
+      status(status),
+      param(std::move(param)),
+      code(std::move(code)),
+      type(std::move(type)) {}
+
+json error_body(int status, const std::string& message, const std::string& type, const std::string& param,
+                const std::string& code) {
+  json e = {{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
+  if (!param.empty()) e["param"] = param;
+  if (!code.empty()) e["code"] = code;
+  return {{"error", e}};
+}
+
+json error_body(const ApiError& e) { return error_body(e.status, e.what(), e.type, e.param, e.code); }
+
+namespace {
+
+[[noreturn]] void bad(const std::string& field, const std::string& what) {
+  throw ApiError(400, "'" + field + "' " + what, field);
+}
+
+// A number field within [lo, hi], or `def` when absent or null.
+double number(const json& b, const char* f, double lo, double hi, double def) {
+  if (!b.contains(f) || b[f].is_null()) return def;
+  if (!b[f].is_number()) bad(f, "must be a number");
+  const double v = b[f].get<double>();
+  if (!(v >= lo && v <= hi)) bad(f, "must be between " + json(lo).dump() + " and " + json(hi).dump());
+  return v;
+}
+
+int64_t integer(const json& b, const char* f, int64_t lo, int64_t hi, int64_t def) {
+  if (!b.contains(f) || b[f].is_null()) return def;
+  if (!b[f].is_number_integer()) bad(f, "must be an integer");
+  // Unsigned values past int64's range arrive as huge unsigned numbers: compare as double to catch them.
+  const double v = b[f].get<double>();
+  if (v < double(lo) || v > double(hi)) bad(f, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+  return b[f].get<int64_t>();
+}
+
+bool boolean(const json& b, const char* f, bool def) {
+  if (!b.contains(f) || b[f].is_null()) return def;
+  if (!b[f].is_boolean()) bad(f, "must be true or false");
+  return b[f].get<bool>();
+}
+
+std::vector<std::string> stop_strings(const json& b) {
+  if (!b.contains("stop") || b["stop"].is_null()) return {};
+  const json& s = b["stop"];
+  if (s.is_string()) return {s.get<std::string>()};
+  if (!s.is_array() || s.size() > 4) bad("stop", "must be a string or an array of at most 4 strings");
+  std::vector<std::string> out;
+  for (const json& x : s) {
+    if (!x.is_string()) bad("stop", "must be a string or an array of at most 4 strings");
+    out.push_back(x.get<std::string>());
+  }
+  return out;
+}
+
+// Text of a message's content: a string, or OpenAI's array of parts of which the "text" ones count.
+std::string content_text(const json& m, size_t i) {
+  const std::string f = "messages[" + std::to_string(i) + "].content";
+  if (!m.contains("content") || m["content"].is_null()) return "";
+  const json& c = m["content"];
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) bad(f, "must be a string or an array of content parts");
+  std::string out;
+  for (const json& part : c) {
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
+        !part["text"].is_string())
+      bad(f, "parts must be {\"type\": \"text\", \"text\": \"...\"} (this model reads text only)");
+    out += part["text"].get<std::string>();
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string chat_prompt(const json& messages) {
+  if (!messages.is_array() || messages.empty()) bad("messages", "must be a non-empty array");
+  std::string system, turns;
+  for (size_t i = 0; i < messages.size(); i++) {
+    const json& m = messages[i];
+    const std::string f = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) bad(f + ".role", "must be a string");
+    const std::string role = m["role"].get<std::string>(), text = content_text(m, i);
+    if (role == "system" || role == "developer") {
+      system += (system.empty() ? "" : "\n") + text;
+    } else if (role == "user") {
+      turns += "User: " + text + "\n";
+    } else if (role == "assistant") {
+      turns += "Assistant: " + text + "\n";
+    } else {
+      bad(f + ".role", "must be system, developer, user or assistant (got '" + role + "')");
+    }
+  }
+  return (system.empty() ? "" : system + "\n\n") + turns + "Assistant:";
+}
+
+TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, const Limits& lim) {
+  if (!b.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  TextRequest r;
+  r.chat = chat;
+  if (b.contains("model") && !b["model"].is_null()) {
+    if (!b["model"].is_string()) bad("model", "must be a string");
+    const std::string m = b["model"].get<std::string>();
+    if (m != lim.model)
+      throw ApiError(404, "the model '" + m + "' does not exist; this server has '" + lim.model + "'", "model",
+                     "model_not_found");
+  }
+  // Prompts, as text.
+  std::vector<std::string> texts;
+  std::vector<std::vector<int>> given_ids;
+  if (chat) {
+    if (!b.contains("messages")) bad("messages", "is required");
+    texts.push_back(chat_prompt(b["messages"]));
+  } else {
+    if (!b.contains("prompt")) bad("prompt", "is required");
+    const json& p = b["prompt"];
+    if (p.is_string()) {
+      texts.push_back(p.get<std::string>());
+    } else if (p.is_array() && !p.empty() && p[0].is_number_integer()) {  // one prompt as token ids
+      std::vector<int> ids;
+      for (const json& x : p) {
+        if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= tok.vocab_size())
+          bad("prompt", "token ids must be integers in [0, " + std::to_string(tok.vocab_size()) + ")");
+        ids.push_back(x.get<int>());
+      }
+      given_ids.push_back(ids);
+    } else if (p.is_array() && !p.empty() && p.size() <= 16) {
+      for (const json& x : p) {
+        if (!x.is_string()) bad("prompt", "must be a string, an array of strings, or an array of token ids");
+        texts.push_back(x.get<std::string>());
+      }
+    } else {
+      bad("prompt", "must be a string, an array of 1-16 strings, or an array of token ids");
+    }
+  }
+  for (const std::string& t : texts) {
+    std::vector<int> ids = tok.encode(t);
+    if (ids.empty()) {  // an empty prompt starts from end-of-text when the vocabulary has it, else a newline
+      ids = tok.eos_id() ? std::vector<int>{*tok.eos_id()} : tok.encode("\n");
+    }
+    given_ids.push_back(std::move(ids));
+  }
+  for (const auto& ids : given_ids)
+    if (int(ids.size()) >= lim.ctx)
+      throw ApiError(400,
+                     "the prompt has " + std::to_string(ids.size()) + " tokens; this model's context is " +
+                         std::to_string(lim.ctx) + " tokens (prompt and completion together)",
+                     chat ? "messages" : "prompt", "context_length_exceeded");
+  r.prompts = std::move(given_ids);
+
+  // Generation controls. max_tokens defaults to OpenAI's 16 for completions and to the rest of the context for chat.
+  const int cap = std::min(lim.max_tokens_cap, lim.ctx);
+  const char* mt = chat && b.contains("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  r.gen.max_tokens = int(integer(b, mt, 1, cap, chat ? cap : 16));
+  SamplingOptions& s = r.gen.sampling;
+  s.temperature = float(number(b, "temperature", 0.0, 2.0, s.temperature));
+  s.top_p = float(number(b, "top_p", 0.0, 1.0, s.top_p));
+  s.top_k = int(integer(b, "top_k", 0, 1 << 20, s.top_k));
+  s.min_p = float(number(b, "min_p", 0.0, 1.0, s.min_p));
+  s.repeat_penalty = float(number(b, "repeat_penalty", 0.01, 100.0, s.repeat_penalty));
+  s.repeat_last_n = int(integer(b, "repeat_last_n", -1, 1 << 20, s.repeat_last_n));
+  s.presence_penalty = float(number(b, "presence_penalty", -2.0, 2.0, 0.0));
+  s.frequency_penalty = float(number(b, "frequency_penalty", -2.0, 2.0, 0.0));
+  if (b.contains("seed") && !b["seed"].is_null()) {
+    s.seed = uint64_t(integer(b, "seed", INT64_MIN, INT64_MAX, 0));
+  } else {
+    s.seed = std::random_device{}() * 0x9E3779B97F4A7C15ull + std::random_device{}();
+  }
+  r.gen.stop = stop_strings(b);
+  if (chat) r.gen.stop.push_back(kChatStop);
+  r.n = int(integer(b, "n", 1, lim.max_n, 1));
+  r.stream = boolean(b, "stream", false);
+  return r;
+}
+
+std::string openai_finish_reason(const std::string& engine_reason) {
+  return engine_reason == "stop" ? "stop" : "length";
+}
+
+json completion_answer(const TextRequest& r, const std::string& id, int64_t created, const std::string& model,
+                       const std::vector<Choice>& choices, int prompt_tokens, int completion_tokens) {
+  json cs = json::array();
+  for (size_t i = 0; i < choices.size(); i++) {
+    json c = {{"index", i}, {"finish_reason", choices[i].finish_reason}, {"logprobs", nullptr}};
+    if (r.chat) {
+      c["message"] = {{"role", "assistant"}, {"content", choices[i].text}};
+    } else {
+      c["text"] = choices[i].text;
+    }
+    cs.push_back(c);
+  }
+  return {{"id", id},
+          {"object", r.chat ? "chat.completion" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", cs},
+          {"usage",
+           {{"prompt_tokens", prompt_tokens},
+            {"completion_tokens", completion_tokens},
+            {"total_tokens", prompt_tokens + completion_tokens}}}};
+}
+
+json completion_chunk(const TextRequest& r, const std::string& id, int64_t created, const std::string& model,
+                      int index, const std::string& text, const std::string& finish_reason, bool role_only) {
+  json c = {{"index", index}, {"logprobs", nullptr}};
+  c["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(finish_reason);
+  if (r.chat) {
+    c["delta"] = role_only ? json{{"role", "assistant"}, {"content", ""}}
+                 : finish_reason.empty() ? json{{"content", text}}
+                                         : json::object();
+  } else {
+    c["text"] = text;
+  }
+  return {{"id", id},
+          {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({c})}};
+}
+
+std::string base64(const std::string& bytes) {
+  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    uint32_t v = uint32_t(uint8_t(bytes[i])) << 16;
+    if (i + 1 < bytes.size()) v |= uint32_t(uint8_t(bytes[i + 1])) << 8;
+    if (i + 2 < bytes.size()) v |= uint8_t(bytes[i + 2]);
+    out += k[(v >> 18) & 63];
+    out += k[(v >> 12) & 63];
+    out += i + 1 < bytes.size() ? k[(v >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? k[v & 63] : '=';
+  }
+  return out;
+}
+
+}  // namespace aigc::serve

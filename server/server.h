@@ -1,0 +1,48 @@
+// `aigc serve`: an HTTP server with OpenAI's API shapes over aigc's models (cpp-httplib underneath).
+//   POST /v1/completions, /v1/chat/completions (stream: true -> Server-Sent Events), /v1/images/generations
+//   GET /v1/models, /health, /metrics (Prometheus text); POST /tokenize, /detokenize
+//   GET /runs, /runs/NAME/metrics (training curves for the playground); GET / (the playground)
+// Errors are OpenAI-style {"error": {...}} bodies with the matching 4xx/5xx status.
+#pragma once
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "aigc/checkpoint.h"
+#include "aigc/image_model.h"
+
+namespace aigc::serve {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                 // 0: any free port (see Server::bind)
+  std::string api_key;             // when set, every route but /health and the playground needs "Bearer KEY"
+  int parallel = 4;                // slots: requests decoded together
+  int ctx = 0;                     // positions per slot; 0 = the model's context
+  int max_tokens_cap = 4096;       // the largest max_tokens a request may ask for
+  size_t max_body_bytes = 1 << 20; // larger request bodies get 413
+  double timeout_s = 300;          // per request, queueing included
+  std::string runs_dir = "runs";   // training runs whose metrics the playground charts
+  std::string model_name;          // the text model's id (default: from the checkpoint path)
+  std::string image_model_name;    // the image model's id
+  bool quiet = false;              // no request log on stderr
+};
+
+class Server {
+ public:
+  Server(LoadedModel text, std::unique_ptr<ImageModel> image, ServerOptions opt);
+  ~Server();
+  int bind();  // binds host:port, returns the port; then run()
+  void run();  // serves until shutdown()
+  // Stops taking requests (503), lets in-flight ones finish (at most drain_limit), then stops run().
+  void shutdown(std::chrono::milliseconds drain_limit);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A model id from a checkpoint path: the file's stem, or its directory's name for ".../ckpt.safetensors".
+std::string model_id_from_path(const std::string& path);
+
+}  // namespace aigc::serve
