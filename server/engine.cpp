@@ -172,6 +172,7 @@ void TextEngine::finish(int s, const std::string& reason, const std::string& err
     std::lock_guard<std::mutex> lk(mu_);
     busy_--;
     counters_.jobs_done++;
+    counters_.jobs_cancelled += reason == "cancelled";
   }
   if (job->on_done) job->on_done(r);
   cv_.notify_all();  // drain() may be waiting

@@ -39,7 +39,7 @@ struct TextJob {
 
 struct EngineStats {
   int slots_total = 0, slots_busy = 0, queued = 0;
-  uint64_t jobs_done = 0, prompt_tokens = 0, generated_tokens = 0, decode_steps = 0, decode_rows = 0;
+  uint64_t jobs_done = 0, jobs_cancelled = 0, prompt_tokens = 0, generated_tokens = 0, decode_steps = 0, decode_rows = 0;
 };
 
 class TextEngine {

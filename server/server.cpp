@@ -206,7 +206,9 @@ struct Server::Impl {
         ids.push_back(t.get<int>());
       }
       Utf8StreamDecoder dec;  // invalid UTF-8 (a character cut by the ids given) becomes U+FFFD, never raw bytes
-      send_json(res, 200, {{"content", dec.push(text.tokenizer->decode(ids)) + dec.flush()}});
+      std::string content = dec.push(text.tokenizer->decode(ids));
+      content += dec.flush();
+      send_json(res, 200, {{"content", content}});
     });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics(), "text/plain; version=0.0.4");
@@ -468,6 +470,8 @@ struct Server::Impl {
     metric("aigc_decode_rows_total", "counter", "Sequences decoded, summed over steps (rows / steps = mean batch).",
            double(s.decode_rows));
     metric("aigc_jobs_finished_total", "counter", "Generation jobs finished (any reason).", double(s.jobs_done));
+    metric("aigc_jobs_cancelled_total", "counter", "Jobs cancelled (client gone, or shutdown).",
+           double(s.jobs_cancelled));
     metric("aigc_queue_depth", "gauge", "Jobs waiting for a slot.", double(s.queued));
     metric("aigc_slots_busy", "gauge", "Slots generating now.", double(s.slots_busy));
     metric("aigc_slots_total", "gauge", "Slots (--parallel).", double(s.slots_total));

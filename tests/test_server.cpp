@@ -1,0 +1,305 @@
+// `aigc serve` end to end over loopback: OpenAI shapes, SSE framing, auth, every bad-input case, continuous
+// batching (concurrent greedy streams equal their one-client outputs) and a client leaving mid-stream.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "aigc/error.h"
+#include "aigc/generate.h"
+#include "openai.h"
+#include "server.h"
+
+using namespace aigc;
+using json = nlohmann::json;
+
+namespace {
+
+// A small random-weight GPT over bytes: fast, and its greedy output is a fixed function of the prompt.
+LoadedModel tiny_model(int64_t n_embd = 32, int64_t block_size = 96) {
+  GPTConfig c;
+  c.n_layer = 2, c.n_head = 2, c.n_embd = n_embd, c.block_size = block_size, c.vocab_size = 256;
+  LoadedModel m;
+  m.model = std::make_unique<GPT>(c);
+  m.model->init_weights(3);
+  m.tokenizer = make_bytes_tokenizer();
+  return m;
+}
+
+class Running {
+ public:
+  explicit Running(serve::ServerOptions o = {}, LoadedModel m = tiny_model()) {
+    o.port = 0, o.quiet = true, o.model_name = "tiny";
+    server_ = std::make_unique<serve::Server>(std::move(m), nullptr, o);
+    port_ = server_->bind();
+    thread_ = std::thread([this] { server_->run(); });
+  }
+  ~Running() {
+    server_->shutdown(std::chrono::seconds(5));
+    thread_.join();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(30, 0);
+    return c;
+  }
+  int port() const { return port_; }
+
+ private:
+  std::unique_ptr<serve::Server> server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+json post(const Running& s, const std::string& path, const json& body, int expect = 200) {
+  auto r = s.client().Post(path.c_str(), body.dump(), "application/json");
+  EXPECT_TRUE(r) << path;
+  if (!r) return {};
+  EXPECT_EQ(r->status, expect) << path << " " << body.dump() << " -> " << r->body;
+  return json::parse(r->body);
+}
+
+// Posts a streaming request and returns the SSE events' data fields; keep(count) false ends the read early.
+std::vector<std::string> stream(const Running& s, const std::string& path, const json& body,
+                                std::function<bool(size_t)> keep = {}) {
+  httplib::Request req;
+  req.method = "POST", req.path = path, req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  std::string raw;
+  std::vector<std::string> events;
+  req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+    raw.append(d, n);
+    for (size_t end; (end = raw.find("\n\n")) != std::string::npos; raw.erase(0, end + 2)) {
+      const std::string ev = raw.substr(0, end);
+      if (ev.rfind(":", 0) == 0) continue;  // an SSE comment (keep-alive probe)
+      EXPECT_EQ(ev.rfind("data: ", 0), 0u) << "not an SSE data line: " << ev;
+      events.push_back(ev.substr(6));
+    }
+    return !keep || keep(events.size());
+  };
+  auto r = s.client().send(req);
+  if (!keep) {
+    EXPECT_TRUE(r);
+    if (r) {
+      EXPECT_EQ(r->status, 200);
+      EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
+    }
+    EXPECT_TRUE(raw.empty()) << "an unterminated event: " << raw;
+  }
+  return events;
+}
+
+// Text of a streamed completion; checks the framing: JSON chunks of one id, one end per choice, then [DONE].
+std::string streamed_text(const std::vector<std::string>& events, bool chat) {
+  EXPECT_GE(events.size(), 2u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string text, id;
+  int ends = 0;
+  for (size_t i = 0; i + 1 < events.size(); i++) {
+    json j = json::parse(events[i]);
+    EXPECT_EQ(j["object"], chat ? "chat.completion.chunk" : "text_completion");
+    if (id.empty()) id = j["id"];
+    EXPECT_EQ(j["id"], id);
+    const json& c = j["choices"][0];
+    if (!c["finish_reason"].is_null()) {
+      ends++;
+      EXPECT_EQ(i + 2, events.size()) << "text after the end";
+    }
+    text += chat ? c["delta"].value("content", "") : c["text"].get<std::string>();
+  }
+  EXPECT_EQ(ends, 1);
+  return text;
+}
+
+std::string metric(const Running& s, const std::string& name) {
+  auto r = s.client().Get("/metrics");
+  const size_t at = r->body.find("\n" + name + " ");
+  return at == std::string::npos ? "" : r->body.substr(at + name.size() + 2, r->body.find('\n', at + 1) - at - name.size() - 2);
+}
+
+}  // namespace
+
+TEST(Server, CompletionShapesFollowOpenAI) {
+  Running s;
+  json a = post(s, "/v1/completions", {{"prompt", "hello"}, {"max_tokens", 12}, {"temperature", 0}});
+  EXPECT_EQ(a["object"], "text_completion");
+  EXPECT_EQ(a["model"], "tiny");
+  EXPECT_TRUE(a["id"].get<std::string>().rfind("cmpl-", 0) == 0);
+  EXPECT_TRUE(a["created"].is_number_integer());
+  ASSERT_EQ(a["choices"].size(), 1u);
+  EXPECT_EQ(a["choices"][0]["index"], 0);
+  EXPECT_TRUE(a["choices"][0]["logprobs"].is_null());
+  EXPECT_TRUE(a["choices"][0]["text"].is_string());
+  EXPECT_TRUE(a["choices"][0]["finish_reason"] == "length" || a["choices"][0]["finish_reason"] == "stop");
+  EXPECT_EQ(a["usage"]["prompt_tokens"], 5);
+  EXPECT_EQ(a["usage"]["total_tokens"], a["usage"]["prompt_tokens"].get<int>() + a["usage"]["completion_tokens"].get<int>());
+
+  // The same greedy request through the library gives the same text.
+  LoadedModel m = tiny_model();
+  GenerateOptions g;
+  g.max_tokens = 12, g.sampling.temperature = 0;
+  EXPECT_EQ(a["choices"][0]["text"], generate(*m.model, *m.tokenizer, "hello", g).text);
+
+  json c = post(s, "/v1/chat/completions",
+                {{"messages", {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}}}},
+                 {"max_tokens", 5},
+                 {"n", 2}});
+  EXPECT_EQ(c["object"], "chat.completion");
+  ASSERT_EQ(c["choices"].size(), 2u);
+  EXPECT_EQ(c["choices"][1]["index"], 1);
+  EXPECT_EQ(c["choices"][0]["message"]["role"], "assistant");
+  EXPECT_TRUE(c["choices"][0]["message"]["content"].is_string());
+  EXPECT_EQ(c["usage"]["prompt_tokens"], int(serve::chat_prompt(json::parse(R"([{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}])")).size()));
+
+  json models = s.client().Get("/v1/models") ? json::parse(s.client().Get("/v1/models")->body) : json();
+  EXPECT_EQ(models["object"], "list");
+  EXPECT_EQ(models["data"][0]["id"], "tiny");
+  EXPECT_EQ(models["data"][0]["object"], "model");
+
+  json t = post(s, "/tokenize", {{"content", "h\xC3\xA9"}});
+  EXPECT_EQ(t["tokens"], json({104, 0xC3, 0xA9}));
+  EXPECT_EQ(post(s, "/detokenize", {{"tokens", t["tokens"]}})["content"], "h\xC3\xA9");
+  EXPECT_EQ(post(s, "/detokenize", {{"tokens", {104, 0xC3}}})["content"], "h\xEF\xBF\xBD");  // a cut character
+  auto h = s.client().Get("/health");
+  EXPECT_EQ(json::parse(h->body)["status"], "ok");
+}
+
+TEST(Server, ChatTemplateIsThePlainOneDocumented) {
+  EXPECT_EQ(serve::chat_prompt(json::parse(
+                R"([{"role":"system","content":"S"},{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":[{"type":"text","text":"c"}]}])")),
+            "S\n\nUser: a\nAssistant: b\nUser: c\nAssistant:");
+}
+
+TEST(Server, StreamsServerSentEventsThatAddUpToTheAnswer) {
+  Running s;
+  const json body = {{"prompt", "The cat"}, {"max_tokens", 30}, {"temperature", 0}};
+  const std::string whole = post(s, "/v1/completions", body)["choices"][0]["text"];
+  json sb = body;
+  sb["stream"] = true;
+  EXPECT_EQ(streamed_text(stream(s, "/v1/completions", sb), false), whole);
+
+  const json chat = {{"messages", {{{"role", "user"}, {"content", "Hello"}}}}, {"max_tokens", 20}, {"temperature", 0}};
+  const std::string chat_whole = post(s, "/v1/chat/completions", chat)["choices"][0]["message"]["content"];
+  json cs = chat;
+  cs["stream"] = true;
+  std::vector<std::string> ev = stream(s, "/v1/chat/completions", cs);
+  EXPECT_EQ(json::parse(ev[0])["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(streamed_text(ev, true), chat_whole);
+}
+
+TEST(Server, StopStringsEndTheTextAndAreNotShown) {
+  Running s;
+  const json body = {{"prompt", "x"}, {"max_tokens", 40}, {"temperature", 0}};
+  const std::string whole = post(s, "/v1/completions", body)["choices"][0]["text"];
+  ASSERT_GE(whole.size(), 10u);
+  json b = body;
+  b["stop"] = {whole.substr(6, 3)};
+  json a = post(s, "/v1/completions", b);
+  EXPECT_EQ(a["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(a["choices"][0]["text"], whole.substr(0, whole.find(whole.substr(6, 3))));
+}
+
+TEST(Server, ApiKeyIsRequiredWhenSet) {
+  serve::ServerOptions o;
+  o.api_key = "sesame";
+  Running s(o);
+  const std::string body = json{{"prompt", "a"}, {"max_tokens", 2}}.dump();
+  auto none = s.client().Post("/v1/completions", body, "application/json");
+  EXPECT_EQ(none->status, 401);
+  EXPECT_EQ(json::parse(none->body)["error"]["code"], "invalid_api_key");
+  auto wrong = s.client().Post("/v1/completions", {{"Authorization", "Bearer open"}}, body, "application/json");
+  EXPECT_EQ(wrong->status, 401);
+  auto right = s.client().Post("/v1/completions", {{"Authorization", "Bearer sesame"}}, body, "application/json");
+  EXPECT_EQ(right->status, 200);
+  EXPECT_EQ(s.client().Get("/v1/models")->status, 401);
+  EXPECT_EQ(s.client().Get("/health")->status, 200);  // probes need no key
+}
+
+TEST(Server, BadRequestsGetTheRightStatusAndAnErrorBody) {
+  serve::ServerOptions o;
+  o.max_body_bytes = 4096;
+  Running s(o);
+  struct Case {
+    const char* what;
+    std::string method, path, body;
+    int status;
+  };
+  const std::string long_prompt(200, 'a');  // the context is 96 tokens
+  const std::vector<Case> cases = {
+      {"malformed JSON", "POST", "/v1/completions", "{\"prompt\": ", 400},
+      {"not an object", "POST", "/v1/completions", "[1, 2]", 400},
+      {"missing prompt", "POST", "/v1/completions", R"({"max_tokens": 3})", 400},
+      {"missing messages", "POST", "/v1/chat/completions", R"({"prompt": "a"})", 400},
+      {"prompt of the wrong type", "POST", "/v1/completions", R"({"prompt": {"a": 1}})", 400},
+      {"temperature of the wrong type", "POST", "/v1/completions", R"({"prompt": "a", "temperature": "hot"})", 400},
+      {"stream of the wrong type", "POST", "/v1/completions", R"({"prompt": "a", "stream": "yes"})", 400},
+      {"unknown role", "POST", "/v1/chat/completions", R"({"messages": [{"role": "robot", "content": "a"}]})", 400},
+      {"unknown model", "POST", "/v1/completions", R"({"model": "gpt-9", "prompt": "a"})", 404},
+      {"negative max_tokens", "POST", "/v1/completions", R"({"prompt": "a", "max_tokens": -5})", 400},
+      {"huge max_tokens", "POST", "/v1/completions", R"({"prompt": "a", "max_tokens": 100000000000})", 400},
+      {"max_tokens beyond uint64", "POST", "/v1/completions", R"({"prompt": "a", "max_tokens": 1e300})", 400},
+      {"prompt longer than the context", "POST", "/v1/completions", json{{"prompt", long_prompt}}.dump(), 400},
+      {"five stop strings", "POST", "/v1/completions", R"({"prompt": "a", "stop": ["1","2","3","4","5"]})", 400},
+      {"n = 0", "POST", "/v1/completions", R"({"prompt": "a", "n": 0})", 400},
+      {"token id outside the vocabulary", "POST", "/v1/completions", R"({"prompt": [1, 999]})", 400},
+      {"body over the limit", "POST", "/v1/completions", json{{"prompt", std::string(5000, 'a')}}.dump(), 413},
+      {"unknown route", "GET", "/v2/everything", "", 404},
+      {"wrong method", "GET", "/v1/chat/completions", "", 405},
+      {"wrong method on a GET route", "POST", "/v1/models", "{}", 405},
+      {"detokenize of non-ids", "POST", "/detokenize", R"({"tokens": ["a"]})", 400},
+      {"image request without an image model", "POST", "/v1/images/generations", R"({"prompt": "bag"})", 404},
+  };
+  for (const Case& c : cases) {
+    httplib::Request req;
+    req.method = c.method, req.path = c.path, req.body = c.body;
+    if (!c.body.empty()) req.set_header("Content-Type", "application/json");
+    auto r = s.client().send(req);
+    ASSERT_TRUE(r) << c.what;
+    EXPECT_EQ(r->status, c.status) << c.what << ": " << r->body;
+    json e = json::parse(r->body, nullptr, false);
+    ASSERT_FALSE(e.is_discarded()) << c.what << ": " << r->body;
+    EXPECT_TRUE(e["error"]["message"].is_string()) << c.what;
+    EXPECT_TRUE(e["error"]["type"].is_string()) << c.what;
+  }
+  EXPECT_EQ(post(s, "/v1/completions", {{"prompt", long_prompt.substr(0, 50)}, {"max_tokens", 2}})["usage"]["prompt_tokens"], 50);
+  EXPECT_EQ(json::parse(s.client().Get("/health")->body)["status"], "ok");  // still serving
+}
+
+TEST(Server, ConcurrentStreamsAreBatchedAndEachMatchesItsOneClientOutput) {
+  serve::ServerOptions o;
+  o.parallel = 4;
+  Running s(o);
+  const std::vector<std::string> prompts = {"Once upon", "In a hole", "It was the best", "Call me"};
+  std::vector<std::string> alone;
+  for (const std::string& p : prompts)
+    alone.push_back(post(s, "/v1/completions", {{"prompt", p}, {"max_tokens", 60}, {"temperature", 0}})["choices"][0]["text"]);
+  const double rows0 = std::stod(metric(s, "aigc_decode_rows_total")), steps0 = std::stod(metric(s, "aigc_decode_steps_total"));
+  std::vector<std::string> together(prompts.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < prompts.size(); i++)
+    clients.emplace_back([&, i] {
+      json b = {{"prompt", prompts[i]}, {"max_tokens", 60}, {"temperature", 0}, {"stream", true}};
+      together[i] = streamed_text(stream(s, "/v1/completions", b), false);
+    });
+  for (auto& t : clients) t.join();
+  for (size_t i = 0; i < prompts.size(); i++) EXPECT_EQ(together[i], alone[i]) << prompts[i];
+  const double rows = std::stod(metric(s, "aigc_decode_rows_total")) - rows0;
+  const double steps = std::stod(metric(s, "aigc_decode_steps_total")) - steps0;
+  EXPECT_GT(rows / steps, 1.5) << "the streams were not decoded together";
+}
+
+TEST(Server, AClientThatLeavesMidStreamFreesItsSlot) {
+  serve::ServerOptions o;
+  o.parallel = 1;
+  Running s(o, tiny_model(256, 2048));  // ~1 ms a token: 2,000 tokens outlast the client
+  // Read two events, then hang up: the job must end as cancelled long before its 2,000 tokens.
+  json b = {{"prompt", "a"}, {"max_tokens", 2000}, {"stream", true}, {"temperature", 0}};
+  stream(s, "/v1/completions", b, [](size_t n) { return n < 2; });
+  for (int i = 0; i < 100 && metric(s, "aigc_jobs_cancelled_total") != "1"; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(metric(s, "aigc_jobs_cancelled_total"), "1");
+  EXPECT_EQ(metric(s, "aigc_slots_busy"), "0");
+  // The one slot is free again: a new request is answered.
+  EXPECT_EQ(post(s, "/v1/completions", {{"prompt", "b"}, {"max_tokens", 3}})["choices"].size(), 1u);
+}
