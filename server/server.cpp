@@ -14,6 +14,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "aigc/error.h"
 #include "aigc/image_io.h"
@@ -80,6 +81,13 @@ struct Server::Impl {
   std::unique_ptr<TextEngine> engine;
   httplib::Server http;
   std::mutex image_mu;  // one image request at a time
+  // Requests being answered (a stream counts until its last byte is sent): shutdown waits for them.
+  std::atomic<int> in_flight{0};
+  struct InFlight {
+    std::atomic<int>& n;
+    explicit InFlight(std::atomic<int>& n) : n(n) { n++; }
+    ~InFlight() { n--; }
+  };
   const Clock::time_point started = Clock::now();
 
   // Metrics.
@@ -241,6 +249,7 @@ struct Server::Impl {
 
   // /v1/completions and /v1/chat/completions: one engine job per (prompt, choice).
   void complete(const httplib::Request& req, httplib::Response& res, bool chat) {
+    InFlight busy(in_flight);
     if (engine->draining()) throw ApiError(503, "the server is shutting down", "", "", "server_error");
     const TextRequest r = parse_text_request(parse_body(req), chat, *text.tokenizer, limits);
     auto ex = std::make_shared<Exchange>();
@@ -313,6 +322,7 @@ struct Server::Impl {
   void stream(httplib::Response& res, std::shared_ptr<Exchange> ex, const TextRequest& r, const std::string& id,
               int64_t created) {
     res.set_header("Cache-Control", "no-cache");
+    in_flight++;  // until the releaser: the stream outlives this handler
     auto ended = std::make_shared<size_t>(0);
     auto started = std::make_shared<bool>(false);
     res.set_chunked_content_provider(
@@ -363,12 +373,15 @@ struct Server::Impl {
           }
           return true;
         },
-        [ex](bool success) {
+        [this, ex](bool success) {
           if (!success) ex->cancel();  // the client went away: free its slots at the next step
+          in_flight--;
         });
   }
 
   void generate_images(const httplib::Request& req, httplib::Response& res) {
+    InFlight busy(in_flight);
+    if (engine->draining()) throw ApiError(503, "the server is shutting down", "", "", "server_error");
     json b = parse_body(req);
     if (!b.is_object()) throw ApiError(400, "the request body must be a JSON object");
     if (!image) throw ApiError(404, "this server has no image model (start it with --image-ckpt)", "model",
@@ -499,7 +512,10 @@ int Server::bind() {
 void Server::run() { impl_->http.listen_after_bind(); }
 
 void Server::shutdown(std::chrono::milliseconds drain_limit) {
-  impl_->engine->drain(drain_limit);
+  const auto until = Clock::now() + drain_limit;
+  impl_->engine->drain(drain_limit);  // refuses new jobs, waits for running ones
+  // Then lets the HTTP side send what the jobs produced (stopping the server cuts open streams).
+  while (impl_->in_flight > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   impl_->http.stop();
 }
 

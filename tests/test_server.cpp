@@ -4,6 +4,7 @@
 #include <httplib.h>
 
 #include <nlohmann/json.hpp>
+#include <atomic>
 #include <thread>
 
 #include "aigc/error.h"
@@ -35,8 +36,10 @@ class Running {
     port_ = server_->bind();
     thread_ = std::thread([this] { server_->run(); });
   }
-  ~Running() {
-    server_->shutdown(std::chrono::seconds(5));
+  ~Running() { stop(); }
+  void stop(std::chrono::milliseconds drain = std::chrono::seconds(5)) {
+    if (!thread_.joinable()) return;
+    server_->shutdown(drain);
     thread_.join();
   }
   httplib::Client client() const {
@@ -302,4 +305,37 @@ TEST(Server, AClientThatLeavesMidStreamFreesItsSlot) {
   EXPECT_EQ(metric(s, "aigc_slots_busy"), "0");
   // The one slot is free again: a new request is answered.
   EXPECT_EQ(post(s, "/v1/completions", {{"prompt", "b"}, {"max_tokens", 3}})["choices"].size(), 1u);
+}
+
+TEST(Server, RequestsPastTheTimeoutEndWith504) {
+  serve::ServerOptions o;
+  o.timeout_s = 0.2;
+  Running s(o, tiny_model(256, 2048));  // ~1 ms a token: 2,000 tokens take longer than 0.2 s
+  json e = post(s, "/v1/completions", {{"prompt", "a"}, {"max_tokens", 2000}}, 504);
+  EXPECT_EQ(e["error"]["type"], "server_error");
+  EXPECT_EQ(post(s, "/v1/completions", {{"prompt", "a"}, {"max_tokens", 2}})["choices"].size(), 1u);
+}
+
+TEST(Server, ShutdownFinishesRunningStreamsAndRefusesNewWork) {
+  Running s({}, tiny_model(256, 2048));
+  std::vector<std::string> events;
+  std::atomic<bool> started{false};
+  std::thread client([&] {
+    json b = {{"prompt", "a"}, {"max_tokens", 400}, {"stream", true}, {"temperature", 0}};
+    events = stream(s, "/v1/completions", b, [&](size_t n) {
+      started = n > 0;
+      return true;
+    });
+  });
+  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::thread stopper([&] { s.stop(std::chrono::seconds(30)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto r = s.client().Post("/v1/completions", json{{"prompt", "b"}}.dump(), "application/json");
+  ASSERT_TRUE(r);  // the port stays open while draining: new work is answered 503, not dropped
+  EXPECT_EQ(r->status, 503) << r->body;
+  client.join();
+  stopper.join();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");  // the running stream was finished, not cut
+  EXPECT_EQ(json::parse(events[events.size() - 2])["choices"][0]["finish_reason"], "length");
 }
