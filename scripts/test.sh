@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: builds aigc (Release) and runs every test with CTest, then rebuilds the tests with
-# AddressSanitizer + UBSan and runs the parsers of untrusted files (safetensors, tokenizers, images) under it.
+# AddressSanitizer + UBSan and runs the parsers of untrusted input (safetensors, tokenizers, images, HTTP) under it.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
@@ -15,5 +15,5 @@ bench/run --quick  # the benchmark is not a test: this only checks that it runs
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DAIGC_SANITIZE=ON -DAIGC_NATIVE=OFF >/dev/null
 ninja -C build-asan -j "$jobs" aigc_tests
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  ./build-asan/aigc_tests --gtest_filter='SafeTensors*:Tokenizer*:Checkpoint*:ImageData*'
+  ./build-asan/aigc_tests --gtest_filter='SafeTensors*:Tokenizer*:Checkpoint*:ImageData*:Server*'
 echo "all tests passed"

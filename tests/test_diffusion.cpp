@@ -12,6 +12,7 @@
 #include "aigc/diffusion.h"
 #include "aigc/diffusion_trainer.h"
 #include "aigc/error.h"
+#include "aigc/image_model.h"
 #include "aigc/models/unet.h"
 #include "aigc/ops.h"
 #include "aigc/rng.h"
@@ -178,6 +179,18 @@ TEST(DiffusionTraining, LossFallsOnFashionMnist) {
   LoadedDiffusion ld = load_diffusion(r.checkpoint);
   EXPECT_EQ(ld.schedule.T(), 100);
   EXPECT_EQ(checkpoint_kind(r.checkpoint), "ddpm");
+
+  // The same checkpoint behind ImageModel (what the server's /v1/images/generations calls): DDIM, seeded.
+  auto im = ImageModel::load(r.checkpoint);
+  EXPECT_EQ(im->kind, "ddpm");
+  EXPECT_EQ(im->image_size, 28);
+  SamplerOptions so;
+  so.steps = 3;
+  Tensor a = im->generate(2, -1, 5, so), b = im->generate(2, -1, 5, so);
+  EXPECT_EQ(a.shape(), Shape({2, 1, 28, 28}));
+  EXPECT_EQ(a.to_vector(), b.to_vector());
+  EXPECT_NE(a.to_vector(), im->generate(2, -1, 6, so).to_vector());
+  EXPECT_THROW(class_index("bag", {}, 0), Error);  // unconditional: no classes to ask for
 }
 
 TEST(DiffusionTraining, ResumeIsExact) {
