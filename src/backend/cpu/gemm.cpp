@@ -83,8 +83,10 @@ inline float hsum(v16f v) {  // a tree of shuffles: the lanes never go through m
 // Keeps v in a register: otherwise GCC folds the load into every multiply-add that uses it, and reloading one
 // vector R times costs more than the multiply-adds on CPUs with fewer load ports than FMA units.
 inline void in_register(v16f& v) {
-#if defined(__x86_64__)
+#if defined(__AVX512F__)  // only then is a 16-float vector one register
   asm("" : "+v"(v));
+#else
+  (void)v;
 #endif
 }
 
