@@ -52,6 +52,10 @@ float fill_bias(float* out, const float* bias, int64_t N, int64_t C_out) {
 inline float widen(float w) { return w; }
 inline float widen(uint16_t w) { return f32_from_bf16(w); }
 
+// The vector helpers below are internal (inlined, never exported), so GCC's note that passing 64-byte vectors
+// without AVX-512 changes the calling convention does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 // 16 lanes through GCC's vector extensions: AVX-512 registers where the CPU has them, pairs or quads of narrower
 // ones elsewhere, with no intrinsics.
 typedef float v16f __attribute__((vector_size(64)));
