@@ -147,8 +147,8 @@ DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt) {
                        {"aigc.classes", nlohmann::json(names).dump()}});
   };
   // Progress grids: DDIM from the same noise (and classes cycling 0-9) every time, with the EMA weights.
+  UNet sampler(cfg);
   auto sample_grid = [&](int64_t s) {
-    UNet sampler(cfg);
     load_flat(sampler, ema);
     std::vector<int32_t> lab(64);
     for (int i = 0; i < 64; i++) lab[size_t(i)] = cfg.n_classes ? int32_t(i % cfg.n_classes) : 0;
