@@ -5,10 +5,13 @@
 
 #include <nlohmann/json.hpp>
 #include <atomic>
+#include <filesystem>
 #include <thread>
 
 #include "aigc/error.h"
+#include "aigc/gan_trainer.h"
 #include "aigc/generate.h"
+#include "aigc/image_model.h"
 #include "openai.h"
 #include "server.h"
 
@@ -30,9 +33,10 @@ LoadedModel tiny_model(int64_t n_embd = 32, int64_t block_size = 96) {
 
 class Running {
  public:
-  explicit Running(serve::ServerOptions o = {}, LoadedModel m = tiny_model()) {
-    o.port = 0, o.quiet = true, o.model_name = "tiny";
-    server_ = std::make_unique<serve::Server>(std::move(m), nullptr, o);
+  explicit Running(serve::ServerOptions o = {}, LoadedModel m = tiny_model(),
+                   std::unique_ptr<ImageModel> image = nullptr) {
+    o.port = 0, o.quiet = true, o.model_name = "tiny", o.image_model_name = "gan";
+    server_ = std::make_unique<serve::Server>(std::move(m), std::move(image), o);
     port_ = server_->bind();
     thread_ = std::thread([this] { server_->run(); });
   }
@@ -338,4 +342,42 @@ TEST(Server, ShutdownFinishesRunningStreamsAndRefusesNewWork) {
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back(), "[DONE]");  // the running stream was finished, not cut
   EXPECT_EQ(json::parse(events[events.size() - 2])["choices"][0]["finish_reason"], "length");
+}
+
+TEST(Server, ImageGenerationAnswersSeededPngsAndChecksItsFields) {
+  // A conditional DCGAN trained for two steps on Fashion-MNIST: enough to exercise the route.
+  auto dir = std::filesystem::temp_directory_path() / "aigc_server_gan";
+  std::filesystem::remove_all(dir);
+  GanTrainOptions g;
+  g.conditional = true, g.steps = 2, g.batch_size = 16, g.out_dir = dir.string(), g.quiet = true;
+  g.model.nz = 16, g.model.ngf = 16, g.model.ndf = 16;
+  g.sample_interval = 1000;
+  const std::string ckpt = train_dcgan(g).checkpoint;
+  Running s({}, tiny_model(), ImageModel::load(ckpt));
+
+  json a = post(s, "/v1/images/generations", {{"prompt", "sneaker"}, {"n", 3}, {"seed", 7}, {"size", "28x28"}});
+  ASSERT_EQ(a["data"].size(), 3u);
+  EXPECT_TRUE(a["created"].is_number_integer());
+  for (const json& d : a["data"]) {
+    const std::string b64 = d["b64_json"];
+    EXPECT_EQ(b64.substr(0, 12), "iVBORw0KGgoA");  // base64 of the PNG signature
+    EXPECT_EQ(b64.size() % 4, 0u);
+  }
+  json same = post(s, "/v1/images/generations", {{"prompt", "sneaker"}, {"n", 3}, {"seed", 7}});
+  EXPECT_EQ(same["data"], a["data"]);  // the seed makes it reproducible
+  json other = post(s, "/v1/images/generations", {{"prompt", "bag"}, {"n", 3}, {"seed", 7}});
+  EXPECT_NE(other["data"], a["data"]);
+
+  for (const json& bad : {json{{"prompt", "car"}}, json{{"prompt", 3}}, json{{"n", 0}}, json{{"n", 1000}},
+                          json{{"size", "1024x1024"}}, json{{"response_format", "url"}}, json{{"seed", "x"}},
+                          json{{"steps", -1}}}) {
+    json e = post(s, "/v1/images/generations", bad, 400);
+    EXPECT_TRUE(e["error"]["param"].is_string()) << bad.dump();
+  }
+  post(s, "/v1/images/generations", {{"model", "dall-e-3"}}, 404);
+  json models = json::parse(s.client().Get("/v1/models")->body);
+  ASSERT_EQ(models["data"].size(), 2u);
+  EXPECT_EQ(models["data"][1]["id"], "gan");
+  EXPECT_EQ(models["data"][1]["classes"][7], "sneaker");
+  std::filesystem::remove_all(dir);
 }
