@@ -100,6 +100,9 @@ struct Server::Impl {
     const int model_ctx = int(text.model->config().block_size);
     AIGC_CHECK(opt.ctx >= 0 && opt.ctx <= model_ctx,
                "--ctx " + std::to_string(opt.ctx) + " exceeds the model's context of " + std::to_string(model_ctx));
+    AIGC_CHECK(opt.max_tokens_cap >= 1, "--max-tokens-cap must be at least 1");
+    AIGC_CHECK(opt.timeout_s > 0, "--timeout must be positive");
+    AIGC_CHECK(opt.max_body_bytes >= 1024, "--max-body must be at least 1024 bytes");
     limits.model = opt.model_name;
     limits.ctx = opt.ctx ? opt.ctx : model_ctx;
     limits.max_tokens_cap = opt.max_tokens_cap;
