@@ -3,6 +3,7 @@
 // and the EMA of weights. Plain loops, OpenMP over independent rows.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -28,27 +29,26 @@ void CpuBackend::silu_backward(float* dinp, const float* inp, const float* dout,
   for (int64_t i = 0; i < n; i++) dinp[i] += dout[i] * silu_grad(inp[i]);
 }
 
-// Sum of x[i] and of (x[i] - m)^2 over one row: float lanes (vectorized), the row total in double.
-inline void row_sums(const float* x, int64_t n, float m, double& s, double& ss) {
+// Sum of (x[i] - k) and of (x[i] - k)^2 over one row: float lanes (vectorized), the row totals in double.
+// Shifting by k, a value of the same group, keeps E[d^2] - E[d]^2 accurate in one pass over the data.
+inline void row_sums(const float* x, int64_t n, float k, double& s, double& ss) {
   float a = 0.0f, b = 0.0f;
 #pragma omp simd reduction(+ : a, b)
-  for (int64_t i = 0; i < n; i++) a += x[i], b += (x[i] - m) * (x[i] - m);
+  for (int64_t i = 0; i < n; i++) a += x[i] - k, b += (x[i] - k) * (x[i] - k);
   s += a, ss += b;
 }
 
-// Each (sample, group) is one contiguous block of C/G * HW values. Statistics: per channel row in float lanes,
-// across rows in double, in a fixed order (deterministic); the variance in a second pass around the mean.
 void CpuBackend::groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
                                    const float* b, int64_t N, int64_t C, int64_t HW, int64_t G, float eps, bool silu) {
   const int64_t cpg = C / G, len = cpg * HW;
 #pragma omp parallel for schedule(static)
   for (int64_t ng = 0; ng < N * G; ng++) {
     const float* x = inp + ng * len;
-    double s = 0, ss = 0, unused = 0;
-    for (int64_t j = 0; j < cpg; j++) row_sums(x + j * HW, HW, 0.0f, s, unused);
-    const float m = float(s / double(len));
-    for (int64_t j = 0; j < cpg; j++) row_sums(x + j * HW, HW, m, unused, ss);
-    const float r = float(1.0 / std::sqrt(ss / double(len) + double(eps)));
+    double s = 0, ss = 0;
+    for (int64_t j = 0; j < cpg; j++) row_sums(x + j * HW, HW, x[0], s, ss);
+    const double d = s / double(len), var = std::max(0.0, ss / double(len) - d * d);
+    const float m = float(double(x[0]) + d);
+    const float r = float(1.0 / std::sqrt(var + double(eps)));
     mean[ng] = m, rstd[ng] = r;
     for (int64_t j = 0; j < cpg; j++) {
       const int64_t c = (ng % G) * cpg + j;
@@ -73,12 +73,12 @@ void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const flo
                                     const float* w, const float* b, const float* mean, const float* rstd, int64_t N,
                                     int64_t C, int64_t HW, int64_t G, bool silu) {
   const int64_t cpg = C / G, len = cpg * HW;
-  // The gradient reaching the normalization's output: dout, or through the fused SiLU dout * silu'(y) with
-  // y = xhat w + b recomputed.
-  auto dy = [&](const float* d, const float* x, int64_t i, float m, float r, float wc, float bc) {
-    return silu ? d[i] * silu_grad((x[i] - m) * r * wc + bc) : d[i];
-  };
-  // Per (sample, channel) row: sum(dy) and sum(dy * xhat), in float lanes; everything else from these.
+  // g, the gradient reaching the normalization's output: dout, or through the fused SiLU dout * silu'(y) with
+  // y = xhat w + b recomputed. With SiLU it is computed once, kept, and read again for dinp (a sigmoid per element
+  // costs more than the extra pass over memory).
+  Tensor g_keep = silu ? Tensor::empty({N * C * HW}) : Tensor();
+  const float* g_all = silu ? g_keep.f32() : dout;
+  // Per (sample, channel) row: sum(g) and sum(g * xhat), in float lanes; everything else from these.
   std::vector<double> sd(size_t(N * C)), sdx(size_t(N * C));
 #pragma omp parallel for schedule(static)
   for (int64_t nc = 0; nc < N * C; nc++) {
@@ -86,10 +86,16 @@ void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const flo
     const float m = mean[ng], r = rstd[ng], wc = w ? w[c] : 1.0f, bc = b ? b[c] : 0.0f;
     const float *x = inp + nc * HW, *d = dout + nc * HW;
     float a = 0.0f, bsum = 0.0f;
+    if (silu) {
+      float* g = g_keep.f32() + nc * HW;
 #pragma omp simd reduction(+ : a, bsum)
-    for (int64_t i = 0; i < HW; i++) {
-      const float g = dy(d, x, i, m, r, wc, bc);
-      a += g, bsum += g * (x[i] - m) * r;
+      for (int64_t i = 0; i < HW; i++) {
+        const float xhat = (x[i] - m) * r, gi = d[i] * silu_grad(xhat * wc + bc);
+        g[i] = gi, a += gi, bsum += gi * xhat;
+      }
+    } else {
+#pragma omp simd reduction(+ : a, bsum)
+      for (int64_t i = 0; i < HW; i++) a += d[i], bsum += d[i] * (x[i] - m) * r;
     }
     sd[size_t(nc)] = a, sdx[size_t(nc)] = bsum;
   }
@@ -100,7 +106,7 @@ void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const flo
     if (db) db[c] += float(sb);
   }
   if (!dinp) return;
-    // With g = dout * w and xhat the normalized input: dx = rstd (g - mean(g) - xhat mean(g xhat)) per group.
+  // With gw = g * w and xhat the normalized input: dx = rstd (gw - mean(gw) - xhat mean(gw xhat)) per group.
 #pragma omp parallel for schedule(static)
   for (int64_t ng = 0; ng < N * G; ng++) {
     const int64_t n = ng / G, c0 = (ng % G) * cpg;
@@ -112,11 +118,11 @@ void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const flo
     }
     const float mg = float(sg / double(len)), mgx = float(sgx / double(len));
     for (int64_t j = 0; j < cpg; j++) {
-      const float wc = w ? w[c0 + j] : 1.0f, bc = b ? b[c0 + j] : 0.0f;
-      const float *x = inp + ng * len + j * HW, *d = dout + ng * len + j * HW;
+      const float wc = w ? w[c0 + j] : 1.0f;
+      const float *x = inp + ng * len + j * HW, *g = g_all + ng * len + j * HW;
       float* dx = dinp + ng * len + j * HW;
 #pragma omp simd
-      for (int64_t i = 0; i < HW; i++) dx[i] += r * (dy(d, x, i, m, r, wc, bc) * wc - mg - (x[i] - m) * r * mgx);
+      for (int64_t i = 0; i < HW; i++) dx[i] += r * (g[i] * wc - mg - (x[i] - m) * r * mgx);
     }
   }
 }
