@@ -61,6 +61,7 @@ class Backend {
   virtual void convert_f32_to_bf16(uint16_t* out, const float* inp, int64_t n) = 0;  // round to nearest even
   virtual void add_forward(float* out, const float* a, const float* b, int64_t n) = 0;
   virtual void accumulate(float* dst, const float* src, int64_t n) = 0;  // dst += src
+  virtual void copy(float* dst, const float* src, int64_t n) = 0;        // dst = src
 
   // Layer normalization over the last dim; mean/rstd (N) are saved for backward.
   virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,

@@ -1,5 +1,6 @@
 #include "aigc/tensor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -102,7 +103,15 @@ static Tensor make(const Shape& shape, DType dtype, Device device, bool zero) {
   auto impl = std::make_shared<TensorImpl>();
   size_t nbytes = size_t(numel_of(shape)) * dtype_size(dtype);
   impl->storage = std::make_shared<Storage>(nbytes, device);
-  if (zero && nbytes) std::memset(impl->storage->data, 0, nbytes);
+  if (zero && nbytes) {
+    // Gradient buffers of large activations are zeroed many times a step: above a few MiB, split the work
+    // over the threads (one thread alone leaves the others idle for milliseconds).
+    char* p = static_cast<char*>(impl->storage->data);
+    constexpr size_t kChunk = size_t(1) << 20;
+    const int64_t parts = int64_t((nbytes + kChunk - 1) / kChunk);
+#pragma omp parallel for schedule(static) if (parts >= 4)
+    for (int64_t i = 0; i < parts; i++) std::memset(p + size_t(i) * kChunk, 0, std::min(kChunk, nbytes - size_t(i) * kChunk));
+  }
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

@@ -70,7 +70,7 @@ Tensor add_channelwise(const Tensor& x, const Tensor& v) {
   // Every (sample, channel) plane gets its own value: the channel-bias kernel with B*C "channels".
   const int64_t BC = x.size(0) * x.size(1), S = x.numel() / std::max<int64_t>(BC, 1);
   Tensor out = Tensor::empty(x.shape());
-  std::copy(x.f32(), x.f32() + x.numel(), out.f32());
+  be(x).copy(out.f32(), x.f32(), x.numel());
   be(x).channel_bias_add(out.f32(), v.f32(), 1, BC, S);
   if (needs_grad({&x, &v}))
     record(out, [out, x, v, BC, S] {

@@ -39,6 +39,7 @@ class CpuBackend final : public Backend {
   void convert_f32_to_bf16(uint16_t* out, const float* inp, int64_t n) override { f32_to_bf16(out, inp, n); }
   void add_forward(float* out, const float* a, const float* b, int64_t n) override;
   void accumulate(float* dst, const float* src, int64_t n) override;
+  void copy(float* dst, const float* src, int64_t n) override;
   void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
                          int64_t N, int64_t C, float eps) override;
   void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,

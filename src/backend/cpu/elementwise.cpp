@@ -58,6 +58,11 @@ void CpuBackend::accumulate(float* dst, const float* src, int64_t n) {
   for (int64_t i = 0; i < n; i++) dst[i] += src[i];
 }
 
+void CpuBackend::copy(float* dst, const float* src, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
 void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
                                    const float* b, int64_t N, int64_t C, float eps) {
 #pragma omp parallel for schedule(static)
