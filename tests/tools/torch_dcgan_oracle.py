@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""PyTorch oracle for one whole DCGAN training step (float64), on bench/torch_dcgan_bench.py's G and D.
+"""PyTorch oracle for whole DCGAN training steps (float64), on bench/torch_dcgan_bench.py's G and D.
 
 Usage: torch_dcgan_oracle.py IN.safetensors OUT.safetensors
 IN: metadata "nz", "ngf", "ndf", "lr", "loss" (nonsaturating | minimax); tensors: aigc's G.* and D.* parameters and
-BatchNorm buffers (conditional 28x28, 10 classes), "real" (B, 1, 28, 28), "labels" (B, as floats), "z_d", "z_g".
+BatchNorm buffers (conditional 28x28, 10 classes), "real" (B, 1, 28, 28), "labels" (B, as floats), "z_d", "z_g";
+with metadata "steps" = K > 1, K batches: "real.k", "labels.k", "z_d.k", "z_g.k" for k = 0..K-1, one step each.
 OUT: every G.* / D.* tensor after the step, "grad.G.<name>" / "grad.D.<name>" (each network's gradient from its own
 update), "loss_d", "loss_g"; all F32."""
 import os
@@ -50,28 +51,32 @@ def main():
         if len(names) != len([k for k in sd if not k.endswith("num_batches_tracked")]):
             sys.exit("tensor counts differ for " + prefix)
     T = lambda k: torch.tensor(t[k], dtype=torch.float64)
-    real, z_d, z_g, y = T("real"), T("z_d"), T("z_g"), torch.tensor(t["labels"]).long()
     lr = float(meta["lr"])
     og = torch.optim.Adam(g.parameters(), lr=lr, betas=(0.5, 0.999))
     od = torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.999))
-    B = real.shape[0]
-    ones, zeros = torch.ones(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64)
     g.train(), d.train()
-    with torch.no_grad():
-        fake = g(z_d, y)
-    od.zero_grad()
-    loss_d = F.binary_cross_entropy_with_logits(d(real, y), ones) + F.binary_cross_entropy_with_logits(d(fake, y), zeros)
-    loss_d.backward()
-    d_grads = {n: p.grad.clone() for n, p in d.named_parameters()}
-    od.step()
-    og.zero_grad()
-    logits = d(g(z_g, y), y)
-    if meta["loss"] == "minimax":
-        loss_g = -F.binary_cross_entropy_with_logits(logits, zeros)
-    else:
-        loss_g = F.binary_cross_entropy_with_logits(logits, ones)
-    loss_g.backward()
-    og.step()
+    steps = int(meta.get("steps", "1"))
+    for k in range(steps):
+        sfx = "" if steps == 1 else "." + str(k)
+        real, z_d, z_g, y = T("real" + sfx), T("z_d" + sfx), T("z_g" + sfx), torch.tensor(t["labels" + sfx]).long()
+        B = real.shape[0]
+        ones, zeros = torch.ones(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64)
+        with torch.no_grad():
+            fake = g(z_d, y)
+        od.zero_grad()
+        loss_d = (F.binary_cross_entropy_with_logits(d(real, y), ones)
+                  + F.binary_cross_entropy_with_logits(d(fake, y), zeros))
+        loss_d.backward()
+        d_grads = {n: p.grad.clone() for n, p in d.named_parameters()}
+        od.step()
+        og.zero_grad()
+        logits = d(g(z_g, y), y)
+        if meta["loss"] == "minimax":
+            loss_g = -F.binary_cross_entropy_with_logits(logits, zeros)
+        else:
+            loss_g = F.binary_cross_entropy_with_logits(logits, ones)
+        loss_g.backward()
+        og.step()
     out = {"loss_d": loss_d.reshape(1), "loss_g": loss_g.reshape(1)}
     for prefix, (net, table) in nets.items():
         sd = net.state_dict()
