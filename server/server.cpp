@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -297,8 +298,7 @@ struct Server::Impl {
     int completion_tokens = 0;
     std::unique_lock<std::mutex> lk(ex->mu);
     size_t ended = 0;
-    std::string failure;
-    int failure_status = 0;
+    std::optional<ApiError> failure;
     while (ended < ex->jobs.size()) {
       ex->cv.wait(lk, [&] { return !ex->pieces.empty() || !ex->ends.empty(); });
       for (auto& [i, t] : ex->pieces) choices[size_t(i)].text += t;
@@ -307,18 +307,25 @@ struct Server::Impl {
         ended++;
         completion_tokens += jr.n_generated;
         choices[size_t(i)].finish_reason = openai_finish_reason(jr.finish_reason);
-        if (jr.finish_reason == "timeout")
-          failure_status = 504, failure = "generation did not finish within the server's timeout of " +
-                                          std::to_string(int(opt.timeout_s)) + " s";
-        else if (jr.finish_reason == "error")
-          failure_status = 500, failure = "generation failed: " + jr.error;
-        else if (jr.finish_reason == "cancelled")
-          failure_status = 503, failure = "the request was cancelled (server shutting down)";
+        if (auto f = failure_of(jr)) failure = f;
       }
       ex->ends.clear();
     }
-    if (failure_status) throw ApiError(failure_status, failure, "", "", error_type_for(failure_status));
+    if (failure) throw *failure;
     send_json(res, 200, completion_answer(r, id, created, model, choices, prompt_tokens, completion_tokens));
+  }
+
+  // A job that ended without its text (timed out, failed, cancelled) as the error the client gets.
+  std::optional<ApiError> failure_of(const JobResult& jr) const {
+    auto err = [](int status, const std::string& msg) {
+      return ApiError(status, msg, "", "", error_type_for(status));
+    };
+    if (jr.finish_reason == "timeout")
+      return err(504, "generation did not finish within the server's timeout of " +
+                          std::to_string(int(opt.timeout_s)) + " s");
+    if (jr.finish_reason == "error") return err(500, "generation failed: " + jr.error);
+    if (jr.finish_reason == "cancelled") return err(503, "the request was cancelled (server shutting down)");
+    return std::nullopt;
   }
 
   // Server-Sent Events: one `data: {chunk}` per piece of text as it comes, each choice's end, then `data: [DONE]`.
@@ -358,12 +365,8 @@ struct Server::Impl {
             if (!send(completion_chunk(r, id, created, opt.model_name, i, t, ""))) return false;
           for (auto& [i, jr] : ends) {
             (*ended)++;
-            if (jr.finish_reason == "timeout" || jr.finish_reason == "error" || jr.finish_reason == "cancelled") {
-              const int status = jr.finish_reason == "timeout" ? 504 : jr.finish_reason == "error" ? 500 : 503;
-              const std::string msg = jr.finish_reason == "timeout" ? "generation did not finish within the timeout"
-                                      : jr.finish_reason == "error" ? "generation failed: " + jr.error
-                                                                    : "the request was cancelled";
-              if (!send(error_body(status, msg, error_type_for(status)))) return false;
+            if (auto f = failure_of(jr)) {
+              if (!send(error_body(*f))) return false;
             } else if (!send(completion_chunk(r, id, created, opt.model_name, i, "",
                                               openai_finish_reason(jr.finish_reason)))) {
               return false;
