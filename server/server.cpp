@@ -66,7 +66,7 @@ void send_json(httplib::Response& res, int status, const json& body) {
 void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status, error_body(e)); }
 
 const char* error_type_for(int status) {
-  return status == 401 ? "authentication_error"
+  return status == 401   ? "authentication_error"
          : status == 404 ? "not_found_error"
          : status >= 500 ? "server_error"
                          : "invalid_request_error";
@@ -142,30 +142,39 @@ struct Server::Impl {
     });
     // Errors raised by the HTTP layer itself (unknown route, body too large, bad request line) get JSON bodies too;
     // a known route asked with the wrong method is 405, not 404.
-    http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
-                                                                        httplib::Response& res) {
-      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-      static const std::map<std::string, std::string> known = {
-          {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"}, {"/v1/images/generations", "POST"},
-          {"/tokenize", "POST"},       {"/detokenize", "POST"},          {"/v1/models", "GET"},
-          {"/health", "GET"},          {"/metrics", "GET"},              {"/runs", "GET"}};
-      auto it = known.find(req.path);
-      if (res.status == 404 && it != known.end()) {
-        res.status = 405;
-        res.set_header("Allow", it->second);
-        send_json(res, 405, error_body(405, req.method + " is not allowed on " + req.path + "; use " + it->second,
-                                       "invalid_request_error", "", "method_not_allowed"));
-      } else if (res.status == 404) {
-        send_json(res, 404, error_body(404, "no route " + req.method + " " + req.path, "not_found_error"));
-      } else if (res.status == 413) {
-        send_json(res, 413, error_body(413, "the request body exceeds " + std::to_string(opt.max_body_bytes) +
-                                                " bytes", "invalid_request_error", "", "payload_too_large"));
-      } else {
-        send_json(res, res.status, error_body(res.status, "HTTP error " + std::to_string(res.status) + " on " +
-                                                  req.method + " " + req.path, error_type_for(res.status)));
-      }
-      return httplib::Server::HandlerResponse::Handled;
-    }));
+    http.set_error_handler(
+        httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
+          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+          static const std::map<std::string, std::string> known = {{"/v1/completions", "POST"},
+                                                                   {"/v1/chat/completions", "POST"},
+                                                                   {"/v1/images/generations", "POST"},
+                                                                   {"/tokenize", "POST"},
+                                                                   {"/detokenize", "POST"},
+                                                                   {"/v1/models", "GET"},
+                                                                   {"/health", "GET"},
+                                                                   {"/metrics", "GET"},
+                                                                   {"/runs", "GET"}};
+          auto it = known.find(req.path);
+          if (res.status == 404 && it != known.end()) {
+            res.status = 405;
+            res.set_header("Allow", it->second);
+            send_json(res, 405,
+                      error_body(405, req.method + " is not allowed on " + req.path + "; use " + it->second,
+                                 "invalid_request_error", "", "method_not_allowed"));
+          } else if (res.status == 404) {
+            send_json(res, 404, error_body(404, "no route " + req.method + " " + req.path, "not_found_error"));
+          } else if (res.status == 413) {
+            send_json(res, 413,
+                      error_body(413, "the request body exceeds " + std::to_string(opt.max_body_bytes) + " bytes",
+                                 "invalid_request_error", "", "payload_too_large"));
+          } else {
+            send_json(res, res.status,
+                      error_body(res.status,
+                                 "HTTP error " + std::to_string(res.status) + " on " + req.method + " " + req.path,
+                                 error_type_for(res.status)));
+          }
+          return httplib::Server::HandlerResponse::Handled;
+        }));
     http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
       try {
         std::rethrow_exception(ep);
@@ -187,19 +196,24 @@ struct Server::Impl {
     });
     http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
       json data = json::array();
-      data.push_back({{"id", opt.model_name}, {"object", "model"}, {"created", unix_now()}, {"owned_by", "aigc"},
+      data.push_back({{"id", opt.model_name},
+                      {"object", "model"},
+                      {"created", unix_now()},
+                      {"owned_by", "aigc"},
                       {"context_length", limits.ctx}});
       if (image)
-        data.push_back({{"id", opt.image_model_name}, {"object", "model"}, {"created", unix_now()},
-                        {"owned_by", "aigc"}, {"kind", image->kind}, {"classes", image->class_names}});
+        data.push_back({{"id", opt.image_model_name},
+                        {"object", "model"},
+                        {"created", unix_now()},
+                        {"owned_by", "aigc"},
+                        {"kind", image->kind},
+                        {"classes", image->class_names}});
       send_json(res, 200, {{"object", "list"}, {"data", data}});
     });
-    http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      complete(req, res, false);
-    });
-    http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      complete(req, res, true);
-    });
+    http.Post("/v1/completions",
+              [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, false); });
+    http.Post("/v1/chat/completions",
+              [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, true); });
     http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
       json b = parse_body(req);
       if (!b.is_object() || !b.contains("content") || !b["content"].is_string())
@@ -213,8 +227,9 @@ struct Server::Impl {
       std::vector<int> ids;
       for (const json& t : b["tokens"]) {
         if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= text.tokenizer->vocab_size())
-          throw ApiError(400, "'tokens' must hold integers in [0, " + std::to_string(text.tokenizer->vocab_size()) +
-                                  ")", "tokens");
+          throw ApiError(400,
+                         "'tokens' must hold integers in [0, " + std::to_string(text.tokenizer->vocab_size()) + ")",
+                         "tokens");
         ids.push_back(t.get<int>());
       }
       Utf8StreamDecoder dec;  // invalid UTF-8 (a character cut by the ids given) becomes U+FFFD, never raw bytes
@@ -225,13 +240,11 @@ struct Server::Impl {
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics(), "text/plain; version=0.0.4");
     });
-    http.Post("/v1/images/generations", [this](const httplib::Request& req, httplib::Response& res) {
-      generate_images(req, res);
-    });
+    http.Post("/v1/images/generations",
+              [this](const httplib::Request& req, httplib::Response& res) { generate_images(req, res); });
     http.Get("/runs", [this](const httplib::Request&, httplib::Response& res) { list_runs(res); });
-    http.Get(R"(/runs/([A-Za-z0-9_.\-]+)/metrics)", [this](const httplib::Request& req, httplib::Response& res) {
-      run_metrics(req.matches[1], res);
-    });
+    http.Get(R"(/runs/([A-Za-z0-9_.\-]+)/metrics)",
+             [this](const httplib::Request& req, httplib::Response& res) { run_metrics(req.matches[1], res); });
     http.Get(R"(/(|[A-Za-z0-9_.\-]+\.(?:html|js|css)))", [](const httplib::Request& req, httplib::Response& res) {
       const Asset* a = find_asset(req.path);
       if (!a) throw ApiError(404, "no such file: " + req.path, "", "", "not_found_error");
@@ -240,9 +253,16 @@ struct Server::Impl {
   }
 
   void log(const httplib::Request& req, const httplib::Response& res) {
-    static const std::set<std::string> routes = {"/v1/completions", "/v1/chat/completions", "/v1/images/generations",
-                                                 "/v1/models", "/tokenize", "/detokenize", "/health", "/metrics",
-                                                 "/runs", "/"};
+    static const std::set<std::string> routes = {"/v1/completions",
+                                                 "/v1/chat/completions",
+                                                 "/v1/images/generations",
+                                                 "/v1/models",
+                                                 "/tokenize",
+                                                 "/detokenize",
+                                                 "/health",
+                                                 "/metrics",
+                                                 "/runs",
+                                                 "/"};
     const std::string route = routes.count(req.path) ? req.path : "other";  // bounded label values
     {
       std::lock_guard<std::mutex> lk(metrics_mu);
@@ -317,12 +337,10 @@ struct Server::Impl {
 
   // A job that ended without its text (timed out, failed, cancelled) as the error the client gets.
   std::optional<ApiError> failure_of(const JobResult& jr) const {
-    auto err = [](int status, const std::string& msg) {
-      return ApiError(status, msg, "", "", error_type_for(status));
-    };
+    auto err = [](int status, const std::string& msg) { return ApiError(status, msg, "", "", error_type_for(status)); };
     if (jr.finish_reason == "timeout")
-      return err(504, "generation did not finish within the server's timeout of " +
-                          std::to_string(int(opt.timeout_s)) + " s");
+      return err(
+          504, "generation did not finish within the server's timeout of " + std::to_string(int(opt.timeout_s)) + " s");
     if (jr.finish_reason == "error") return err(500, "generation failed: " + jr.error);
     if (jr.finish_reason == "cancelled") return err(503, "the request was cancelled (server shutting down)");
     return std::nullopt;
@@ -390,11 +408,13 @@ struct Server::Impl {
     if (engine->draining()) throw ApiError(503, "the server is shutting down", "", "", "server_error");
     json b = parse_body(req);
     if (!b.is_object()) throw ApiError(400, "the request body must be a JSON object");
-    if (!image) throw ApiError(404, "this server has no image model (start it with --image-ckpt)", "model",
-                               "model_not_found");
+    if (!image)
+      throw ApiError(404, "this server has no image model (start it with --image-ckpt)", "model", "model_not_found");
     if (b.contains("model") && !b["model"].is_null() && b["model"] != opt.image_model_name)
-      throw ApiError(404, "the image model '" + b["model"].dump() + "' does not exist; this server has '" +
-                              opt.image_model_name + "'", "model", "model_not_found");
+      throw ApiError(
+          404,
+          "the image model '" + b["model"].dump() + "' does not exist; this server has '" + opt.image_model_name + "'",
+          "model", "model_not_found");
     std::string prompt;
     if (b.contains("prompt") && !b["prompt"].is_null()) {
       if (!b["prompt"].is_string()) throw ApiError(400, "'prompt' must be a string (a class name)", "prompt");
@@ -455,8 +475,9 @@ struct Server::Impl {
   void run_metrics(const std::string& name, httplib::Response& res) {
     if (name == "." || name == "..") throw ApiError(400, "bad run name", "name");
     std::ifstream f(fs::path(opt.runs_dir) / name / "metrics.jsonl");
-    if (!f) throw ApiError(404, "no run '" + name + "' with a metrics.jsonl under " + opt.runs_dir, "", "",
-                           "not_found_error");
+    if (!f)
+      throw ApiError(404, "no run '" + name + "' with a metrics.jsonl under " + opt.runs_dir, "", "",
+                     "not_found_error");
     json rows = json::array();
     std::string line;
     while (std::getline(f, line) && rows.size() < 100000) {

@@ -12,20 +12,28 @@ namespace aigc {
 
 size_t dtype_size(DType dt) {
   switch (dt) {
-    case DType::F32: return 4;
-    case DType::I32: return 4;
-    case DType::BF16: return 2;
-    case DType::F16: return 2;
+    case DType::F32:
+      return 4;
+    case DType::I32:
+      return 4;
+    case DType::BF16:
+      return 2;
+    case DType::F16:
+      return 2;
   }
   return 0;
 }
 
 const char* dtype_name(DType dt) {
   switch (dt) {
-    case DType::F32: return "f32";
-    case DType::I32: return "i32";
-    case DType::BF16: return "bf16";
-    case DType::F16: return "f16";
+    case DType::F32:
+      return "f32";
+    case DType::I32:
+      return "i32";
+    case DType::BF16:
+      return "bf16";
+    case DType::F16:
+      return "f16";
   }
   return "?";
 }
@@ -110,7 +118,8 @@ static Tensor make(const Shape& shape, DType dtype, Device device, bool zero) {
     constexpr size_t kChunk = size_t(1) << 20;
     const int64_t parts = int64_t((nbytes + kChunk - 1) / kChunk);
 #pragma omp parallel for schedule(static) if (parts >= 4)
-    for (int64_t i = 0; i < parts; i++) std::memset(p + size_t(i) * kChunk, 0, std::min(kChunk, nbytes - size_t(i) * kChunk));
+    for (int64_t i = 0; i < parts; i++)
+      std::memset(p + size_t(i) * kChunk, 0, std::min(kChunk, nbytes - size_t(i) * kChunk));
   }
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
