@@ -4,6 +4,9 @@ same Adam settings, batch and step structure (one D update on a real and a gener
 non-saturating loss), on Fashion-MNIST read from Debian's dataset-fashion-mnist. Prints one JSON line with the
 median images/s over the timed steps.
 Usage: torch_dcgan_bench.py THREADS STEPS WARMUP [BATCH NZ NGF NDF] [--save-samples DIR N] [--grid PNG] [--seed S]
+                            [--streams FILE]
+--streams trains on the initial weights, batches and noise of an aigc run (written by aigc_gan_streams) instead of
+its own random draws; the JSON line then also carries the first step's losses, to check against aigc's.
 --save-samples writes N generated images (labels cycling 0-9) after training as an IDX test split in DIR
 (t10k-images-idx3-ubyte + labels), which `aigc fid --fake DIR` scores with the same FID-FMNIST as aigc's models.
 --grid writes an 8x8 sample grid (classes cycling 0-9, as aigc's grids) as a grayscale PNG.
@@ -22,6 +25,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "tools"))
+from torch_gpt_oracle import read_safetensors  # noqa: E402
 
 ROOT = "/usr/share/datasets/fashion-mnist/"
 
@@ -71,6 +77,34 @@ class D(nn.Module):
         return self.net(torch.cat([x, self.emb(y).view(-1, 1, 28, 28)], 1)).view(-1)
 
 
+# aigc's names -> the PyTorch modules' state_dict names.
+G_NAMES = {"label_emb": "emb.weight", "g.0.weight": "net.0.weight", "g.0.bn": "net.1", "g.1.weight": "net.3.weight",
+           "g.1.bn": "net.4", "g.2.weight": "net.6.weight", "g.2.bias": "net.6.bias"}
+D_NAMES = {"label_emb": "emb.weight", "d.0.weight": "net.0.weight", "d.0.bias": "net.0.bias",
+           "d.1.weight": "net.2.weight", "d.1.bn": "net.3", "d.2.weight": "net.5.weight", "d.2.bias": "net.5.bias"}
+
+
+def torch_name(table, name):
+    for a, t in table.items():
+        if name == a:
+            return t
+        if name.startswith(a + "."):  # BatchNorm: weight, bias, running_mean, running_var
+            return t + name[len(a):]
+    sys.exit("no PyTorch counterpart for " + name)
+
+
+def load_aigc_weights(g, d, tensors):
+    """Copy aigc's G.* / D.* tensors (parameters and BatchNorm buffers) into the PyTorch twins."""
+    for prefix, net, table in (("G.", g, G_NAMES), ("D.", d, D_NAMES)):
+        sd = net.state_dict()
+        names = [n for n in tensors if n.startswith(prefix)]
+        for n in names:
+            key = torch_name(table, n[len(prefix):])
+            sd[key].copy_(torch.tensor(tensors[n], dtype=sd[key].dtype).reshape(sd[key].shape))
+        if len(names) != len([k for k in sd if not k.endswith("num_batches_tracked")]):
+            sys.exit("tensor counts differ for " + prefix)
+
+
 def save_samples(g, nz, out_dir, n):
     os.makedirs(out_dir, exist_ok=True)
     g.eval()
@@ -109,7 +143,11 @@ def save_grid(g, nz, path):
 
 def main():
     args = sys.argv[1:]
-    save, grid, seed = None, None, 0
+    save, grid, seed, streams = None, None, 0, None
+    if "--streams" in args:
+        i = args.index("--streams")
+        streams = args[i + 1]
+        del args[i:i + 2]
     if "--seed" in args:
         i = args.index("--seed")
         seed = int(args[i + 1])
@@ -136,25 +174,39 @@ def main():
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+    if streams:  # aigc's initial weights, batches and noise instead of our own draws
+        st, _ = read_safetensors(streams)
+        load_aigc_weights(g, d, st)
+        if st["real"].shape[0] < warmup + steps or st["real"].shape[1] != B:
+            sys.exit("%s holds %d steps of batch %d; this run needs %d of batch %d"
+                     % (streams, st["real"].shape[0], st["real"].shape[1], warmup + steps, B))
     og = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     ones, zeros = torch.ones(B), torch.zeros(B)
     times = []
     data = batches(x_all, y_all, B)
+    first = None
     for i in range(warmup + steps):
         real, y = next(data)
+        z_d, z_g = torch.randn(B, nz), torch.randn(B, nz)
+        if streams:
+            real = torch.from_numpy(st["real"][i].astype(np.float32) / 127.5 - 1.0)
+            y = torch.from_numpy(st["labels"][i].astype(np.int64))
+            z_d, z_g = torch.from_numpy(st["z_d"][i]), torch.from_numpy(st["z_g"][i])
         t0 = time.perf_counter()
         with torch.no_grad():
-            fake = g(torch.randn(B, nz), y)
+            fake = g(z_d, y)
         od.zero_grad(set_to_none=True)
         loss_d = (F.binary_cross_entropy_with_logits(d(real, y), ones)
                   + F.binary_cross_entropy_with_logits(d(fake, y), zeros))
         loss_d.backward()
         od.step()
         og.zero_grad(set_to_none=True)
-        loss_g = F.binary_cross_entropy_with_logits(d(g(torch.randn(B, nz), y), y), ones)
+        loss_g = F.binary_cross_entropy_with_logits(d(g(z_g, y), y), ones)
         loss_g.backward()
         og.step()
+        if first is None:
+            first = (loss_d.item(), loss_g.item())
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
@@ -163,7 +215,7 @@ def main():
     if grid:
         save_grid(g, nz, grid)
     print(json.dumps({"images_per_s": B / med, "step_s": med, "loss_d": loss_d.item(), "loss_g": loss_g.item(),
-                      "torch": torch.__version__}))
+                      "first_loss_d": first[0], "first_loss_g": first[1], "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

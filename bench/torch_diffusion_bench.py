@@ -12,6 +12,9 @@ Usage: torch_diffusion_bench.py THREADS STEPS [options]
                          STEPS steps, or ddpm; labels cycling 0-9 for conditional models) as an IDX test split in DIR,
                          for `aigc fid --fake DIR`
   --grid PNG             an 8x8 DDIM-50 grid
+  --save-model PATH      the trained weights (model and EMA) as an aigc diffusion checkpoint, so that aigc's samplers
+                         and `aigc fid` can score this model too (in aigc's parameter order, which the U-Net parity
+                         test checks against bench/torch_unet.py's UNet.aigc_parameters())
 Prints one JSON line: median training images/s over the steps after the first 3, losses, sampling images/s."""
 import json
 import os
@@ -27,6 +30,12 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_dcgan_bench import batches, load, write_png  # noqa: E402
 from torch_unet import UNet  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "tools"))
+from torch_gpt_oracle import write_safetensors  # noqa: E402
+
+CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+
 
 def linear_schedule(T=1000):
     k = 1000.0 / T
@@ -76,6 +85,7 @@ def main():
     while "--save-samples" in args:
         saves.append(option(args, "--save-samples", None, str, 4))
     grid = option(args, "--grid", None)
+    save_model = option(args, "--save-model", None)
     threads, steps = int(args[0]), int(args[1])
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -140,6 +150,17 @@ def main():
         pad = np.zeros((8, 8, 30, 30), np.uint8)
         pad[:, :, 1:29, 1:29] = pix
         write_png(grid, pad.transpose(0, 2, 1, 3).reshape(240, 240))
+    if save_model:
+        flat = {k: torch.cat([p.detach().reshape(-1) for _, p in m.aigc_parameters()]).numpy()
+                for k, m in (("model", model), ("ema", ema))}
+        if not cfg:
+            sys.exit("--save-model needs --config (aigc's U-Net config JSON) to describe the model")
+        meta = {"format": "aigc-ddpm-1", "aigc.config": json.dumps(cfg),
+                "aigc.schedule": json.dumps({"kind": "linear", "T": 1000}),
+                "aigc.classes": json.dumps(CLASSES if n_classes else []),
+                "aigc.trained_by": "PyTorch " + torch.__version__ + " (bench/torch_diffusion_bench.py)"}
+        write_safetensors(save_model + ".tmp", flat, meta)
+        os.replace(save_model + ".tmp", save_model)
     print(json.dumps(res))
 
 

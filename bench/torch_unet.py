@@ -95,6 +95,13 @@ class UNet(nn.Module):
             if ".conv2." in name or ".attn.proj." in name or name.startswith("conv_out."):
                 nn.init.zeros_(p)
 
+    def aigc_parameters(self):
+        """(name, parameter) in aigc's order, the layout of its flat checkpoints: PyTorch lists the module's own
+        class_emb first, aigc registers it after the time MLP."""
+        ps = [(n, p) for n, p in self.named_parameters() if n != "class_emb"]
+        at = sum(1 for n, _ in ps if n.startswith("temb."))
+        return ps[:at] + ([("class_emb", self.class_emb)] if self.n_classes else []) + ps[at:]
+
     def forward(self, x, t, y=None):
         temb = self.temb[1](F.silu(self.temb[0](timestep_embedding(t, self.ch).to(x.dtype))))
         if self.n_classes:

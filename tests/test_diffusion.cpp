@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <numbers>
 
 #include "aigc/autograd.h"
@@ -59,7 +60,12 @@ TEST(Parity, UNetMatchesPyTorch) {
     ts.push_back({p.name, StDType::F32, p.value.shape(), p.value.f32(), size_t(p.value.numel()) * 4});
   for (auto& [name, v] : std::vector<std::pair<std::string, Tensor>>{{"x", x}, {"t", t}, {"y", yf}, {"dout", dout}})
     ts.push_back({name, StDType::F32, v.shape(), v.f32(), size_t(v.numel()) * 4});
-  write_safetensors((dir / "in.safetensors").string(), ts, {{"config", net.config().to_json()}});
+  // "order": aigc's parameter order, which the PyTorch twin must share (bench/torch_diffusion_bench.py writes its
+  // trained weights into aigc's flat checkpoint layout in that order).
+  nlohmann::json order = nlohmann::json::array();
+  for (const Param& p : net.params().params()) order.push_back(p.name);
+  write_safetensors((dir / "in.safetensors").string(), ts,
+                    {{"config", net.config().to_json()}, {"order", order.dump()}});
   const std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/tests/tools/torch_unet_oracle.py " +
                           (dir / "in.safetensors").string() + " " + (dir / "out.safetensors").string();
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "aigc/models/dcgan.h"
+#include "aigc/rng.h"
 
 namespace aigc {
 
@@ -36,6 +37,12 @@ struct GanTrainResult {
 };
 
 GanTrainResult train_dcgan(const GanTrainOptions& opt);
+
+// The random streams a training run from `seed` draws, besides the batch order (ImageLoader(data, B, seed)):
+// the initial weights, and the noise generator that yields z_d then z_g for every step. Shared with
+// bench/gan_streams.cpp, which hands the same streams to PyTorch's twin.
+void init_gan(Generator& g, Discriminator& d, uint64_t seed);
+Rng gan_noise_rng(uint64_t seed);
 
 // One step of the game, as train_dcgan runs it: D learns on `real` and on G(z_d) (both with `labels`), then G
 // learns through D on G(z_g). loss is "nonsaturating" or "minimax". Returns both losses (minimax: the value of

@@ -103,6 +103,10 @@ GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, c
   return st;
 }
 
+void init_gan(Generator& g, Discriminator& d, uint64_t seed) { g.init_weights(seed), d.init_weights(seed + 1); }
+
+Rng gan_noise_rng(uint64_t seed) { return Rng(seed ^ 0x6a09e667f3bcc909ULL); }
+
 GanTrainResult train_dcgan(const GanTrainOptions& opt) {
   auto log = [&](const std::string& s) {
     if (!opt.quiet) std::fprintf(stderr, "%s\n", s.c_str());
@@ -124,12 +128,12 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
   }
   Generator g(cfg);
   Discriminator d(cfg);
-  g.init_weights(opt.seed), d.init_weights(opt.seed + 1);
+  init_gan(g, d, opt.seed);
   OptimConfig oc;
   oc.name = "adam", oc.lr = opt.lr, oc.beta1 = opt.beta1, oc.beta2 = opt.beta2, oc.weight_decay = 0.0f;
   Optimizer og(g.params(), oc), od(d.params(), oc);
   ImageLoader loader(data, opt.batch_size, opt.seed, opt.hflip);
-  Rng rng(opt.seed ^ 0x6a09e667f3bcc909ULL);
+  Rng rng = gan_noise_rng(opt.seed);
   if (opt.resume) {
     SafeTensorsReader st(ckpt);
     read_net(st, "G.", g, &og);

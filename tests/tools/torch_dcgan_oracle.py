@@ -16,23 +16,8 @@ import torch.nn.functional as F
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
 sys.path.insert(0, os.path.join(here, "..", "..", "bench"))
-from torch_dcgan_bench import D, G  # noqa: E402
+from torch_dcgan_bench import D, D_NAMES, G, G_NAMES, load_aigc_weights, torch_name  # noqa: E402
 from torch_gpt_oracle import read_safetensors, write_safetensors  # noqa: E402
-
-# aigc's names -> the PyTorch modules' state_dict names.
-G_NAMES = {"label_emb": "emb.weight", "g.0.weight": "net.0.weight", "g.0.bn": "net.1", "g.1.weight": "net.3.weight",
-           "g.1.bn": "net.4", "g.2.weight": "net.6.weight", "g.2.bias": "net.6.bias"}
-D_NAMES = {"label_emb": "emb.weight", "d.0.weight": "net.0.weight", "d.0.bias": "net.0.bias",
-           "d.1.weight": "net.2.weight", "d.1.bn": "net.3", "d.2.weight": "net.5.weight", "d.2.bias": "net.5.bias"}
-
-
-def torch_name(table, name):
-    for a, t in table.items():
-        if name == a:
-            return t
-        if name.startswith(a + "."):  # BatchNorm: weight, bias, running_mean, running_var
-            return t + name[len(a):]
-    sys.exit("no PyTorch counterpart for " + name)
 
 
 def main():
@@ -41,15 +26,7 @@ def main():
     torch.set_num_threads(1)
     t, meta = read_safetensors(sys.argv[1])
     g, d = G(int(meta["nz"]), int(meta["ngf"])).double(), D(int(meta["ndf"])).double()
-    nets = {"G.": (g, G_NAMES), "D.": (d, D_NAMES)}
-    for prefix, (net, table) in nets.items():
-        sd = net.state_dict()
-        names = [n for n in t if n.startswith(prefix)]
-        for n in names:
-            key = torch_name(table, n[len(prefix):])
-            sd[key].copy_(torch.tensor(t[n], dtype=torch.float64).reshape(sd[key].shape))
-        if len(names) != len([k for k in sd if not k.endswith("num_batches_tracked")]):
-            sys.exit("tensor counts differ for " + prefix)
+    load_aigc_weights(g, d, t)
     T = lambda k: torch.tensor(t[k], dtype=torch.float64)
     lr = float(meta["lr"])
     og = torch.optim.Adam(g.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -78,7 +55,7 @@ def main():
         loss_g.backward()
         og.step()
     out = {"loss_d": loss_d.reshape(1), "loss_g": loss_g.reshape(1)}
-    for prefix, (net, table) in nets.items():
+    for prefix, net, table in (("G.", g, G_NAMES), ("D.", d, D_NAMES)):
         sd = net.state_dict()
         pgrads = d_grads if prefix == "D." else {n: p.grad for n, p in net.named_parameters()}
         for n in [n for n in t if n.startswith(prefix)]:

@@ -2,8 +2,9 @@
 """PyTorch oracle for aigc's DDPM U-Net (float64), on bench/torch_unet.py's model.
 
 Usage: torch_unet_oracle.py IN.safetensors OUT.safetensors
-IN: metadata "config" (aigc's UNetConfig JSON); tensors: every U-Net parameter by aigc's name, "x" (B, C, S, S),
-"t" (B) timesteps, "y" (B) labels as floats (conditional models), "dout" (the gradient flowing into the output).
+IN: metadata "config" (aigc's UNetConfig JSON) and "order" (aigc's parameter names in order, which must equal
+UNet.aigc_parameters()); tensors: every U-Net parameter by aigc's name, "x" (B, C, S, S), "t" (B)
+timesteps, "y" (B) labels as floats (conditional models), "dout" (the gradient flowing into the output).
 OUT: "out", "dx", and "grad.<name>" for every parameter: gradients of sum(out * dout); all F32."""
 import json
 import os
@@ -28,6 +29,8 @@ def main():
                  tuple(c["attn_resolutions"]), c["groups"], c["n_head"], c["dropout"], c["n_classes"]).double()
     model.eval()  # dropout off: masks cannot match across frameworks
     names = dict(model.named_parameters())
+    if "order" in meta and json.loads(meta["order"]) != [n for n, _ in model.aigc_parameters()]:
+        sys.exit("the PyTorch U-Net registers its parameters in another order than aigc's")
     with torch.no_grad():
         for name, p in names.items():
             if name not in tensors:
