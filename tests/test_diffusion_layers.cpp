@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "aigc/autograd.h"
 #include "aigc/error.h"
@@ -30,6 +32,34 @@ TEST(GradCheck, SiluAndGroupNorm) {
   EXPECT_LT(
       aigc::testing::max_abs_diff(ops::group_norm(x, w, b, 3, 1e-5f, true), ops::silu(ops::group_norm(x, w, b, 3))),
       1e-6);
+}
+
+// The backward of conv2d, conv_transpose2d, group_norm, add and concat_channels assigns the first gradient to reach
+// an input (into an uninitialized buffer) and adds later ones. x feeds all of them; each graph makes a different op
+// the last consumer of x, so that each op's backward is the one that assigns, and the others add.
+TEST(GradCheck, FirstGradientAssignsLaterOnesAdd) {
+  Rng rng(44);
+  Tensor x = randn({2, 4, 3, 3}, rng), w = randn({4, 4, 3, 3}, rng, 0.3f), b = randn({4}, rng);
+  Tensor wt = randn({4, 4, 3, 3}, rng, 0.3f), dout = randn({2, 8, 3, 3}, rng);
+  const ops::Conv2dOptions same{1, 1};  // stride 1, padding 1: output shape = input shape
+  auto conv = [&] { return ops::conv2d(x, w, b, same); };
+  auto tconv = [&] { return ops::conv_transpose2d(x, wt, Tensor(), same); };
+  auto gn = [&] { return ops::group_norm(x, Tensor(), Tensor(), 2, 1e-5f, true); };
+  struct Graph {
+    std::function<Tensor()> f;
+    std::vector<Tensor> inputs;
+  };
+  const std::vector<Graph> graphs = {
+      {[&] { return ops::concat_channels(ops::add(gn(), tconv()), conv()); }, {x, w, b, wt}},  // conv assigns
+      {[&] { return ops::concat_channels(ops::add(conv(), x), tconv()); }, {x, w, b, wt}},     // conv_transpose2d
+      {[&] { return ops::concat_channels(ops::add(conv(), tconv()), gn()); }, {x, w, b, wt}},  // group_norm
+      {[&] { return ops::concat_channels(conv(), ops::add(gn(), x)); }, {x, w, b}},            // add
+      {[&] { return ops::concat_channels(ops::add(conv(), gn()), x); }, {x, w, b}},            // concat_channels
+  };
+  for (size_t k = 0; k < graphs.size(); k++) {
+    SCOPED_TRACE("graph " + std::to_string(k));
+    grad_check(graphs[k].f, graphs[k].inputs, dout);
+  }
 }
 
 TEST(GradCheck, UpsampleTransposeChannelAdd) {

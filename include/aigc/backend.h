@@ -44,9 +44,10 @@ class Backend {
                                     bool accumulate) = 0;
   virtual void conv2d_backward_weights(float* dw, float* dbias, const float* dout, const float* inp,
                                        const ConvShape& s) = 0;  // dw += ..., dbias += ... (either may be null)
-  // Both backward passes of a convolution (dinp, dw, dbias accumulate; any may be null), sharing work on dout.
+  // Both backward passes of a convolution (dw, dbias accumulate; dinp too when dinp_accumulate, else it is
+  // assigned; any may be null), sharing work on dout.
   virtual void conv2d_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
-                               const float* w, const ConvShape& s) = 0;
+                               const float* w, const ConvShape& s, bool dinp_accumulate) = 0;
 
   // out (N, C, HW) += bias[c] per channel, and dbias[c] += sum of dout over N and HW.
   virtual void channel_bias_add(float* out, const float* bias, int64_t N, int64_t C, int64_t HW) = 0;
@@ -95,11 +96,12 @@ class Backend {
   virtual void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
                                         int64_t C, int64_t count, float momentum) = 0;
 
-  // out (N, Ca + Cb, S) = a (N, Ca, S) followed by b (N, Cb, S) along dim 1; backward adds the slices back.
+  // out (N, Ca + Cb, S) = a (N, Ca, S) followed by b (N, Cb, S) along dim 1; backward adds the slices back
+  // (or assigns them: a_acc / b_acc false).
   virtual void concat_channels_forward(float* out, const float* a, const float* b, int64_t N, int64_t Ca, int64_t Cb,
                                        int64_t S) = 0;
   virtual void concat_channels_backward(float* da, float* db, const float* dout, int64_t N, int64_t Ca, int64_t Cb,
-                                        int64_t S) = 0;
+                                        int64_t S, bool a_acc, bool b_acc) = 0;
 
   // Binary cross-entropy on logits x against targets y in [0, 1], computed stably as
   // max(x, 0) - x y + log(1 + exp(-|x|)). Forward returns the sum over n; backward adds scale (sigmoid(x) - y).
@@ -117,9 +119,10 @@ class Backend {
   // which recomputes the rest.
   virtual void groupnorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
                                  int64_t N, int64_t C, int64_t HW, int64_t G, float eps, bool silu) = 0;
+  // dw, db accumulate; dinp too when dinp_accumulate, else it is assigned.
   virtual void groupnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                                   const float* w, const float* b, const float* mean, const float* rstd, int64_t N,
-                                  int64_t C, int64_t HW, int64_t G, bool silu) = 0;
+                                  int64_t C, int64_t HW, int64_t G, bool silu, bool dinp_accumulate) = 0;
   // Nearest-neighbour upsampling of (NC, H, W) planes by an integer factor f: out (NC, fH, fW); backward sums
   // each f x f block of dout into its source pixel.
   virtual void upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W, int64_t f) = 0;

@@ -11,6 +11,7 @@ namespace aigc::ops {
 using detail::be;
 using detail::check_f32;
 using detail::grad_of;
+using detail::grad_to_write;
 
 namespace {
 
@@ -44,7 +45,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
   be(x).conv2d_forward(out.f32(), x.f32(), w.f32(), b.defined() ? b.f32() : nullptr, s, false);
   if (needs_grad({&x, &w, &b})) {
     record(out, [out, x, w, b, s] {
-      be(x).conv2d_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(), s);
+      bool acc;
+      float* gx = grad_to_write(x, &acc);
+      be(x).conv2d_backward(gx, grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(), s, acc);
     });
   }
   return out;
@@ -72,7 +75,8 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, const
   if (needs_grad({&x, &w, &b})) {
     record(out, [out, x, w, b, s] {
       const float* dout = out.grad().f32();
-      if (float* gx = grad_of(x)) be(x).conv2d_forward(gx, dout, w.f32(), nullptr, s, true);
+      bool acc;
+      if (float* gx = grad_to_write(x, &acc)) be(x).conv2d_forward(gx, dout, w.f32(), nullptr, s, acc);
       if (float* gw = grad_of(w)) be(x).conv2d_backward_weights(gw, nullptr, x.f32(), dout, s);
       if (float* gb = grad_of(b)) be(x).channel_bias_backward(gb, dout, s.N, s.C_in, s.H * s.W);
     });

@@ -12,6 +12,7 @@ namespace aigc::ops {
 using detail::be;
 using detail::check_f32;
 using detail::grad_of;
+using detail::grad_to_write;
 
 Tensor silu(const Tensor& x) { return detail::activation(x, &Backend::silu_forward, &Backend::silu_backward, "silu"); }
 
@@ -31,9 +32,10 @@ Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t gro
                           b.defined() ? b.f32() : nullptr, N, C, HW, groups, eps, silu);
   if (needs_grad({&x, &w, &b}))
     record(out, [out, x, w, b, mean, rstd, N, C, HW, groups, silu] {
-      be(x).groupnorm_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(),
-                               w.defined() ? w.f32() : nullptr, b.defined() ? b.f32() : nullptr, mean.f32(), rstd.f32(),
-                               N, C, HW, groups, silu);
+      bool acc;
+      float* gx = grad_to_write(x, &acc);
+      be(x).groupnorm_backward(gx, grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.defined() ? w.f32() : nullptr,
+                               b.defined() ? b.f32() : nullptr, mean.f32(), rstd.f32(), N, C, HW, groups, silu, acc);
     });
   return out;
 }

@@ -9,6 +9,7 @@ namespace aigc::ops {
 using detail::be;
 using detail::check_f32;
 using detail::grad_of;
+using detail::grad_to_write;
 
 Tensor leaky_relu(const Tensor& x, float slope) {
   check_f32(x, "leaky_relu", "input");
@@ -78,7 +79,10 @@ Tensor concat_channels(const Tensor& a, const Tensor& b) {
   be(a).concat_channels_forward(out.f32(), a.f32(), b.f32(), N, Ca, Cb, S);
   if (needs_grad({&a, &b}))
     record(out, [out, a, b, N, Ca, Cb, S] {
-      be(a).concat_channels_backward(grad_of(a), grad_of(b), out.grad().f32(), N, Ca, Cb, S);
+      bool a_acc, b_acc;
+      float* ga = grad_to_write(a, &a_acc);
+      float* gb = grad_to_write(b, &b_acc);
+      be(a).concat_channels_backward(ga, gb, out.grad().f32(), N, Ca, Cb, S, a_acc, b_acc);
     });
   return out;
 }

@@ -22,6 +22,20 @@ inline float* grad_of(const Tensor& t) {
   return tt.ensure_grad().f32();
 }
 
+// For kernels that write every element of an input's gradient: the first gradient to reach t gets a new,
+// uninitialized buffer that the kernel assigns (*accumulate = false: no zero fill, and no read of zeros); later
+// ones add into it. Null when t takes no gradient.
+inline float* grad_to_write(const Tensor& t, bool* accumulate) {
+  *accumulate = true;
+  if (!t.defined() || !t.requires_grad()) return nullptr;
+  Tensor tt = t;
+  if (!tt.grad().defined()) {
+    tt.set_grad(Tensor::empty(tt.shape(), DType::F32, tt.device()));
+    *accumulate = false;
+  }
+  return tt.grad().f32();
+}
+
 inline Backend& be(const Tensor& t) { return backend_for(t.device()); }
 
 // An element-wise op whose backward kernel reads the input: out = fwd(x), dx += bwd(x, dout).

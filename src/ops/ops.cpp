@@ -79,8 +79,15 @@ Tensor add(const Tensor& a, const Tensor& b) {
   if (needs_grad({&a, &b})) {
     record(out, [out, a, b] {
       const float* d = out.grad().f32();
-      if (float* da = grad_of(a)) be(a).accumulate(da, d, a.numel());
-      if (float* db = grad_of(b)) be(b).accumulate(db, d, b.numel());
+      for (const Tensor* t : {&a, &b}) {
+        bool acc;  // the first gradient to reach an input is a copy, later ones add
+        if (float* g = detail::grad_to_write(*t, &acc)) {
+          if (acc)
+            be(*t).accumulate(g, d, t->numel());
+          else
+            be(*t).copy(g, d, t->numel());
+        }
+      }
     });
   }
   return out;

@@ -242,18 +242,19 @@ void CpuBackend::conv2d_backward_weights(float* dw, float* dbias, const float* d
   backward_weights(p, dw, dbias, input(p.dst, p.bw_pd.diff_dst_desc(), dout, keep), inp, s.C_out);
 }
 
-// Both passes, converting dout once when both primitives want the same layout (the usual case).
+// Both passes, converting dout once when both primitives want the same layout (the usual case). An assigned dinp
+// (the first gradient to reach the input) is written straight by the primitive, or by one reorder.
 void CpuBackend::conv2d_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
-                                 const float* w, const ConvShape& s) {
+                                 const float* w, const ConvShape& s, bool dinp_accumulate) {
   if (is_dense(s) || !dinp || !(dw || dbias)) {
-    if (dinp) conv2d_backward_data(dinp, dout, w, s, true);
+    if (dinp) conv2d_backward_data(dinp, dout, w, s, dinp_accumulate);
     if (dw || dbias) conv2d_backward_weights(dw, dbias, dout, inp, s);
     return;
   }
   const ConvPrims& p = prims(s, dbias != nullptr);
   std::vector<Tensor> keep;
   memory dd = input(p.dst, p.bd_pd.diff_dst_desc(), dout, keep);
-  backward_data(p, dinp, dd, w, true);
+  backward_data(p, dinp, dd, w, dinp_accumulate);
   const bool same = p.bw_pd.diff_dst_desc() == p.bd_pd.diff_dst_desc();
   backward_weights(p, dw, dbias, same ? dd : input(p.dst, p.bw_pd.diff_dst_desc(), dout, keep), inp, s.C_out);
 }

@@ -29,7 +29,7 @@ class CpuBackend final : public Backend {
   void conv2d_backward_weights(float* dw, float* dbias, const float* dout, const float* inp,
                                const ConvShape& s) override;
   void conv2d_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
-                       const ConvShape& s) override;
+                       const ConvShape& s, bool dinp_accumulate) override;
   void channel_bias_add(float* out, const float* bias, int64_t N, int64_t C, int64_t HW) override;
   void channel_bias_backward(float* dbias, const float* dout, int64_t N, int64_t C, int64_t HW) override;
   void embedding_forward(float* out, const int32_t* idx, const float* wte, const float* wpe, int64_t B, int64_t T,
@@ -64,7 +64,7 @@ class CpuBackend final : public Backend {
   void concat_channels_forward(float* out, const float* a, const float* b, int64_t N, int64_t Ca, int64_t Cb,
                                int64_t S) override;
   void concat_channels_backward(float* da, float* db, const float* dout, int64_t N, int64_t Ca, int64_t Cb,
-                                int64_t S) override;
+                                int64_t S, bool a_acc, bool b_acc) override;
   double bce_with_logits_forward(const float* logits, const float* targets, int64_t n) override;
   void bce_with_logits_backward(float* dlogits, const float* logits, const float* targets, float scale,
                                 int64_t n) override;
@@ -74,7 +74,7 @@ class CpuBackend final : public Backend {
                          int64_t N, int64_t C, int64_t HW, int64_t G, float eps, bool silu) override;
   void groupnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                           const float* b, const float* mean, const float* rstd, int64_t N, int64_t C, int64_t HW,
-                          int64_t G, bool silu) override;
+                          int64_t G, bool silu, bool dinp_accumulate) override;
   void upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W, int64_t f) override;
   void upsample_nearest_backward(float* dinp, const float* dout, int64_t NC, int64_t H, int64_t W, int64_t f) override;
   void transpose_last2(float* out, const float* inp, int64_t B, int64_t N, int64_t M, bool accumulate) override;

@@ -71,7 +71,7 @@ void CpuBackend::groupnorm_forward(float* out, float* mean, float* rstd, const f
 
 void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                                     const float* w, const float* b, const float* mean, const float* rstd, int64_t N,
-                                    int64_t C, int64_t HW, int64_t G, bool silu) {
+                                    int64_t C, int64_t HW, int64_t G, bool silu, bool dinp_accumulate) {
   const int64_t cpg = C / G, len = cpg * HW;
   // g, the gradient reaching the normalization's output: dout, or through the fused SiLU dout * silu'(y) with
   // y = xhat w + b recomputed. With SiLU it is computed once, kept, and read again for dinp (a sigmoid per element
@@ -121,8 +121,13 @@ void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const flo
       const float wc = w ? w[c0 + j] : 1.0f;
       const float *x = inp + ng * len + j * HW, *g = g_all + ng * len + j * HW;
       float* dx = dinp + ng * len + j * HW;
+      if (dinp_accumulate) {
 #pragma omp simd
-      for (int64_t i = 0; i < HW; i++) dx[i] += r * (g[i] * wc - mg - (x[i] - m) * r * mgx);
+        for (int64_t i = 0; i < HW; i++) dx[i] += r * (g[i] * wc - mg - (x[i] - m) * r * mgx);
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < HW; i++) dx[i] = r * (g[i] * wc - mg - (x[i] - m) * r * mgx);
+      }
     }
   }
 }

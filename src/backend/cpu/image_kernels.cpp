@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "cpu_backend.h"
 
@@ -129,14 +130,20 @@ void CpuBackend::concat_channels_forward(float* out, const float* a, const float
 }
 
 void CpuBackend::concat_channels_backward(float* da, float* db, const float* dout, int64_t N, int64_t Ca, int64_t Cb,
-                                          int64_t S) {
+                                          int64_t S, bool a_acc, bool b_acc) {
+  auto slice = [](float* dst, const float* src, int64_t n, bool acc) {
+    if (acc) {
+#pragma omp simd
+      for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+    } else {
+      std::memcpy(dst, src, size_t(n) * sizeof(float));
+    }
+  };
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; n++) {
     const float* d = dout + n * (Ca + Cb) * S;
-    if (da)
-      for (int64_t i = 0; i < Ca * S; i++) da[n * Ca * S + i] += d[i];
-    if (db)
-      for (int64_t i = 0; i < Cb * S; i++) db[n * Cb * S + i] += d[Ca * S + i];
+    if (da) slice(da + n * Ca * S, d, Ca * S, a_acc);
+    if (db) slice(db + n * Cb * S, d + Ca * S, Cb * S, b_acc);
   }
 }
 
