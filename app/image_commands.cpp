@@ -77,7 +77,8 @@ void sample_diffusion(const SampleArgs& a, Rng& rng) {
   Tensor x =
       diffusion_sample(*ld.net, ld.schedule, a.n, c.n_classes ? labels_for(a.n, c.n_classes, cls, fixed) : Tensor(),
                        a.sampler, rng, on_step);
-  std::fprintf(stderr, "\n");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr, "\nsampled %lld images in %.2f s (%.2f images/s)\n", (long long)a.n, secs, double(a.n) / secs);
   save_image_grid(a.out, x, grid_cols(a.n));
   if (!strip.empty()) {
     std::vector<float> all;
