@@ -187,12 +187,13 @@ def main():
     data = batches(x_all, y_all, B)
     first = None
     for i in range(warmup + steps):
-        real, y = next(data)
-        z_d, z_g = torch.randn(B, nz), torch.randn(B, nz)
         if streams:
             real = torch.from_numpy(st["real"][i].astype(np.float32) / 127.5 - 1.0)
             y = torch.from_numpy(st["labels"][i].astype(np.int64))
             z_d, z_g = torch.from_numpy(st["z_d"][i]), torch.from_numpy(st["z_g"][i])
+        else:
+            real, y = next(data)
+            z_d, z_g = torch.randn(B, nz), torch.randn(B, nz)
         t0 = time.perf_counter()
         with torch.no_grad():
             fake = g(z_d, y)

@@ -15,6 +15,7 @@ Usage: torch_diffusion_bench.py THREADS STEPS [options]
   --save-model PATH      the trained weights (model and EMA) as an aigc diffusion checkpoint, so that aigc's samplers
                          and `aigc fid` can score this model too (in aigc's parameter order, which the U-Net parity
                          test checks against bench/torch_unet.py's UNet.aigc_parameters())
+  --classes JSON         the class names a conditional model's checkpoint records (aigc's "aigc.classes")
 Prints one JSON line: median training images/s over the steps after the first 3, losses, sampling images/s."""
 import json
 import os
@@ -33,8 +34,6 @@ from torch_unet import UNet  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "tools"))
 from torch_gpt_oracle import write_safetensors  # noqa: E402
-
-CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
 
 
 def linear_schedule(T=1000):
@@ -86,6 +85,9 @@ def main():
         saves.append(option(args, "--save-samples", None, str, 4))
     grid = option(args, "--grid", None)
     save_model = option(args, "--save-model", None)
+    classes = json.loads(option(args, "--classes", "[]"))
+    if save_model and not cfg:
+        sys.exit("--save-model needs --config (aigc's U-Net config JSON) to describe the model")
     threads, steps = int(args[0]), int(args[1])
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -153,11 +155,9 @@ def main():
     if save_model:
         flat = {k: torch.cat([p.detach().reshape(-1) for _, p in m.aigc_parameters()]).numpy()
                 for k, m in (("model", model), ("ema", ema))}
-        if not cfg:
-            sys.exit("--save-model needs --config (aigc's U-Net config JSON) to describe the model")
         meta = {"format": "aigc-ddpm-1", "aigc.config": json.dumps(cfg),
                 "aigc.schedule": json.dumps({"kind": "linear", "T": 1000}),
-                "aigc.classes": json.dumps(CLASSES if n_classes else []),
+                "aigc.classes": json.dumps(classes if n_classes else []),
                 "aigc.trained_by": "PyTorch " + torch.__version__ + " (bench/torch_diffusion_bench.py)"}
         write_safetensors(save_model + ".tmp", flat, meta)
         os.replace(save_model + ".tmp", save_model)
