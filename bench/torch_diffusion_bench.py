@@ -16,6 +16,9 @@ Usage: torch_diffusion_bench.py THREADS STEPS [options]
                          and `aigc fid` can score this model too (in aigc's parameter order, which the U-Net parity
                          test checks against bench/torch_unet.py's UNet.aigc_parameters())
   --classes JSON         the class names a conditional model's checkpoint records (aigc's "aigc.classes")
+  --streams FILE         train on the random streams of an aigc run (written by aigc_diffusion_streams): its initial
+                         weights, batches, timesteps, noise and labels, and its dropout masks (recomputed here from
+                         the same hash), instead of this script's own draws; only the arithmetic differs then
 Prints one JSON line: median training images/s over the steps after the first 3, losses, sampling images/s."""
 import json
 import os
@@ -33,7 +36,54 @@ from torch_dcgan_bench import batches, load, write_png  # noqa: E402
 from torch_unet import UNet  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "tools"))
-from torch_gpt_oracle import write_safetensors  # noqa: E402
+from torch_gpt_oracle import read_safetensors, write_safetensors  # noqa: E402
+
+M64 = (1 << 64) - 1
+
+
+def signed64(v):
+    """A uint64 constant as the int64 with the same bits (torch has no uint64 arithmetic)."""
+    v &= M64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def shr(z, k):
+    """Logical right shift of int64 bits."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def mix64(z):
+    """aigc's splitmix64 finalizer (src/backend/cpu/elementwise.cpp) on int64 tensors or Python ints; int64
+    multiplication and addition wrap like uint64."""
+    if isinstance(z, int):
+        z = (z + 0x9E3779B97F4A7C15) & M64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        return z ^ (z >> 31)
+    z = z + signed64(0x9E3779B97F4A7C15)
+    z = (z ^ shr(z, 30)) * signed64(0xBF58476D1CE4E5B9)
+    z = (z ^ shr(z, 27)) * signed64(0x94D049BB133111EB)
+    return z ^ shr(z, 31)
+
+
+class AigcDropout:
+    """aigc's dropout masks: at step s the k-th residual block in forward order (k from 1) drops element i when
+    (mix64(mix64(s * 1000003 + k) ^ i) >> 11) / 2^53 < p, and scales the kept ones by 1 / (1 - p) in float32
+    (UNet::forward and CpuBackend::dropout_forward)."""
+
+    def __init__(self, p):
+        self.p = float(np.float32(p))
+        self.keep = float(np.float32(1) / (np.float32(1) - np.float32(p)))
+        self.seed = 0
+
+    def start(self, step):
+        self.seed = step * 1000003
+
+    def __call__(self, x):
+        self.seed += 1
+        i = torch.arange(x.numel(), dtype=torch.int64)
+        u = shr(mix64(i ^ signed64(mix64(self.seed))), 11).to(torch.float64) * 2.0 ** -53
+        return x * torch.where(u < self.p, 0.0, self.keep).to(torch.float32).view_as(x)
 
 
 def linear_schedule(T=1000):
@@ -86,8 +136,9 @@ def main():
     grid = option(args, "--grid", None)
     save_model = option(args, "--save-model", None)
     classes = json.loads(option(args, "--classes", "[]"))
-    if save_model and not cfg:
-        sys.exit("--save-model needs --config (aigc's U-Net config JSON) to describe the model")
+    streams = option(args, "--streams", None)
+    if (save_model or streams) and not cfg:
+        sys.exit("--save-model and --streams need --config (aigc's U-Net config JSON) to describe the model")
     threads, steps = int(args[0]), int(args[1])
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -95,6 +146,28 @@ def main():
             "dropout", "n_classes")
     model = UNet(**{k: (tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]) for k in keys if k in cfg})
     ema = UNet(**{k: (tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]) for k in keys if k in cfg})
+    if streams:  # aigc's initial weights, and its dropout masks
+        st, st_meta = read_safetensors(streams)
+        if json.loads(st_meta["aigc.config"]) != cfg:
+            sys.exit("%s was written for another U-Net config than --config" % streams)
+        if st["t"].shape[0] < steps or st["t"].shape[1] != B:
+            sys.exit("%s holds %d steps of batch %d; this run needs %d of batch %d"
+                     % (streams, st["t"].shape[0], st["t"].shape[1], steps, B))
+        flat, at = torch.from_numpy(st["init"]), 0
+        with torch.no_grad():
+            for _, p in model.aigc_parameters():
+                p.copy_(flat[at:at + p.numel()].view_as(p))
+                at += p.numel()
+        if at != flat.numel():
+            sys.exit("%s: %d initial weights, the model has %d" % (streams, flat.numel(), at))
+        drop = AigcDropout(cfg.get("dropout", 0.1))
+        drop.start(12345)
+        drop(torch.ones(3, 5, 7, 11))
+        if not torch.equal(drop(torch.ones(3, 5, 7, 11)), torch.from_numpy(st["dropout_probe"])):
+            sys.exit("%s: aigc's dropout probe differs from this script's copy of its mask hash" % streams)
+        for m in model.modules():
+            if hasattr(m, "dropout_fn"):
+                m.dropout_fn = drop
     ema.load_state_dict(model.state_dict())
     ema.eval()
     n_classes = cfg.get("n_classes", 0)
@@ -105,13 +178,20 @@ def main():
     data = batches(x_all, y_all, B)
     model.train()
     for step in range(steps):
-        x0, y = next(data)
+        if streams:
+            x0 = torch.from_numpy(st["real"][step].astype(np.float32) / 127.5 - 1.0)
+            t, eps = torch.from_numpy(st["t"][step].astype(np.int64)), torch.from_numpy(st["eps"][step])
+            y = torch.from_numpy(st["labels"][step].astype(np.int64)) if n_classes else None
+            drop.start(step)
+        else:
+            x0, y = next(data)
         t0 = time.perf_counter()
-        t = torch.randint(0, 1000, (B,))
-        eps = torch.randn_like(x0)
+        if not streams:
+            t = torch.randint(0, 1000, (B,))
+            eps = torch.randn_like(x0)
         ab = abar[t].float()[:, None, None, None]
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-        if n_classes:
+        if n_classes and not streams:
             y = torch.where(torch.rand(B) < 0.1, torch.full_like(y, n_classes), y)
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 200)
@@ -127,7 +207,7 @@ def main():
         times.append(time.perf_counter() - t0)
         losses.append(loss.item())
     res = {"images_per_s": B / statistics.median(times[3:] or times), "first_loss": losses[0],
-           "last_loss": statistics.mean(losses[-20:]), "torch": torch.__version__}
+           "last_loss": statistics.mean(losses[-20:]), "first_losses": losses[:10], "torch": torch.__version__}
     if time_n:
         labels = torch.arange(time_n) % 10 if n_classes else None
         t0 = time.perf_counter()

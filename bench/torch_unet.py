@@ -41,12 +41,16 @@ class Stage(nn.Module):
         self.temb = nn.Linear(temb_dim, cout)
         self.norm2, self.conv2 = nn.GroupNorm(groups, cout), nn.Conv2d(cout, cout, 3, padding=1)
         self.dropout = dropout
+        self.dropout_fn = None  # replaces F.dropout when set (torch_diffusion_bench.py --streams: aigc's masks)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
         self.attn = Attn(cout, groups, n_head) if attn else None
 
     def forward(self, x, temb_act):
         h = self.conv1(F.silu(self.norm1(x))) + self.temb(temb_act)[:, :, None, None]
-        h = self.conv2(F.dropout(F.silu(self.norm2(h)), self.dropout, self.training))
+        h = F.silu(self.norm2(h))
+        if self.training and self.dropout > 0:
+            h = self.dropout_fn(h) if self.dropout_fn else F.dropout(h, self.dropout)
+        h = self.conv2(h)
         h = (self.skip(x) if self.skip is not None else x) + h
         return self.attn(h) if self.attn is not None else h
 

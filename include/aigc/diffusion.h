@@ -33,9 +33,18 @@ struct NoiseSchedule {
 // x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, one timestep index per sample.
 Tensor q_sample(const NoiseSchedule& s, const Tensor& x0, const std::vector<int64_t>& t, const Tensor& eps);
 
-// One L_simple minibatch loss: draws t and eps from rng, noises x0, predicts the noise. labels may be undefined
-// (unconditional); p_uncond > 0 replaces each label by the "no class" index with that probability (training
-// for classifier-free guidance).
+// The random part of one training minibatch, drawn from rng in this order: a timestep index per image, the noise
+// eps (the shape of x0), then (labels defined, p_uncond > 0) each label replaced by the "no class" index
+// n_classes with probability p_uncond (training for classifier-free guidance). labels is what the network sees.
+struct TrainingDraws {
+  std::vector<int64_t> t;
+  Tensor eps, labels;
+};
+TrainingDraws draw_training_noise(const NoiseSchedule& s, const Tensor& x0, const Tensor& labels, Rng& rng,
+                                  float p_uncond, int64_t n_classes);
+
+// One L_simple minibatch loss: draws as above, noises x0, predicts the noise. labels may be undefined
+// (unconditional).
 Tensor diffusion_loss(UNet& net, const NoiseSchedule& s, const Tensor& x0, const Tensor& labels, Rng& rng,
                       float p_uncond, uint64_t dropout_seed);
 

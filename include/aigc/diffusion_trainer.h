@@ -8,6 +8,7 @@
 
 #include "aigc/diffusion.h"
 #include "aigc/models/unet.h"
+#include "aigc/rng.h"
 
 namespace aigc {
 
@@ -41,6 +42,11 @@ struct DiffusionTrainResult {
 };
 
 DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt);
+
+// The generator train_diffusion draws timesteps, noise and dropped labels from (see draw_training_noise), given
+// its --seed; the U-Net's initial weights come from UNet(config, seed) and the batches from ImageLoader(data,
+// batch, seed, hflip). bench/diffusion_streams.cpp writes these streams out for PyTorch's twin.
+Rng diffusion_noise_rng(uint64_t seed);
 
 // A trained model: the U-Net with its EMA weights (or the raw ones with ema = false), its schedule, and the
 // class names it was trained on (empty if unconditional).

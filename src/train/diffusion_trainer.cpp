@@ -80,6 +80,8 @@ LoadedDiffusion load_diffusion(const std::string& path, bool ema) {
   return out;
 }
 
+Rng diffusion_noise_rng(uint64_t seed) { return Rng(seed ^ 0x3c6ef372fe94f82bULL); }
+
 DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt) {
   auto log = [&](const std::string& s) {
     if (!opt.quiet) std::fprintf(stderr, "%s\n", s.c_str());
@@ -109,7 +111,7 @@ DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt) {
   Tensor ema = Tensor::empty({n});
   std::copy(net.params().data(), net.params().data() + n, ema.f32());
   ImageLoader loader(data, opt.batch_size, opt.seed, opt.hflip);
-  Rng rng(opt.seed ^ 0x3c6ef372fe94f82bULL);
+  Rng rng = diffusion_noise_rng(opt.seed);
   if (opt.resume) {
     SafeTensorsReader st(ckpt);
     st.read_f32_into("model", net.params().data(), {n});

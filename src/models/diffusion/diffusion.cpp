@@ -83,25 +83,32 @@ std::vector<float> fill(int64_t n, double v) { return std::vector<float>(size_t(
 
 }  // namespace
 
-Tensor diffusion_loss(UNet& net, const NoiseSchedule& s, const Tensor& x0, const Tensor& labels, Rng& rng,
-                      float p_uncond, uint64_t dropout_seed) {
+TrainingDraws draw_training_noise(const NoiseSchedule& s, const Tensor& x0, const Tensor& labels, Rng& rng,
+                                  float p_uncond, int64_t n_classes) {
   const int64_t B = x0.size(0);
-  std::vector<int64_t> t(static_cast<size_t>(B));
-  for (int64_t& ti : t) ti = int64_t(rng.next_u64() % uint64_t(s.T()));
-  Tensor eps = randn(x0.shape(), rng);
-  Tensor lab = labels;
+  TrainingDraws d;
+  d.t.resize(size_t(B));
+  for (int64_t& ti : d.t) ti = int64_t(rng.next_u64() % uint64_t(s.T()));
+  d.eps = randn(x0.shape(), rng);
+  d.labels = labels;
   if (labels.defined() && p_uncond > 0.0f) {
     std::vector<int32_t> l(labels.i32(), labels.i32() + B);
     for (int32_t& v : l)
-      if (rng.uniform() < p_uncond) v = int32_t(net.config().n_classes);
-    lab = Tensor::from_ints(l, {B});
+      if (rng.uniform() < p_uncond) v = int32_t(n_classes);
+    d.labels = Tensor::from_ints(l, {B});
   }
+  return d;
+}
+
+Tensor diffusion_loss(UNet& net, const NoiseSchedule& s, const Tensor& x0, const Tensor& labels, Rng& rng,
+                      float p_uncond, uint64_t dropout_seed) {
+  const TrainingDraws d = draw_training_noise(s, x0, labels, rng, p_uncond, net.config().n_classes);
   Tensor xt;
   {
     NoGradGuard ng;  // the noised input is data, not a function of the weights
-    xt = q_sample(s, x0, t, eps);
+    xt = q_sample(s, x0, d.t, d.eps);
   }
-  return ops::mse_loss(net.forward(xt, timesteps(t), lab, true, dropout_seed), eps);
+  return ops::mse_loss(net.forward(xt, timesteps(d.t), d.labels, true, dropout_seed), d.eps);
 }
 
 Tensor diffusion_sample(UNet& net, const NoiseSchedule& s, int64_t n, const Tensor& labels, const SamplerOptions& o,
