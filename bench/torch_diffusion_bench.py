@@ -53,13 +53,8 @@ def shr(z, k):
 
 
 def mix64(z):
-    """aigc's splitmix64 finalizer (src/backend/cpu/elementwise.cpp) on int64 tensors or Python ints; int64
-    multiplication and addition wrap like uint64."""
-    if isinstance(z, int):
-        z = (z + 0x9E3779B97F4A7C15) & M64
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-        return z ^ (z >> 31)
+    """aigc's splitmix64 finalizer (src/backend/cpu/elementwise.cpp) on an int64 tensor; int64 multiplication and
+    addition wrap like uint64."""
     z = z + signed64(0x9E3779B97F4A7C15)
     z = (z ^ shr(z, 30)) * signed64(0xBF58476D1CE4E5B9)
     z = (z ^ shr(z, 27)) * signed64(0x94D049BB133111EB)
@@ -82,7 +77,7 @@ class AigcDropout:
     def __call__(self, x):
         self.seed += 1
         i = torch.arange(x.numel(), dtype=torch.int64)
-        u = shr(mix64(i ^ signed64(mix64(self.seed))), 11).to(torch.float64) * 2.0 ** -53
+        u = shr(mix64(i ^ mix64(torch.tensor(self.seed, dtype=torch.int64))), 11).to(torch.float64) * 2.0 ** -53
         return x * torch.where(u < self.p, 0.0, self.keep).to(torch.float32).view_as(x)
 
 
