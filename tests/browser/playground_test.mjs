@@ -58,21 +58,27 @@ try {
   await page.waitForFunction(() => document.getElementById("model-name").textContent.length > 0);
 
   // Completion: note the moments the output grows while the request runs (a callback batches the changes made
-  // in one task, so distinct moments mean the text arrived over time, not at once).
+  // in one task, so distinct moments mean the text arrived over time, not at once). A renderer starved of CPU (a
+  // loaded machine) can still paint a stream in one go, so up to three tries: one streamed run is proof enough.
   await page.fill("#prompt", "The cat ");
   await page.fill("#max_tokens", "200");
   await page.fill("#temperature", "0");
-  await page.evaluate(() => {
-    window.__moments = new Set();
-    new MutationObserver(() => window.__moments.add(Math.round(performance.now())))
-      .observe(document.getElementById("completion-output"), { childList: true, characterData: true, subtree: true });
-  });
-  await page.click("#generate");
-  await page.waitForFunction(() => document.getElementById("completion-output").textContent.length > 0);
-  await page.waitForFunction(() => !document.getElementById("generate").disabled, null, { timeout: 60000 });
+  let growths = 0, tries = 0;
+  while (growths < 3 && tries < 3) {
+    tries++;
+    await page.evaluate(() => {
+      document.getElementById("completion-output").textContent = "";
+      window.__moments = new Set();
+      new MutationObserver(() => window.__moments.add(Math.round(performance.now())))
+        .observe(document.getElementById("completion-output"), { childList: true, characterData: true, subtree: true });
+    });
+    await page.click("#generate");
+    await page.waitForFunction(() => document.getElementById("completion-output").textContent.length > 0);
+    await page.waitForFunction(() => !document.getElementById("generate").disabled, null, { timeout: 60000 });
+    growths = await page.evaluate(() => window.__moments.size);
+  }
+  if (growths < 3) fail(`the text appeared at ${growths} moment(s) in each of ${tries} tries, not streamed`);
   const shown = await page.textContent("#completion-output");
-  const growths = await page.evaluate(() => window.__moments.size);
-  if (growths < 3) fail(`the text appeared at ${growths} moment(s), not streamed`);
   const res = await fetch(base + "/v1/completions", {
     method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ prompt: "The cat ", max_tokens: 200, temperature: 0, top_k: 40, top_p: 0.95, min_p: 0.05,
@@ -80,7 +86,7 @@ try {
   });
   const whole = (await res.json()).choices[0].text;
   if (shown !== whole) fail(`the page shows ${JSON.stringify(shown)}, the API answers ${JSON.stringify(whole)}`);
-  console.log(`completion appeared at ${growths} moments: ${JSON.stringify(shown.slice(0, 60))}...`);
+  console.log(`completion appeared at ${growths} moments (try ${tries}): ${JSON.stringify(shown.slice(0, 60))}...`);
   await page.screenshot({ path: screenshot });
 
   // Chat.
