@@ -55,7 +55,6 @@ int main(int argc, char** argv) {
       Tensor x0;
       std::vector<int32_t> lab;
       loader.next(x0, lab);
-      for (int32_t& l : lab) l = std::max(l, 0);  // as train_diffusion: unlabeled images count as class 0
       const TrainingDraws d =
           draw_training_noise(ref.schedule, x0, cfg.n_classes ? Tensor::from_ints(lab, {B}) : Tensor(), rng,
                               cfg.n_classes ? opt.p_uncond : 0.0f, cfg.n_classes);

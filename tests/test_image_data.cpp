@@ -161,6 +161,11 @@ TEST(ImageData, LoaderScalesShufflesFlipsAndResumes) {
   }
   EXPECT_GT(mirrored, 0);
   EXPECT_THROW(ImageLoader(s, 11, 0), Error);
+  // An unlabeled set is one class, 0.
+  s.labels.clear();
+  ImageLoader u(s, 10, 3);
+  u.next(x, la);
+  EXPECT_EQ(la, std::vector<int32_t>(10, 0));
 }
 
 TEST(ImageData, FashionMnistPackage) {

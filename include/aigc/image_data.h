@@ -41,7 +41,8 @@ ImageSet load_image_dataset(const std::string& dir_or_name, const std::string& s
 // Fashion-MNIST's ten class names, in label order.
 const std::vector<std::string>& fashion_mnist_classes();
 
-// Deterministic shuffled minibatches: images as floats in [-1, 1], (B, C, H, W), with their labels.
+// Deterministic shuffled minibatches: images as floats in [-1, 1], (B, C, H, W), with their labels (all 0 when the
+// set is unlabeled: to a class-conditional generator it is then one class).
 class ImageLoader {
  public:
   ImageLoader(const ImageSet& data, int64_t batch_size, uint64_t seed, bool hflip = false);

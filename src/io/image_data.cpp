@@ -183,7 +183,7 @@ void ImageLoader::next(Tensor& images, std::vector<int32_t>& labels) {
   }
   const int64_t C = data_.channels, H = data_.height, W = data_.width, sz = data_.image_size();
   images = Tensor::empty({batch_, C, H, W});
-  labels.assign(size_t(batch_), -1);
+  labels.assign(size_t(batch_), 0);
   Rng flip(seed_ ^ (0xa5a5a5a5ULL + uint64_t(position_)));
   float* out = images.f32();
   for (int64_t b = 0; b < batch_; b++) {

@@ -174,7 +174,6 @@ DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt) {
     Tensor x0;
     std::vector<int32_t> lab;
     loader.next(x0, lab);
-    for (int32_t& l : lab) l = std::max(l, 0);
     net.params().zero_grad();
     Tensor loss = diffusion_loss(net, sched, x0, cfg.n_classes ? Tensor::from_ints(lab, {B}) : Tensor(), rng,
                                  cfg.n_classes ? opt.p_uncond : 0.0f, uint64_t(step));

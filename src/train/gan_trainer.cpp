@@ -189,7 +189,6 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
     Tensor real;
     std::vector<int32_t> lab;
     loader.next(real, lab);
-    for (int32_t& l : lab) l = std::max(l, 0);
     Tensor labels = Tensor::from_ints(lab, {B});
     Tensor z_d = randn({B, cfg.nz}, rng), z_g = randn({B, cfg.nz}, rng);
     GanStep st = gan_step(g, d, og, od, real, labels, z_d, z_g, opt.loss, opt.lr);
