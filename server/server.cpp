@@ -455,7 +455,7 @@ struct Server::Impl {
     {
       std::lock_guard<std::mutex> one(image_mu);
       std::lock_guard<std::mutex> compute(engine->compute_mutex());  // the backend's threads are shared
-      images = image->generate(n, cls, seed, so);
+      images = image->generate(n, seed, {.cls = cls, .sampler = so, .on_step = {}, .interpolate = false});
     }
     images_generated += uint64_t(n);
     json data = json::array();

@@ -190,12 +190,23 @@ TEST(DiffusionTraining, LossFallsOnFashionMnist) {
   auto im = ImageModel::load(r.checkpoint);
   EXPECT_EQ(im->kind, "ddpm");
   EXPECT_EQ(im->image_size, 28);
-  SamplerOptions so;
-  so.steps = 3;
-  Tensor a = im->generate(2, -1, 5, so), b = im->generate(2, -1, 5, so);
+  ImageModel::Options o;
+  o.sampler.steps = 3;
+  Tensor a = im->generate(2, 5, o), b = im->generate(2, 5, o);
   EXPECT_EQ(a.shape(), Shape({2, 1, 28, 28}));
   EXPECT_EQ(a.to_vector(), b.to_vector());
-  EXPECT_NE(a.to_vector(), im->generate(2, -1, 6, so).to_vector());
+  EXPECT_NE(a.to_vector(), im->generate(2, 6, o).to_vector());
+  std::vector<int64_t> seen;  // the step callback sees every step, the last one's x being the result
+  o.on_step = [&](int64_t k, int64_t, const Tensor& x) {
+    seen.push_back(k);
+    if (k == 2) {
+      EXPECT_EQ(x.to_vector(), a.to_vector());
+    }
+  };
+  im->generate(2, 5, o);
+  EXPECT_EQ(seen, std::vector<int64_t>({0, 1, 2}));
+  o.interpolate = true;
+  EXPECT_THROW(im->generate(2, 5, o), Error);  // a DCGAN's latent walk
   EXPECT_THROW(class_index("bag", {}, 0), Error);  // unconditional: no classes to ask for
 }
 

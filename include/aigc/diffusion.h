@@ -57,10 +57,13 @@ struct SamplerOptions {
   bool clip = true;                    // clip the predicted x_0 to [-1, 1] at every step (Ho et al.'s sampler does)
 };
 
+// Called after each sampling step with the step's index, its timestep and the current x.
+using SampleStepFn = std::function<void(int64_t step, int64_t t, const Tensor& x)>;
+
 // Generates images from noise x_T ~ N(0, I) drawn from rng (the same rng draws every later noise, so one seed
 // fixes the output). labels (n) may be undefined (unconditional). on_step, when set, sees the timestep index
 // and the current x after each step (for trajectories and progress).
 Tensor diffusion_sample(UNet& net, const NoiseSchedule& s, int64_t n, const Tensor& labels, const SamplerOptions& o,
-                        Rng& rng, const std::function<void(int64_t step, int64_t t, const Tensor& x)>& on_step = {});
+                        Rng& rng, const SampleStepFn& on_step = {});
 
 }  // namespace aigc

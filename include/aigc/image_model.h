@@ -27,10 +27,16 @@ class ImageModel {
   std::string kind;  // "dcgan" or "ddpm"
   int64_t image_size = 0, channels = 0, n_classes = 0;
   std::vector<std::string> class_names;
+  int64_t diffusion_steps() const { return schedule_.T(); }  // T of a diffusion model's schedule; 0 for a DCGAN
 
-  // n images (n, C, H, W) in [-1, 1] of class `cls` (or cycling through the classes when cls < 0), from `seed`.
-  // sampler applies to diffusion models.
-  Tensor generate(int64_t n, int32_t cls, uint64_t seed, const SamplerOptions& sampler = {});
+  struct Options {
+    int32_t cls = -1;              // a class index, or < 0: cycle through the classes
+    SamplerOptions sampler;        // diffusion models
+    SampleStepFn on_step;          // diffusion models: sees each denoising step
+    bool interpolate = false;      // DCGAN: latents on the line between two random points, one class (cls or 0)
+  };
+  // n images (n, C, H, W) in [-1, 1], from `seed`.
+  Tensor generate(int64_t n, uint64_t seed, const Options& opt);
 
  private:
   ImageModel() = default;

@@ -57,17 +57,31 @@ std::unique_ptr<ImageModel> ImageModel::load(const std::string& path) {
   return m;
 }
 
-Tensor ImageModel::generate(int64_t n, int32_t cls, uint64_t seed, const SamplerOptions& sampler) {
+// n latent points on the straight line between two random points.
+static Tensor latent_walk(int64_t n, int64_t nz, Rng& rng) {
+  std::vector<float> e = randn({2, nz}, rng).to_vector(), out(size_t(n * nz));
+  for (int64_t i = 0; i < n; i++) {
+    const float t = n > 1 ? float(i) / float(n - 1) : 0.0f;
+    for (int64_t k = 0; k < nz; k++) out[size_t(i * nz + k)] = (1 - t) * e[size_t(k)] + t * e[size_t(nz + k)];
+  }
+  return Tensor::from_vector(out, {n, nz});
+}
+
+Tensor ImageModel::generate(int64_t n, uint64_t seed, const Options& opt) {
   AIGC_CHECK(n >= 1, "generate: n must be at least 1");
+  AIGC_CHECK(!opt.interpolate || gan_, "interpolation is for DCGAN checkpoints");
   Rng rng(seed);
-  Tensor labels = labels_for(n, n_classes, std::max(cls, 0), cls >= 0);
+  const bool fixed = opt.cls >= 0 || opt.interpolate;
+  Tensor labels = labels_for(n, n_classes, std::max(opt.cls, 0), fixed);
   if (gan_) {
+    const int64_t nz = gan_->config().nz;
+    Tensor z = opt.interpolate ? latent_walk(n, nz, rng) : randn({n, nz}, rng);
     NoGradGuard ng;
-    return gan_->forward(randn({n, gan_->config().nz}, rng), labels, false);
+    return gan_->forward(z, labels, false);
   }
   if (!n_classes) labels = Tensor();
-  AIGC_CHECK(sampler.guidance == 0.0 || n_classes > 0, "guidance needs a class-conditional model");
-  return diffusion_sample(*unet_, schedule_, n, labels, sampler, rng);
+  AIGC_CHECK(opt.sampler.guidance == 0.0 || n_classes > 0, "guidance needs a class-conditional model");
+  return diffusion_sample(*unet_, schedule_, n, labels, opt.sampler, rng, opt.on_step);
 }
 
 }  // namespace aigc
