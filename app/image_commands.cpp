@@ -70,6 +70,7 @@ void sample_images(const SampleArgs& a) {
   auto model = ImageModel::load(a.ckpt);
   const bool diffusion = model->kind == "ddpm";
   AIGC_CHECK(!a.interpolate || !diffusion, "--interpolate is for DCGAN checkpoints");
+  AIGC_CHECK(a.trajectory.empty() || diffusion, "--save-trajectory is for diffusion checkpoints");
   ImageModel::Options opt;
   opt.cls = a.class_name.empty() ? -1 : class_index(a.class_name, model->class_names, model->n_classes);
   opt.sampler = a.sampler;
