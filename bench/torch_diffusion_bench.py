@@ -36,7 +36,7 @@ from torch_dcgan_bench import batches, load, write_png  # noqa: E402
 from torch_unet import UNet  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "tools"))
-from torch_gpt_oracle import read_safetensors, write_safetensors  # noqa: E402
+from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 
 M64 = (1 << 64) - 1
 

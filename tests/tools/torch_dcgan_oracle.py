@@ -17,7 +17,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
 sys.path.insert(0, os.path.join(here, "..", "..", "bench"))
 from torch_dcgan_bench import D, D_NAMES, G, G_NAMES, load_aigc_weights, torch_name  # noqa: E402
-from torch_gpt_oracle import read_safetensors, write_safetensors  # noqa: E402
+from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 
 
 def main():
