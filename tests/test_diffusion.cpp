@@ -1,8 +1,9 @@
 // Diffusion: the U-Net against its PyTorch twin (float64), the noise schedules, the closed-form q(x_t | x_0)
 // against iterating q(x_t | x_{t-1}), DDIM (eta 1, all steps) against DDPM ancestral sampling, reproducible
-// seeds, and short training runs (the loss falls; resume is exact).
+// seeds, short training runs (the loss falls; resume is exact) and the distributions of training's random draws.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include "aigc/diffusion.h"
 #include "aigc/diffusion_trainer.h"
 #include "aigc/error.h"
+#include "aigc/image_data.h"
 #include "aigc/image_model.h"
 #include "aigc/models/unet.h"
 #include "aigc/ops.h"
@@ -220,4 +222,111 @@ TEST(DiffusionTraining, ResumeIsExact) {
   train_diffusion(half);
   SafeTensorsReader x((a / "ckpt.safetensors").string()), y((b / "ckpt.safetensors").string());
   for (const char* name : {"model", "ema", "optim.m", "optim.v"}) EXPECT_EQ(x.read_f32(name), y.read_f32(name)) << name;
+}
+
+// With the same arithmetic (the same-streams runs in bench/diffusion_run), aigc's and PyTorch's trainings can
+// still differ through their random draws, so these are checked to have the distributions the method assumes:
+// t uniform over the T steps, eps standard normal and independent, each epoch a fresh permutation of the data,
+// dropout masks at rate p and independent across steps, initial weights at PyTorch's default scale. Each bound
+// is six standard errors from the expected value.
+TEST(DiffusionTraining, RandomDrawsHaveTheirDistributions) {
+  const NoiseSchedule s = NoiseSchedule::make("linear", 1000);
+  Rng rng = diffusion_noise_rng(1);
+  const int64_t B = 64, steps = 300, px = 256;
+  std::vector<int64_t> counts(1000, 0);
+  double sum = 0, sum2 = 0, sum4 = 0, lag = 0, tails = 0, t_eps = 0;
+  for (int64_t k = 0; k < steps; k++) {
+    const TrainingDraws d = draw_training_noise(s, Tensor::zeros({B, 1, 16, 16}), Tensor(), rng, 0.0f, 0);
+    const std::vector<float> e = d.eps.to_vector();
+    for (int64_t b = 0; b < B; b++) {
+      counts[size_t(d.t[size_t(b)])]++;
+      double row = 0;
+      for (int64_t i = 0; i < px; i++) {
+        const double v = e[size_t(b * px + i)];
+        sum += v, sum2 += v * v, sum4 += v * v * v * v, tails += std::abs(v) > 3.0, row += v;
+        if (i > 0) lag += v * e[size_t(b * px + i - 1)];
+      }
+      t_eps += (double(d.t[size_t(b)]) - 499.5) / 288.7 * row / std::sqrt(double(px));  // both scaled to unit variance
+    }
+  }
+  const double n = double(steps * B * px), nt = double(steps * B);
+  double chi2 = 0;
+  for (int64_t c : counts) chi2 += (double(c) - nt / 1000) * (double(c) - nt / 1000) / (nt / 1000);
+  EXPECT_NEAR(chi2, 999.0, 6 * std::sqrt(2 * 999.0)) << "timesteps are not uniform over [0, T)";
+  EXPECT_NEAR(sum / n, 0.0, 6 / std::sqrt(n));
+  EXPECT_NEAR(sum2 / n, 1.0, 6 * std::sqrt(2 / n));
+  EXPECT_NEAR(sum4 / n, 3.0, 6 * std::sqrt(96 / n));  // E[eps^4] = 3, Var[eps^4] = 105 - 9
+  EXPECT_NEAR(tails / n, 0.0026998, 6 * std::sqrt(0.0027 / n));
+  EXPECT_NEAR(lag / n, 0.0, 6 / std::sqrt(n)) << "neighbouring noise values are correlated";
+  EXPECT_NEAR(t_eps / nt, 0.0, 6 / std::sqrt(nt)) << "the noise depends on the timestep";
+
+  // The loader: images 0..999 tagged by their pixels; three epochs of batch 10.
+  ImageSet data;
+  data.n = 1000, data.channels = 1, data.height = 1, data.width = 2;
+  for (int64_t i = 0; i < data.n; i++) data.pixels.insert(data.pixels.end(), {uint8_t(i % 256), uint8_t(i / 256)});
+  ImageLoader loader(data, 10, 1);
+  std::vector<std::vector<double>> epochs(3);
+  for (auto& order : epochs)
+    for (int64_t k = 0; k < loader.batches_per_epoch(); k++) {
+      Tensor x;
+      std::vector<int32_t> labels;
+      loader.next(x, labels);
+      const std::vector<float> v = x.to_vector();
+      for (size_t j = 0; j < v.size(); j += 2)
+        order.push_back(std::lround((v[j] + 1) * 127.5f) + 256 * std::lround((v[j + 1] + 1) * 127.5f));
+    }
+  // Pearson correlation between two orders (positions are a permutation when each index appears once).
+  auto corr = [](const std::vector<double>& a, const std::vector<double>& b) {
+    double ma = 0, mb = 0, ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < a.size(); i++) ma += a[i] / double(a.size()), mb += b[i] / double(a.size());
+    for (size_t i = 0; i < a.size(); i++)
+      ab += (a[i] - ma) * (b[i] - mb), aa += (a[i] - ma) * (a[i] - ma), bb += (b[i] - mb) * (b[i] - mb);
+    return ab / std::sqrt(aa * bb);
+  };
+  std::vector<double> identity(size_t(data.n));
+  for (size_t i = 0; i < identity.size(); i++) identity[i] = double(i);
+  for (const auto& order : epochs) {
+    std::vector<double> sorted = order;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, identity) << "an epoch is not a permutation of the data";
+    EXPECT_LT(std::abs(corr(order, identity)), 6 / std::sqrt(1000.0)) << "an epoch keeps the data's order";
+  }
+  EXPECT_LT(std::abs(corr(epochs[0], epochs[1])), 6 / std::sqrt(1000.0)) << "consecutive epochs are alike";
+  EXPECT_LT(std::abs(corr(epochs[1], epochs[2])), 6 / std::sqrt(1000.0)) << "consecutive epochs are alike";
+
+  // Dropout masks, seeded as UNet::forward seeds them: block k of step s with s * 1000003 + k.
+  const int64_t m = 100000;
+  const Tensor ones = Tensor::from_vector(std::vector<float>(size_t(m), 1.0f), {m});
+  std::vector<double> rate, both;  // per mask: dropped share; per pair of steps: share dropped in both
+  std::vector<float> prev;
+  for (uint64_t step = 0; step < 4; step++)
+    for (uint64_t block = 1; block <= 3; block++) {
+      const std::vector<float> mask = ops::dropout(ones, 0.1f, step * 1000003 + block).to_vector();
+      rate.push_back(double(std::count(mask.begin(), mask.end(), 0.0f)) / double(m));
+      if (block == 1 && !prev.empty()) {
+        int64_t k = 0;
+        for (int64_t i = 0; i < m; i++) k += mask[size_t(i)] == 0.0f && prev[size_t(i)] == 0.0f;
+        both.push_back(double(k) / double(m));
+      }
+      if (block == 1) prev = mask;
+    }
+  for (double r : rate) EXPECT_NEAR(r, 0.1, 6 * std::sqrt(0.09 / double(m)));
+  for (double r : both) EXPECT_NEAR(r, 0.01, 6 * std::sqrt(0.0099 / double(m))) << "masks repeat across steps";
+
+  // Initial weights: uniform in +-1/sqrt(fan_in), so their standard deviation is 1/sqrt(3 fan_in).
+  UNet net(UNetConfig{}, 1);
+  int64_t checked = 0;
+  for (const Param& p : net.params().params()) {
+    if (!p.name.ends_with(".weight") || p.name.find("norm") != std::string::npos || p.value.numel() < 4096) continue;
+    const std::vector<float> w = p.value.to_vector();
+    double ss = 0;
+    for (float v : w) ss += double(v) * v;
+    if (ss == 0) continue;  // the zero-initialized layers
+    const double fan_in = double(p.value.numel() / p.value.size(0)), want = 1 / std::sqrt(3 * fan_in);
+    // Var[w^2] = bound^4 (1/5 - 1/9): the sample variance's relative standard error is sqrt(0.8 / numel), the
+    // standard deviation's half that, so six of them are 3 sqrt(0.8 / numel).
+    EXPECT_NEAR(std::sqrt(ss / double(w.size())) / want, 1.0, 3 * std::sqrt(0.8 / double(w.size()))) << p.name;
+    checked++;
+  }
+  EXPECT_GT(checked, 20);
 }
