@@ -71,9 +71,9 @@ int main(int argc, char** argv) {
                                    {"t", StDType::I32, {steps, B}, t_all.data(), t_all.size() * 4},
                                    {"eps", StDType::F32, shape, eps.data(), eps.size() * 4}};
     if (cfg.n_classes) ts.push_back({"labels", StDType::I32, {steps, B}, labels.data(), labels.size() * 4});
-    // UNet::forward seeds block k (from 1, in forward order) of step s with s * 1000003 + k.
+    // The second block's mask at step 12345 (UNet::block_dropout_seed: s * 1000003 + k).
     const Tensor ones = Tensor::from_vector(std::vector<float>(3 * 5 * 7 * 11, 1.0f), {3, 5, 7, 11});
-    const std::vector<float> probe = ops::dropout(ones, cfg.dropout, 12345ull * 1000003ull + 2).to_vector();
+    const std::vector<float> probe = ops::dropout(ones, cfg.dropout, UNet::block_dropout_seed(12345, 2)).to_vector();
     ts.push_back({"dropout_probe", StDType::F32, {3, 5, 7, 11}, probe.data(), probe.size() * 4});
     write_safetensors(argv[4], ts,
                       {{"aigc.config", cfg.to_json()},

@@ -234,8 +234,7 @@ def main():
                 "aigc.schedule": json.dumps({"kind": "linear", "T": 1000}),
                 "aigc.classes": json.dumps(classes if n_classes else []),
                 "aigc.trained_by": "PyTorch " + torch.__version__ + " (bench/torch_diffusion_bench.py)"}
-        write_safetensors(save_model + ".tmp", flat, meta)
-        os.replace(save_model + ".tmp", save_model)
+        write_safetensors(save_model, flat, meta)  # atomic: a temp file renamed into place
     print(json.dumps(res))
 
 

@@ -294,14 +294,14 @@ TEST(DiffusionTraining, RandomDrawsHaveTheirDistributions) {
   EXPECT_LT(std::abs(corr(epochs[0], epochs[1])), 6 / std::sqrt(1000.0)) << "consecutive epochs are alike";
   EXPECT_LT(std::abs(corr(epochs[1], epochs[2])), 6 / std::sqrt(1000.0)) << "consecutive epochs are alike";
 
-  // Dropout masks, seeded as UNet::forward seeds them: block k of step s with s * 1000003 + k.
+  // Dropout masks, seeded as UNet::forward seeds them (block k of step s).
   const int64_t m = 100000;
   const Tensor ones = Tensor::from_vector(std::vector<float>(size_t(m), 1.0f), {m});
   std::vector<double> rate, both;  // per mask: dropped share; per pair of steps: share dropped in both
   std::vector<float> prev;
   for (uint64_t step = 0; step < 4; step++)
     for (uint64_t block = 1; block <= 3; block++) {
-      const std::vector<float> mask = ops::dropout(ones, 0.1f, step * 1000003 + block).to_vector();
+      const std::vector<float> mask = ops::dropout(ones, 0.1f, UNet::block_dropout_seed(step, block)).to_vector();
       rate.push_back(double(std::count(mask.begin(), mask.end(), 0.0f)) / double(m));
       if (block == 1 && !prev.empty()) {
         int64_t k = 0;

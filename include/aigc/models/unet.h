@@ -43,6 +43,8 @@ class UNet {
   // x (B, C, S, S), t (B) f32 timesteps, labels (B) i32 in [0, n_classes] (n_classes = unconditional) or
   // undefined -> predicted noise (B, C, S, S). training enables dropout (mask drawn from dropout_seed).
   Tensor forward(const Tensor& x, const Tensor& t, const Tensor& labels, bool training, uint64_t dropout_seed = 0);
+  // The seed of residual block k's dropout mask (k from 1, in forward order) in a forward pass given dropout_seed.
+  static uint64_t block_dropout_seed(uint64_t dropout_seed, uint64_t k) { return dropout_seed * 1000003ull + k; }
   ParamStore& params() { return params_; }
   const UNetConfig& config() const { return cfg_; }
 

@@ -235,18 +235,19 @@ Tensor UNet::forward(const Tensor& x, const Tensor& t, const Tensor& labels, boo
     temb = ops::add(temb, ops::embedding(labels.view({B, 1}), class_emb_, Tensor()).view({B, 4 * cfg_.ch}));
   }
   const Tensor temb_act = ops::silu(temb);    // every residual block projects SiLU(temb)
-  uint64_t seed = dropout_seed * 1000003ull;  // a different dropout mask per block
+  uint64_t block = 0;  // a different dropout mask per block
+  auto next_seed = [&] { return block_dropout_seed(dropout_seed, ++block); };
   Tensor h = conv(conv_in_, x);
   std::vector<Tensor> skips{h};
   for (const Level& lv : down_) {
-    for (const Stage& s : lv.stages) skips.push_back(h = stage(s, h, temb_act, training, ++seed));
+    for (const Stage& s : lv.stages) skips.push_back(h = stage(s, h, temb_act, training, next_seed()));
     if (lv.has_resample) skips.push_back(h = conv(lv.resample, h));
   }
-  h = stage(mid1_, h, temb_act, training, ++seed);
-  h = stage(mid2_, h, temb_act, training, ++seed);
+  h = stage(mid1_, h, temb_act, training, next_seed());
+  h = stage(mid2_, h, temb_act, training, next_seed());
   for (const Level& lv : up_) {
     for (const Stage& s : lv.stages) {
-      h = stage(s, ops::concat_channels(h, skips.back()), temb_act, training, ++seed);
+      h = stage(s, ops::concat_channels(h, skips.back()), temb_act, training, next_seed());
       skips.pop_back();
     }
     if (lv.has_resample) h = conv(lv.resample, ops::upsample_nearest(h, 2));
