@@ -4,6 +4,7 @@
 #include <string>
 
 #include "aigc/diffusion.h"
+#include "aigc/fid.h"
 
 namespace aigc::cli {
 
@@ -17,7 +18,7 @@ struct SampleArgs {
 void sample_images(const SampleArgs& a);
 
 struct FidArgs {
-  std::string real = "fashion-mnist", fake, classifier = "runs/classifier/ckpt.safetensors";
+  std::string real = "fashion-mnist", fake, classifier = kBuiltinClassifier;
   int64_t n = 10000;
   SamplerOptions sampler;  // when fake is a diffusion checkpoint
 };

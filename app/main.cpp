@@ -229,7 +229,9 @@ int main(int argc, char** argv) {
   fid->add_option("--fake", fargs.fake,
                   "A DCGAN or diffusion checkpoint to sample from, or a dataset directory (its test split)")
       ->required();
-  fid->add_option("--classifier", fargs.classifier, "Feature network (aigc train --model classifier)")
+  fid->add_option("--classifier", fargs.classifier,
+                  "Feature network: builtin (the pinned one FID-FMNIST is defined with, compiled in; scores from "
+                  "any build compare) or a checkpoint of your own from aigc train --model classifier")
       ->capture_default_str();
   fid->add_option("--n", fargs.n, "Images per set")->capture_default_str();
   add_sampler(fid, fargs.sampler);

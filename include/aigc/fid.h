@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "aigc/image_data.h"
@@ -37,6 +38,11 @@ struct ClassifierTrainOptions {
 };
 // Trains on the train split, reports test accuracy, saves the checkpoint; returns the test accuracy.
 double train_classifier(const ClassifierTrainOptions& opt);
+// The feature network FID-FMNIST is defined with: a classifier trained once by `aigc train --model classifier`
+// and compiled in (assets/fid_fmnist_classifier.safetensors), so that scores from any build are comparable.
+inline constexpr const char* kBuiltinClassifier = "builtin";
+std::string_view builtin_classifier_bytes();  // that checkpoint file's bytes
+// `path` is a classifier checkpoint, or kBuiltinClassifier.
 std::unique_ptr<Classifier> load_classifier(const std::string& path);
 double classifier_accuracy(Classifier& c, const ImageSet& data);
 

@@ -38,6 +38,9 @@ class SafeTensorsReader {
  public:
   // Reads the whole file and validates it; afterwards every offset is known to lie inside the data.
   explicit SafeTensorsReader(const std::string& path);
+  // The same checks on a file's bytes already in memory (a checkpoint compiled into the binary); `name` stands in
+  // for the path in error messages.
+  static SafeTensorsReader from_bytes(const std::string& name, std::string bytes);
   const std::string& path() const { return path_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::vector<StTensorInfo>& tensors() const { return tensors_; }  // sorted by offset
@@ -49,6 +52,7 @@ class SafeTensorsReader {
   void read_f32_into(const std::string& name, float* dst, const std::vector<int64_t>& expected_shape) const;
 
  private:
+  SafeTensorsReader(std::string name, std::string bytes);
   const StTensorInfo& require(const std::string& name) const;
   void parse_header(std::string_view header);
 

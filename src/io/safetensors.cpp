@@ -219,9 +219,15 @@ std::optional<StDType> st_dtype_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-SafeTensorsReader::SafeTensorsReader(const std::string& path) : path_(path) {
-  bytes_ = read_file(path);
-  const std::string where = "safetensors file '" + path + "': ";
+SafeTensorsReader::SafeTensorsReader(const std::string& path) : SafeTensorsReader(path, read_file(path)) {}
+
+SafeTensorsReader SafeTensorsReader::from_bytes(const std::string& name, std::string bytes) {
+  return SafeTensorsReader(name, std::move(bytes));
+}
+
+SafeTensorsReader::SafeTensorsReader(std::string name, std::string bytes)
+    : path_(std::move(name)), bytes_(std::move(bytes)) {
+  const std::string where = "safetensors file '" + path_ + "': ";
   const uint64_t size = bytes_.size();
   AIGC_CHECK(size >= 8, where + "the file is " + std::to_string(size) +
                             " bytes, too short for the 8-byte header length (truncated?)");
