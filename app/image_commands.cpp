@@ -92,9 +92,10 @@ void sample_images(const SampleArgs& a) {
 void fid(const FidArgs& a) {
   auto cls = load_classifier(a.classifier);
   // Scores from different feature networks do not compare, so say which one this is.
-  std::fprintf(stderr, "features: %s\n",
-               a.classifier == kBuiltinClassifier ? "the builtin (pinned) FID-FMNIST classifier"
-                                                  : ("the classifier " + a.classifier + ", not the builtin one").c_str());
+  const std::string which = a.classifier == kBuiltinClassifier
+                                ? "the builtin (pinned) FID-FMNIST classifier"
+                                : "the classifier " + a.classifier + ", not the builtin one";
+  std::fprintf(stderr, "features: %s\n", which.c_str());
   ImageSet real = load_image_dataset(a.real, "test"), floor_set = load_image_dataset(a.real, "train");
   std::vector<double> fr = image_features(*cls, real, a.n), ff;
   if (fs::is_directory(a.fake) || a.fake == "fashion-mnist") {
