@@ -14,6 +14,7 @@ namespace aigc {
 struct ConvShape {
   int64_t N, C_in, H, W, C_out, KH, KW;
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
+  bool src_blocked = false, dst_blocked = false;  // input / output in the Blocked16 layout (forward only)
   int64_t out_h() const { return (H + 2 * pad_h - dil_h * (KH - 1) - 1) / stride_h + 1; }
   int64_t out_w() const { return (W + 2 * pad_w - dil_w * (KW - 1) - 1) / stride_w + 1; }
 };
@@ -128,6 +129,15 @@ class Backend {
   virtual void upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W, int64_t f) = 0;
   virtual void upsample_nearest_backward(float* dinp, const float* dout, int64_t NC, int64_t H, int64_t W,
                                          int64_t f) = 0;
+  // The Blocked16 layout's versions (inference only, C a multiple of 16; see Layout): group normalization
+  // without the saved statistics, nearest upsampling, and x + v[n, c] over blocked x (N, C, HW) with v (N, C)
+  // plain. (Converting between layouts is a transpose_last2 of (N C/16, 16, HW) and back.)
+  virtual void groupnorm_forward_blocked16(float* out, const float* inp, const float* w, const float* b, int64_t N,
+                                           int64_t C, int64_t HW, int64_t G, float eps, bool silu) = 0;
+  virtual void upsample_nearest_blocked16(float* out, const float* inp, int64_t N, int64_t C, int64_t H, int64_t W,
+                                          int64_t f) = 0;
+  virtual void add_channelwise_blocked16(float* out, const float* x, const float* v, int64_t N, int64_t C,
+                                         int64_t HW) = 0;
   // out (B, M, N) [+]= inp (B, N, M) with the last two dimensions swapped.
   virtual void transpose_last2(float* out, const float* inp, int64_t B, int64_t N, int64_t M, bool accumulate) = 0;
   // Sinusoidal embedding of (possibly fractional) timesteps t (B) into out (B, dim), dim even, half = dim / 2:

@@ -39,6 +39,13 @@ struct Conv2dOptions {
 };
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o = {});
 Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o = {});
+// Layouts (see Layout). to_blocked: a plain (N, C, H, W), C a multiple of 16, in the Blocked16 layout that
+// oneDNN's convolutions use, for inference (no gradient): conv2d, group_norm, add, add_channelwise,
+// concat_channels and upsample_nearest then take and give blocked tensors (conv2d gives a plain one when its
+// C_out is not a multiple of 16), with no layout conversion around each convolution; every other op refuses
+// them. to_plain converts back. Both return x itself when it is in that layout already.
+Tensor to_blocked(const Tensor& x);
+Tensor to_plain(const Tensor& x);
 // Image-model layers. leaky_relu: x for x > 0, slope x otherwise.
 Tensor leaky_relu(const Tensor& x, float slope = 0.2f);
 Tensor tanh(const Tensor& x);

@@ -10,6 +10,11 @@ namespace aigc {
 
 enum class DType : uint8_t { F32, BF16, F16, I32 };
 enum class Device : uint8_t { CPU, CUDA };
+// How a 4-D (N, C, H, W) tensor's elements lie in memory. Plain: row-major, as its strides say (every tensor
+// unless stated otherwise). Blocked16: (N, C/16, H, W, 16), channels in blocks of 16 innermost (oneDNN's
+// nChw16c): its convolutions read and write that directly, so inference keeps activations so between them
+// (see ops::to_blocked). Only a few ops take it; the rest refuse it.
+enum class Layout : uint8_t { Plain, Blocked16 };
 
 size_t dtype_size(DType dt);
 const char* dtype_name(DType dt);
@@ -50,6 +55,7 @@ class Tensor {
   DType dtype() const;
   Device device() const;
   bool is_contiguous() const;
+  Layout layout() const;
 
   // Raw element pointers (with the view's offset applied).
   float* f32() const;
@@ -83,6 +89,7 @@ struct TensorImpl {
   Shape shape;
   Shape strides;
   DType dtype = DType::F32;
+  Layout layout = Layout::Plain;
   bool requires_grad = false;
   Tensor grad;
 };

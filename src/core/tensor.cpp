@@ -155,6 +155,7 @@ int64_t Tensor::numel() const { return numel_of(impl_->shape); }
 DType Tensor::dtype() const { return impl_->dtype; }
 Device Tensor::device() const { return impl_->storage->device; }
 bool Tensor::is_contiguous() const { return impl_->strides == contiguous_strides(impl_->shape); }
+Layout Tensor::layout() const { return impl_->layout; }
 
 void* Tensor::raw() const {
   return static_cast<char*>(impl_->storage->data) + impl_->offset * int64_t(dtype_size(impl_->dtype));
@@ -170,6 +171,7 @@ int32_t* Tensor::i32() const {
 
 Tensor Tensor::view(const Shape& shape_in) const {
   AIGC_CHECK(is_contiguous(), "view() needs a contiguous tensor");
+  AIGC_CHECK(layout() == Layout::Plain, "view() needs a plain tensor, not a blocked one (ops::to_plain)");
   Shape s = shape_in;
   int64_t known = 1, infer = -1;
   for (size_t i = 0; i < s.size(); i++) {
@@ -209,6 +211,7 @@ Tensor Tensor::narrow0(int64_t start, int64_t length) const {
 
 std::vector<float> Tensor::to_vector() const {
   AIGC_CHECK(is_contiguous(), "to_vector() needs a contiguous tensor");
+  AIGC_CHECK(layout() == Layout::Plain, "to_vector() needs a plain tensor, not a blocked one (ops::to_plain)");
   std::vector<float> v(static_cast<size_t>(numel()));
   if (!v.empty()) std::memcpy(v.data(), f32(), v.size() * 4);
   return v;

@@ -10,13 +10,14 @@ namespace aigc::ops {
 
 using detail::be;
 using detail::check_f32;
+using detail::check_f32_any_layout;
 using detail::grad_of;
 using detail::grad_to_write;
 
 namespace {
 
 void check_conv_args(const char* op, const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o) {
-  check_f32(x, op, "input");
+  check_f32_any_layout(x, op, "input");
   check_f32(w, op, "weight");
   AIGC_CHECK(x.dim() == 4, std::string(op) + ": input must be (N, C, H, W), got " + shape_str(x.shape()));
   AIGC_CHECK(w.dim() == 4, std::string(op) + ": weight must be 4-D, got " + shape_str(w.shape()));
@@ -41,7 +42,12 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
   s.stride_h = s.stride_w = o.stride, s.pad_h = s.pad_w = o.padding, s.dil_h = s.dil_w = o.dilation, s.groups = G;
   AIGC_CHECK(s.out_h() >= 1 && s.out_w() >= 1, "conv2d: the kernel does not fit the padded " + std::to_string(s.H) +
                                                    "x" + std::to_string(s.W) + " input");
-  Tensor out = Tensor::empty({s.N, C_out, s.out_h(), s.out_w()});
+  // A blocked input gives a blocked output, unless C_out does not fill whole blocks (an image's few channels).
+  detail::check_blocked_inference(x, "conv2d", {&x, &w, &b});
+  s.src_blocked = x.layout() == Layout::Blocked16;
+  s.dst_blocked = s.src_blocked && C_out % 16 == 0;
+  AIGC_CHECK(!s.src_blocked || G == 1, "conv2d: grouped convolutions take plain tensors only");
+  Tensor out = detail::empty_in({s.N, C_out, s.out_h(), s.out_w()}, s.dst_blocked ? Layout::Blocked16 : Layout::Plain);
   be(x).conv2d_forward(out.f32(), x.f32(), w.f32(), b.defined() ? b.f32() : nullptr, s, false);
   if (needs_grad({&x, &w, &b})) {
     record(out, [out, x, w, b, s] {
@@ -55,6 +61,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
 
 Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o) {
   check_conv_args("conv_transpose2d", x, w, b, o);
+  check_f32(x, "conv_transpose2d", "input");  // plain only
   const int64_t G = o.groups, C_in = x.size(1), C_out = w.size(1) * G;
   AIGC_CHECK(w.size(0) == C_in && C_in % G == 0, "conv_transpose2d: weight " + shape_str(w.shape()) +
                                                      " must be (C_in = " + std::to_string(C_in) +
@@ -81,6 +88,26 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, const
       if (float* gb = grad_of(b)) be(x).channel_bias_backward(gb, dout, s.N, s.C_in, s.H * s.W);
     });
   }
+  return out;
+}
+
+// Between the layouts: per (sample, block of 16 channels), a (16, HW) plane is transposed to (HW, 16) and back.
+Tensor to_blocked(const Tensor& x) {
+  check_f32_any_layout(x, "to_blocked", "input");
+  if (x.layout() == Layout::Blocked16) return x;
+  AIGC_CHECK(x.dim() == 4 && x.size(1) % 16 == 0,
+             "to_blocked: needs (N, C, H, W) with C a multiple of 16, got " + shape_str(x.shape()));
+  AIGC_CHECK(!needs_grad({&x}), "to_blocked: blocked-layout tensors are for inference (NoGradGuard)");
+  Tensor out = detail::empty_in(x.shape(), Layout::Blocked16);
+  be(x).transpose_last2(out.f32(), x.f32(), x.size(0) * x.size(1) / 16, 16, x.size(2) * x.size(3), false);
+  return out;
+}
+
+Tensor to_plain(const Tensor& x) {
+  check_f32_any_layout(x, "to_plain", "input");
+  if (x.layout() == Layout::Plain) return x;
+  Tensor out = Tensor::empty(x.shape());
+  be(x).transpose_last2(out.f32(), x.f32(), x.size(0) * x.size(1) / 16, x.size(2) * x.size(3), 16, false);
   return out;
 }
 

@@ -17,7 +17,7 @@ using detail::grad_to_write;
 Tensor silu(const Tensor& x) { return detail::activation(x, &Backend::silu_forward, &Backend::silu_backward, "silu"); }
 
 Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t groups, float eps, bool silu) {
-  check_f32(x, "group_norm", "input");
+  detail::check_f32_any_layout(x, "group_norm", "input");
   AIGC_CHECK(x.dim() >= 2, "group_norm: input must be (N, C, ...), got " + shape_str(x.shape()));
   const int64_t N = x.size(0), C = x.size(1), HW = x.numel() / std::max<int64_t>(N * C, 1);
   AIGC_CHECK(groups >= 1 && C % groups == 0,
@@ -27,6 +27,13 @@ Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t gro
       check_f32(*t, "group_norm", "affine parameter");
       AIGC_CHECK(t->numel() == C, "group_norm: per-channel tensors must have C elements");
     }
+  if (x.layout() == Layout::Blocked16) {
+    detail::check_blocked_inference(x, "group_norm", {&x, &w, &b});
+    Tensor out = detail::empty_in(x.shape(), Layout::Blocked16);
+    be(x).groupnorm_forward_blocked16(out.f32(), x.f32(), w.defined() ? w.f32() : nullptr,
+                                      b.defined() ? b.f32() : nullptr, N, C, HW, groups, eps, silu);
+    return out;
+  }
   Tensor out = Tensor::empty(x.shape()), mean = Tensor::empty({N * groups}), rstd = Tensor::empty({N * groups});
   be(x).groupnorm_forward(out.f32(), mean.f32(), rstd.f32(), x.f32(), w.defined() ? w.f32() : nullptr,
                           b.defined() ? b.f32() : nullptr, N, C, HW, groups, eps, silu);
@@ -41,10 +48,16 @@ Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t gro
 }
 
 Tensor upsample_nearest(const Tensor& x, int64_t f) {
-  check_f32(x, "upsample_nearest", "input");
+  detail::check_f32_any_layout(x, "upsample_nearest", "input");
   AIGC_CHECK(x.dim() == 4, "upsample_nearest: input must be (N, C, H, W), got " + shape_str(x.shape()));
   AIGC_CHECK(f >= 1 && f <= 16, "upsample_nearest: factor must be in [1, 16]");
   const int64_t NC = x.size(0) * x.size(1), H = x.size(2), W = x.size(3);
+  if (x.layout() == Layout::Blocked16) {
+    detail::check_blocked_inference(x, "upsample_nearest", {&x});
+    Tensor out = detail::empty_in({x.size(0), x.size(1), H * f, W * f}, Layout::Blocked16);
+    be(x).upsample_nearest_blocked16(out.f32(), x.f32(), x.size(0), x.size(1), H, W, f);
+    return out;
+  }
   Tensor out = Tensor::empty({x.size(0), x.size(1), H * f, W * f});
   be(x).upsample_nearest_forward(out.f32(), x.f32(), NC, H, W, f);
   if (needs_grad({&x}))
@@ -64,13 +77,19 @@ Tensor transpose_last2(const Tensor& x) {
 }
 
 Tensor add_channelwise(const Tensor& x, const Tensor& v) {
-  check_f32(x, "add_channelwise", "x");
+  detail::check_f32_any_layout(x, "add_channelwise", "x");
   check_f32(v, "add_channelwise", "v");
   AIGC_CHECK(
       x.dim() >= 2 && v.dim() == 2 && v.size(0) == x.size(0) && v.size(1) == x.size(1),
       "add_channelwise: need x (B, C, ...) and v (B, C), got " + shape_str(x.shape()) + " and " + shape_str(v.shape()));
   // Every (sample, channel) plane gets its own value: the channel-bias kernel with B*C "channels".
   const int64_t BC = x.size(0) * x.size(1), S = x.numel() / std::max<int64_t>(BC, 1);
+  if (x.layout() == Layout::Blocked16) {
+    detail::check_blocked_inference(x, "add_channelwise", {&x, &v});
+    Tensor out = detail::empty_in(x.shape(), Layout::Blocked16);
+    be(x).add_channelwise_blocked16(out.f32(), x.f32(), v.f32(), x.size(0), x.size(1), S);
+    return out;
+  }
   Tensor out = Tensor::empty(x.shape());
   be(x).copy(out.f32(), x.f32(), x.numel());
   be(x).channel_bias_add(out.f32(), v.f32(), 1, BC, S);

@@ -64,8 +64,12 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& r
 }
 
 Tensor concat_channels(const Tensor& a, const Tensor& b) {
-  check_f32(a, "concat_channels", "a");
-  check_f32(b, "concat_channels", "b");
+  detail::check_f32_any_layout(a, "concat_channels", "a");
+  detail::check_f32_any_layout(b, "concat_channels", "b");
+  AIGC_CHECK(a.layout() == b.layout(),
+             "concat_channels: one input is blocked, the other plain (ops::to_blocked, ops::to_plain)");
+  detail::check_blocked_inference(a, "concat_channels", {&a, &b});
+  detail::check_blocked_inference(b, "concat_channels", {&a, &b});
   AIGC_CHECK(a.dim() >= 2 && a.dim() == b.dim() && a.size(0) == b.size(0),
              "concat_channels: inputs must agree in rank and batch, got " + shape_str(a.shape()) + " and " +
                  shape_str(b.shape()));
@@ -75,7 +79,8 @@ Tensor concat_channels(const Tensor& a, const Tensor& b) {
   const int64_t N = a.size(0), Ca = a.size(1), Cb = b.size(1), S = a.numel() / std::max<int64_t>(N * Ca, 1);
   Shape shape = a.shape();
   shape[1] = Ca + Cb;
-  Tensor out = Tensor::empty(shape);
+  // Per sample, a's channels then b's: in the blocked layout too, as both hold whole blocks of 16.
+  Tensor out = detail::empty_in(shape, a.layout());
   be(a).concat_channels_forward(out.f32(), a.f32(), b.f32(), N, Ca, Cb, S);
   if (needs_grad({&a, &b}))
     record(out, [out, a, b, N, Ca, Cb, S] {

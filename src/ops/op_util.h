@@ -9,10 +9,32 @@
 
 namespace aigc::ops::detail {
 
-inline void check_f32(const Tensor& t, const char* op, const char* what) {
+// An f32 input of an op that also takes the Blocked16 layout (conv2d, group_norm, add, add_channelwise,
+// concat_channels, upsample_nearest); every other op checks with check_f32, which refuses it.
+inline void check_f32_any_layout(const Tensor& t, const char* op, const char* what) {
   AIGC_CHECK(t.defined(), std::string(op) + ": " + what + " is undefined");
   AIGC_CHECK(t.dtype() == DType::F32, std::string(op) + ": " + what + " must be f32");
   AIGC_CHECK(t.is_contiguous(), std::string(op) + ": " + what + " must be contiguous");
+}
+
+inline void check_f32(const Tensor& t, const char* op, const char* what) {
+  check_f32_any_layout(t, op, what);
+  AIGC_CHECK(t.layout() == Layout::Plain, std::string(op) + ": " + what +
+                                              " is in the blocked layout, which this op does not take (ops::to_plain)");
+}
+
+// Blocked16 inputs are for inference: the op must not be recorded, and its channels come in whole blocks.
+inline void check_blocked_inference(const Tensor& x, const char* op, std::initializer_list<const Tensor*> inputs) {
+  if (x.layout() != Layout::Blocked16) return;
+  AIGC_CHECK(!needs_grad(inputs), std::string(op) + ": blocked-layout tensors are for inference (NoGradGuard)");
+  AIGC_CHECK(x.dim() == 4 && x.size(1) % 16 == 0, std::string(op) + ": a blocked tensor must be (N, C, H, W) with C a multiple of 16");
+}
+
+// A new tensor in the given layout.
+inline Tensor empty_in(const Shape& shape, Layout layout) {
+  Tensor t = Tensor::empty(shape);
+  t.impl()->layout = layout;
+  return t;
 }
 
 // Gradient buffer of an input, or null when that input does not take gradients.

@@ -71,10 +71,12 @@ Tensor to_bf16(const Tensor& x) {
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  check_f32(a, "add", "a");
-  check_f32(b, "add", "b");
+  detail::check_f32_any_layout(a, "add", "a");
+  detail::check_f32_any_layout(b, "add", "b");
   AIGC_CHECK(a.shape() == b.shape(), "add: shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()) + " differ");
-  Tensor out = Tensor::empty(a.shape());
+  AIGC_CHECK(a.layout() == b.layout(), "add: one input is blocked, the other plain (ops::to_blocked, ops::to_plain)");
+  detail::check_blocked_inference(a, "add", {&a, &b});
+  Tensor out = detail::empty_in(a.shape(), a.layout());  // element by element: the same in either layout
   be(a).add_forward(out.f32(), a.f32(), b.f32(), a.numel());
   if (needs_grad({&a, &b})) {
     record(out, [out, a, b] {

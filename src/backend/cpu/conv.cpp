@@ -19,11 +19,12 @@ namespace {
 using dnnl::memory;
 using Tag = memory::format_tag;
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int64_t, int64_t, int64_t, bool, bool>;
+                       int64_t, int64_t, int64_t, int64_t, bool, bool, bool, bool>;
 
 // Each primitive works in the layouts oneDNN picks for it (blocked, e.g. nChw16c, where that is fastest: its
 // direct AVX-512 kernels instead of im2col + gemm). The user's buffers stay plain; operands whose chosen layout
-// differs are converted by reorders on the way in and out.
+// differs are converted by reorders on the way in and out. Inference may hand over activations already blocked
+// (ConvShape::src_blocked / dst_blocked, the Blocked16 layout = nChw16c), which then need no reorder.
 struct ConvPrims {
   memory::desc src, weights, bias, dst;  // the user's layouts
   dnnl::convolution_forward::primitive_desc fwd_pd;
@@ -50,14 +51,15 @@ const ConvPrims& prims(const ConvShape& s, bool bias) {
   ConvState& st = state();
   std::lock_guard<std::mutex> lock(st.mu);
   Key key{s.N,        s.C_in,  s.H,     s.W,     s.C_out, s.KH,     s.KW, s.stride_h,
-          s.stride_w, s.pad_h, s.pad_w, s.dil_h, s.dil_w, s.groups, bias, matmul_precision() == MatmulPrecision::BF16};
+          s.stride_w, s.pad_h, s.pad_w, s.dil_h, s.dil_w, s.groups, bias, matmul_precision() == MatmulPrecision::BF16,
+          s.src_blocked, s.dst_blocked};
   auto it = st.cache.find(key);
   if (it != st.cache.end()) return it->second;
   const int64_t G = s.groups, OH = s.out_h(), OW = s.out_w();
   const auto f32 = memory::data_type::f32;
   ConvPrims p;
-  p.src = memory::desc({s.N, s.C_in, s.H, s.W}, f32, Tag::nchw);
-  p.dst = memory::desc({s.N, s.C_out, OH, OW}, f32, Tag::nchw);
+  p.src = memory::desc({s.N, s.C_in, s.H, s.W}, f32, s.src_blocked ? Tag::nChw16c : Tag::nchw);
+  p.dst = memory::desc({s.N, s.C_out, OH, OW}, f32, s.dst_blocked ? Tag::nChw16c : Tag::nchw);
   const memory::dims wdims =
       G == 1 ? memory::dims{s.C_out, s.C_in, s.KH, s.KW} : memory::dims{G, s.C_out / G, s.C_in / G, s.KH, s.KW};
   p.weights = memory::desc(wdims, f32, G == 1 ? Tag::oihw : Tag::goihw);
@@ -159,7 +161,7 @@ bool is_dense(const ConvShape& s) {
 
 void CpuBackend::conv2d_forward(float* out, const float* inp, const float* w, const float* bias, const ConvShape& s,
                                 bool accumulate) {
-  if (is_dense(s)) {  // out (N, C_out) = inp (N, K) W^T (+ bias), K = C_in H W
+  if (is_dense(s) && !s.src_blocked && !s.dst_blocked) {  // out (N, C_out) = inp (N, K) W^T (+ bias), K = C_in H W
     const int64_t K = s.C_in * s.H * s.W;
     if (accumulate && bias) channel_bias_add(out, bias, s.N, s.C_out, 1);
     if (!accumulate && bias) {

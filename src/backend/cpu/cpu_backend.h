@@ -77,6 +77,11 @@ class CpuBackend final : public Backend {
                           int64_t G, bool silu, bool dinp_accumulate) override;
   void upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W, int64_t f) override;
   void upsample_nearest_backward(float* dinp, const float* dout, int64_t NC, int64_t H, int64_t W, int64_t f) override;
+  void groupnorm_forward_blocked16(float* out, const float* inp, const float* w, const float* b, int64_t N, int64_t C,
+                                   int64_t HW, int64_t G, float eps, bool silu) override;
+  void upsample_nearest_blocked16(float* out, const float* inp, int64_t N, int64_t C, int64_t H, int64_t W,
+                                  int64_t f) override;
+  void add_channelwise_blocked16(float* out, const float* x, const float* v, int64_t N, int64_t C, int64_t HW) override;
   void transpose_last2(float* out, const float* inp, int64_t B, int64_t N, int64_t M, bool accumulate) override;
   void timestep_embedding(float* out, const float* t, int64_t B, int64_t dim, float max_period) override;
   void combine_rows(float* out, const float* a, const float* x, const float* b, const float* y, int64_t N, int64_t S,
@@ -129,10 +134,12 @@ inline float exp_vec(float x) {
   return p * std::bit_cast<float>((int32_t(n) + 127) << 23);
 }
 
-// The logistic 1 / (1 + e^-x) without overflow for large |x|: e^-|x| never exceeds 1.
+// The logistic 1 / (1 + e^-x) without overflow for large |x|: e^-|x| never exceeds 1. One division for both
+// signs (a vector division costs as much as the whole exponential).
 inline float sigmoid(float x) {
-  float e = exp_vec(-(x < 0.0f ? -x : x));
-  return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+  const float e = exp_vec(-(x < 0.0f ? -x : x));
+  const float r = 1.0f / (1.0f + e);
+  return x >= 0.0f ? r : e * r;
 }
 
 // bfloat16: the top half of a float. Rounding is to nearest, ties to even; NaNs stay NaNs.

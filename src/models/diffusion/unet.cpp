@@ -208,12 +208,16 @@ Tensor UNet::res_block(const ResBlock& r, const Tensor& x, const Tensor& temb_ac
 }
 
 // Self-attention over the H*W positions, each a C-vector: (B, C, H, W) -> (B, HW, C) -> attention -> back.
-Tensor UNet::attn_block(const AttnBlock& a, const Tensor& x) const {
+// It works on plain tensors: a blocked input (inference) is converted, and so is the result (at these low
+// resolutions the conversions are cheap).
+Tensor UNet::attn_block(const AttnBlock& a, const Tensor& x_in) const {
+  const Tensor x = ops::to_plain(x_in);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   Tensor h = ops::transpose_last2(ops::group_norm(x, a.norm.w, a.norm.b, cfg_.groups).view({B, C, H * W}));
   h = ops::self_attention(ops::linear(h, a.qkv_w, a.qkv_b), cfg_.n_head, /*causal=*/false);
   h = ops::transpose_last2(ops::linear(h, a.proj_w, a.proj_b));
-  return ops::add(x, h.view({B, C, H, W}));
+  h = ops::add(x, h.view({B, C, H, W}));
+  return x_in.layout() == Layout::Blocked16 ? ops::to_blocked(h) : h;
 }
 
 Tensor UNet::stage(const Stage& s, const Tensor& x, const Tensor& temb_act, bool training, uint64_t seed) const {
@@ -238,6 +242,9 @@ Tensor UNet::forward(const Tensor& x, const Tensor& t, const Tensor& labels, boo
   uint64_t block = 0;  // a different dropout mask per block
   auto next_seed = [&] { return block_dropout_seed(dropout_seed, ++block); };
   Tensor h = conv(conv_in_, x);
+  // Inference keeps the activations in oneDNN's blocked layout from here on (conv_out, with its few channels,
+  // gives a plain result): no layout conversion around every convolution.
+  if (!training && !grad_enabled() && cfg_.ch % 16 == 0) h = ops::to_blocked(h);
   std::vector<Tensor> skips{h};
   for (const Level& lv : down_) {
     for (const Stage& s : lv.stages) skips.push_back(h = stage(s, h, temb_act, training, next_seed()));
