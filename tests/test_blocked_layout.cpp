@@ -122,12 +122,14 @@ TEST(BlockedLayout, UNetInferenceMatchesThePlainForward) {
                  0.2f, rng);
   const Tensor x = random({3, 1, 8, 8}, 19), t = Tensor::from_vector({0.0f, 500.0f, 999.0f}, {3});
   const Tensor plain = net.forward(x, t, Tensor(), false);
+  EXPECT_FALSE(net.last_forward_blocked());
   clear_tape();
   Tensor blocked;
   {
     NoGradGuard ng;
     blocked = net.forward(x, t, Tensor(), false);
   }
+  EXPECT_TRUE(net.last_forward_blocked());
   EXPECT_EQ(blocked.layout(), Layout::Plain);
   EXPECT_LE(max_abs_diff(blocked, plain), 1e-5 * std::max(1.0, max_abs(plain)));
   EXPECT_GT(max_abs(plain), 0.1);  // a network that computes something

@@ -42,11 +42,14 @@ class UNet {
   explicit UNet(const UNetConfig& cfg, uint64_t seed = 0);
   // x (B, C, S, S), t (B) f32 timesteps, labels (B) i32 in [0, n_classes] (n_classes = unconditional) or
   // undefined -> predicted noise (B, C, S, S). training enables dropout (mask drawn from dropout_seed).
+  // Inference (not training, under NoGradGuard) keeps the activations in the blocked layout when ch is a
+  // multiple of 16 (see Layout); last_forward_blocked() says whether the latest pass did.
   Tensor forward(const Tensor& x, const Tensor& t, const Tensor& labels, bool training, uint64_t dropout_seed = 0);
   // The seed of residual block k's dropout mask (k from 1, in forward order) in a forward pass given dropout_seed.
   static uint64_t block_dropout_seed(uint64_t dropout_seed, uint64_t k) { return dropout_seed * 1000003ull + k; }
   ParamStore& params() { return params_; }
   const UNetConfig& config() const { return cfg_; }
+  bool last_forward_blocked() const { return last_forward_blocked_; }
 
  private:
   struct Conv {
@@ -87,6 +90,7 @@ class UNet {
   void init_weights(uint64_t seed);
 
   UNetConfig cfg_;
+  bool last_forward_blocked_ = false;
   ParamStore params_;
   Tensor temb1_w, temb1_b, temb2_w, temb2_b, class_emb_;
   Conv conv_in_, conv_out_;

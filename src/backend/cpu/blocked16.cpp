@@ -15,7 +15,7 @@ constexpr int64_t kB = 16;  // channels per block
 
 // Two passes over the input. First, per (sample, channel): the sum of (x - k) and of (x - k)^2 with k the
 // channel's first value (as the plain kernel shifts by a value of the group, for accuracy), in float lanes over
-// the pixels. The group's mean and variance then come from its channels' in double: the variance of a group is
+// up to 256 pixels at a time, the totals in double. The group's mean and variance then come from its channels' in double: the variance of a group is
 // the mean over its channels of (channel variance + (channel mean - group mean)^2). Second, the affine
 // normalization (and SiLU) of every element.
 void CpuBackend::groupnorm_forward_blocked16(float* out, const float* inp, const float* w, const float* b, int64_t N,
@@ -25,19 +25,24 @@ void CpuBackend::groupnorm_forward_blocked16(float* out, const float* inp, const
 #pragma omp parallel for schedule(static)
   for (int64_t nb = 0; nb < N * CB; nb++) {
     const float* x = inp + nb * HW * kB;
-    float k[kB], s[kB] = {}, ss[kB] = {};
+    float k[kB];
+    double s[kB] = {}, ss[kB] = {};
     for (int64_t j = 0; j < kB; j++) k[j] = x[j];
-    for (int64_t i = 0; i < HW; i++) {
+    for (int64_t i0 = 0; i0 < HW; i0 += 256) {
+      float a[kB] = {}, b2[kB] = {};
+      for (int64_t i = i0; i < std::min(i0 + 256, HW); i++) {
 #pragma omp simd
-      for (int64_t j = 0; j < kB; j++) {
-        const float d = x[i * kB + j] - k[j];
-        s[j] += d, ss[j] += d * d;
+        for (int64_t j = 0; j < kB; j++) {
+          const float d = x[i * kB + j] - k[j];
+          a[j] += d, b2[j] += d * d;
+        }
       }
+      for (int64_t j = 0; j < kB; j++) s[j] += a[j], ss[j] += b2[j];
     }
     for (int64_t j = 0; j < kB; j++) {
-      const double m = double(s[j]) / double(HW);
+      const double m = s[j] / double(HW);
       mean_c[size_t(nb * kB + j)] = double(k[j]) + m;
-      var_c[size_t(nb * kB + j)] = std::max(0.0, double(ss[j]) / double(HW) - m * m);
+      var_c[size_t(nb * kB + j)] = std::max(0.0, ss[j] / double(HW) - m * m);
     }
   }
   // Per (sample, channel): out = x * scale + shift.

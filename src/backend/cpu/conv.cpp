@@ -84,13 +84,15 @@ const ConvPrims& prims(const ConvShape& s, bool bias) {
       dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, algo, src_in, w_in, p.bias, dst_out, strides,
                                       dil, pad_l, pad_r),
       attr, st.engine);
+  p.fwd = dnnl::convolution_forward(p.fwd_pd);
+  if (s.src_blocked || s.dst_blocked)  // blocked tensors are inference only: no backward passes to build
+    return st.cache.emplace(key, std::move(p)).first->second;
   p.bd_pd = dnnl::convolution_backward_data::primitive_desc(
       dnnl::convolution_backward_data::desc(algo, src_out, w_in, dst_in, strides, dil, pad_l, pad_r), attr, st.engine,
       p.fwd_pd);
   p.bw_pd = dnnl::convolution_backward_weights::primitive_desc(
       dnnl::convolution_backward_weights::desc(algo, src_in, w_out, p.bias, dst_in, strides, dil, pad_l, pad_r), attr,
       st.engine, p.fwd_pd);
-  p.fwd = dnnl::convolution_forward(p.fwd_pd);
   p.bwd_data = dnnl::convolution_backward_data(p.bd_pd);
   p.bwd_weights = dnnl::convolution_backward_weights(p.bw_pd);
   return st.cache.emplace(key, std::move(p)).first->second;
@@ -221,6 +223,7 @@ void backward_weights(const ConvPrims& p, float* dw, float* dbias, const memory&
 
 void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const float* w, const ConvShape& s,
                                       bool accumulate) {
+  AIGC_CHECK(!s.src_blocked && !s.dst_blocked, "conv2d: the backward passes take plain tensors only");
   if (is_dense(s)) {  // dinp (N, K) (+)= dout (N, C_out) W (C_out, K)
     const int64_t K = s.C_in * s.H * s.W;
     gemm(false, false, s.N, K, s.C_out, 1.0f, dout, s.C_out, w, K, accumulate ? 1.0f : 0.0f, dinp, K);
@@ -233,6 +236,7 @@ void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const floa
 
 void CpuBackend::conv2d_backward_weights(float* dw, float* dbias, const float* dout, const float* inp,
                                          const ConvShape& s) {
+  AIGC_CHECK(!s.src_blocked && !s.dst_blocked, "conv2d: the backward passes take plain tensors only");
   if (is_dense(s)) {  // dW (C_out, K) += dout^T (C_out, N) inp (N, K); dbias += column sums of dout
     const int64_t K = s.C_in * s.H * s.W;
     if (dw) gemm(true, false, s.C_out, K, s.N, 1.0f, dout, s.C_out, inp, K, 1.0f, dw, K);
@@ -248,6 +252,7 @@ void CpuBackend::conv2d_backward_weights(float* dw, float* dbias, const float* d
 // (the first gradient to reach the input) is written straight by the primitive, or by one reorder.
 void CpuBackend::conv2d_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                                  const float* w, const ConvShape& s, bool dinp_accumulate) {
+  AIGC_CHECK(!s.src_blocked && !s.dst_blocked, "conv2d: the backward passes take plain tensors only");
   if (is_dense(s) || !dinp || !(dw || dbias)) {
     if (dinp) conv2d_backward_data(dinp, dout, w, s, dinp_accumulate);
     if (dw || dbias) conv2d_backward_weights(dw, dbias, dout, inp, s);

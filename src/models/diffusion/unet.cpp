@@ -244,7 +244,8 @@ Tensor UNet::forward(const Tensor& x, const Tensor& t, const Tensor& labels, boo
   Tensor h = conv(conv_in_, x);
   // Inference keeps the activations in oneDNN's blocked layout from here on (conv_out, with its few channels,
   // gives a plain result): no layout conversion around every convolution.
-  if (!training && !grad_enabled() && cfg_.ch % 16 == 0) h = ops::to_blocked(h);
+  last_forward_blocked_ = !training && !grad_enabled() && cfg_.ch % 16 == 0;
+  if (last_forward_blocked_) h = ops::to_blocked(h);
   std::vector<Tensor> skips{h};
   for (const Level& lv : down_) {
     for (const Stage& s : lv.stages) skips.push_back(h = stage(s, h, temb_act, training, next_seed()));
