@@ -95,9 +95,7 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, const
 Tensor to_blocked(const Tensor& x) {
   check_f32_any_layout(x, "to_blocked", "input");
   if (x.layout() == Layout::Blocked16) return x;
-  AIGC_CHECK(x.dim() == 4 && x.size(1) % 16 == 0,
-             "to_blocked: needs (N, C, H, W) with C a multiple of 16, got " + shape_str(x.shape()));
-  AIGC_CHECK(!needs_grad({&x}), "to_blocked: blocked-layout tensors are for inference (NoGradGuard)");
+  detail::check_blockable(x, "to_blocked", {&x});
   Tensor out = detail::empty_in(x.shape(), Layout::Blocked16);
   be(x).transpose_last2(out.f32(), x.f32(), x.size(0) * x.size(1) / 16, 16, x.size(2) * x.size(3), false);
   return out;

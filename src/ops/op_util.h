@@ -23,11 +23,14 @@ inline void check_f32(const Tensor& t, const char* op, const char* what) {
                                               " is in the blocked layout, which this op does not take (ops::to_plain)");
 }
 
-// Blocked16 inputs are for inference: the op must not be recorded, and its channels come in whole blocks.
-inline void check_blocked_inference(const Tensor& x, const char* op, std::initializer_list<const Tensor*> inputs) {
-  if (x.layout() != Layout::Blocked16) return;
+// Blocked16 tensors are for inference: the op must not be recorded, and x's channels come in whole blocks.
+inline void check_blockable(const Tensor& x, const char* op, std::initializer_list<const Tensor*> inputs) {
   AIGC_CHECK(!needs_grad(inputs), std::string(op) + ": blocked-layout tensors are for inference (NoGradGuard)");
-  AIGC_CHECK(x.dim() == 4 && x.size(1) % 16 == 0, std::string(op) + ": a blocked tensor must be (N, C, H, W) with C a multiple of 16");
+  AIGC_CHECK(x.dim() == 4 && x.size(1) % 16 == 0, std::string(op) + ": a blocked tensor must be (N, C, H, W) with C " +
+                                                      "a multiple of 16, got " + shape_str(x.shape()));
+}
+inline void check_blocked_inference(const Tensor& x, const char* op, std::initializer_list<const Tensor*> inputs) {
+  if (x.layout() == Layout::Blocked16) check_blockable(x, op, inputs);
 }
 
 // A new tensor in the given layout.

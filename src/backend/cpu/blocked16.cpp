@@ -15,9 +15,9 @@ constexpr int64_t kB = 16;  // channels per block
 
 // Two passes over the input. First, per (sample, channel): the sum of (x - k) and of (x - k)^2 with k the
 // channel's first value (as the plain kernel shifts by a value of the group, for accuracy), in float lanes over
-// up to 256 pixels at a time, the totals in double. The group's mean and variance then come from its channels' in double: the variance of a group is
-// the mean over its channels of (channel variance + (channel mean - group mean)^2). Second, the affine
-// normalization (and SiLU) of every element.
+// up to 256 pixels at a time, the totals in double. The group's mean and variance then come from its channels'
+// in double: the variance of a group is the mean over its channels of (channel variance + (channel mean - group
+// mean)^2). Second, the affine normalization (and SiLU) of every element.
 void CpuBackend::groupnorm_forward_blocked16(float* out, const float* inp, const float* w, const float* b, int64_t N,
                                              int64_t C, int64_t HW, int64_t G, float eps, bool silu) {
   const int64_t CB = C / kB, cpg = C / G;
@@ -82,18 +82,10 @@ void CpuBackend::groupnorm_forward_blocked16(float* out, const float* inp, const
   }
 }
 
-// A (H, W) image of 16-channel pixels per (sample, block): each output row repeats its source row's pixels f
-// times, and each row f times.
+// A (H, W) image of 16-channel pixels per (sample, block): the plain kernel's loop with 16-float pixels.
 void CpuBackend::upsample_nearest_blocked16(float* out, const float* inp, int64_t N, int64_t C, int64_t H, int64_t W,
                                             int64_t f) {
-  const int64_t OW = W * f;
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < N * (C / kB) * H; p++) {
-    const float* src = inp + p * W * kB;
-    float* dst = out + p * f * OW * kB;
-    for (int64_t x = 0; x < OW; x++) std::copy(src + (x / f) * kB, src + (x / f + 1) * kB, dst + x * kB);
-    for (int64_t r = 1; r < f; r++) std::copy(dst, dst + OW * kB, dst + r * OW * kB);
-  }
+  upsample_nearest_rows<kB>(out, inp, N * (C / kB) * H, W, f);
 }
 
 void CpuBackend::add_channelwise_blocked16(float* out, const float* x, const float* v, int64_t N, int64_t C,

@@ -2,6 +2,7 @@
 // Each kernel has a plain loop body that reads like its formula; speed comes from fusion and threading,
 // not from intrinsics, so the reference and the fast version are the same code.
 #pragma once
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 
@@ -140,6 +141,21 @@ inline float sigmoid(float x) {
   const float e = exp_vec(-(x < 0.0f ? -x : x));
   const float r = 1.0f / (1.0f + e);
   return x >= 0.0f ? r : e * r;
+}
+
+// Nearest upsampling by f of `rows` input rows of W pixels, each pixel V consecutive floats (1 for plain
+// planes, 16 for the blocked layout): each input row gives f output rows of W f pixels.
+template <int64_t V>
+void upsample_nearest_rows(float* out, const float* inp, int64_t rows, int64_t W, int64_t f) {
+  const int64_t OW = W * f;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < rows; p++) {
+    const float* src = inp + p * W * V;
+    float* dst = out + p * f * OW * V;
+    for (int64_t x = 0; x < OW; x++)
+      for (int64_t j = 0; j < V; j++) dst[x * V + j] = src[(x / f) * V + j];
+    for (int64_t r = 1; r < f; r++) std::copy(dst, dst + OW * V, dst + r * OW * V);
+  }
 }
 
 // bfloat16: the top half of a float. Rounding is to nearest, ties to even; NaNs stay NaNs.

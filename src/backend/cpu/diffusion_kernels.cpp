@@ -133,14 +133,7 @@ void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const flo
 }
 
 void CpuBackend::upsample_nearest_forward(float* out, const float* inp, int64_t NC, int64_t H, int64_t W, int64_t f) {
-  const int64_t OW = W * f;
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < NC * H; p++) {  // one input row -> f output rows
-    const float* src = inp + p * W;
-    float* dst = out + p * f * OW;
-    for (int64_t x = 0; x < OW; x++) dst[x] = src[x / f];
-    for (int64_t r = 1; r < f; r++) std::copy(dst, dst + OW, dst + r * OW);
-  }
+  upsample_nearest_rows<1>(out, inp, NC * H, W, f);
 }
 
 void CpuBackend::upsample_nearest_backward(float* dinp, const float* dout, int64_t NC, int64_t H, int64_t W,
