@@ -58,8 +58,18 @@ void add_threads(CLI::App* cmd, int& threads) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"aigc: train and run generative models (GPT text generation, DCGAN images) on your own hardware"};
+  CLI::App app{
+      "aigc: train and run generative models on your own hardware: GPT language models (text), DCGAN and DDPM "
+      "diffusion models (images)"};
   app.require_subcommand(1);
+  app.footer(
+      "\nExamples:\n"
+      "  aigc train --out runs/gpt                                   # a small GPT on the built-in fortunes corpus\n"
+      "  aigc generate --ckpt runs/gpt/ckpt.safetensors -p \"The \" -n 200\n"
+      "  aigc train --model ddpm --steps 4000 --out runs/ddpm        # diffusion on Fashion-MNIST\n"
+      "  aigc sample --ckpt runs/ddpm/ckpt.safetensors --steps 50 --n 64 --out grid.png\n"
+      "  aigc serve --ckpt runs/gpt/ckpt.safetensors --image-ckpt runs/ddpm/ckpt.safetensors\n"
+      "Run `aigc SUBCOMMAND --help` for each command's options.");
   int threads = 0;
 
   // ---- train ----
@@ -69,7 +79,15 @@ int main(int argc, char** argv) {
   over.n_layer = over.n_head = over.n_embd = over.block_size = 0;
   over.dropout = -1;
   auto* train =
-      app.add_subcommand("train", "Train a model: a GPT on text (default) or a DCGAN on images (--model dcgan)");
+      app.add_subcommand("train", "Train a model: a GPT on text (default), or a DCGAN or DDPM diffusion model on "
+                                  "images (--model dcgan | ddpm)");
+  train->footer(
+      "\nExamples:\n"
+      "  aigc train --data poems --preset small --steps 2000 --out runs/poems   # a GPT on Tang/Song poems\n"
+      "  aigc train --model dcgan --conditional --steps 3000 --out runs/dcgan    # a class-conditional GAN\n"
+      "  aigc train --model ddpm --schedule cosine --steps 4000 --out runs/ddpm  # diffusion, cosine betas\n"
+      "  aigc train --model ddpm --steps 8000 --out runs/ddpm --resume           # continue where it stopped\n"
+      "Each run directory holds ckpt.safetensors (written atomically, enough to --resume exactly) and metrics.jsonl.");
   std::string model_kind = "gpt";
   train
       ->add_option("--model", model_kind,
@@ -217,6 +235,12 @@ int main(int argc, char** argv) {
         ->capture_default_str();
   };
   add_sampler(smp, sargs.sampler);
+  smp->footer(
+      "\nExamples:\n"
+      "  aigc sample --ckpt runs/ddpm/ckpt.safetensors --sampler ddim --steps 50 --n 64 --seed 1 --out grid.png\n"
+      "  aigc sample --ckpt runs/ddpm/ckpt.safetensors --sampler ddpm --n 16 --save-trajectory traj/\n"
+      "  aigc sample --ckpt runs/ddpm-cond/ckpt.safetensors --class bag --guidance 2 --out bags.png\n"
+      "  aigc sample --ckpt runs/dcgan/ckpt.safetensors --interpolate --out walk.png");
   smp->add_option("--save-trajectory", sargs.trajectory,
                   "Diffusion: a directory for the denoising steps (one grid per step, up to 100, and strip.png: "
                   "the first image from noise to the end)");

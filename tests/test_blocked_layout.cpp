@@ -85,6 +85,11 @@ TEST(BlockedLayout, OpsMatchTheirPlainResults) {
   Tensor img = ops::conv2d(xb, w_out, Tensor(), {1, 1});
   EXPECT_EQ(img.layout(), Layout::Plain);
   EXPECT_EQ(max_abs_diff(img, ops::conv2d(x, w_out, Tensor(), {1, 1})), 0.0);
+  // A plain input (an image's few channels) asked for a blocked output: a network's first convolution.
+  const Tensor img3 = random({3, 3, 6, 6}, 20), w_in = random({32, 3, 3, 3}, 21);
+  ops::Conv2dOptions to_blocked{1, 1};
+  to_blocked.blocked_output = true;
+  expect_same(ops::conv2d(img3, w_in, cb, to_blocked), ops::conv2d(img3, w_in, cb, {1, 1}), 1e-6, "conv2d plain in");
 }
 
 TEST(BlockedLayout, IsRefusedWhereItIsNotSupported) {
@@ -98,11 +103,17 @@ TEST(BlockedLayout, IsRefusedWhereItIsNotSupported) {
     EXPECT_THROW(ops::add(xb, random({2, 16, 4, 4}, 13)), Error);      // mixed layouts
     EXPECT_THROW(ops::to_blocked(random({2, 8, 4, 4}, 14)), Error);    // not whole blocks
     EXPECT_THROW(ops::conv_transpose2d(xb, random({16, 16, 3, 3}, 15), Tensor()), Error);
+    ops::Conv2dOptions blocked_out;
+    blocked_out.blocked_output = true;  // 8 output channels are not whole blocks
+    EXPECT_THROW(ops::conv2d(random({2, 3, 4, 4}, 22), random({8, 3, 3, 3}, 23), Tensor(), blocked_out), Error);
   }
   // With gradients on, blocked tensors are refused (their ops have no backward).
   Tensor w = random({16, 16, 3, 3}, 16);
   w.set_requires_grad(true);
   EXPECT_THROW(ops::conv2d(xb, w, Tensor(), {1, 1}), Error);
+  ops::Conv2dOptions blocked_out;
+  blocked_out.blocked_output = true;
+  EXPECT_THROW(ops::conv2d(random({2, 16, 4, 4}, 24), w, Tensor(), blocked_out), Error);
   Tensor x = random({2, 16, 4, 4}, 17);
   x.set_requires_grad(true);
   EXPECT_THROW(ops::to_blocked(x), Error);

@@ -50,8 +50,8 @@ class Backend {
   virtual void conv2d_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                                const float* w, const ConvShape& s, bool dinp_accumulate) = 0;
 
-  // out (N, C, HW) += bias[c] per channel, and dbias[c] += sum of dout over N and HW.
-  virtual void channel_bias_add(float* out, const float* bias, int64_t N, int64_t C, int64_t HW) = 0;
+  // out (N, C, HW) = src + bias[c] per channel (src may be out: in place), and dbias[c] += sum of dout over N and HW.
+  virtual void channel_bias_add(float* out, const float* src, const float* bias, int64_t N, int64_t C, int64_t HW) = 0;
   virtual void channel_bias_backward(float* dbias, const float* dout, int64_t N, int64_t C, int64_t HW) = 0;
 
   // out (B,T,C) = wte[idx] + wpe[t]  (wpe may be null: no position embedding).

@@ -36,6 +36,9 @@ Tensor attention_decode(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tenso
 struct Conv2dOptions {
   int64_t stride = 1, padding = 0, dilation = 1, groups = 1;
   int64_t output_padding = 0;  // conv_transpose2d only
+  // conv2d, inference: write the output in the Blocked16 layout (C_out a multiple of 16) even from a plain input,
+  // as the first convolution of a network that runs blocked does (no separate ops::to_blocked pass).
+  bool blocked_output = false;
 };
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o = {});
 Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& o = {});

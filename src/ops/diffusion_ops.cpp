@@ -91,8 +91,7 @@ Tensor add_channelwise(const Tensor& x, const Tensor& v) {
     return out;
   }
   Tensor out = Tensor::empty(x.shape());
-  be(x).copy(out.f32(), x.f32(), x.numel());
-  be(x).channel_bias_add(out.f32(), v.f32(), 1, BC, S);
+  be(x).channel_bias_add(out.f32(), x.f32(), v.f32(), 1, BC, S);
   if (needs_grad({&x, &v}))
     record(out, [out, x, v, BC, S] {
       if (float* dx = grad_of(x)) be(x).accumulate(dx, out.grad().f32(), x.numel());

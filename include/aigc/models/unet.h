@@ -82,7 +82,7 @@ class UNet {
   Conv add_conv(const std::string& name, int64_t in, int64_t out, int64_t k, int64_t stride = 1);
   Norm add_norm(const std::string& name, int64_t c);
   Stage add_stage(const std::string& name, int64_t in, int64_t out, bool attn);
-  Tensor conv(const Conv& c, const Tensor& x) const;
+  Tensor conv(const Conv& c, const Tensor& x, bool blocked_output = false) const;
   Tensor norm_act(const Norm& n, const Tensor& x) const;  // GroupNorm then SiLU
   Tensor res_block(const ResBlock& r, const Tensor& x, const Tensor& temb_act, bool training, uint64_t seed) const;
   Tensor attn_block(const AttnBlock& a, const Tensor& x) const;

@@ -165,7 +165,7 @@ void CpuBackend::conv2d_forward(float* out, const float* inp, const float* w, co
                                 bool accumulate) {
   if (is_dense(s) && !s.src_blocked && !s.dst_blocked) {  // out (N, C_out) = inp (N, K) W^T (+ bias), K = C_in H W
     const int64_t K = s.C_in * s.H * s.W;
-    if (accumulate && bias) channel_bias_add(out, bias, s.N, s.C_out, 1);
+    if (accumulate && bias) channel_bias_add(out, out, bias, s.N, s.C_out, 1);
     if (!accumulate && bias) {
       linear_forward(out, inp, w, bias, s.N, K, s.C_out);
       return;
@@ -266,13 +266,15 @@ void CpuBackend::conv2d_backward(float* dinp, float* dw, float* dbias, const flo
   backward_weights(p, dw, dbias, same ? dd : input(p.dst, p.bw_pd.diff_dst_desc(), dout, keep), inp, s.C_out);
 }
 
-void CpuBackend::channel_bias_add(float* out, const float* bias, int64_t N, int64_t C, int64_t HW) {
+void CpuBackend::channel_bias_add(float* out, const float* src, const float* bias, int64_t N, int64_t C,
+                                  int64_t HW) {
 #pragma omp parallel for schedule(static)
   for (int64_t nc = 0; nc < N * C; nc++) {
     float* o = out + nc * HW;
+    const float* x = src + nc * HW;
     const float bc = bias[nc % C];
 #pragma omp simd
-    for (int64_t i = 0; i < HW; i++) o[i] += bc;
+    for (int64_t i = 0; i < HW; i++) o[i] = x[i] + bc;
   }
 }
 

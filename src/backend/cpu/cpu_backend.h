@@ -31,7 +31,7 @@ class CpuBackend final : public Backend {
                                const ConvShape& s) override;
   void conv2d_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
                        const ConvShape& s, bool dinp_accumulate) override;
-  void channel_bias_add(float* out, const float* bias, int64_t N, int64_t C, int64_t HW) override;
+  void channel_bias_add(float* out, const float* src, const float* bias, int64_t N, int64_t C, int64_t HW) override;
   void channel_bias_backward(float* dbias, const float* dout, int64_t N, int64_t C, int64_t HW) override;
   void embedding_forward(float* out, const int32_t* idx, const float* wte, const float* wpe, int64_t B, int64_t T,
                          int64_t C, int64_t pos0) override;

@@ -192,7 +192,11 @@ void UNet::init_weights(uint64_t seed) {
   }
 }
 
-Tensor UNet::conv(const Conv& c, const Tensor& x) const { return ops::conv2d(x, c.w, c.b, {c.stride, c.padding}); }
+Tensor UNet::conv(const Conv& c, const Tensor& x, bool blocked_output) const {
+  ops::Conv2dOptions o{c.stride, c.padding};
+  o.blocked_output = blocked_output;
+  return ops::conv2d(x, c.w, c.b, o);
+}
 
 Tensor UNet::norm_act(const Norm& n, const Tensor& x) const {
   return ops::group_norm(x, n.w, n.b, cfg_.groups, 1e-5f, /*silu=*/true);
@@ -241,11 +245,10 @@ Tensor UNet::forward(const Tensor& x, const Tensor& t, const Tensor& labels, boo
   const Tensor temb_act = ops::silu(temb);    // every residual block projects SiLU(temb)
   uint64_t block = 0;  // a different dropout mask per block
   auto next_seed = [&] { return block_dropout_seed(dropout_seed, ++block); };
-  Tensor h = conv(conv_in_, x);
-  // Inference keeps the activations in oneDNN's blocked layout from here on (conv_out, with its few channels,
-  // gives a plain result): no layout conversion around every convolution.
+  // Inference keeps the activations in oneDNN's blocked layout from the first convolution's output on (conv_out,
+  // with its few channels, gives a plain result): no layout conversion around every convolution.
   last_forward_blocked_ = !training && !grad_enabled() && cfg_.ch % 16 == 0;
-  if (last_forward_blocked_) h = ops::to_blocked(h);
+  Tensor h = conv(conv_in_, x, last_forward_blocked_);
   std::vector<Tensor> skips{h};
   for (const Level& lv : down_) {
     for (const Stage& s : lv.stages) skips.push_back(h = stage(s, h, temb_act, training, next_seed()));
