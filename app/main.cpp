@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
       "diffusion models (images)"};
   app.require_subcommand(1);
   app.footer(
-      "\nExamples:\n"
+      "Examples:\n"
       "  aigc train --out runs/gpt                                   # a small GPT on the built-in fortunes corpus\n"
       "  aigc generate --ckpt runs/gpt/ckpt.safetensors -p \"The \" -n 200\n"
       "  aigc train --model ddpm --steps 4000 --out runs/ddpm        # diffusion on Fashion-MNIST\n"
@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
       app.add_subcommand("train", "Train a model: a GPT on text (default), or a DCGAN or DDPM diffusion model on "
                                   "images (--model dcgan | ddpm)");
   train->footer(
-      "\nExamples:\n"
+      "Examples:\n"
       "  aigc train --data poems --preset small --steps 2000 --out runs/poems   # a GPT on Tang/Song poems\n"
       "  aigc train --model dcgan --conditional --steps 3000 --out runs/dcgan    # a class-conditional GAN\n"
       "  aigc train --model ddpm --schedule cosine --steps 4000 --out runs/ddpm  # diffusion, cosine betas\n"
@@ -236,7 +236,7 @@ int main(int argc, char** argv) {
   };
   add_sampler(smp, sargs.sampler);
   smp->footer(
-      "\nExamples:\n"
+      "Examples:\n"
       "  aigc sample --ckpt runs/ddpm/ckpt.safetensors --sampler ddim --steps 50 --n 64 --seed 1 --out grid.png\n"
       "  aigc sample --ckpt runs/ddpm/ckpt.safetensors --sampler ddpm --n 16 --save-trajectory traj/\n"
       "  aigc sample --ckpt runs/ddpm-cond/ckpt.safetensors --class bag --guidance 2 --out bags.png\n"
