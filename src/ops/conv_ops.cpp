@@ -44,14 +44,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
                                                    "x" + std::to_string(s.W) + " input");
   // A blocked input gives a blocked output, unless C_out does not fill whole blocks (an image's few channels).
   detail::check_blocked_inference(x, "conv2d", {&x, &w, &b});
-  if (o.blocked_output) {
-    AIGC_CHECK(C_out % 16 == 0, "conv2d: blocked_output needs C_out a multiple of 16, got " + std::to_string(C_out));
-    AIGC_CHECK(!needs_grad({&x, &w, &b}), "conv2d: blocked-layout tensors are for inference (NoGradGuard)");
-  }
   s.src_blocked = x.layout() == Layout::Blocked16;
   s.dst_blocked = (s.src_blocked || o.blocked_output) && C_out % 16 == 0;
   AIGC_CHECK((!s.src_blocked && !s.dst_blocked) || G == 1, "conv2d: grouped convolutions take plain tensors only");
   Tensor out = detail::empty_in({s.N, C_out, s.out_h(), s.out_w()}, s.dst_blocked ? Layout::Blocked16 : Layout::Plain);
+  if (o.blocked_output) detail::check_blockable(out, "conv2d", {&x, &w, &b});  // asked for: whole blocks, no gradient
   be(x).conv2d_forward(out.f32(), x.f32(), w.f32(), b.defined() ? b.f32() : nullptr, s, false);
   if (needs_grad({&x, &w, &b})) {
     record(out, [out, x, w, b, s] {
