@@ -10,40 +10,30 @@
 //   aigc_diffusion_streams CONFIG_CKPT SEED STEPS OUT.safetensors [BATCH]
 //
 // CONFIG_CKPT: any checkpoint of that run (only its U-Net config and schedule are read).
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "aigc/diffusion_trainer.h"
-#include "aigc/error.h"
 #include "aigc/image_data.h"
 #include "aigc/ops.h"
 #include "aigc/safetensors.h"
+#include "streams_tool.h"
 
 using namespace aigc;
 
 int main(int argc, char** argv) {
-  if (argc != 5 && argc != 6) {
-    std::fprintf(stderr, "usage: %s CONFIG_CKPT SEED STEPS OUT.safetensors [BATCH]\n", argv[0]);
-    return 2;
-  }
-  try {
-    const uint64_t seed = std::strtoull(argv[2], nullptr, 10);
-    const int64_t steps = std::atoll(argv[3]), B = argc == 6 ? std::atoll(argv[5]) : 64;
-    AIGC_CHECK(steps >= 1 && B >= 1, "STEPS and BATCH must be positive");
-    const LoadedDiffusion ref = load_diffusion(argv[1]);
+  return streams::run_tool(argc, argv, {"CONFIG_CKPT"}, [](const streams::Args& a) {
+    const int64_t steps = a.steps, B = a.batch;
+    const LoadedDiffusion ref = load_diffusion(a.lead[0]);
     const UNetConfig cfg = ref.net->config();
     const DiffusionTrainOptions opt;  // the trainer's defaults: data, p_uncond, hflip
     const ImageSet data = load_image_dataset(opt.data, "train");
     AIGC_CHECK(data.height == cfg.image_size && data.channels == cfg.channels,
-               std::string("'") + argv[1] + "' was not trained on " + opt.data);
-    UNet net(cfg, seed);
-    ImageLoader loader(data, B, seed, opt.hflip);
-    Rng rng = diffusion_noise_rng(seed);
+               "'" + a.lead[0] + "' was not trained on " + opt.data);
+    UNet net(cfg, a.seed);
+    ImageLoader loader(data, B, a.seed, opt.hflip);
+    Rng rng = diffusion_noise_rng(a.seed);
 
     const int64_t px = cfg.channels * cfg.image_size * cfg.image_size;
     std::vector<uint8_t> pixels;
@@ -58,7 +48,7 @@ int main(int argc, char** argv) {
       const TrainingDraws d =
           draw_training_noise(ref.schedule, x0, cfg.n_classes ? Tensor::from_ints(lab, {B}) : Tensor(), rng,
                               cfg.n_classes ? opt.p_uncond : 0.0f, cfg.n_classes);
-      for (float v : x0.to_vector()) pixels.push_back(uint8_t(std::lround((v + 1.0f) * 127.5f)));
+      streams::append_pixels(x0, pixels);
       for (int64_t ti : d.t) t_all.push_back(int32_t(ti));
       for (float v : d.eps.to_vector()) eps.push_back(v);
       if (cfg.n_classes)
@@ -75,13 +65,9 @@ int main(int argc, char** argv) {
     const Tensor ones = Tensor::from_vector(std::vector<float>(3 * 5 * 7 * 11, 1.0f), {3, 5, 7, 11});
     const std::vector<float> probe = ops::dropout(ones, cfg.dropout, UNet::block_dropout_seed(12345, 2)).to_vector();
     ts.push_back({"dropout_probe", StDType::F32, {3, 5, 7, 11}, probe.data(), probe.size() * 4});
-    write_safetensors(argv[4], ts,
+    write_safetensors(a.out, ts,
                       {{"aigc.config", cfg.to_json()},
                        {"aigc.schedule", nlohmann::json{{"kind", ref.schedule.kind}, {"T", ref.schedule.T()}}.dump()},
-                       {"seed", std::to_string(seed)}});
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "aigc_diffusion_streams: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+                       {"seed", std::to_string(a.seed)}});
+  });
 }

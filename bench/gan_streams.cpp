@@ -5,37 +5,28 @@
 // arithmetic differs. bench/gan_run checks that the first step's losses agree before trusting a comparison.
 //
 //   aigc_gan_streams SEED STEPS OUT.safetensors [BATCH]
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <deque>
 #include <string>
 #include <vector>
 
-#include "aigc/error.h"
 #include "aigc/gan_trainer.h"
 #include "aigc/image_data.h"
 #include "aigc/safetensors.h"
+#include "streams_tool.h"
 
 using namespace aigc;
 
 int main(int argc, char** argv) {
-  if (argc != 4 && argc != 5) {
-    std::fprintf(stderr, "usage: %s SEED STEPS OUT.safetensors [BATCH]\n", argv[0]);
-    return 2;
-  }
-  try {
-    const uint64_t seed = std::strtoull(argv[1], nullptr, 10);
-    const int64_t steps = std::atoll(argv[2]), B = argc == 5 ? std::atoll(argv[4]) : 64;
-    AIGC_CHECK(steps >= 1 && B >= 1, "STEPS and BATCH must be positive");
+  return streams::run_tool(argc, argv, {}, [](const streams::Args& a) {
+    const int64_t steps = a.steps, B = a.batch;
     const ImageSet data = load_image_dataset("fashion-mnist", "train");
     DCGANConfig cfg;  // the trainer's defaults, sized from the data as train_dcgan does
     cfg.image_size = data.height, cfg.channels = data.channels, cfg.n_classes = int64_t(data.class_names.size());
     Generator g(cfg);
     Discriminator d(cfg);
-    init_gan(g, d, seed);
-    ImageLoader loader(data, B, seed);
-    Rng rng = gan_noise_rng(seed);
+    init_gan(g, d, a.seed);
+    ImageLoader loader(data, B, a.seed);
+    Rng rng = gan_noise_rng(a.seed);
 
     const int64_t px = cfg.channels * cfg.image_size * cfg.image_size;
     std::vector<uint8_t> pixels;
@@ -46,7 +37,7 @@ int main(int argc, char** argv) {
       Tensor real;
       std::vector<int32_t> lab;
       loader.next(real, lab);
-      for (float v : real.to_vector()) pixels.push_back(uint8_t(std::lround((v + 1.0f) * 127.5f)));
+      streams::append_pixels(real, pixels);
       labels.insert(labels.end(), lab.begin(), lab.end());
       for (std::vector<float>* z : {&z_d, &z_g})
         for (float v : randn({B, cfg.nz}, rng).to_vector()) z->push_back(v);
@@ -68,12 +59,8 @@ int main(int argc, char** argv) {
     ts.push_back({"labels", StDType::I32, {steps, B}, labels.data(), labels.size() * 4});
     ts.push_back({"z_d", StDType::F32, {steps, B, cfg.nz}, z_d.data(), z_d.size() * 4});
     ts.push_back({"z_g", StDType::F32, {steps, B, cfg.nz}, z_g.data(), z_g.size() * 4});
-    write_safetensors(argv[3], ts,
+    write_safetensors(a.out, ts,
                       {{"nz", std::to_string(cfg.nz)}, {"ngf", std::to_string(cfg.ngf)},
-                       {"ndf", std::to_string(cfg.ndf)}, {"seed", std::to_string(seed)}});
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "aigc_gan_streams: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+                       {"ndf", std::to_string(cfg.ndf)}, {"seed", std::to_string(a.seed)}});
+  });
 }
