@@ -89,7 +89,9 @@ std::string run_stream(const std::string& bytes, std::vector<std::string> stop, 
   for (unsigned char c : bytes) {
     std::string piece = ts.push(c);
     // Never a partial UTF-8 character: no piece ends with a lead byte (the inputs have no 2-byte cut after it).
-    if (!piece.empty()) EXPECT_NE(static_cast<unsigned char>(piece.back()) & 0xC0, 0xC0) << piece;
+    if (!piece.empty()) {
+      EXPECT_NE(static_cast<unsigned char>(piece.back()) & 0xC0, 0xC0) << piece;
+    }
     out += piece;
     if (ts.stopped()) break;
   }

@@ -83,7 +83,10 @@ std::string printable(std::string_view s, size_t max_len = 400) {
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";
-  for (size_t i = 0; i < s.size(); i++) r += (i ? "," : "") + std::to_string(s[i]);
+  for (size_t i = 0; i < s.size(); i++) {
+    if (i) r += ',';
+    r += std::to_string(s[i]);
+  }
   return r + "]";
 }
 
