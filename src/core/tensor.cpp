@@ -46,7 +46,10 @@ int64_t numel_of(const Shape& s) {
 
 std::string shape_str(const Shape& s) {
   std::string r = "[";
-  for (size_t i = 0; i < s.size(); i++) r += (i ? "," : "") + std::to_string(s[i]);
+  for (size_t i = 0; i < s.size(); i++) {
+    if (i) r += ',';  // appended apart: GCC 12 warns (falsely, -Wrestrict) on "," + std::to_string(...)
+    r += std::to_string(s[i]);
+  }
   return r + "]";
 }
 

@@ -9,6 +9,7 @@
 
 #include "aigc/error.h"
 #include "aigc/file_util.h"
+#include "aigc/tensor.h"  // shape_str
 
 namespace aigc {
 
@@ -79,15 +80,6 @@ std::string printable(std::string_view s, size_t max_len = 400) {
   }
   if (s.size() > max_len) r += "...";
   return r;
-}
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); i++) {
-    if (i) r += ',';
-    r += std::to_string(s[i]);
-  }
-  return r + "]";
 }
 
 // A JSON number that is an integer >= 0 (serde's usize rules: no floats, no negatives, no strings).
