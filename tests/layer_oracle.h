@@ -34,7 +34,11 @@ inline std::vector<std::unique_ptr<SafeTensorsReader>> run_layer_oracle(const st
       ts.push_back({name, StDType::F32, t.shape(), t.f32(), size_t(t.numel()) * 4});
     auto in = dir / ("in" + std::to_string(k) + ".safetensors");
     write_safetensors(in.string(), ts, {{"layer", cases[k].layer}, {"options", cases[k].options.dump()}});
-    cmd += " " + in.string() + " " + (dir / ("out" + std::to_string(k) + ".safetensors")).string();
+    // appended piece by piece: GCC 12 warns (falsely, -Wrestrict) on " " + a temporary string
+    cmd += ' ';
+    cmd += in.string();
+    cmd += ' ';
+    cmd += (dir / ("out" + std::to_string(k) + ".safetensors")).string();
   }
   std::vector<std::unique_ptr<SafeTensorsReader>> out;
   if (std::system(cmd.c_str()) != 0) {
