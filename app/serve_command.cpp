@@ -24,6 +24,14 @@ void add_serve_options(CLI::App* cmd, ServeArgs& a) {
       ->capture_default_str();
   cmd->add_option("--max-tokens-cap", o.max_tokens_cap, "Largest max_tokens a request may ask for")
       ->capture_default_str();
+  cmd->add_option("--max-request-tokens", o.max_request_tokens,
+                  "Most tokens one request may ask for: choices (n x prompts) x max_tokens (more: 400)")
+      ->capture_default_str();
+  cmd->add_option("--max-queue", o.max_queue,
+                  "Text generations (and image requests) that may wait for a slot; more get 429 with Retry-After "
+                  "(default: 4 x --parallel)");
+  cmd->add_option("--cors-origin", o.cors_origin,
+                  "Let browser pages from this origin call the API (\"*\": any origin); off by default");
   cmd->add_option("--timeout", o.timeout_s, "Seconds a request may take, queueing included")->capture_default_str();
   cmd->add_option("--max-body", o.max_body_bytes, "Largest request body in bytes (larger: 413)")
       ->capture_default_str();

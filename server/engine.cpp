@@ -1,5 +1,7 @@
 #include "engine.h"
 
+#include <algorithm>
+
 #include "aigc/error.h"
 
 namespace aigc::serve {
@@ -25,20 +27,28 @@ TextEngine::~TextEngine() {
   thread_.join();
   JobResult r;
   r.finish_reason = "cancelled";
-  for (auto& job : queue_) job->on_done(r);
+  for (auto& [job, queued] : queue_) job->on_done(r);
   for (size_t s = 0; s < slots_.size(); s++)
     if (slots_[s].job) finish(int(s), "cancelled");
 }
 
-bool TextEngine::submit(std::shared_ptr<TextJob> job) {
-  AIGC_CHECK(!job->prompt.empty() && int(job->prompt.size()) < ctx_, "submit: the prompt must fit the context");
+Submit TextEngine::submit(const std::vector<std::shared_ptr<TextJob>>& jobs, size_t max_queued) {
+  for (const auto& job : jobs)
+    AIGC_CHECK(!job->prompt.empty() && int(job->prompt.size()) < ctx_, "submit: the prompt must fit the context");
   {
     std::lock_guard<std::mutex> lk(mu_);
-    if (draining_ || stop_) return false;
-    queue_.push_back(std::move(job));
+    if (draining_ || stop_) return Submit::Draining;
+    // Free slots take the first jobs of the queue at the next step: only what is left over waits.
+    const size_t free_slots = slots_.size() - size_t(busy_), total = queue_.size() + jobs.size();
+    if (total > free_slots && total - free_slots > max_queued) {
+      counters_.jobs_refused++;
+      return Submit::QueueFull;
+    }
+    const auto now = Clock::now();
+    for (const auto& job : jobs) queue_.emplace_back(job, now);
   }
   cv_.notify_all();
-  return true;
+  return Submit::Accepted;
 }
 
 bool TextEngine::drain(std::chrono::milliseconds limit) {
@@ -62,9 +72,12 @@ void TextEngine::loop() {
       std::unique_lock<std::mutex> lk(mu_);
       cv_.wait(lk, [&] { return stop_ || !queue_.empty() || busy_ > 0; });
       if (stop_) return;
+      const auto now = Clock::now();
       for (size_t s = 0; s < slots_.size() && !queue_.empty(); s++)
         if (!slots_[s].job) {
-          admitted.push_back(queue_.front());
+          admitted.push_back(queue_.front().first);
+          counters_.max_queue_wait_s = std::max(counters_.max_queue_wait_s,
+                                                std::chrono::duration<double>(now - queue_.front().second).count());
           queue_.pop_front();
           free_slots.push_back(int(s));
           slots_[s].job = admitted.back();  // reserved: the slot counts as busy from now on
@@ -96,6 +109,7 @@ void TextEngine::admit(int s, std::shared_ptr<TextJob> job) {
   sl.tokens = job->prompt;
   sl.rng = Rng(job->opt.sampling.seed);
   sl.n_generated = 0;
+  sl.admitted = Clock::now();
   if (job->cancelled) return finish(s, "cancelled");
   if (Clock::now() > job->deadline) return finish(s, "timeout");  // timed out while queued
   try {
@@ -172,6 +186,7 @@ void TextEngine::finish(int s, const std::string& reason, const std::string& err
     std::lock_guard<std::mutex> lk(mu_);
     busy_--;
     counters_.jobs_done++;
+    counters_.job_seconds += std::chrono::duration<double>(Clock::now() - sl.admitted).count();
     counters_.jobs_cancelled += reason == "cancelled";
   }
   if (job->on_done) job->on_done(r);

@@ -40,7 +40,12 @@ struct TextJob {
 struct EngineStats {
   int slots_total = 0, slots_busy = 0, queued = 0;
   uint64_t jobs_done = 0, jobs_cancelled = 0, prompt_tokens = 0, generated_tokens = 0, decode_steps = 0, decode_rows = 0;
+  uint64_t jobs_refused = 0;  // submissions turned away because the queue was full
+  double job_seconds = 0;     // summed time in a slot of finished jobs (mean = job_seconds / jobs_done)
+  double max_queue_wait_s = 0;  // the longest a job has waited for a slot
 };
+
+enum class Submit { Accepted, QueueFull, Draining };
 
 class TextEngine {
  public:
@@ -50,8 +55,9 @@ class TextEngine {
   TextEngine(const TextEngine&) = delete;
   TextEngine& operator=(const TextEngine&) = delete;
 
-  // Queues a job; false (and no callback) once draining has begun.
-  bool submit(std::shared_ptr<TextJob> job);
+  // Queues all the jobs or none (no callback then): QueueFull when more than `max_queued` would be waiting for a
+  // slot, Draining once draining has begun.
+  Submit submit(const std::vector<std::shared_ptr<TextJob>>& jobs, size_t max_queued);
   // Stops taking jobs and waits until every queued and running one has finished, at most `limit`.
   // Returns true when all finished.
   bool drain(std::chrono::milliseconds limit);
@@ -69,6 +75,7 @@ class TextEngine {
     Rng rng{0};
     int32_t next = 0, pos = 0;  // token to feed next and its position
     int n_generated = 0;
+    std::chrono::steady_clock::time_point admitted;
   };
   void loop();
   void admit(int s, std::shared_ptr<TextJob> job);  // prefill the prompt into slot s and take its first token
@@ -84,7 +91,7 @@ class TextEngine {
   std::vector<Slot> slots_;
   mutable std::mutex mu_;  // guards queue_, busy_, stop_, and the counters below
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<TextJob>> queue_;
+  std::deque<std::pair<std::shared_ptr<TextJob>, std::chrono::steady_clock::time_point>> queue_;  // (job, queued at)
   int busy_ = 0;
   bool stop_ = false;
   std::atomic<bool> draining_{false};

@@ -1,6 +1,9 @@
 #include "openai.h"
 
+#include <algorithm>
 #include <random>
+
+#include "aigc/error.h"
 
 namespace aigc::serve {
 
@@ -20,6 +23,8 @@ json error_body(int status, const std::string& message, const std::string& type,
 }
 
 json error_body(const ApiError& e) { return error_body(e.status, e.what(), e.type, e.param, e.code); }
+
+std::string json_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 namespace {
 
@@ -144,7 +149,13 @@ TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, c
     }
   }
   for (const std::string& t : texts) {
-    std::vector<int> ids = tok.encode(t);
+    std::vector<int> ids;
+    try {
+      ids = tok.encode(t);
+    } catch (const Error& e) {  // a character the vocabulary lacks: the client's text, not a server fault
+      throw ApiError(400, std::string(chat ? "'messages'" : "'prompt'") + " has text this model cannot read: " + e.what(),
+                     chat ? "messages" : "prompt", "unsupported_character");
+    }
     if (ids.empty()) {  // an empty prompt starts from end-of-text when the vocabulary has it, else a newline
       ids = tok.eos_id() ? std::vector<int>{*tok.eos_id()} : tok.encode("\n");
     }
@@ -161,7 +172,14 @@ TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, c
   // Generation controls. max_tokens defaults to OpenAI's 16 for completions and to the rest of the context for chat.
   const int cap = std::min(lim.max_tokens_cap, lim.ctx);
   const char* mt = chat && b.contains("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-  r.gen.max_tokens = int(integer(b, mt, 1, cap, chat ? cap : 16));
+  r.n = int(integer(b, "n", 1, lim.max_n, 1));
+  const int64_t choices = int64_t(r.n) * int64_t(r.prompts.size());
+  if (choices > lim.max_jobs)
+    bad("n", "x the number of prompts is " + std::to_string(choices) + "; this server takes at most " +
+                 std::to_string(lim.max_jobs) + " choices per request (--parallel + --max-queue)");
+  // Chat's default (the rest of the context) shrinks to fit the per-request budget; a value asked for does not.
+  const int chat_default = int(std::max<int64_t>(1, std::min<int64_t>(cap, lim.max_request_tokens / choices)));
+  r.gen.max_tokens = int(integer(b, mt, 1, cap, chat ? chat_default : 16));
   SamplingOptions& s = r.gen.sampling;
   s.temperature = float(number(b, "temperature", 0.0, 2.0, s.temperature));
   s.top_p = float(number(b, "top_p", 0.0, 1.0, s.top_p));
@@ -178,7 +196,13 @@ TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, c
   }
   r.gen.stop = stop_strings(b);
   if (chat) r.gen.stop.push_back(kChatStop);
-  r.n = int(integer(b, "n", 1, lim.max_n, 1));
+  const int64_t work = choices * r.gen.max_tokens;
+  if (work > lim.max_request_tokens)
+    throw ApiError(400,
+                   "this request asks for up to " + std::to_string(work) + " tokens (" + std::to_string(choices) +
+                       " choices x " + mt + " " + std::to_string(r.gen.max_tokens) + "); this server allows " +
+                       std::to_string(lim.max_request_tokens) + " per request: lower 'n' or '" + mt + "'",
+                   mt, "request_too_large");
   r.stream = boolean(b, "stream", false);
   return r;
 }

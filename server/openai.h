@@ -25,11 +25,17 @@ json error_body(int status, const std::string& message, const std::string& type,
                 const std::string& code = "");
 json error_body(const ApiError& e);
 
+// JSON as text for the wire and the log. Any invalid UTF-8 that reached a string (a request's bytes echoed in an
+// error message) becomes U+FFFD instead of throwing: no input can make an answer fail to serialize.
+std::string json_text(const json& j);
+
 struct Limits {
   std::string model;      // the served text model's id
   int ctx = 1024;         // context length (prompt + generated tokens)
   int max_tokens_cap = 4096;
   int max_n = 8;          // choices per request
+  int max_request_tokens = 16384;  // choices x max_tokens: the most tokens one request may ask to generate
+  int max_jobs = 1 << 20;          // choices (prompts x n) one request may have: slots + queue
 };
 
 // A validated /v1/completions or /v1/chat/completions request.

@@ -20,6 +20,9 @@ struct ServerOptions {
   int parallel = 4;                // slots: requests decoded together
   int ctx = 0;                     // positions per slot; 0 = the model's context
   int max_tokens_cap = 4096;       // the largest max_tokens a request may ask for
+  int max_request_tokens = 16384;  // the most tokens one request may ask for: choices x max_tokens
+  int max_queue = -1;              // text jobs (and image requests) that may wait; more get 429. -1: 4 x parallel
+  std::string cors_origin;         // when set, browsers from this origin ("*": any) may call the API
   size_t max_body_bytes = 1 << 20; // larger request bodies get 413
   double timeout_s = 300;          // per request, queueing included
   std::string runs_dir = "runs";   // training runs whose metrics the playground charts
@@ -34,11 +37,14 @@ class Server {
   ~Server();
   int bind();  // binds host:port, returns the port; then run()
   void run();  // serves until shutdown()
+  // Answers raw request bytes as one connection would (tests and fuzzing: no socket).
+  std::string answer_bytes(const std::string& request);
   // Stops taking requests (503), lets in-flight ones finish (at most drain_limit), then stops run().
   void shutdown(std::chrono::milliseconds drain_limit);
 
+ struct Impl;  // server_impl.h (named here so the server's own files can reach it)
+
  private:
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
