@@ -154,7 +154,8 @@ void TextEngine::accept(int s, const float* logits) {
   TextJob& job = *sl.job;
   // A model vocabulary padded past the tokenizer's can never emit the padding.
   std::vector<float> lv(logits, logits + tok_.vocab_size());
-  const int t = sample_token(std::move(lv), sl.tokens, job.opt.sampling, sl.rng);
+  const int t = sample_token(lv, sl.tokens, job.opt.sampling, sl.rng);
+  if (job.top_logprobs >= 0 && job.on_token) job.on_token(token_logprob(lv.data(), int(lv.size()), t, job.top_logprobs));
   sl.n_generated++;
   {
     std::lock_guard<std::mutex> lk(mu_);

@@ -32,7 +32,9 @@ struct TextJob {
   std::vector<int> prompt;  // token ids, non-empty, shorter than the context
   GenerateOptions opt;      // sampling, max_tokens, stop strings
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
-  std::function<void(const std::string&)> on_text;  // each piece of final text (whole UTF-8 characters)
+  int top_logprobs = -1;  // -1: no log-probabilities; 0..20: each token's, with this many alternatives
+  std::function<void(const TokenLogprob&)> on_token;  // each sampled token (when top_logprobs >= 0), before its text
+  std::function<void(const std::string&)> on_text;    // each piece of final text (whole UTF-8 characters)
   std::function<void(const JobResult&)> on_done;    // exactly once
   std::atomic<bool> cancelled{false};               // set from any thread (e.g. the client went away)
 };

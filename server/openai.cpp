@@ -1,6 +1,7 @@
 #include "openai.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <random>
 
 #include "aigc/error.h"
@@ -102,8 +103,10 @@ std::string chat_prompt(const json& messages) {
       turns += "User: " + text + "\n";
     } else if (role == "assistant") {
       turns += "Assistant: " + text + "\n";
+    } else if (role == "tool") {  // a tool's result, kept in the transcript as text
+      turns += "Tool: " + text + "\n";
     } else {
-      bad(f + ".role", "must be system, developer, user or assistant (got '" + role + "')");
+      bad(f + ".role", "must be system, developer, user, assistant or tool (got '" + role + "')");
     }
   }
   return (system.empty() ? "" : system + "\n\n") + turns + "Assistant:";
@@ -204,6 +207,42 @@ TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, c
                        std::to_string(lim.max_request_tokens) + " per request: lower 'n' or '" + mt + "'",
                    mt, "request_too_large");
   r.stream = boolean(b, "stream", false);
+  if (b.contains("stream_options") && !b["stream_options"].is_null()) {
+    const json& so = b["stream_options"];
+    if (!r.stream) bad("stream_options", "is only allowed with \"stream\": true");
+    if (!so.is_object()) bad("stream_options", "must be an object such as {\"include_usage\": true}");
+    r.include_usage = boolean(so, "include_usage", false);
+  }
+  if (chat) {
+    if (boolean(b, "logprobs", false)) r.logprobs = int(integer(b, "top_logprobs", 0, 20, 0));
+    else if (b.contains("top_logprobs") && !b["top_logprobs"].is_null())
+      bad("top_logprobs", "needs \"logprobs\": true");
+  } else {
+    r.logprobs = int(integer(b, "logprobs", 0, 5, -1));
+  }
+  // What this server cannot do is refused by name, never ignored.
+  for (const char* f : {"tools", "tool_choice", "functions", "function_call"})
+    if (b.contains(f) && !b[f].is_null() && !(b[f].is_array() && b[f].empty()))
+      throw ApiError(400, std::string("'") + f + "' is not supported: this server's models do not call tools", f,
+                     "unsupported_parameter");
+  if (b.contains("audio") && !b["audio"].is_null())
+    throw ApiError(400, "'audio' is not supported: this server's models write text only", "audio",
+                   "unsupported_parameter");
+  if (b.contains("modalities") && !b["modalities"].is_null() && b["modalities"] != json::array({"text"}))
+    throw ApiError(400, "'modalities' must be [\"text\"]: this server's models write text only", "modalities",
+                   "unsupported_parameter");
+  if (b.contains("response_format") && !b["response_format"].is_null()) {
+    const json& rf = b["response_format"];
+    if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
+      bad("response_format", "must be an object with a \"type\"");
+    if (rf["type"] != "text")
+      throw ApiError(400, "'response_format' of type " + json_text(rf["type"]) + " is not supported; use \"text\"",
+                     "response_format", "unsupported_parameter");
+  }
+  if (b.contains("echo") && !b["echo"].is_null() && boolean(b, "echo", false))
+    throw ApiError(400, "'echo' is not supported", "echo", "unsupported_parameter");
+  if (b.contains("best_of") && !b["best_of"].is_null() && integer(b, "best_of", 1, lim.max_n, 1) != r.n)
+    throw ApiError(400, "'best_of' is not supported (leave it out or equal to n)", "best_of", "unsupported_parameter");
   return r;
 }
 
@@ -211,11 +250,71 @@ std::string openai_finish_reason(const std::string& engine_reason) {
   return engine_reason == "stop" ? "stop" : "length";
 }
 
-json completion_answer(const TextRequest& r, const std::string& id, int64_t created, const std::string& model,
-                       const std::vector<Choice>& choices, int prompt_tokens, int completion_tokens) {
+namespace {
+
+// A token's text for logprobs: its bytes when they are UTF-8 by themselves, else "bytes:\\xNN..." (part of a
+// character: JSON cannot carry the raw bytes, and U+FFFD would make different tokens look alike).
+std::string token_text(const Tokenizer& tok, int id) {
+  const std::string raw = tok.decode_token(id);
+  Utf8StreamDecoder dec;
+  if (dec.push(raw) + dec.flush() == raw) return raw;
+  std::string out = "bytes:";
+  char hex[8];
+  for (char c : raw) {
+    std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned char>(c));
+    out += hex;
+  }
+  return out;
+}
+
+json token_bytes(const std::string& t) {
+  json b = json::array();
+  for (char c : t) b.push_back(int(static_cast<unsigned char>(c)));
+  return b;
+}
+
+}  // namespace
+
+json logprobs_json(const TextRequest& r, const Tokenizer& tok, const std::vector<TokenLogprob>& lps, size_t& offset) {
+  if (r.logprobs < 0) return nullptr;
+  if (r.chat) {
+    json content = json::array();
+    for (const TokenLogprob& lp : lps) {
+      json top = json::array();
+      for (const auto& [id, l] : lp.top)
+        top.push_back({{"token", token_text(tok, id)}, {"logprob", l}, {"bytes", token_bytes(tok.decode_token(id))}});
+      content.push_back({{"token", token_text(tok, lp.token)},
+                         {"logprob", lp.logprob},
+                         {"bytes", token_bytes(tok.decode_token(lp.token))},
+                         {"top_logprobs", top}});
+    }
+    return {{"content", content}, {"refusal", nullptr}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(), offsets = json::array();
+  for (const TokenLogprob& lp : lps) {
+    tokens.push_back(token_text(tok, lp.token)), token_logprobs.push_back(lp.logprob), offsets.push_back(offset);
+    offset += tok.decode_token(lp.token).size();
+    json top = json::object();
+    for (const auto& [id, l] : lp.top) top[token_text(tok, id)] = l;
+    top_logprobs.push_back(top);
+  }
+  return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs}, {"text_offset", offsets}};
+}
+
+json usage_json(int prompt_tokens, int completion_tokens) {
+  return {{"prompt_tokens", prompt_tokens},
+          {"completion_tokens", completion_tokens},
+          {"total_tokens", prompt_tokens + completion_tokens}};
+}
+
+json completion_answer(const TextRequest& r, const Tokenizer& tok, const std::string& id, int64_t created,
+                       const std::string& model, std::vector<Choice> choices, int prompt_tokens,
+                       int completion_tokens) {
   json cs = json::array();
   for (size_t i = 0; i < choices.size(); i++) {
-    json c = {{"index", i}, {"finish_reason", choices[i].finish_reason}, {"logprobs", nullptr}};
+    json c = {{"index", i},
+              {"finish_reason", choices[i].finish_reason},
+              {"logprobs", logprobs_json(r, tok, choices[i].logprobs, choices[i].text_offset)}};
     if (r.chat) {
       c["message"] = {{"role", "assistant"}, {"content", choices[i].text}};
     } else {
@@ -228,15 +327,13 @@ json completion_answer(const TextRequest& r, const std::string& id, int64_t crea
           {"created", created},
           {"model", model},
           {"choices", cs},
-          {"usage",
-           {{"prompt_tokens", prompt_tokens},
-            {"completion_tokens", completion_tokens},
-            {"total_tokens", prompt_tokens + completion_tokens}}}};
+          {"usage", usage_json(prompt_tokens, completion_tokens)}};
 }
 
 json completion_chunk(const TextRequest& r, const std::string& id, int64_t created, const std::string& model,
-                      int index, const std::string& text, const std::string& finish_reason, bool role_only) {
-  json c = {{"index", index}, {"logprobs", nullptr}};
+                      int index, const std::string& text, const std::string& finish_reason, bool role_only,
+                      const json& logprobs) {
+  json c = {{"index", index}, {"logprobs", logprobs}};
   c["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(finish_reason);
   if (r.chat) {
     c["delta"] = role_only ? json{{"role", "assistant"}, {"content", ""}}
@@ -245,11 +342,23 @@ json completion_chunk(const TextRequest& r, const std::string& id, int64_t creat
   } else {
     c["text"] = text;
   }
+  json chunk = {{"id", id},
+                {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+                {"created", created},
+                {"model", model},
+                {"choices", json::array({c})}};
+  if (r.include_usage) chunk["usage"] = nullptr;
+  return chunk;
+}
+
+json usage_chunk(const TextRequest& r, const std::string& id, int64_t created, const std::string& model,
+                 int prompt_tokens, int completion_tokens) {
   return {{"id", id},
           {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
           {"created", created},
           {"model", model},
-          {"choices", json::array({c})}};
+          {"choices", json::array()},
+          {"usage", usage_json(prompt_tokens, completion_tokens)}};
 }
 
 std::string base64(const std::string& bytes) {

@@ -45,6 +45,8 @@ struct TextRequest {
   int n = 1;                              // choices per prompt; choice k of a request samples with seed + k
   bool stream = false;
   bool chat = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
+  int logprobs = -1;           // -1: none; else log-probabilities with this many alternatives per token
 };
 
 // The chat template ("aigc-plain", for models without chat tokens): an optional system text, then one line per
@@ -58,13 +60,24 @@ TextRequest parse_text_request(const json& body, bool chat, const Tokenizer& tok
 // One finished choice, for the non-streamed answer.
 struct Choice {
   std::string text, finish_reason;
+  std::vector<TokenLogprob> logprobs;  // when asked for
+  size_t text_offset = 0;              // completions' logprobs: bytes before the first token (the prompt's)
 };
-json completion_answer(const TextRequest& r, const std::string& id, int64_t created, const std::string& model,
-                       const std::vector<Choice>& choices, int prompt_tokens, int completion_tokens);
+// The "logprobs" of a choice or a chunk in OpenAI's shape (chat: {"content": [...]}; completions: tokens,
+// token_logprobs, top_logprobs, text_offset counted from `offset`, which advances past the tokens).
+json logprobs_json(const TextRequest& r, const Tokenizer& tok, const std::vector<TokenLogprob>& lps, size_t& offset);
+json completion_answer(const TextRequest& r, const Tokenizer& tok, const std::string& id, int64_t created,
+                       const std::string& model, std::vector<Choice> choices, int prompt_tokens,
+                       int completion_tokens);
+json usage_json(int prompt_tokens, int completion_tokens);
 // One stream chunk: text for choice `index`, or (finish_reason non-empty) its end. Chat chunks carry a delta;
 // role_only makes the first chat chunk ({"role": "assistant", "content": ""}).
+// With stream_options.include_usage every chunk has "usage": null, and usage_chunk is the last one.
 json completion_chunk(const TextRequest& r, const std::string& id, int64_t created, const std::string& model,
-                      int index, const std::string& text, const std::string& finish_reason, bool role_only = false);
+                      int index, const std::string& text, const std::string& finish_reason, bool role_only = false,
+                      const json& logprobs = nullptr);
+json usage_chunk(const TextRequest& r, const std::string& id, int64_t created, const std::string& model,
+                 int prompt_tokens, int completion_tokens);
 
 // OpenAI finish reasons: "stop" (stop string or end of text) or "length".
 std::string openai_finish_reason(const std::string& engine_reason);

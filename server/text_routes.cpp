@@ -1,6 +1,7 @@
 // /v1/completions and /v1/chat/completions: one engine job per (prompt, choice), answered whole or as
 // Server-Sent Events.
 #include <deque>
+#include <map>
 #include <optional>
 
 #include "server_impl.h"
@@ -13,8 +14,9 @@ namespace {
 struct Exchange {
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<std::pair<int, std::string>> pieces;  // (choice, text)
-  std::deque<std::pair<int, JobResult>> ends;      // (choice, result)
+  std::deque<std::pair<int, std::string>> pieces;   // (choice, text)
+  std::deque<std::pair<int, TokenLogprob>> tokens;  // (choice, a token's log-probability), when asked for
+  std::deque<std::pair<int, JobResult>> ends;       // (choice, result)
   std::vector<std::shared_ptr<TextJob>> jobs;
   void cancel() {
     for (auto& j : jobs) j->cancelled = true;
@@ -25,7 +27,7 @@ struct Exchange {
 constexpr auto kProbe = std::chrono::milliseconds(250);
 
 void stream(Server::Impl& m, httplib::Response& res, std::shared_ptr<Exchange> ex, const TextRequest& r,
-            const std::string& id, int64_t created);
+            const std::string& id, int64_t created, int prompt_tokens, std::vector<size_t> offsets);
 
 }  // namespace
 
@@ -52,9 +54,15 @@ void Server::Impl::complete(const std::string& body, httplib::Response& res, boo
     for (int k = 0; k < r.n; k++) {
       auto job = std::make_shared<TextJob>();
       const int index = int(ex->jobs.size());
-      job->prompt = prompt, job->opt = r.gen, job->deadline = deadline;
+      job->prompt = prompt, job->opt = r.gen, job->deadline = deadline, job->top_logprobs = r.logprobs;
       job->opt.sampling.seed += uint64_t(k);
       std::weak_ptr<Exchange> w = ex;
+      job->on_token = [w, index](const TokenLogprob& lp) {
+        if (auto e = w.lock()) {
+          std::lock_guard<std::mutex> lk(e->mu);
+          e->tokens.emplace_back(index, lp);
+        }
+      };
       job->on_text = [w, index](const std::string& t) {
         if (auto e = w.lock()) {
           std::lock_guard<std::mutex> lk(e->mu);
@@ -88,11 +96,16 @@ void Server::Impl::complete(const std::string& body, httplib::Response& res, boo
   }
   const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
   const int64_t created = unix_now();
-  if (r.stream) return stream(*this, res, ex, r, id, created);
+  // Completions' text_offset counts from the start of the prompt, as OpenAI's does.
+  std::vector<size_t> offsets;
+  for (const auto& prompt : r.prompts)
+    for (int k = 0; k < r.n; k++) offsets.push_back(r.logprobs >= 0 ? text.tokenizer->decode(prompt).size() : 0);
+  if (r.stream) return stream(*this, res, ex, r, id, created, prompt_tokens, offsets);
 
   // Not streamed: wait for every choice (the engine ends each job by its deadline at the latest); a client that
   // hangs up meanwhile has its jobs cancelled.
   std::vector<Choice> choices(ex->jobs.size());
+  for (size_t i = 0; i < choices.size(); i++) choices[i].text_offset = offsets[i];
   int completion_tokens = 0;
   std::unique_lock<std::mutex> lk(ex->mu);
   size_t ended = 0;
@@ -106,6 +119,8 @@ void Server::Impl::complete(const std::string& body, httplib::Response& res, boo
     }
     for (auto& [i, t] : ex->pieces) choices[size_t(i)].text += t;
     ex->pieces.clear();
+    for (auto& [i, lp] : ex->tokens) choices[size_t(i)].logprobs.push_back(std::move(lp));
+    ex->tokens.clear();
     for (auto& [i, jr] : ex->ends) {
       ended++;
       completion_tokens += jr.n_generated;
@@ -115,33 +130,43 @@ void Server::Impl::complete(const std::string& body, httplib::Response& res, boo
     ex->ends.clear();
   }
   if (failure) throw *failure;
-  send_json(res, 200, completion_answer(r, id, created, opt.model_name, choices, prompt_tokens, completion_tokens));
+  send_json(res, 200,
+            completion_answer(r, *text.tokenizer, id, created, opt.model_name, std::move(choices), prompt_tokens,
+                              completion_tokens));
 }
 
 namespace {
 
 // Server-Sent Events: one `data: {chunk}` per piece of text as it comes, each choice's end, then `data: [DONE]`.
 void stream(Server::Impl& m, httplib::Response& res, std::shared_ptr<Exchange> ex, const TextRequest& r,
-            const std::string& id, int64_t created) {
+            const std::string& id, int64_t created, int prompt_tokens, std::vector<size_t> offsets) {
   res.set_header("Cache-Control", "no-cache");
   m.in_flight++;  // until the releaser: the stream outlives the handler
-  auto ended = std::make_shared<size_t>(0);
-  auto started = std::make_shared<bool>(false);
+  struct State {
+    size_t ended = 0;
+    bool started = false;
+    int completion_tokens = 0;
+    std::vector<size_t> offsets;  // completions' text_offset, per choice
+  };
+  auto st = std::make_shared<State>();
+  st->offsets = std::move(offsets);
   const std::string model = m.opt.model_name;
+  const Tokenizer& tok = *m.text.tokenizer;
   res.set_chunked_content_provider(
       "text/event-stream",
-      [&m, ex, r, id, created, ended, started, model](size_t, httplib::DataSink& sink) {
+      [&m, &tok, ex, r, id, created, st, model, prompt_tokens](size_t, httplib::DataSink& sink) {
         auto send = [&](const json& j) {
           const std::string s = "data: " + json_text(j) + "\n\n";
           return sink.write(s.data(), s.size());
         };
-        if (!*started) {
-          *started = true;
+        if (!st->started) {
+          st->started = true;
           if (r.chat)
             for (int i = 0; i < int(ex->jobs.size()); i++)
               if (!send(completion_chunk(r, id, created, model, i, "", "", true))) return false;
         }
         std::deque<std::pair<int, std::string>> pieces;
+        std::deque<std::pair<int, TokenLogprob>> tokens;
         std::deque<std::pair<int, JobResult>> ends;
         {
           std::unique_lock<std::mutex> lk(ex->mu);
@@ -151,19 +176,36 @@ void stream(Server::Impl& m, httplib::Response& res, std::shared_ptr<Exchange> e
             lk.unlock();
             return sink.write(":\n\n", 3);  // false -> the releaser cancels the jobs
           }
-          pieces.swap(ex->pieces), ends.swap(ex->ends);
+          pieces.swap(ex->pieces), tokens.swap(ex->tokens), ends.swap(ex->ends);
         }
-        for (auto& [i, t] : pieces)
-          if (!send(completion_chunk(r, id, created, model, i, t, ""))) return false;
+        // One chunk per choice with news: its text so far and its tokens' log-probabilities.
+        std::vector<int> order;
+        std::map<int, std::pair<std::string, std::vector<TokenLogprob>>> news;
+        for (auto& [i, lp] : tokens) {
+          if (!news.count(i)) order.push_back(i);
+          news[i].second.push_back(std::move(lp));
+        }
+        for (auto& [i, t] : pieces) {
+          if (!news.count(i)) order.push_back(i);
+          news[i].first += t;
+        }
+        for (int i : order) {
+          auto& [t, lps] = news[i];
+          const json lj = logprobs_json(r, tok, lps, st->offsets[size_t(i)]);
+          if (!send(completion_chunk(r, id, created, model, i, t, "", false, lj))) return false;
+        }
         for (auto& [i, jr] : ends) {
-          (*ended)++;
+          st->ended++;
+          st->completion_tokens += jr.n_generated;
           if (auto f = m.failure_of(jr)) {
             if (!send(error_body(*f))) return false;
           } else if (!send(completion_chunk(r, id, created, model, i, "", openai_finish_reason(jr.finish_reason)))) {
             return false;
           }
         }
-        if (*ended == ex->jobs.size()) {
+        if (st->ended == ex->jobs.size()) {
+          if (r.include_usage && !send(usage_chunk(r, id, created, model, prompt_tokens, st->completion_tokens)))
+            return false;
           const std::string done = "data: [DONE]\n\n";
           if (!sink.write(done.data(), done.size())) return false;
           sink.done();

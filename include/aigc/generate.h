@@ -27,6 +27,17 @@ struct SamplingOptions {
 // Order as in llama.cpp: penalties (repetition, presence, frequency), top-k, top-p, min-p, temperature, a draw.
 int sample_token(std::vector<float> logits, const std::vector<int>& recent, const SamplingOptions& opt, Rng& rng);
 
+// A sampled token's log-probability under the model (log-softmax of its raw logits: before penalties,
+// temperature and truncation), with the most likely alternatives at that position.
+struct TokenLogprob {
+  int token = 0;
+  float logprob = 0;
+  std::vector<std::pair<int, float>> top;  // (token, logprob), most likely first
+};
+
+// The log-probability of `token` and of the `top` most likely tokens under logits (V).
+TokenLogprob token_logprob(const float* logits, int V, int token, int top);
+
 struct GenerateOptions {
   SamplingOptions sampling;
   int max_tokens = 200;

@@ -160,4 +160,22 @@ GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& pro
   return res;
 }
 
+TokenLogprob token_logprob(const float* logits, int V, int token, int top) {
+  float mx = logits[0];
+  for (int i = 1; i < V; i++) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int i = 0; i < V; i++) sum += std::exp(double(logits[i] - mx));
+  const float log_z = mx + float(std::log(sum));
+  TokenLogprob r;
+  r.token = token, r.logprob = logits[token] - log_z;
+  std::vector<int> idx(static_cast<size_t>(V));
+  std::iota(idx.begin(), idx.end(), 0);
+  const int k = std::min(top, V);
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int a, int b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  for (int i = 0; i < k; i++) r.top.emplace_back(idx[size_t(i)], logits[idx[size_t(i)]] - log_z);
+  return r;
+}
+
 }  // namespace aigc
