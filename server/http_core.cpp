@@ -18,6 +18,9 @@ namespace {
 thread_local int t_socket = -1;
 thread_local bool t_close_after = false;
 
+// Stands in for the listening socket of a server that only answers bytes in memory (never a real descriptor).
+constexpr int kMemoryOnly = -2;
+
 // poll() for `events` for at most ms milliseconds (EINTR retried); > 0 when ready.
 int wait_for(int fd, short events, int ms) {
   pollfd p{fd, events, 0};
@@ -137,6 +140,9 @@ std::string HttpCore::answer_bytes(const std::string& request, int max_requests)
   std::string out;
   MemoryStream strm(request, out);
   t_socket = -1;
+  // httplib writes streamed answers only while its listening socket is valid (else it is shutting down); a server
+  // that never listened answers from memory all the same.
+  if (!is_running() && svr_sock_ == INVALID_SOCKET) svr_sock_ = kMemoryOnly;
   for (int i = 0; i < max_requests && !strm.consumed(); i++) {
     t_close_after = false;
     bool closed = false;

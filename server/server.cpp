@@ -223,7 +223,7 @@ json Server::Impl::parse_body(const std::string& body) const {
   if (body.empty()) throw ApiError(400, "the request body is empty: send a JSON object", "", "no_body");
   try {
     return json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, and numbers too large for a double (out_of_range)
     throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
   }
 }
