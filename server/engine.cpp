@@ -1,6 +1,7 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "aigc/error.h"
 
@@ -76,8 +77,8 @@ void TextEngine::loop() {
       for (size_t s = 0; s < slots_.size() && !queue_.empty(); s++)
         if (!slots_[s].job) {
           admitted.push_back(queue_.front().first);
-          counters_.max_queue_wait_s = std::max(counters_.max_queue_wait_s,
-                                                std::chrono::duration<double>(now - queue_.front().second).count());
+          counters_.max_queue_wait_s =
+              std::max(counters_.max_queue_wait_s, std::chrono::duration<double>(now - queue_.front().second).count());
           queue_.pop_front();
           free_slots.push_back(int(s));
           slots_[s].job = admitted.back();  // reserved: the slot counts as busy from now on
@@ -110,6 +111,7 @@ void TextEngine::admit(int s, std::shared_ptr<TextJob> job) {
   sl.rng = Rng(job->opt.sampling.seed);
   sl.n_generated = 0;
   sl.admitted = Clock::now();
+  sl.json = job->json_schema ? std::make_unique<JsonConstraint>(job->json_schema) : nullptr;
   if (job->cancelled) return finish(s, "cancelled");
   if (Clock::now() > job->deadline) return finish(s, "timeout");  // timed out while queued
   try {
@@ -154,8 +156,25 @@ void TextEngine::accept(int s, const float* logits) {
   TextJob& job = *sl.job;
   // A model vocabulary padded past the tokenizer's can never emit the padding.
   std::vector<float> lv(logits, logits + tok_.vocab_size());
-  const int t = sample_token(lv, sl.tokens, job.opt.sampling, sl.rng);
-  if (job.top_logprobs >= 0 && job.on_token) job.on_token(token_logprob(lv.data(), int(lv.size()), t, job.top_logprobs));
+  std::vector<float> pick;  // constrained: the logits with every token that cannot continue the JSON at -inf
+  if (sl.json) {
+    if (!trie_)
+      trie_ = std::make_unique<TokenTrie>(tok_, tok_.eos_id() ? std::vector<int>{*tok_.eos_id()} : std::vector<int>{});
+    allowed_.resize(lv.size());
+    sl.json->allowed(*trie_, allowed_);
+    pick = lv;
+    bool any = false;
+    for (size_t i = 0; i < pick.size(); i++)
+      if (allowed_[i])
+        any = true;
+      else
+        pick[i] = -std::numeric_limits<float>::infinity();
+    if (!any) return finish(s, "error", "no token of this vocabulary can continue the JSON");
+  }
+  const int t = sample_token(sl.json ? pick : lv, sl.tokens, job.opt.sampling, sl.rng);
+  if (sl.json) AIGC_CHECK(sl.json->feed(tok_.decode_token(t)), "constrained decoding sampled a token it had ruled out");
+  if (job.top_logprobs >= 0 && job.on_token)
+    job.on_token(token_logprob(lv.data(), int(lv.size()), t, job.top_logprobs));
   sl.n_generated++;
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -166,6 +185,7 @@ void TextEngine::accept(int s, const float* logits) {
   const std::string text = sl.stream->push(t);
   if (!text.empty() && job.on_text) job.on_text(text);
   if (sl.stream->stopped()) return finish(s, "stop");
+  if (sl.json && sl.json->complete()) return finish(s, "stop");  // the value is whole: nothing may follow
   // The next step would feed t at position pos: it must exist in the model's context.
   if (sl.n_generated >= job.opt.max_tokens || sl.pos >= ctx_) return finish(s, "length");
   sl.next = t;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "aigc/generate.h"
+#include "aigc/json_constraint.h"
 #include "aigc/models/gpt.h"
 #include "aigc/tokenizer.h"
 
@@ -32,18 +33,20 @@ struct TextJob {
   std::vector<int> prompt;  // token ids, non-empty, shorter than the context
   GenerateOptions opt;      // sampling, max_tokens, stop strings
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::shared_ptr<const JsonSchema> json_schema;  // set: only tokens that continue a matching JSON value
   int top_logprobs = -1;  // -1: no log-probabilities; 0..20: each token's, with this many alternatives
   std::function<void(const TokenLogprob&)> on_token;  // each sampled token (when top_logprobs >= 0), before its text
   std::function<void(const std::string&)> on_text;    // each piece of final text (whole UTF-8 characters)
-  std::function<void(const JobResult&)> on_done;    // exactly once
-  std::atomic<bool> cancelled{false};               // set from any thread (e.g. the client went away)
+  std::function<void(const JobResult&)> on_done;      // exactly once
+  std::atomic<bool> cancelled{false};                 // set from any thread (e.g. the client went away)
 };
 
 struct EngineStats {
   int slots_total = 0, slots_busy = 0, queued = 0;
-  uint64_t jobs_done = 0, jobs_cancelled = 0, prompt_tokens = 0, generated_tokens = 0, decode_steps = 0, decode_rows = 0;
-  uint64_t jobs_refused = 0;  // submissions turned away because the queue was full
-  double job_seconds = 0;     // summed time in a slot of finished jobs (mean = job_seconds / jobs_done)
+  uint64_t jobs_done = 0, jobs_cancelled = 0, prompt_tokens = 0, generated_tokens = 0, decode_steps = 0,
+           decode_rows = 0;
+  uint64_t jobs_refused = 0;    // submissions turned away because the queue was full
+  double job_seconds = 0;       // summed time in a slot of finished jobs (mean = job_seconds / jobs_done)
   double max_queue_wait_s = 0;  // the longest a job has waited for a slot
 };
 
@@ -78,6 +81,7 @@ class TextEngine {
     int32_t next = 0, pos = 0;  // token to feed next and its position
     int n_generated = 0;
     std::chrono::steady_clock::time_point admitted;
+    std::unique_ptr<JsonConstraint> json;  // the job's JSON so far, when constrained
   };
   void loop();
   void admit(int s, std::shared_ptr<TextJob> job);  // prefill the prompt into slot s and take its first token
@@ -90,6 +94,8 @@ class TextEngine {
   const Tokenizer& tok_;
   const int ctx_;
   KVCache cache_;
+  std::unique_ptr<TokenTrie> trie_;  // the vocabulary for constrained jobs, built at the first one
+  std::vector<uint8_t> allowed_;
   std::vector<Slot> slots_;
   mutable std::mutex mu_;  // guards queue_, busy_, stop_, and the counters below
   std::condition_variable cv_;

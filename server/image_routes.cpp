@@ -67,8 +67,10 @@ void Server::Impl::generate_images(const std::string& body, httplib::Response& r
   }
   SamplerOptions so;  // diffusion: DDIM, 50 steps
   if (b.contains("steps") && !b["steps"].is_null()) {
-    if (!b["steps"].is_number_integer() || b["steps"].get<int64_t>() < 1 || b["steps"].get<int64_t>() > 1000)
-      throw ApiError(400, "'steps' must be an integer between 1 and 1000", "steps");
+    const int64_t most = image->diffusion_steps() > 0 ? image->diffusion_steps() : 1000;  // T of the schedule
+    if (!b["steps"].is_number_integer() || b["steps"].get<int64_t>() < 1 || b["steps"].get<int64_t>() > most)
+      throw ApiError(400, "'steps' must be an integer between 1 and " + std::to_string(most) + " for this model",
+                     "steps");
     so.steps = b["steps"].get<int64_t>();
   }
 
@@ -80,14 +82,19 @@ void Server::Impl::generate_images(const std::string& body, httplib::Response& r
   };
   auto gone = [this] {
     image_requests_abandoned++;
-    return ApiError(499, "the client closed the connection", "", "", "client_closed");
+    return ApiError(499, "the client closed the connection", "", "client_closed", "client_closed");
   };
   {  // Wait for our turn.
     std::unique_lock<std::mutex> lk(image_mu);
-    if (image_running && image_waiting >= opt.max_queue) {
+    // Refused now rather than answered 504 later: a full queue, or one whose expected wait (the requests ahead at
+    // the mean time a request has taken) would outlast the timeout.
+    const double ahead_s = (image_waiting + 1) * image_mean_s;
+    if (image_running && (image_waiting >= opt.max_queue || ahead_s > opt.timeout_s)) {
       image_requests_refused++;
       lk.unlock();
-      queue_full(res, 1.0, std::to_string(opt.max_queue) + " image requests are waiting (--max-queue)");
+      queue_full(res, ahead_s,
+                 std::to_string(image_waiting) + " image requests are waiting (--max-queue " +
+                     std::to_string(opt.max_queue) + ", about " + std::to_string(int(ahead_s)) + " s of work)");
     }
     image_waiting++;
     while (image_running) {
@@ -129,6 +136,11 @@ void Server::Impl::generate_images(const std::string& body, httplib::Response& r
     throw a.timed_out ? timeout() : gone();
   }
   images_generated += uint64_t(n);
+  {
+    const double took = std::chrono::duration<double>(Clock::now() - queued).count() - waited;
+    std::lock_guard<std::mutex> lk(image_mu);
+    image_mean_s = image_mean_s == 0 ? took : 0.8 * image_mean_s + 0.2 * took;  // recent requests weigh more
+  }
   json data = json::array();
   for (int64_t i = 0; i < n; i++) data.push_back({{"b64_json", base64(encode_png_grid(images.narrow0(i, 1), 1, 0))}});
   send_json(res, 200, {{"created", unix_now()}, {"data", data}});

@@ -156,7 +156,8 @@ TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, c
     try {
       ids = tok.encode(t);
     } catch (const Error& e) {  // a character the vocabulary lacks: the client's text, not a server fault
-      throw ApiError(400, std::string(chat ? "'messages'" : "'prompt'") + " has text this model cannot read: " + e.what(),
+      throw ApiError(400,
+                     std::string(chat ? "'messages'" : "'prompt'") + " has text this model cannot read: " + e.what(),
                      chat ? "messages" : "prompt", "unsupported_character");
     }
     if (ids.empty()) {  // an empty prompt starts from end-of-text when the vocabulary has it, else a newline
@@ -214,7 +215,8 @@ TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, c
     r.include_usage = boolean(so, "include_usage", false);
   }
   if (chat) {
-    if (boolean(b, "logprobs", false)) r.logprobs = int(integer(b, "top_logprobs", 0, 20, 0));
+    if (boolean(b, "logprobs", false))
+      r.logprobs = int(integer(b, "top_logprobs", 0, 20, 0));
     else if (b.contains("top_logprobs") && !b["top_logprobs"].is_null())
       bad("top_logprobs", "needs \"logprobs\": true");
   } else {
@@ -235,9 +237,22 @@ TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, c
     const json& rf = b["response_format"];
     if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
       bad("response_format", "must be an object with a \"type\"");
-    if (rf["type"] != "text")
-      throw ApiError(400, "'response_format' of type " + json_text(rf["type"]) + " is not supported; use \"text\"",
-                     "response_format", "unsupported_parameter");
+    const std::string type = rf["type"].get<std::string>();
+    try {
+      if (type == "json_object") {
+        r.json_schema = json_object_schema();
+      } else if (type == "json_schema") {
+        if (!rf.contains("json_schema") || !rf["json_schema"].is_object() || !rf["json_schema"].contains("schema"))
+          bad("response_format", "of type \"json_schema\" needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}");
+        r.json_schema = compile_json_schema(rf["json_schema"]["schema"]);
+      } else if (type != "text") {
+        bad("response_format",
+            "must be of type \"text\", \"json_object\" or \"json_schema\" (got " + json_text(rf["type"]) + ")");
+      }
+      if (r.json_schema) check_vocabulary_can_write(*r.json_schema, tok);
+    } catch (const Error& e) {
+      throw ApiError(400, std::string("'response_format': ") + e.what(), "response_format", "unsupported_schema");
+    }
   }
   if (b.contains("echo") && !b["echo"].is_null() && boolean(b, "echo", false))
     throw ApiError(400, "'echo' is not supported", "echo", "unsupported_parameter");
@@ -298,7 +313,8 @@ json logprobs_json(const TextRequest& r, const Tokenizer& tok, const std::vector
     for (const auto& [id, l] : lp.top) top[token_text(tok, id)] = l;
     top_logprobs.push_back(top);
   }
-  return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs}, {"text_offset", offsets}};
+  return {
+      {"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs}, {"text_offset", offsets}};
 }
 
 json usage_json(int prompt_tokens, int completion_tokens) {
@@ -322,21 +338,17 @@ json completion_answer(const TextRequest& r, const Tokenizer& tok, const std::st
     }
     cs.push_back(c);
   }
-  return {{"id", id},
-          {"object", r.chat ? "chat.completion" : "text_completion"},
-          {"created", created},
-          {"model", model},
-          {"choices", cs},
-          {"usage", usage_json(prompt_tokens, completion_tokens)}};
+  return {{"id", id},           {"object", r.chat ? "chat.completion" : "text_completion"},
+          {"created", created}, {"model", model},
+          {"choices", cs},      {"usage", usage_json(prompt_tokens, completion_tokens)}};
 }
 
-json completion_chunk(const TextRequest& r, const std::string& id, int64_t created, const std::string& model,
-                      int index, const std::string& text, const std::string& finish_reason, bool role_only,
-                      const json& logprobs) {
+json completion_chunk(const TextRequest& r, const std::string& id, int64_t created, const std::string& model, int index,
+                      const std::string& text, const std::string& finish_reason, bool role_only, const json& logprobs) {
   json c = {{"index", index}, {"logprobs", logprobs}};
   c["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(finish_reason);
   if (r.chat) {
-    c["delta"] = role_only ? json{{"role", "assistant"}, {"content", ""}}
+    c["delta"] = role_only               ? json{{"role", "assistant"}, {"content", ""}}
                  : finish_reason.empty() ? json{{"content", text}}
                                          : json::object();
   } else {

@@ -2,12 +2,14 @@
 // field named), the chat template, and the JSON of answers, stream chunks and errors. No HTTP here.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "aigc/generate.h"
+#include "aigc/json_constraint.h"
 #include "aigc/tokenizer.h"
 
 namespace aigc::serve {
@@ -30,10 +32,10 @@ json error_body(const ApiError& e);
 std::string json_text(const json& j);
 
 struct Limits {
-  std::string model;      // the served text model's id
-  int ctx = 1024;         // context length (prompt + generated tokens)
+  std::string model;  // the served text model's id
+  int ctx = 1024;     // context length (prompt + generated tokens)
   int max_tokens_cap = 4096;
-  int max_n = 8;          // choices per request
+  int max_n = 8;                   // choices per request
   int max_request_tokens = 16384;  // choices x max_tokens: the most tokens one request may ask to generate
   int max_jobs = 1 << 20;          // choices (prompts x n) one request may have: slots + queue
 };
@@ -47,6 +49,7 @@ struct TextRequest {
   bool chat = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   int logprobs = -1;           // -1: none; else log-probabilities with this many alternatives per token
+  std::shared_ptr<const JsonSchema> json_schema;  // response_format json_object / json_schema
 };
 
 // The chat template ("aigc-plain", for models without chat tokens): an optional system text, then one line per
@@ -67,14 +70,13 @@ struct Choice {
 // token_logprobs, top_logprobs, text_offset counted from `offset`, which advances past the tokens).
 json logprobs_json(const TextRequest& r, const Tokenizer& tok, const std::vector<TokenLogprob>& lps, size_t& offset);
 json completion_answer(const TextRequest& r, const Tokenizer& tok, const std::string& id, int64_t created,
-                       const std::string& model, std::vector<Choice> choices, int prompt_tokens,
-                       int completion_tokens);
+                       const std::string& model, std::vector<Choice> choices, int prompt_tokens, int completion_tokens);
 json usage_json(int prompt_tokens, int completion_tokens);
 // One stream chunk: text for choice `index`, or (finish_reason non-empty) its end. Chat chunks carry a delta;
 // role_only makes the first chat chunk ({"role": "assistant", "content": ""}).
 // With stream_options.include_usage every chunk has "usage": null, and usage_chunk is the last one.
-json completion_chunk(const TextRequest& r, const std::string& id, int64_t created, const std::string& model,
-                      int index, const std::string& text, const std::string& finish_reason, bool role_only = false,
+json completion_chunk(const TextRequest& r, const std::string& id, int64_t created, const std::string& model, int index,
+                      const std::string& text, const std::string& finish_reason, bool role_only = false,
                       const json& logprobs = nullptr);
 json usage_chunk(const TextRequest& r, const std::string& id, int64_t created, const std::string& model,
                  int prompt_tokens, int completion_tokens);

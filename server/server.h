@@ -15,20 +15,20 @@ namespace aigc::serve {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;                 // 0: any free port (see Server::bind)
-  std::string api_key;             // when set, every route but /health and the playground needs "Bearer KEY"
-  int parallel = 4;                // slots: requests decoded together
-  int ctx = 0;                     // positions per slot; 0 = the model's context
-  int max_tokens_cap = 4096;       // the largest max_tokens a request may ask for
-  int max_request_tokens = 16384;  // the most tokens one request may ask for: choices x max_tokens
-  int max_queue = -1;              // text jobs (and image requests) that may wait; more get 429. -1: 4 x parallel
-  std::string cors_origin;         // when set, browsers from this origin ("*": any) may call the API
-  size_t max_body_bytes = 1 << 20; // larger request bodies get 413
-  double timeout_s = 300;          // per request, queueing included
-  std::string runs_dir = "runs";   // training runs whose metrics the playground charts
-  std::string model_name;          // the text model's id (default: from the checkpoint path)
-  std::string image_model_name;    // the image model's id
-  bool quiet = false;              // no request log on stderr
+  int port = 8080;                  // 0: any free port (see Server::bind)
+  std::string api_key;              // when set, every route but /health and the playground needs "Bearer KEY"
+  int parallel = 4;                 // slots: requests decoded together
+  int ctx = 0;                      // positions per slot; 0 = the model's context
+  int max_tokens_cap = 4096;        // the largest max_tokens a request may ask for
+  int max_request_tokens = 16384;   // the most tokens one request may ask for: choices x max_tokens
+  int max_queue = -1;               // text jobs (and image requests) that may wait; more get 429. -1: 4 x parallel
+  std::string cors_origin;          // when set, browsers from this origin ("*": any) may call the API
+  size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
+  double timeout_s = 300;           // per request, queueing included
+  std::string runs_dir = "runs";    // training runs whose metrics the playground charts
+  std::string model_name;           // the text model's id (default: from the checkpoint path)
+  std::string image_model_name;     // the image model's id
+  bool quiet = false;               // no request log on stderr
 };
 
 class Server {
@@ -42,7 +42,7 @@ class Server {
   // Stops taking requests (503), lets in-flight ones finish (at most drain_limit), then stops run().
   void shutdown(std::chrono::milliseconds drain_limit);
 
- struct Impl;  // server_impl.h (named here so the server's own files can reach it)
+  struct Impl;  // server_impl.h (named here so the server's own files can reach it)
 
  private:
   std::unique_ptr<Impl> impl_;

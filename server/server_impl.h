@@ -46,6 +46,7 @@ struct Server::Impl {
   std::condition_variable image_cv;
   bool image_running = false;
   int image_waiting = 0;
+  double image_mean_s = 0;  // recent mean seconds one image request computes (guarded by image_mu)
   std::atomic<uint64_t> images_generated{0}, image_requests_refused{0}, image_requests_abandoned{0};
   std::atomic<double> image_max_wait_s{0};
 

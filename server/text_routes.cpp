@@ -55,6 +55,7 @@ void Server::Impl::complete(const std::string& body, httplib::Response& res, boo
       auto job = std::make_shared<TextJob>();
       const int index = int(ex->jobs.size());
       job->prompt = prompt, job->opt = r.gen, job->deadline = deadline, job->top_logprobs = r.logprobs;
+      job->json_schema = r.json_schema;
       job->opt.sampling.seed += uint64_t(k);
       std::weak_ptr<Exchange> w = ex;
       job->on_token = [w, index](const TokenLogprob& lp) {
@@ -111,11 +112,12 @@ void Server::Impl::complete(const std::string& body, httplib::Response& res, boo
   size_t ended = 0;
   std::optional<ApiError> failure;
   auto last_probe = Clock::now();
+  bool client_left = false;
   while (ended < ex->jobs.size()) {
     ex->cv.wait_for(lk, kProbe, [&] { return !ex->pieces.empty() || !ex->ends.empty(); });
     if (Clock::now() - last_probe >= kProbe) {
       last_probe = Clock::now();
-      if (HttpCore::client_gone()) ex->cancel();
+      if (!client_left && HttpCore::client_gone()) client_left = true, ex->cancel();
     }
     for (auto& [i, t] : ex->pieces) choices[size_t(i)].text += t;
     ex->pieces.clear();
@@ -129,6 +131,7 @@ void Server::Impl::complete(const std::string& body, httplib::Response& res, boo
     }
     ex->ends.clear();
   }
+  if (client_left) throw ApiError(499, "the client closed the connection", "", "client_closed", "client_closed");
   if (failure) throw *failure;
   send_json(res, 200,
             completion_answer(r, *text.tokenizer, id, created, opt.model_name, std::move(choices), prompt_tokens,

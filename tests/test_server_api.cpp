@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "aigc/autograd.h"
+#include "aigc/tokenizer.h"
 #include "openai.h"
 #include "server_util.h"
 
@@ -182,4 +183,78 @@ TEST(ServerApi, WhatTheServerCannotHonourIsRefusedByName) {
         {"max_tokens", 2}});
   EXPECT_EQ(serve::chat_prompt(json::parse(R"([{"role":"user","content":"a"},{"role":"tool","content":"b"}])")),
             "User: a\nTool: b\nAssistant:");
+}
+
+namespace {
+
+// A text that nlohmann's parser finds cut short (an error at the very end), not wrong.
+bool json_prefix(const std::string& text) {
+  try {
+    return !json::parse(text).is_discarded();
+  } catch (const json::parse_error& e) {
+    return e.byte >= text.size();
+  }
+}
+
+}  // namespace
+
+TEST(ServerApi, ResponseFormatJsonConstrainsEveryOutputToParseAndMatchTheSchema) {
+  Running s({}, tiny_model(32, 512));
+  const json schema = json::parse(R"({"type": "object", "properties": {
+      "answer": {"enum": ["yes", "no", "maybe"]}, "score": {"type": "integer"}, "ok": {"type": "boolean"},
+      "tags": {"type": "array", "items": {"enum": [1, 2, 3]}}}, "required": ["answer", "ok"],
+      "additionalProperties": false})");
+  int finished = 0, total = 0;
+  for (const json& format : {json{{"type", "json_object"}},
+                             json{{"type", "json_schema"}, {"json_schema", {{"name", "a"}, {"schema", schema}}}}}) {
+    for (double temperature : {0.0, 0.7, 1.5}) {
+      for (int seed = 1; seed <= 8; seed++) {
+        const json a = post(s, "/v1/chat/completions",
+                            {{"messages", {{{"role", "user"}, {"content", "Reply in JSON."}}}},
+                             {"response_format", format},
+                             {"temperature", temperature},
+                             {"seed", seed},
+                             {"max_tokens", 300}});
+        const std::string text = a["choices"][0]["message"]["content"];
+        total++;
+        if (a["choices"][0]["finish_reason"] == "length") {
+          EXPECT_TRUE(json_prefix(text)) << text;  // cut by max_tokens: still a valid beginning
+          continue;
+        }
+        finished++;
+        const json v = json::parse(text, nullptr, false);
+        ASSERT_FALSE(v.is_discarded()) << format.dump() << " t=" << temperature << " seed=" << seed << ": " << text;
+        EXPECT_TRUE(v.is_object()) << text;
+        if (format["type"] == "json_schema") {
+          EXPECT_TRUE(v.contains("answer") && v.contains("ok")) << text;
+          for (const auto& [k, x] : v.items()) EXPECT_TRUE(schema["properties"].contains(k)) << text;
+          if (v.contains("score")) {
+            EXPECT_TRUE(v["score"].is_number_integer()) << text;
+          }
+          EXPECT_TRUE(v["ok"].is_boolean()) << text;
+        }
+      }
+    }
+  }
+  EXPECT_GE(finished, total / 2) << "most generations should close their value within 300 tokens";
+  // Streamed, the same request gives the same text.
+  json body = {{"messages", {{{"role", "user"}, {"content", "Reply in JSON."}}}},
+               {"response_format", {{"type", "json_schema"}, {"json_schema", {{"name", "a"}, {"schema", schema}}}}},
+               {"seed", 3},
+               {"max_tokens", 300}};
+  const std::string whole = post(s, "/v1/chat/completions", body)["choices"][0]["message"]["content"];
+  body["stream"] = true;
+  EXPECT_EQ(streamed_text(stream(s, "/v1/chat/completions", body), true), whole);
+  // Schemas beyond the supported subset, and vocabularies that cannot write JSON, are 400s naming the reason.
+  const json bad_schema = {{"type", "string"}, {"pattern", "a"}};
+  const json bad_format = {{"type", "json_schema"}, {"json_schema", {{"name", "a"}, {"schema", bad_schema}}}};
+  json e = post(s, "/v1/chat/completions",
+                {{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"response_format", bad_format}}, 400);
+  EXPECT_EQ(e["error"]["param"], "response_format");
+  EXPECT_NE(e["error"]["message"].get<std::string>().find("pattern"), std::string::npos) << e.dump();
+  LoadedModel m = tiny_model();
+  m.tokenizer = make_char_tokenizer("abcdefghijklmnopqrstuvwxyz .,\n");
+  Running c({}, std::move(m));
+  e = post(c, "/v1/completions", {{"prompt", "a"}, {"response_format", {{"type", "json_object"}}}}, 400);
+  EXPECT_EQ(e["error"]["param"], "response_format");
 }
