@@ -60,7 +60,9 @@ class SocketStream final : public httplib::Stream {
  public:
   SocketStream(int fd, int read_ms, int write_ms) : fd_(fd), read_ms_(read_ms), write_ms_(write_ms) {}
   bool is_readable() const override { return wait_for(fd_, POLLIN, read_ms_) > 0; }
-  bool is_writable() const override { return wait_for(fd_, POLLOUT, write_ms_) > 0 && peer_open(fd_); }
+  // Not peer_open: a client that half-closes after sending its request still reads the answer. A client that
+  // is really gone makes the write fail (EPIPE), which ends a stream at its next write.
+  bool is_writable() const override { return wait_for(fd_, POLLOUT, write_ms_) > 0; }
   ssize_t read(char* ptr, size_t size) override {
     if (off_ == len_) {
       if (!is_readable()) return -1;

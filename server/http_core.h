@@ -18,8 +18,9 @@ class HttpCore : public httplib::Server {
   // and returns every byte the server wrote back. At most `max_requests` are answered.
   std::string answer_bytes(const std::string& request, int max_requests = 8);
 
-  // From inside a handler or a content provider: true when the client's connection is closed (always false for
-  // answer_bytes). Cheap: one poll and at most a one-byte peek.
+  // From inside a handler or a content provider: true when the client has closed its side of the connection
+  // (always false for answer_bytes). Cheap: one poll and at most a one-byte peek. A client that half-closes
+  // after sending looks the same as one that left: non-streamed work for it is cancelled.
   static bool client_gone();
   // From inside a handler: close the connection once this answer is written.
   static void close_after_answer();

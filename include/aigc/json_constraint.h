@@ -65,6 +65,7 @@ class JsonConstraint {
     int16_t node = 0;                           // the schema node this value follows
     int32_t pos = 0;    // key, enum or literal: bytes matched; object: the property whose value comes next
     uint64_t mask = 0;  // object: properties written; key: names still matching; enum: values still matching
+    bool operator==(const Frame&) const = default;
   };
 
  private:
@@ -76,6 +77,10 @@ class JsonConstraint {
 
   std::shared_ptr<const JsonSchema> schema_;
   std::vector<Frame> stack_;
+  // The last mask and the state it was computed in: inside a long string the state repeats token after token.
+  mutable std::vector<Frame> memo_stack_;
+  mutable const TokenTrie* memo_trie_ = nullptr;
+  mutable std::vector<uint8_t> memo_;
 };
 
 }  // namespace aigc

@@ -460,7 +460,12 @@ JsonConstraint::Step JsonConstraint::step(Frame& f, uint8_t c) {
 }
 
 void JsonConstraint::allowed(const TokenTrie& trie, std::vector<uint8_t>& out) const {
-  JsonConstraint w = *this;
+  if (memo_trie_ == &trie && memo_stack_ == stack_ && memo_.size() == out.size()) {
+    out = memo_;
+    return;
+  }
+  JsonConstraint w(schema_);
+  w.stack_ = stack_;
   // Depth-first over the trie: a byte the recognizer rejects prunes every token that continues it.
   struct Walk {
     JsonConstraint& w;
@@ -479,6 +484,7 @@ void JsonConstraint::allowed(const TokenTrie& trie, std::vector<uint8_t>& out) c
   };
   std::fill(out.begin(), out.end(), 0);
   Walk{w, trie.nodes(), out}(0);
+  memo_stack_ = stack_, memo_trie_ = &trie, memo_ = out;
 }
 
 }  // namespace aigc
