@@ -29,12 +29,12 @@ serve::Server& server() {
   static serve::Server* s = [] {
     omp_set_num_threads(1);  // a tiny model: waking a thread team costs more than the work (10x fewer executions)
     GPTConfig c;
-    c.n_layer = 1, c.n_head = 2, c.n_embd = 16, c.block_size = 48, c.vocab_size = 64;
+    c.n_layer = 1, c.n_head = 2, c.n_embd = 16, c.block_size = 48, c.vocab_size = 96;
     LoadedModel m;
     m.model = std::make_unique<GPT>(c);
     m.model->init_weights(1);
     // A char vocabulary, so that text outside it is reachable.
-    m.tokenizer = make_char_tokenizer("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,:\n");
+    m.tokenizer = make_char_tokenizer("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,:\n{}[]\"-0123456789");
     serve::ServerOptions o;
     o.quiet = true, o.model_name = "tiny", o.parallel = 2, o.max_queue = 4, o.max_tokens_cap = 6;
     o.max_body_bytes = 8192, o.timeout_s = 10;
@@ -134,6 +134,11 @@ std::vector<std::string> seeds() {
       post(
           "/v1/chat/completions",
           R"({"messages":[{"role":"user","content":"a"}],"tools":[{"type":"function"}],"response_format":{"type":"text"}})"),
+      post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"a"}],"max_tokens":6,)"
+                                   R"("response_format":{"type":"json_object"}})"),
+      post("/v1/completions", R"({"prompt":"a","max_tokens":6,"response_format":{"type":"json_schema","json_schema":)"
+                              R"({"name":"x","schema":{"type":"object","properties":{"a":{"enum":["x",1,null]},)"
+                              R"("b":{"type":"array","items":{"type":"integer"}}},"required":["a"]}}}})"),
       post("/v1/images/generations", R"({"prompt":"bag","n":2,"size":"28x28","steps":3,"seed":1})"),
       post("/tokenize", R"({"content":"hello"})"),
       post("/detokenize", R"({"tokens":[1,2,3]})"),
