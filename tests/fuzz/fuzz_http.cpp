@@ -255,7 +255,7 @@ int main(int argc, char** argv) {
 #endif
   const std::vector<std::string> pool = seeds();
   const auto t0 = std::chrono::steady_clock::now();
-  uint64_t done = 0;
+  uint64_t done = 0, slow = 0;
   for (const std::string& s : pool)
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(s.data()), s.size()), done++;
   if (std::getenv("AIGC_FUZZ_TIME_SEEDS"))  // how long each seed takes (to see where executions go)
@@ -268,7 +268,13 @@ int main(int argc, char** argv) {
     }
   for (; done < executions; done++) {
     const std::string x = mutate(pool[r.below(pool.size())], r, pool);
+    const auto a = std::chrono::steady_clock::now();
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(x.data()), x.size());
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+    if (took > 1.0) {  // slow inputs are reported: each may be a way to hold the server
+      slow++;
+      std::fprintf(stderr, "fuzz_http: execution %llu took %.1f s:\n%s\n", (unsigned long long)done, took, x.c_str());
+    }
     if ((done + 1) % 100000 == 0) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::fprintf(stderr, "fuzz_http: %llu executions, %.0f/s\n", (unsigned long long)(done + 1),
@@ -283,8 +289,8 @@ int main(int argc, char** argv) {
     st += ':';
     st += std::to_string(n);
   }
-  std::printf("fuzz_http: %llu executions in %.1f s (%.0f/s), no crash; statuses%s\n", (unsigned long long)done, s,
-              double(done) / s, st.c_str());
+  std::printf("fuzz_http: %llu executions in %.1f s (%.0f/s), no crash, %llu slower than 1 s; statuses%s\n",
+              (unsigned long long)done, s, double(done) / s, (unsigned long long)slow, st.c_str());
   return 0;
 }
 #endif
