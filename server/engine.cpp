@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "aigc/backend.h"
 #include "aigc/error.h"
 
 namespace aigc::serve {
@@ -10,7 +11,7 @@ namespace aigc::serve {
 using Clock = std::chrono::steady_clock;
 
 TextEngine::TextEngine(GPT& model, const Tokenizer& tok, int n_slots, int ctx)
-    : model_(model), tok_(tok), ctx_(ctx), slots_(size_t(n_slots)) {
+    : model_(model), tok_(tok), ctx_(ctx), threads_(get_num_threads()), slots_(size_t(n_slots)) {
   AIGC_CHECK(n_slots >= 1 && n_slots <= 256, "--parallel must be between 1 and 256");
   AIGC_CHECK(ctx >= 2 && ctx <= model.config().block_size,
              "--ctx must be between 2 and the model's context (" + std::to_string(model.config().block_size) + ")");
@@ -66,6 +67,7 @@ EngineStats TextEngine::stats() const {
 }
 
 void TextEngine::loop() {
+  set_num_threads(threads_);
   for (;;) {
     std::vector<std::shared_ptr<TextJob>> admitted;
     std::vector<int> free_slots;

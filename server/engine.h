@@ -71,6 +71,9 @@ class TextEngine {
   // Held by the model thread for each step; other users of the same weights or backend take it too.
   std::mutex& compute_mutex() { return compute_mu_; }
   int context() const { return ctx_; }
+  // The kernels' thread count of the thread that made the engine (`aigc serve -t N`). OpenMP keeps that setting
+  // per thread, so every thread that computes (the model thread, HTTP threads making images) applies it.
+  int threads() const { return threads_; }
 
  private:
   struct Slot {
@@ -93,6 +96,7 @@ class TextEngine {
   GPT& model_;
   const Tokenizer& tok_;
   const int ctx_;
+  const int threads_;
   KVCache cache_;
   std::unique_ptr<TokenTrie> trie_;  // the vocabulary for constrained jobs, built at the first one
   std::vector<uint8_t> allowed_;

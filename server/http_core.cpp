@@ -96,7 +96,9 @@ class SocketStream final : public httplib::Stream {
     socklen_t n = sizeof a;
     if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &n) == 0) address_of(a, ip, port);
   }
-  socket_t socket() const override { return fd_; }
+  // httplib asks for the descriptor only to refuse those past select()'s FD_SETSIZE (with a 500); this loop
+  // uses poll(), which has no such limit, so it reports none.
+  socket_t socket() const override { return 0; }
   bool buffered() const { return off_ < len_; }  // a pipelined request already read
 
  private:
@@ -138,6 +140,8 @@ bool HttpCore::client_gone() { return t_socket >= 0 && !peer_open(t_socket); }
 
 void HttpCore::close_after_answer() { t_close_after = true; }
 
+bool HttpCore::closing() { return t_close_after; }
+
 std::string HttpCore::answer_bytes(const std::string& request, int max_requests) {
   std::string out;
   MemoryStream strm(request, out);
@@ -173,9 +177,23 @@ bool HttpCore::process_and_close_socket(socket_t sock) {
     ok = process_request(strm, left == 1, closed, nullptr);
     if (!ok || closed || t_close_after) break;
   }
+  if (t_close_after) {
+    // Closed with the client still sending (a body refused unread): stop writing, then read what it sends for
+    // a moment, so that the kernel does not answer its bytes with a reset that could destroy our answer.
+    ::shutdown(sock, SHUT_WR);
+    char sink[4096];
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+    for (size_t drained = 0; drained < (1u << 20) && std::chrono::steady_clock::now() < until;) {
+      if (wait_for(sock, POLLIN, 50) <= 0) continue;
+      const ssize_t n = ::recv(sock, sink, sizeof sink, 0);
+      if (n <= 0) break;
+      drained += size_t(n);
+    }
+  }
   ::shutdown(sock, SHUT_RDWR);
   ::close(sock);
   t_socket = -1;
+  t_close_after = false;
   return ok;
 }
 

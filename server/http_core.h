@@ -22,8 +22,9 @@ class HttpCore : public httplib::Server {
   // (always false for answer_bytes). Cheap: one poll and at most a one-byte peek. A client that half-closes
   // after sending looks the same as one that left: non-streamed work for it is cancelled.
   static bool client_gone();
-  // From inside a handler: close the connection once this answer is written.
+  // From inside a handler: close the connection once this answer is written (it says `Connection: close`).
   static void close_after_answer();
+  static bool closing();
 
  private:
   bool process_and_close_socket(socket_t sock) override;

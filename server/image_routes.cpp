@@ -2,6 +2,7 @@
 // of them); the same --timeout and client-disconnect cancel as text hold while waiting and between denoising steps.
 #include <random>
 
+#include "aigc/backend.h"
 #include "aigc/error.h"
 #include "aigc/image_io.h"
 #include "server_impl.h"
@@ -121,6 +122,7 @@ void Server::Impl::generate_images(const std::string& body, httplib::Response& r
   Tensor images;
   try {
     std::lock_guard<std::mutex> compute(engine->compute_mutex());  // the backend's threads are shared
+    set_num_threads(engine->threads());
     auto last_probe = Clock::now();
     ImageModel::Options io{.cls = cls, .sampler = so, .on_step = {}, .interpolate = false};
     io.on_step = [&](int64_t, int64_t, const Tensor&) {

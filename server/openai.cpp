@@ -183,7 +183,7 @@ TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, c
                  std::to_string(lim.max_jobs) + " choices per request (--parallel + --max-queue)");
   // Chat's default (the rest of the context) shrinks to fit the per-request budget; a value asked for does not.
   const int chat_default = int(std::max<int64_t>(1, std::min<int64_t>(cap, lim.max_request_tokens / choices)));
-  r.gen.max_tokens = int(integer(b, mt, 1, cap, chat ? chat_default : 16));
+  r.gen.max_tokens = int(integer(b, mt, 1, cap, chat ? chat_default : std::min(16, cap)));
   SamplingOptions& s = r.gen.sampling;
   s.temperature = float(number(b, "temperature", 0.0, 2.0, s.temperature));
   s.top_p = float(number(b, "top_p", 0.0, 1.0, s.top_p));

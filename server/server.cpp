@@ -147,41 +147,58 @@ bool Server::Impl::authorized(const httplib::Request& req) const {
 // Runs before httplib reads any body: refuses what it can from the request line and headers alone, so that no
 // unknown route, wrong method, oversized or absent body costs a read.
 bool Server::Impl::gate(const httplib::Request& req, httplib::Response& res) {
+  // Every answer given here leaves any body unread: the connection then closes, or the body's bytes would be
+  // read as the next request.
+  const bool has_te = req.has_header("Transfer-Encoding"), has_cl = req.has_header("Content-Length");
+  const std::string len = req.get_header_value("Content-Length");
+  auto answered = [&] {
+    if (has_te || (has_cl && len != "0")) HttpCore::close_after_answer();
+    return true;
+  };
   const std::string method = route_method(req.path);
   if (req.method == "OPTIONS" && !opt.cors_origin.empty() && !method.empty()) {  // CORS preflight: no key needed
     res.status = 204;
     res.set_header("Access-Control-Allow-Methods", method + ", OPTIONS");
-    res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+    // The headers the page asks for (OpenAI's SDKs send their own x-stainless-* ones), if they look like names.
+    std::string asked = req.get_header_value("Access-Control-Request-Headers");
+    const bool names = std::all_of(asked.begin(), asked.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == ',' || c == ' ';
+    });
+    res.set_header("Access-Control-Allow-Headers", !asked.empty() && names ? asked : "Authorization, Content-Type");
     res.set_header("Access-Control-Max-Age", "600");
-    return true;
+    return answered();
   }
   const bool is_public = req.path == "/health" || find_asset(req.path) != nullptr;
   if (!is_public && !authorized(req)) {
     send_error(res, ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer KEY'", "",
                              "invalid_api_key", "authentication_error"));
-    return true;
+    return answered();
   }
   if (method.empty()) {
     send_json(res, 404, error_body(404, "no route " + req.method + " " + req.path, "not_found_error"));
-    return true;
+    return answered();
   }
   if (req.method != method && !(req.method == "HEAD" && method == "GET")) {
     res.set_header("Allow", method);
     send_json(res, 405,
               error_body(405, req.method + " is not allowed on " + req.path + "; use " + method,
                          "invalid_request_error", "", "method_not_allowed"));
-    return true;
+    return answered();
   }
   if (req.method != "POST") return false;
   // A POST's body: chunked (counted as it arrives), or Content-Length within --max-body. Neither means no body
-  // (RFC 9112 6.3), answered now rather than read until the client closes.
-  const bool chunked = req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos;
-  if (chunked) return false;
-  if (!req.has_header("Content-Length")) {
+  // (RFC 9112 6.3), answered now rather than read until the client closes. Any other transfer coding is refused
+  // (httplib would read it until the client closes).
+  if (has_te) {
+    if (iequals(req.get_header_value("Transfer-Encoding"), "chunked")) return false;
+    HttpCore::close_after_answer();
+    send_error(res, ApiError(400, "only 'Transfer-Encoding: chunked' is supported", "", "bad_transfer_encoding"));
+    return true;
+  }
+  if (!has_cl) {
     send_error(res, ApiError(400, "the request has no body: send a JSON body with Content-Length", "", "no_body"));
     return true;
   }
-  const std::string len = req.get_header_value("Content-Length");
   if (len.empty() || len.size() > 18 || !std::all_of(len.begin(), len.end(), ::isdigit)) {
     HttpCore::close_after_answer();  // where the body ends is unknown
     send_error(res, ApiError(400, "Content-Length is not a number of bytes", "", "bad_content_length"));
@@ -221,8 +238,16 @@ void Server::Impl::post(const std::string& path, BodyHandler h) {
 
 json Server::Impl::parse_body(const std::string& body) const {
   if (body.empty()) throw ApiError(400, "the request body is empty: send a JSON object", "", "no_body");
+  // Nesting is bounded: what reads a request (schemas, dumps, copies) recurses into it.
+  constexpr int kMaxDepth = 64;
+  const json::parser_callback_t depth = [](int d, json::parse_event_t, json&) {
+    if (d > kMaxDepth)
+      throw ApiError(400, "the request body nests deeper than " + std::to_string(kMaxDepth) + " levels", "",
+                     "too_deep");
+    return true;
+  };
   try {
-    return json::parse(body);
+    return json::parse(body, depth);
   } catch (const json::exception& e) {  // parse errors, and numbers too large for a double (out_of_range)
     throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
   }
@@ -262,9 +287,18 @@ void Server::Impl::routes() {
       send_json(res, 500, error_body(500, "unknown failure", "server_error"));
     }
   });
+  // A client sending `Expect: 100-continue` waits for leave to send its body: the gate decides first.
+  http.set_expect_100_continue_handler(
+      [this](const httplib::Request& req, httplib::Response& res) { return gate(req, res) ? res.status : 100; });
   http.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (HttpCore::closing()) {  // say so, instead of offering keep-alive on a connection about to close
+      res.headers.erase("Keep-Alive");
+      if (!res.has_header("Connection")) res.set_header("Connection", "close");
+    }
+    if (res.status == 204) res.headers.erase("Content-Length");  // RFC 9110 8.6: none on a 204
     if (opt.cors_origin.empty() || !req.has_header("Origin")) return;
     res.set_header("Access-Control-Allow-Origin", opt.cors_origin);
+    res.set_header("Access-Control-Expose-Headers", "Retry-After");  // so a page can honour a 429
     if (opt.cors_origin != "*") res.set_header("Vary", "Origin");
   });
   http.set_logger([this](const httplib::Request& req, const httplib::Response& res) { log(req, res); });

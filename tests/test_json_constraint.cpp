@@ -182,3 +182,33 @@ TEST(JsonConstraint, AVocabularyThatCannotWriteTheJsonIsNamed) {
   EXPECT_NO_THROW(check_vocabulary_can_write(*json_object_schema(), *rich));
   EXPECT_THROW(check_vocabulary_can_write(*compile_json_schema(json::parse(R"({"enum": ["zz"]})")), *rich), Error);
 }
+
+TEST(JsonConstraint, LimitsKeepTheRecognizerSmallAndStrict) {
+  // additionalProperties false with no properties: the empty object only.
+  const auto empty = compile_json_schema(json::parse(R"({"type": "object", "additionalProperties": false})"));
+  EXPECT_TRUE(accepts(empty, "{}"));
+  EXPECT_FALSE(accepts(empty, R"({"x": 1})"));
+  // An enum keeps the values its type allows.
+  const auto typed = compile_json_schema(json::parse(R"({"type": "string", "enum": ["a", 1]})"));
+  EXPECT_TRUE(accepts(typed, "\"a\""));
+  EXPECT_FALSE(accepts(typed, "1 "));
+  EXPECT_THROW(compile_json_schema(json::parse(R"({"type": "string", "enum": [1, 2]})")), Error);
+  // Schemas nested past 16 levels, or of more than 4,096 parts, are refused.
+  json deep = {{"type", "string"}};
+  for (int i = 0; i < 17; i++) deep = {{"type", "array"}, {"items", deep}};
+  EXPECT_THROW(compile_json_schema(deep), Error);
+  json wide = {{"type", "object"}, {"properties", json::object()}};
+  json inner = {{"type", "object"}, {"properties", json::object()}};
+  std::vector<std::string> names;
+  for (int i = 0; i < 64; i++) {
+    names.push_back("k");  // appended, not "k" + a temporary: GCC 12's false -Wrestrict alarm
+    names.back() += std::to_string(i);
+  }
+  for (const std::string& k : names) inner["properties"][k] = {{"type", "string"}};
+  for (const std::string& k : names) wide["properties"][k] = inner;  // 64 x 65 + 1 parts
+  EXPECT_THROW(compile_json_schema(wide), Error);
+  // Values of any type nest at most 32 deep; a scalar still ends them.
+  const auto any = compile_json_schema(json::object());
+  EXPECT_TRUE(accepts(any, std::string(30, '[') + "1" + std::string(30, ']')));
+  EXPECT_FALSE(accepts(any, std::string(40, '[') + "1" + std::string(40, ']')));
+}

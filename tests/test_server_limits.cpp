@@ -282,7 +282,9 @@ TEST(ServerLimits, CorsIsOffByDefaultAndAnswersPreflightsWhenOn) {
   EXPECT_EQ(r->status, 204);
   EXPECT_EQ(r->get_header_value("Access-Control-Allow-Origin"), "http://app.example");
   EXPECT_NE(r->get_header_value("Access-Control-Allow-Methods").find("POST"), std::string::npos);
-  EXPECT_NE(r->get_header_value("Access-Control-Allow-Headers").find("Authorization"), std::string::npos);
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Headers"), "authorization, content-type");  // as asked
+  EXPECT_EQ(r->get_header_value("Access-Control-Expose-Headers"), "Retry-After");
+  EXPECT_FALSE(r->has_header("Content-Length"));  // none on a 204
   r = s.client().Post("/v1/completions", {{"Origin", "http://app.example"}, {"Authorization", "Bearer k"}},
                       json{{"prompt", "a"}, {"max_tokens", 2}}.dump(), "application/json");
   EXPECT_EQ(r->status, 200);
@@ -301,4 +303,36 @@ TEST(ServerLimits, ANonStreamedRequestWhoseClientLeavesIsCancelled) {
   for (int i = 0; i < 100 && metric(s, "aigc_jobs_cancelled_total") != "1"; i++) std::this_thread::sleep_for(Ms(20));
   EXPECT_EQ(metric(s, "aigc_jobs_cancelled_total"), "1");
   EXPECT_EQ(post(s, "/v1/completions", {{"prompt", "b"}, {"max_tokens", 3}})["choices"].size(), 1u);
+}
+
+TEST(ServerLimits, RefusalsBeforeTheBodyCloseTheConnectionAndFramingIsStrict) {
+  Running s;
+  // Answered before its body was read: the body must not be taken for the next request.
+  std::string answer = raw_exchange(
+      s.port(), {"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 22\r\n\r\nGET /health HTTP/1.1\r\n\r\n"});
+  EXPECT_EQ(raw_status(answer), 404) << answer;
+  EXPECT_EQ(answer.find("HTTP/1.1", 5), std::string::npos) << "a second answer: " << answer;
+  EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
+  EXPECT_EQ(answer.find("Keep-Alive"), std::string::npos) << answer;
+  // Transfer codings: chunked in any case is read; anything else is refused, not read until the client closes.
+  const std::string good = R"({"prompt": "a", "max_tokens": 2})";
+  char size[16];
+  std::snprintf(size, sizeof size, "%zx", good.size());
+  answer = raw_exchange(s.port(),
+                        {"POST /v1/completions HTTP/1.1\r\nConnection: close\r\nTransfer-Encoding: Chunked\r\n\r\n" +
+                         std::string(size) + "\r\n" + good + "\r\n0\r\n\r\n"});
+  EXPECT_EQ(raw_status(answer), 200) << answer;
+  answer = raw_exchange(s.port(), {"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"});
+  EXPECT_EQ(raw_status(answer), 400) << answer;
+  // Expect: 100-continue: an oversized body is refused before the client is told to send it.
+  answer = raw_exchange(s.port(),
+                        {"POST /v1/completions HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 99999999\r\n\r\n"});
+  EXPECT_EQ(raw_status(answer), 413) << answer;
+  EXPECT_EQ(answer.find("100 Continue"), std::string::npos) << answer;
+  // Bodies nested deeper than 64 levels are refused before anything recurses into them.
+  const json e =
+      post(s, "/v1/completions",
+           json::parse("{\"prompt\": \"a\", \"x\": " + std::string(100, '[') + std::string(100, ']') + "}"), 400);
+  EXPECT_EQ(e["error"]["code"], "too_deep");
+  EXPECT_TRUE(healthy(s));
 }

@@ -9,7 +9,8 @@
 // "properties" (at most 64; names without quotes, backslashes or control characters), "required",
 // "additionalProperties" (only the listed properties are ever written either way), "items", "enum" (at most 64
 // values), and the annotations "title", "description", "$schema", "default", "examples", "strict". Anything else
-// ("$ref", "anyOf", "pattern", "minimum", ...) is refused by name rather than ignored.
+// ("$ref", "anyOf", "pattern", "minimum", ...) is refused by name rather than ignored, as are schemas nested
+// deeper than 16 or with more than 4,096 parts. Values of any type nest at most 32 deep (then scalars only).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -62,7 +63,7 @@ class JsonConstraint {
     uint8_t ws = 0;                             // the whitespace since the last token (bounded: see the .cpp)
     uint8_t u8_left = 0, u8_lo = 0, u8_hi = 0;  // a string's UTF-8 character in progress: bytes left, next's range
     bool key = false;                           // a string that is an object's key
-    int16_t node = 0;                           // the schema node this value follows
+    int32_t node = 0;                           // the schema node this value follows
     int32_t pos = 0;    // key, enum or literal: bytes matched; object: the property whose value comes next
     uint64_t mask = 0;  // object: properties written; key: names still matching; enum: values still matching
     bool operator==(const Frame&) const = default;

@@ -55,8 +55,15 @@ struct JsonSchema {
 
 namespace {
 
-int compile_node(JsonSchema& s, const json& j, const std::string& where) {
+constexpr int kMaxSchemaDepth = 16, kMaxSchemaNodes = 4096;
+constexpr size_t kMaxNesting = 32;  // frames on the stack: deeper, a value of any type can only be a scalar
+
+int compile_node(JsonSchema& s, const json& j, const std::string& where, int depth) {
   AIGC_CHECK(j.is_object(), where + " must be a schema object");
+  AIGC_CHECK(depth <= kMaxSchemaDepth,
+             where + ": schemas nested deeper than " + std::to_string(kMaxSchemaDepth) + " are not supported");
+  AIGC_CHECK(int(s.nodes.size()) < kMaxSchemaNodes,
+             "schemas of more than " + std::to_string(kMaxSchemaNodes) + " parts are not supported");
   static const std::set<std::string> known = {"type",  "properties", "required", "additionalProperties",
                                               "items", "enum"};
   static const std::set<std::string> annotations = {"title",    "description", "$schema", "default",
@@ -93,7 +100,7 @@ int compile_node(JsonSchema& s, const json& j, const std::string& where) {
         AIGC_CHECK(c >= 0x20 && c != '"' && c != '\\',
                    where + "/properties: names with quotes, backslashes or control characters are not supported");
       n.names.push_back(name);
-      n.values.push_back(compile_node(s, sub, where + "/properties/" + name));
+      n.values.push_back(compile_node(s, sub, where + "/properties/" + name, depth + 1));
     }
   }
   if (j.contains("required")) {
@@ -106,14 +113,26 @@ int compile_node(JsonSchema& s, const json& j, const std::string& where) {
       n.required |= 1ull << (it - n.names.begin());
     }
   }
-  if (j.contains("additionalProperties"))
+  if (j.contains("additionalProperties")) {
     AIGC_CHECK(j["additionalProperties"].is_boolean(),
                where + "/additionalProperties as a schema is not supported (true or false only)");
-  if (j.contains("items")) n.items = compile_node(s, j["items"], where + "/items");
+    if (!j["additionalProperties"].get<bool>()) n.any_keys = false;  // no properties listed: only {}
+  }
+  if (j.contains("items")) n.items = compile_node(s, j["items"], where + "/items", depth + 1);
   if (j.contains("enum")) {
     const json& e = j["enum"];
     AIGC_CHECK(e.is_array() && !e.empty() && e.size() <= 64, where + "/enum must be an array of 1 to 64 values");
-    for (const json& v : e) n.enums.push_back(v.dump(-1, ' ', false, json::error_handler_t::replace));
+    for (const json& v : e) {  // only the values the type allows
+      const uint8_t t = v.is_object()           ? kObject
+                        : v.is_array()          ? kArray
+                        : v.is_string()         ? kString
+                        : v.is_number_integer() ? kInteger
+                        : v.is_number()         ? kNumber
+                        : v.is_boolean()        ? kBoolean
+                                                : kNull;
+      if (n.types & t) n.enums.push_back(v.dump(-1, ' ', false, json::error_handler_t::replace));
+    }
+    AIGC_CHECK(!n.enums.empty(), where + "/enum has no value of the schema's type");
   }
   s.nodes.push_back(std::move(n));
   return int(s.nodes.size()) - 1;
@@ -132,7 +151,7 @@ std::shared_ptr<const JsonSchema> json_object_schema() {
 
 std::shared_ptr<const JsonSchema> compile_json_schema(const json& schema) {
   auto s = std::make_shared<JsonSchema>();
-  s->root = compile_node(*s, schema, "schema");
+  s->root = compile_node(*s, schema, "schema", 0);
   return s;
 }
 
@@ -184,7 +203,7 @@ TokenTrie::TokenTrie(const Tokenizer& tok, const std::vector<int>& skip) {
 JsonConstraint::JsonConstraint(std::shared_ptr<const JsonSchema> schema) : schema_(std::move(schema)) {
   AIGC_CHECK(schema_ != nullptr, "JsonConstraint: no schema");
   Frame root, value;
-  root.kind = kRoot, value.kind = kValue, value.node = int16_t(schema_->root);
+  root.kind = kRoot, value.kind = kValue, value.node = schema_->root;
   stack_ = {root, value};
 }
 
@@ -227,9 +246,11 @@ void JsonConstraint::child_done() {
 bool JsonConstraint::push_value(int node, uint8_t c) {
   const JsonSchema::Node& n = schema_->nodes[size_t(node)];
   Frame g;
-  g.node = int16_t(node);
+  g.node = node;
   if (!n.enums.empty()) {
     g.kind = kEnum, g.mask = all_bits(n.enums.size());
+  } else if ((c == '{' || c == '[') && node == 0 && stack_.size() > kMaxNesting) {
+    return false;  // deep enough: a value of any type is a scalar from here (it always may be)
   } else if (c == '{' && (n.types & kObject)) {
     g.kind = kObj;
   } else if (c == '[' && (n.types & kArray)) {
@@ -295,7 +316,7 @@ JsonConstraint::Step JsonConstraint::step(Frame& f, uint8_t c) {
           f.stage = 3;
           {
             Frame v;
-            v.kind = kValue, v.node = int16_t(n.any_keys ? 0 : n.values[size_t(f.pos)]);
+            v.kind = kValue, v.node = (n.any_keys ? 0 : n.values[size_t(f.pos)]);
             return push(v);
           }
         case 4:  // after a value
@@ -315,7 +336,7 @@ JsonConstraint::Step JsonConstraint::step(Frame& f, uint8_t c) {
       if (is_ws(c)) return ws();
       f.ws = 0;
       Frame v;
-      v.kind = kValue, v.node = int16_t(n.items);
+      v.kind = kValue, v.node = (n.items);
       if (f.stage == 0) {  // after '['
         if (c == ']') return done();
         f.stage = 1;
