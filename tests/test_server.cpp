@@ -269,6 +269,9 @@ TEST(Server, ImageGenerationAnswersSeededPngsAndChecksItsFields) {
     EXPECT_TRUE(e["error"]["param"].is_string()) << bad.dump();
   }
   post(s, "/v1/images/generations", {{"model", "dall-e-3"}}, 404);
+  const std::string listed = post(s, "/v1/images/generations", {{"prompt", "car"}}, 400)["error"]["message"];
+  EXPECT_NE(listed.find("sneaker"), std::string::npos) << listed;  // the classes a prompt may name
+  EXPECT_NE(listed.find("ankle-boot"), std::string::npos) << listed;
   json models = json::parse(s.client().Get("/v1/models")->body);
   ASSERT_EQ(models["data"].size(), 2u);
   EXPECT_EQ(models["data"][1]["id"], "gan");

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from serve_soak import rss_mib  # this folder: the soak test's helpers
+from serve_soak import rss_mib, watch  # this folder: the soak test's helpers
 
 TIMEOUT, DRAIN = 30, 30  # the server's --timeout and --drain (its default)
 GEN = {200, 429}  # a generating request: done, or refused because the queue is full
@@ -305,16 +305,7 @@ def main():
     clients = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(a.clients)]
     for c in clients:
         c.start()
-    rss = []
-    while any(c.is_alive() for c in clients):
-        time.sleep(1.0)
-        if server.poll() is not None:
-            failures.append(f"the server died (exit code {server.returncode})")
-            break
-        rss.append((time.time() - t0, rss_mib(server.pid)))
-        if time.time() > deadline + TIMEOUT * 3:
-            failures.append("clients still busy 90 s after the end: a hung request")
-            break
+    rss = watch(server, clients, failures, t0, give_up_at=deadline + TIMEOUT * 3)
     duration = time.time() - t0
     log(f"clients done after {duration:.1f} s")
     queue_wait = image_wait = float("nan")

@@ -29,6 +29,22 @@ def rss_mib(pid):
     return 0.0
 
 
+def watch(server, threads, failures, t0, give_up_at=None):
+    """Samples the server's resident memory every second while the client threads run: [(seconds, MiB)]. Stops
+    early, with a failure, if the server dies or the clients are still busy at give_up_at (a hung request)."""
+    rss = []
+    while any(t.is_alive() for t in threads):
+        time.sleep(1.0)
+        if server.poll() is not None:
+            failures.append(f"the server died (exit code {server.returncode})")
+            break
+        rss.append((time.time() - t0, rss_mib(server.pid)))
+        if give_up_at is not None and time.time() > give_up_at:
+            failures.append("clients still busy long after the end: a hung request")
+            break
+    return rss
+
+
 def main():
     aigc, seconds = sys.argv[1], float(sys.argv[2])
     threads = int(sys.argv[3]) if len(sys.argv) > 3 else 8
@@ -112,14 +128,7 @@ def main():
     workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     for w in workers:
         w.start()
-    rss = []
-    t0 = time.time()
-    while any(w.is_alive() for w in workers):
-        time.sleep(1.0)
-        if server.poll() is not None:
-            failures.append(f"the server died (exit code {server.returncode})")
-            break
-        rss.append((time.time() - t0, rss_mib(server.pid)))
+    rss = watch(server, workers, failures, time.time())
     for w in workers:
         w.join()
     server.send_signal(signal.SIGTERM)
