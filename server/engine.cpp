@@ -174,7 +174,8 @@ void TextEngine::accept(int s, const float* logits) {
     if (!any) return finish(s, "error", "no token of this vocabulary can continue the JSON");
   }
   const int t = sample_token(sl.json ? pick : lv, sl.tokens, job.opt.sampling, sl.rng);
-  if (sl.json) AIGC_CHECK(sl.json->feed(tok_.decode_token(t)), "constrained decoding sampled a token it had ruled out");
+  if (sl.json && !sl.json->feed(tok_.decode_token(t)))  // cannot happen; if it does, this job alone ends
+    return finish(s, "error", "constrained decoding sampled a token it had ruled out");
   if (job.top_logprobs >= 0 && job.on_token)
     job.on_token(token_logprob(lv.data(), int(lv.size()), t, job.top_logprobs));
   sl.n_generated++;

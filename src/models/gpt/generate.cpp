@@ -65,7 +65,10 @@ int sample_token(std::vector<float> logits, const std::vector<int>& recent, cons
     cum += p[i];
     if (r < cum) return cand[i];
   }
-  return cand.back();
+  // Rounding left r past the sum: the last candidate that can occur (never one ruled out with a logit of -inf).
+  for (size_t i = cand.size(); i-- > 0;)
+    if (p[i] > 0) return cand[i];
+  return cand[0];
 }
 
 TextStream::TextStream(const Tokenizer& tok, std::vector<std::string> stop) : tok_(tok) {
