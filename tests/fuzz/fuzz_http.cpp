@@ -1,6 +1,6 @@
 // Fuzz target: raw bytes into `aigc serve`'s whole stack in memory (httplib's request parser, the gate, every
-// route's body handling, the engine) through Server::answer_bytes. A crash, a sanitizer report, an answer that is
-// not HTTP, or any 5xx fails the run.
+// route's body handling, the text engine with constrained decoding, a DCGAN) through Server::answer_bytes. A crash, a
+// sanitizer report, an answer that is not HTTP, or any 5xx fails the run.
 //
 // Two drivers, one target:
 //  - clang with -fsanitize=fuzzer: libFuzzer calls LLVMFuzzerTestOneInput (coverage-guided).
@@ -8,22 +8,39 @@
 //      aigc_fuzz_http [EXECUTIONS] [SEED]     (prints executions, distinct statuses, executions/s)
 #include <omp.h>
 #include <sanitizer/common_interface_defs.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "aigc/checkpoint.h"
+#include "aigc/gan_trainer.h"
+#include "aigc/image_model.h"
 #include "aigc/tokenizer.h"
 #include "server.h"
 
 using namespace aigc;
 
 namespace {
+
+// A conditional DCGAN trained for one step on Fashion-MNIST (about a second), so that the image route's body
+// handling and generation are fuzzed too.
+std::unique_ptr<ImageModel> tiny_image_model() {
+  const auto dir = std::filesystem::temp_directory_path() / ("aigc_fuzz_gan_" + std::to_string(getpid()));
+  GanTrainOptions g;
+  g.conditional = true, g.steps = 1, g.batch_size = 4, g.out_dir = dir.string(), g.quiet = true;
+  g.model.nz = 8, g.model.ngf = 8, g.model.ndf = 8;
+  g.sample_interval = 1000;
+  auto image = ImageModel::load(train_dcgan(g).checkpoint);
+  std::filesystem::remove_all(dir);
+  return image;
+}
 
 serve::Server& server() {
   static serve::Server* s = [] {
@@ -39,7 +56,7 @@ serve::Server& server() {
     o.quiet = true, o.model_name = "tiny", o.parallel = 2, o.max_queue = 4, o.max_tokens_cap = 6;
     o.max_body_bytes = 8192, o.timeout_s = 10;
     o.cors_origin = std::string(1, '*');  // not = "*": GCC 12 raises a false -Wrestrict alarm on that
-    return new serve::Server(std::move(m), nullptr, o);
+    return new serve::Server(std::move(m), tiny_image_model(), o);
   }();
   return *s;
 }
@@ -122,7 +139,7 @@ std::string post(const std::string& path, const std::string& body) {
 }
 
 std::vector<std::string> seeds() {
-  const std::string chat = R"({"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"})"
+  const std::string chat = R"({"messages":[{"role":"system","content":"b"},{"role":"user","content":"hi"})"
                            R"(,{"role":"assistant","content":"ok"},{"role":"tool","content":"x"}])";
   return {
       post("/v1/completions", R"({"model":"tiny","prompt":"hello","max_tokens":4,"temperature":0})"),
@@ -150,7 +167,7 @@ std::vector<std::string> seeds() {
       "GET /runs HTTP/1.1\r\n\r\nGET /runs/abc/metrics HTTP/1.1\r\n\r\n",
       "GET / HTTP/1.1\r\nRange: bytes=0-10\r\n\r\n",
       "OPTIONS /v1/chat/completions HTTP/1.1\r\nOrigin: http://a\r\nAccess-Control-Request-Method: POST\r\n\r\n",
-      "POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"prompt\r\n0f\r\n\":\"a\",\"n\":1}  "
+      "POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{\"prompt\r\ne\r\n\":\"a\",\"n\":1}  "
       "\r\n0\r\n\r\n",
       "POST /v1/completions HTTP/1.1\r\nAuthorization: bearer k\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}",
   };
@@ -265,7 +282,8 @@ int main(int argc, char** argv) {
       const auto a = std::chrono::steady_clock::now();
       for (int k = 0; k < 50; k++)
         LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(pool[i].data()), pool[i].size());
-      std::fprintf(stderr, "seed %zu: %.3f ms\n", i,
+      const std::string first = server().answer_bytes(pool[i]).substr(0, 12);
+      std::fprintf(stderr, "seed %zu (%s): %.3f ms\n", i, first.c_str(),
                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count() / 50);
     }
   for (; done < executions; done++) {
