@@ -55,7 +55,9 @@ def main():
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ckpt = tmp + "/tiny/ckpt.safetensors"
     server = subprocess.Popen([aigc, "serve", "--ckpt", ckpt, "--port", "0", "--quiet", "--parallel", "4",
-                               "--max-body", "65536", "--timeout", "60"], stderr=subprocess.PIPE, text=True)
+                               "--max-body", "65536", "--timeout", "60",
+                               # room for every worker's n=3 at once: a 429 here would be a bug, not load
+                               "--max-queue", str(max(16, 3 * threads))], stderr=subprocess.PIPE, text=True)
     port = None
     for line in server.stderr:
         m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
