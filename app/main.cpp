@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
   train->add_option("--nz", gopt_gan.model.nz, "GAN: latent size")->capture_default_str();
   train->add_option("--ngf", gopt_gan.model.ngf, "GAN: generator width")->capture_default_str();
   train->add_option("--ndf", gopt_gan.model.ndf, "GAN: discriminator width")->capture_default_str();
-  train->add_option("--sample-interval", gopt_gan.sample_interval, "GAN, diffusion: write a sample grid every N steps")
+  train->add_option("--sample-interval", gopt_gan.sample_interval, "Write samples every N steps: an image grid (GAN, diffusion) or 200 tokens of text (GPT, off by default)")
       ->capture_default_str();
   train->add_flag("--hflip", gopt_gan.hflip, "GAN, diffusion: random horizontal flips of the training images");
   DiffusionTrainOptions dopt;
@@ -301,6 +301,8 @@ int main(int argc, char** argv) {
       if (train->count("--lr")) gopt_gan.lr = topt.optim.lr;
       if (train->count("--out")) gopt_gan.out_dir = topt.out_dir;
       if (train->count("--log-interval")) gopt_gan.log_interval = topt.log_interval;
+      if (train->count("--grad-clip")) gopt_gan.grad_clip = float(topt.grad_clip);
+      gopt_gan.grad_accum = topt.grad_accum;
       gopt_gan.stop_after = topt.stop_after, gopt_gan.seed = topt.seed, gopt_gan.resume = topt.resume;
       GanTrainResult r = train_dcgan(gopt_gan);
       std::fprintf(stderr, "done: %lld steps, D loss %.4f, G loss %.4f, checkpoint %s\n", (long long)r.steps_done,
@@ -316,6 +318,7 @@ int main(int argc, char** argv) {
       if (train->count("--log-interval")) dopt.log_interval = topt.log_interval;
       if (train->count("--sample-interval")) dopt.sample_interval = gopt_gan.sample_interval;
       if (train->count("--dropout")) dopt.model.dropout = over.dropout;
+      dopt.grad_accum = topt.grad_accum;
       if (!ch_mult.empty()) dopt.model.ch_mult = ch_mult;
       if (train->count("--attn-res")) dopt.model.attn_resolutions = attn_res;
       dopt.conditional = gopt_gan.conditional, dopt.hflip = gopt_gan.hflip;
@@ -353,6 +356,7 @@ int main(int argc, char** argv) {
       if (over.block_size) c.block_size = over.block_size;
       if (over.dropout >= 0) c.dropout = over.dropout;
       topt.model = c;
+      if (train->count("--sample-interval")) topt.sample_interval = gopt_gan.sample_interval;
       TrainResult r = train_gpt(topt);
       std::fprintf(stderr, "done: %lld steps, last val loss %.4f, checkpoint %s\n", (long long)r.steps_done,
                    r.last_val_loss, r.checkpoint.c_str());

@@ -1,5 +1,6 @@
-// DDPM training on an image dataset (L_simple, see diffusion.h) with an EMA of the weights for sampling,
-// progress, sample grids, checkpoints and exact resume; and loading a trained model for sampling.
+// DDPM training on an image dataset (L_simple, see diffusion.h) with an EMA of the weights for sampling, run by
+// the shared training loop (progress, sample grids, checkpoints, exact resume). Loading a trained model is the
+// model's (models/ddpm.h).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -7,8 +8,11 @@
 #include <vector>
 
 #include "aigc/diffusion.h"
+#include "aigc/checkpoint_kind.h"
+#include "aigc/models/ddpm.h"
 #include "aigc/models/unet.h"
 #include "aigc/rng.h"
+#include "aigc/train_loop.h"
 
 namespace aigc {
 
@@ -22,6 +26,8 @@ struct DiffusionTrainOptions {
   int64_t batch_size = 64;
   int64_t steps = 4000;
   int64_t stop_after = 0;  // stop (and save) after this step; 0 = run to `steps`
+  int64_t grad_accum = 1;  // micro-batches per update
+  int max_bad_steps = 5;   // consecutive non-finite updates before the run stops
   float lr = 2e-4f;
   int64_t warmup = 200;      // linear learning-rate warmup steps
   float grad_clip = 1.0f;    // max global gradient norm (0 = off)
@@ -33,6 +39,9 @@ struct DiffusionTrainOptions {
   uint64_t seed = 1337;
   bool resume = false;
   bool quiet = false;
+  int rank = 0, world = 1;  // data-parallel shard of the batches this process trains on
+
+  LoopOptions loop() const;
 };
 
 struct DiffusionTrainResult {
@@ -41,23 +50,11 @@ struct DiffusionTrainResult {
   std::string checkpoint;
 };
 
-DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt);
+DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt, const GradHook& hook = {});
 
 // The generator train_diffusion draws timesteps, noise and dropped labels from (see draw_training_noise), given
 // its --seed; the U-Net's initial weights come from UNet(config, seed) and the batches from ImageLoader(data,
 // batch, seed, hflip). bench/diffusion_streams.cpp writes these streams out for PyTorch's twin.
 Rng diffusion_noise_rng(uint64_t seed);
-
-// A trained model: the U-Net with its EMA weights (or the raw ones with ema = false), its schedule, and the
-// class names it was trained on (empty if unconditional).
-struct LoadedDiffusion {
-  std::unique_ptr<UNet> net;
-  NoiseSchedule schedule;
-  std::vector<std::string> class_names;
-};
-LoadedDiffusion load_diffusion(const std::string& path, bool ema = true);
-
-// The kind of model a checkpoint holds: "dcgan", "ddpm", "gpt" or "" when unknown.
-std::string checkpoint_kind(const std::string& path);
 
 }  // namespace aigc

@@ -1,13 +1,15 @@
-// DCGAN training: the alternating min-max game on an image dataset, with progress, sample grids, checkpoints
-// and exact resume; and loading a trained generator for sampling.
+// DCGAN training: the alternating min-max game on an image dataset, run by the shared training loop (progress,
+// sample grids, checkpoints, exact resume). Loading a trained generator is the model's (models/dcgan.h).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "aigc/models/dcgan.h"
 #include "aigc/rng.h"
+#include "aigc/train_loop.h"
 
 namespace aigc {
 
@@ -18,6 +20,9 @@ struct GanTrainOptions {
   int64_t batch_size = 64;
   int64_t steps = 2000;    // one step = one D update + one G update
   int64_t stop_after = 0;  // stop (and save) after this step; 0 = run to `steps`
+  int64_t grad_accum = 1;  // micro-batches per update (each network's gradients summed over them)
+  float grad_clip = 0;     // max global gradient norm per network (0 = off, as in the DCGAN paper)
+  int max_bad_steps = 5;   // consecutive non-finite updates before the run stops
   float lr = 2e-4f, beta1 = 0.5f, beta2 = 0.999f;
   // "nonsaturating": G minimizes -log D(G(z)) (strong gradients while D still wins easily);
   // "minimax": G minimizes log(1 - D(G(z))), the game exactly as written.
@@ -28,6 +33,9 @@ struct GanTrainOptions {
   uint64_t seed = 1337;
   bool resume = false;
   bool quiet = false;
+  int rank = 0, world = 1;  // data-parallel shard of the batches this process trains on
+
+  LoopOptions loop() const;
 };
 
 struct GanTrainResult {
@@ -36,7 +44,7 @@ struct GanTrainResult {
   std::string checkpoint;
 };
 
-GanTrainResult train_dcgan(const GanTrainOptions& opt);
+GanTrainResult train_dcgan(const GanTrainOptions& opt, const GradHook& hook = {});
 
 // The random streams a training run from `seed` draws, besides the batch order (ImageLoader(data, B, seed)):
 // the initial weights, and the noise generator that yields z_d then z_g for every step. Shared with
@@ -44,22 +52,26 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt);
 void init_gan(Generator& g, Discriminator& d, uint64_t seed);
 Rng gan_noise_rng(uint64_t seed);
 
-// One step of the game, as train_dcgan runs it: D learns on `real` and on G(z_d) (both with `labels`), then G
-// learns through D on G(z_g). loss is "nonsaturating" or "minimax". Returns both losses (minimax: the value of
-// log(1 - D(G(z))) G minimizes) and D's logits on the real and generated batches.
+// One update of the game, as train_dcgan runs it: D learns on each micro-batch's `real` and G(z_d) (with its
+// `labels`), gradients summed over the micro-batches, then G learns through D on G(z_g) likewise. loss is
+// "nonsaturating" or "minimax". `apply` makes each network's update (the loop's policy). Returns the mean losses
+// (minimax: the value of log(1 - D(G(z))) G minimizes), D's mean sigmoid outputs on real (d_x) and generated
+// (d_g_z) images, and D's logits on the last micro-batch's real and generated images.
+struct GanBatch {
+  Tensor real, labels, z_d, z_g;
+};
 struct GanStep {
   float loss_d = 0, loss_g = 0;
+  double d_x = 0, d_g_z = 0;
   Tensor d_real, d_fake;
 };
 class Optimizer;
+class ParamStore;
+using ApplyFn = std::function<bool(ParamStore&, Optimizer&, double loss)>;
+GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const std::vector<GanBatch>& micro,
+                   const std::string& loss, const ApplyFn& apply);
+// One batch, each optimizer stepped at `lr` unconditionally (what the parity tests compare with PyTorch).
 GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real, const Tensor& labels,
                  const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr);
-
-// The generator of a DCGAN checkpoint, with the class names it was trained on (empty if unconditional).
-struct LoadedGenerator {
-  std::unique_ptr<Generator> g;
-  std::vector<std::string> class_names;
-};
-LoadedGenerator load_generator(const std::string& path);
 
 }  // namespace aigc

@@ -42,20 +42,24 @@ ImageSet load_image_dataset(const std::string& dir_or_name, const std::string& s
 const std::vector<std::string>& fashion_mnist_classes();
 
 // Deterministic shuffled minibatches: images as floats in [-1, 1], (B, C, H, W), with their labels (all 0 when the
-// set is unlabeled: to a class-conditional generator it is then one class).
+// set is unlabeled: to a class-conditional generator it is then one class). Each epoch is a permutation drawn
+// from (seed, epoch); batch k of rank r of `world` takes entries (k * world + r) * B ... + B - 1 of it, so ranks
+// never overlap, together they see what one process with batch B * world sees, and `position` alone resumes.
 class ImageLoader {
  public:
-  ImageLoader(const ImageSet& data, int64_t batch_size, uint64_t seed, bool hflip = false);
+  ImageLoader(const ImageSet& data, int64_t batch_size, uint64_t seed, bool hflip = false, int rank = 0,
+              int world = 1);
   void next(Tensor& images, std::vector<int32_t>& labels);  // images is (B, C, H, W) f32
   int64_t position() const { return position_; }
   void set_position(int64_t p) { position_ = p; }
-  int64_t batches_per_epoch() const { return int64_t(order_.size()) / batch_; }
+  int64_t batches_per_epoch() const { return int64_t(order_.size()) / (batch_ * world_); }
 
  private:
   const ImageSet& data_;
   int64_t batch_;
   uint64_t seed_;
   bool hflip_;
+  int rank_, world_;
   std::vector<int64_t> order_;
   int64_t order_epoch_ = -1;  // the epoch order_ was drawn for
   int64_t position_ = 0;      // batches taken so far

@@ -7,6 +7,7 @@
 
 #include "aigc/models/gpt.h"
 #include "aigc/optim.h"
+#include "aigc/train_loop.h"
 
 namespace aigc {
 
@@ -24,6 +25,7 @@ struct TrainOptions {
   int64_t warmup = 50;
   double grad_clip = 1.0;               // global-norm clipping; 0 disables
   int64_t eval_interval = 100;          // validate (and checkpoint) every N steps, and at the end
+  int64_t sample_interval = 0;          // write samples/step_N.txt (200 tokens) every N steps; 0 = never
   int64_t eval_batches = 10;
   int64_t log_interval = 10;
   double val_fraction = 0.1;
@@ -32,6 +34,9 @@ struct TrainOptions {
   bool resume = false;                  // continue from out_dir/ckpt.safetensors
   int max_bad_steps = 5;                // consecutive non-finite steps before giving up
   bool quiet = false;
+  int rank = 0, world = 1;              // data-parallel shard of the batches this process trains on
+
+  LoopOptions loop() const;             // the options the shared training loop takes from these
 };
 
 struct TrainResult {
@@ -42,6 +47,6 @@ struct TrainResult {
   std::string checkpoint;
 };
 
-TrainResult train_gpt(const TrainOptions& opt);
+TrainResult train_gpt(const TrainOptions& opt, const GradHook& hook = {});
 
 }  // namespace aigc

@@ -1,4 +1,5 @@
 #include "aigc/checkpoint.h"
+#include "aigc/checkpoint_kind.h"
 
 #include <cstring>
 #include <filesystem>
@@ -168,6 +169,20 @@ void load_optimizer_state(const std::string& path, GPT& model, Optimizer& optimi
   st.read_f32_into("optim.m", optimizer.m().f32(), {n});
   if (optimizer.v().defined()) st.read_f32_into("optim.v", optimizer.v().f32(), {n});
   optimizer.set_steps(oj.value("steps", int64_t(0)));
+}
+
+}  // namespace aigc
+
+namespace aigc {
+
+std::string checkpoint_kind(const std::string& path) {
+  SafeTensorsReader st(path);
+  auto it = st.metadata().find("format");
+  if (it == st.metadata().end()) return "";
+  if (it->second == "aigc-ddpm-1") return "ddpm";
+  if (it->second == "aigc-dcgan-1") return "dcgan";
+  if (it->second == "aigc-gpt-1") return "gpt";
+  return "";
 }
 
 }  // namespace aigc

@@ -96,6 +96,8 @@ std::vector<std::string> resolve_corpus(const std::vector<std::string>& data) {
 
 TokenLoader::TokenLoader(std::vector<int32_t> tokens, int64_t B, int64_t T, uint64_t seed, int rank, int world)
     : tokens_(std::move(tokens)), B_(B), T_(T), rank_(rank), world_(world) {
+  AIGC_CHECK(world >= 1 && rank >= 0 && rank < world,
+             "rank " + std::to_string(rank) + " is outside a world of " + std::to_string(world) + " processes");
   n_windows_ = (int64_t(tokens_.size()) - 1) / T_;
   AIGC_CHECK(n_windows_ >= 1, "the text has " + std::to_string(tokens_.size()) + " tokens; at least " +
                                   std::to_string(T_ + 1) + " are needed for context length " + std::to_string(T_));

@@ -4,9 +4,9 @@
 #include <cctype>
 
 #include "aigc/autograd.h"
-#include "aigc/diffusion_trainer.h"
+#include "aigc/checkpoint_kind.h"
 #include "aigc/error.h"
-#include "aigc/gan_trainer.h"
+#include "aigc/models/ddpm.h"
 #include "aigc/models/dcgan.h"
 #include "aigc/models/unet.h"
 #include "aigc/rng.h"

@@ -1,13 +1,12 @@
-// The DDPM training loop: each step draws a batch, noises it at random timesteps, and moves the U-Net toward
-// predicting the noise (L_simple); an EMA of the weights is kept for sampling. Checkpoints hold the weights,
-// their EMA, Adam's state and the data/generator positions, so --resume continues exactly.
+// DDPM training as a TrainTask: each update draws batches, noises them at random timesteps, and moves the U-Net
+// toward predicting the noise (L_simple); an EMA of the weights, kept after every applied update, is what
+// sampling uses. Checkpoints hold the weights, their EMA, Adam's state and the data/generator positions.
 #include "aigc/diffusion_trainer.h"
 
-#include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "aigc/autograd.h"
@@ -15,77 +14,134 @@
 #include "aigc/error.h"
 #include "aigc/image_data.h"
 #include "aigc/image_io.h"
-#include "aigc/interrupt.h"
 #include "aigc/optim.h"
-#include "aigc/rng.h"
-#include "aigc/safetensors.h"
 
 namespace aigc {
 
-namespace fs = std::filesystem;
-
 namespace {
 
-constexpr const char* kFormat = "aigc-ddpm-1";
+class DiffusionTask : public TrainTask {
+ public:
+  DiffusionTask(const DiffusionTrainOptions& opt, const ImageSet& data, const UNetConfig& cfg,
+                const NoiseSchedule& sched)
+      : opt_(opt), data_(data), cfg_(cfg), sched_(sched), net_(cfg, opt.seed),
+        loader_(data, opt.batch_size, opt.seed, opt.hflip, opt.rank, opt.world), rng_(diffusion_noise_rng(opt.seed)) {
+    const int64_t n = net_.params().numel();
+    OptimConfig oc;
+    oc.name = "adam", oc.lr = opt.lr, oc.beta1 = 0.9f, oc.beta2 = 0.999f, oc.weight_decay = 0.0f;
+    adam_ = std::make_unique<Optimizer>(net_.params(), oc);
+    ema_ = Tensor::empty({n});
+    std::copy(net_.params().data(), net_.params().data() + n, ema_.f32());
+    if (opt.resume) {
+      const std::string ckpt = RunDir(opt.out_dir).checkpoint();
+      nlohmann::json state = nlohmann::json::parse(load_ddpm(ckpt, net_, ema_, *adam_), nullptr, false);
+      AIGC_CHECK(state.is_object() && state.contains("step") && state.contains("position") && state.contains("rng"),
+                 "'" + ckpt + "': aigc.train_state is damaged");
+      start_ = state["step"].get<int64_t>();
+      adam_->set_steps(start_);
+      loader_.set_position(state["position"].get<int64_t>());
+      rng_.set_state(state["rng"].get<std::string>());
+    }
+    if (cfg.n_classes) class_names_ = data.class_names;
+  }
 
-const std::string& meta(const SafeTensorsReader& st, const std::string& key) {
-  auto it = st.metadata().find(key);
-  AIGC_CHECK(it != st.metadata().end(), "'" + st.path() + "': missing metadata field '" + key + "'");
-  return it->second;
-}
+  std::string describe() {
+    return "ddpm: U-Net " + std::to_string(net_.params().numel()) + " parameters; " + std::to_string(data_.n) +
+           " training images " + std::to_string(data_.channels) + "x" + std::to_string(data_.height) + "x" +
+           std::to_string(data_.width) + (cfg_.n_classes ? ", class-conditional" : "") + "; " + sched_.kind +
+           " schedule, T = " + std::to_string(sched_.T()) + "; batch " + std::to_string(opt_.batch_size);
+  }
 
-NoiseSchedule schedule_of(const SafeTensorsReader& st) {
-  nlohmann::json j = nlohmann::json::parse(meta(st, "aigc.schedule"), nullptr, false);
-  AIGC_CHECK(
-      j.is_object() && j.contains("kind") && j["kind"].is_string() && j.contains("T") && j["T"].is_number_integer(),
-      "'" + st.path() + "': aigc.schedule must be {\"kind\": string, \"T\": integer}");
-  return NoiseSchedule::make(j["kind"].get<std::string>(), j["T"].get<int64_t>());
-}
+  int64_t start_step() const override { return start_; }
+  std::string unit() const override { return "images"; }
+  int64_t units_per_update() const override { return opt_.batch_size * opt_.grad_accum; }
+  std::string config_json() const override {
+    return nlohmann::json{{"family", "ddpm"},
+                          {"data", opt_.data},
+                          {"model", nlohmann::json::parse(cfg_.to_json())},
+                          {"schedule", sched_.kind},
+                          {"timesteps", sched_.T()},
+                          {"batch_size", opt_.batch_size},
+                          {"p_uncond", opt_.p_uncond},
+                          {"ema_decay", opt_.ema_decay},
+                          {"hflip", opt_.hflip},
+                          {"seed", opt_.seed}}
+        .dump();
+  }
 
-std::vector<std::string> classes_of(const SafeTensorsReader& st) {
-  auto it = st.metadata().find("aigc.classes");
-  if (it == st.metadata().end()) return {};
-  nlohmann::json j = nlohmann::json::parse(it->second, nullptr, false);
-  AIGC_CHECK(j.is_array(), "'" + st.path() + "': aigc.classes must be a list of names");
-  std::vector<std::string> out;
-  for (auto& v : j) out.push_back(v.is_string() ? v.get<std::string>() : "");
-  return out;
-}
+  StepValues update(StepContext& ctx) override {
+    net_.params().zero_grad();
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < ctx.micro_batches; micro++) {
+      Tensor x0;
+      std::vector<int32_t> lab;
+      loader_.next(x0, lab);
+      Tensor labels = cfg_.n_classes ? Tensor::from_ints(lab, {opt_.batch_size}) : Tensor();
+      Tensor loss = diffusion_loss(net_, sched_, x0, labels, rng_, cfg_.n_classes ? opt_.p_uncond : 0.0f,
+                                   uint64_t(ctx.step * ctx.micro_batches + micro));
+      backward(loss, 1.0f / float(ctx.micro_batches));
+      loss_sum += loss.item();
+    }
+    const double loss = loss_sum / double(ctx.micro_batches);
+    if (ctx.apply(net_.params(), *adam_, loss)) {
+      const float decay = std::min(opt_.ema_decay, float(2 + ctx.step) / float(11 + ctx.step));
+      cpu_backend().ema_update(ema_.f32(), net_.params().data(), net_.params().numel(), decay);
+    }
+    StepValues v;
+    v.add("loss", float(loss));
+    return v;
+  }
 
-// Copies the EMA buffer into a model's parameters (for sampling the progress grids).
-void load_flat(UNet& net, const Tensor& flat) { std::copy(flat.f32(), flat.f32() + flat.numel(), net.params().data()); }
+  // Progress grids: DDIM from the same noise (and classes cycling 0-9) every time, with the EMA weights.
+  std::string sample(const RunDir& run, int64_t step) override {
+    if (!sampler_) sampler_ = std::make_unique<UNet>(cfg_);
+    std::copy(ema_.f32(), ema_.f32() + ema_.numel(), sampler_->params().data());
+    std::vector<int32_t> lab(64);
+    for (int i = 0; i < 64; i++) lab[size_t(i)] = cfg_.n_classes ? int32_t(i % cfg_.n_classes) : 0;
+    SamplerOptions so;
+    so.steps = std::min(opt_.sample_steps, sched_.T());
+    Rng grid_rng(opt_.seed + 99);
+    Tensor x = diffusion_sample(*sampler_, sched_, 64, cfg_.n_classes ? Tensor::from_ints(lab, {64}) : Tensor(), so,
+                                grid_rng);
+    const std::string path = run.sample(step, "png");
+    save_image_grid(path, x, 8);
+    return path;
+  }
+
+  void save(const RunDir& run, int64_t step) override {
+    nlohmann::json st = {{"step", step}, {"position", loader_.position()}, {"rng", rng_.state()}};
+    save_ddpm(run.checkpoint(), net_, ema_, adam_.get(), sched_, class_names_, st.dump());
+  }
+
+ private:
+  const DiffusionTrainOptions& opt_;
+  const ImageSet& data_;
+  UNetConfig cfg_;
+  NoiseSchedule sched_;
+  UNet net_;
+  std::unique_ptr<UNet> sampler_;
+  std::unique_ptr<Optimizer> adam_;
+  Tensor ema_;
+  ImageLoader loader_;
+  Rng rng_;
+  int64_t start_ = 0;
+  std::vector<std::string> class_names_;
+};
 
 }  // namespace
 
-std::string checkpoint_kind(const std::string& path) {
-  SafeTensorsReader st(path);
-  auto it = st.metadata().find("format");
-  if (it == st.metadata().end()) return "";
-  if (it->second == kFormat) return "ddpm";
-  if (it->second == "aigc-dcgan-1") return "dcgan";
-  if (it->second == "aigc-gpt-1") return "gpt";
-  return "";
-}
-
-LoadedDiffusion load_diffusion(const std::string& path, bool ema) {
-  SafeTensorsReader st(path);
-  AIGC_CHECK(meta(st, "format") == kFormat, "'" + path + "' is not a diffusion checkpoint (format \"" +
-                                                meta(st, "format") + "\", expected \"" + kFormat + "\")");
-  LoadedDiffusion out;
-  out.net = std::make_unique<UNet>(UNetConfig::from_json(meta(st, "aigc.config")));
-  const int64_t n = out.net->params().numel();
-  st.read_f32_into(ema ? "ema" : "model", out.net->params().data(), {n});
-  out.schedule = schedule_of(st);
-  out.class_names = classes_of(st);
-  return out;
-}
-
 Rng diffusion_noise_rng(uint64_t seed) { return Rng(seed ^ 0x3c6ef372fe94f82bULL); }
 
-DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt) {
-  auto log = [&](const std::string& s) {
-    if (!opt.quiet) std::fprintf(stderr, "%s\n", s.c_str());
-  };
+LoopOptions DiffusionTrainOptions::loop() const {
+  LoopOptions l;
+  l.steps = steps, l.stop_after = stop_after, l.grad_accum = grad_accum;
+  l.lr = lr, l.lr_schedule = "constant", l.warmup = warmup, l.grad_clip = grad_clip, l.max_bad_steps = max_bad_steps;
+  l.log_interval = log_interval, l.sample_interval = sample_interval, l.ckpt_interval = ckpt_interval;
+  l.out_dir = out_dir, l.resume = resume, l.quiet = quiet;
+  return l;
+}
+
+DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt, const GradHook& hook) {
   const ImageSet data = load_image_dataset(opt.data, "train");
   AIGC_CHECK(data.width == data.height, "diffusion needs square images; '" + opt.data + "' has " +
                                             std::to_string(data.height) + "x" + std::to_string(data.width));
@@ -95,125 +151,27 @@ DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt) {
   cfg.image_size = data.height, cfg.channels = data.channels;
   cfg.n_classes = opt.conditional ? int64_t(std::max<size_t>(data.class_names.size(), 1)) : 0;
   NoiseSchedule sched = NoiseSchedule::make(opt.schedule, opt.timesteps);
-  const std::string ckpt = (fs::path(opt.out_dir) / "ckpt.safetensors").string();
-  nlohmann::json state = {{"step", 0}, {"position", 0}, {"rng", ""}};
   if (opt.resume) {
-    AIGC_CHECK(fs::exists(ckpt), "--resume: no checkpoint at '" + ckpt + "'");
-    SafeTensorsReader st(ckpt);
-    cfg = UNetConfig::from_json(meta(st, "aigc.config"));
-    sched = schedule_of(st);
+    const std::string ckpt = RunDir(opt.out_dir).checkpoint();
+    AIGC_CHECK(std::filesystem::exists(ckpt), "--resume: no checkpoint at '" + ckpt + "'");
+    cfg = ddpm_config_of(ckpt);
+    sched = ddpm_schedule_of(ckpt);
   }
-  UNet net(cfg, opt.seed);
-  const int64_t n = net.params().numel();
-  OptimConfig oc;
-  oc.name = "adam", oc.lr = opt.lr, oc.beta1 = 0.9f, oc.beta2 = 0.999f, oc.weight_decay = 0.0f;
-  Optimizer adam(net.params(), oc);
-  Tensor ema = Tensor::empty({n});
-  std::copy(net.params().data(), net.params().data() + n, ema.f32());
-  ImageLoader loader(data, opt.batch_size, opt.seed, opt.hflip);
-  Rng rng = diffusion_noise_rng(opt.seed);
-  if (opt.resume) {
-    SafeTensorsReader st(ckpt);
-    st.read_f32_into("model", net.params().data(), {n});
-    st.read_f32_into("ema", ema.f32(), {n});
-    st.read_f32_into("optim.m", adam.m().f32(), {n});
-    st.read_f32_into("optim.v", adam.v().f32(), {n});
-    state = nlohmann::json::parse(meta(st, "aigc.train_state"), nullptr, false);
-    AIGC_CHECK(state.is_object() && state.contains("step") && state.contains("position") && state.contains("rng"),
-               "'" + ckpt + "': aigc.train_state is damaged");
-    adam.set_steps(state["step"].get<int64_t>());
-    loader.set_position(state["position"].get<int64_t>());
-    rng.set_state(state["rng"].get<std::string>());
-  }
-  int64_t step = state["step"].get<int64_t>();
-  const int64_t last = opt.stop_after > 0 ? std::min(opt.stop_after, opt.steps) : opt.steps, B = opt.batch_size;
-  fs::create_directories(fs::path(opt.out_dir) / "samples");
-  std::ofstream metrics(fs::path(opt.out_dir) / "metrics.jsonl", opt.resume ? std::ios::app : std::ios::trunc);
-  log("ddpm: U-Net " + std::to_string(n) + " parameters; " + std::to_string(data.n) + " training images " +
-      std::to_string(data.channels) + "x" + std::to_string(data.height) + "x" + std::to_string(data.width) +
-      (cfg.n_classes ? ", class-conditional" : "") + "; " + sched.kind + " schedule, T = " + std::to_string(sched.T()) +
-      "; batch " + std::to_string(B));
-
-  const std::vector<std::string> names = cfg.n_classes ? data.class_names : std::vector<std::string>{};
-  auto save = [&](int64_t s) {
-    nlohmann::json st = {{"step", s}, {"position", loader.position()}, {"rng", rng.state()}};
-    std::vector<StTensorOut> ts = {{"model", StDType::F32, {n}, net.params().data(), size_t(n) * 4},
-                                   {"ema", StDType::F32, {n}, ema.f32(), size_t(n) * 4},
-                                   {"optim.m", StDType::F32, {n}, adam.m().f32(), size_t(n) * 4},
-                                   {"optim.v", StDType::F32, {n}, adam.v().f32(), size_t(n) * 4}};
-    write_safetensors(ckpt, ts,
-                      {{"format", kFormat},
-                       {"aigc.config", cfg.to_json()},
-                       {"aigc.schedule", nlohmann::json{{"kind", sched.kind}, {"T", sched.T()}}.dump()},
-                       {"aigc.train_state", st.dump()},
-                       {"aigc.classes", nlohmann::json(names).dump()}});
-  };
-  // Progress grids: DDIM from the same noise (and classes cycling 0-9) every time, with the EMA weights.
-  UNet sampler(cfg);
-  auto sample_grid = [&](int64_t s) {
-    load_flat(sampler, ema);
-    std::vector<int32_t> lab(64);
-    for (int i = 0; i < 64; i++) lab[size_t(i)] = cfg.n_classes ? int32_t(i % cfg.n_classes) : 0;
-    SamplerOptions so;
-    so.steps = std::min(opt.sample_steps, sched.T());
-    Rng grid_rng(opt.seed + 99);
-    Tensor x =
-        diffusion_sample(sampler, sched, 64, cfg.n_classes ? Tensor::from_ints(lab, {64}) : Tensor(), so, grid_rng);
-    std::string path = (fs::path(opt.out_dir) / "samples" / ("step_" + std::to_string(s) + ".png")).string();
-    save_image_grid(path, x, 8);
-    return path;
-  };
-
-  SigintGuard interrupt;
+  DiffusionTask task(opt, data, cfg, sched);
+  if (!opt.quiet) std::fprintf(stderr, "%s\n", task.describe().c_str());
+  LoopOptions lo = opt.loop();
+  lo.grad_hook = hook;
+  LoopResult r = run_training(task, lo);
   DiffusionTrainResult res;
-  double loss_sum = 0;
-  int64_t loss_count = 0;
-  auto t0 = std::chrono::steady_clock::now();
-  const int64_t first = step;
-  while (step < last && !interrupt.requested()) {
-    Tensor x0;
-    std::vector<int32_t> lab;
-    loader.next(x0, lab);
-    net.params().zero_grad();
-    Tensor loss = diffusion_loss(net, sched, x0, cfg.n_classes ? Tensor::from_ints(lab, {B}) : Tensor(), rng,
-                                 cfg.n_classes ? opt.p_uncond : 0.0f, uint64_t(step));
-    backward(loss);
-    const double gnorm = clip_grad_norm(net.params(), opt.grad_clip);
-    const float lr = lr_at("constant", step, opt.lr, opt.lr, opt.warmup, opt.steps);
-    adam.step(lr);
-    step++;
-    const float decay = std::min(opt.ema_decay, float(1 + step) / float(10 + step));
-    cpu_backend().ema_update(ema.f32(), net.params().data(), n, decay);
-
-    const float l = loss.item();
-    AIGC_CHECK(std::isfinite(l),
-               "training diverged at step " + std::to_string(step) + " (the loss is not finite); try a lower --lr");
-    if (step == first + 1) res.first_loss = l;
-    loss_sum += l, loss_count++;
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double ips = double((step - first) * B) / secs;
-    metrics
-        << nlohmann::json{{"step", step}, {"loss", l}, {"grad_norm", gnorm}, {"lr", lr}, {"images_per_s", ips}}.dump()
-        << "\n";
-    if (step % opt.log_interval == 0 || step == last || step == first + 1) {
-      res.last_loss = float(loss_sum / double(loss_count));
-      char line[256];
-      std::snprintf(line, sizeof line,
-                    "step %6lld/%lld | loss %.4f | grad norm %.3f | lr %.2e | %.0f img/s | ETA %.0fs", (long long)step,
-                    (long long)last, res.last_loss, gnorm, lr, ips,
-                    double(last - step) * double(B) / std::max(ips, 1e-9));
-      log(line);
-      loss_sum = 0, loss_count = 0;
-    }
-    if (step % opt.sample_interval == 0) log("samples: " + sample_grid(step));
-    if (step % opt.ckpt_interval == 0 && step != last) save(step);
+  res.steps_done = r.steps_done, res.checkpoint = r.checkpoint;
+  if (!r.history.empty()) {
+    res.first_loss = float(r.history.front().get("loss"));
+    // The mean of the last log interval: the updates after the last multiple of log_interval before the end.
+    const int64_t end = r.steps_done, from = std::max(r.first_step, (end - 1) / opt.log_interval * opt.log_interval);
+    double sum = 0;
+    for (int64_t s = from; s < end; s++) sum += r.history[size_t(s - r.first_step)].get("loss");
+    res.last_loss = float(sum / double(end - from));
   }
-  metrics.flush();
-  if (loss_count) res.last_loss = float(loss_sum / double(loss_count));
-  save(step);
-  if (step % opt.sample_interval != 0 && step > first) log("samples: " + sample_grid(step));
-  log(std::string(interrupt.requested() ? "interrupted; " : "") + "saved " + ckpt);
-  res.steps_done = step, res.checkpoint = ckpt;
   return res;
 }
 

@@ -1,116 +1,184 @@
-// The DCGAN training loop. Each step: D learns on a real batch (target 1) and a generated batch (target 0,
-// generated without recording G's graph), then G learns through D on a fresh batch.
+// DCGAN training as a TrainTask. Each update: D learns on real batches (target 1) and generated ones (target 0,
+// generated without recording G's graph), then G learns through D on fresh noise: two optimizers, each applied
+// through the loop's policy.
 #include "aigc/gan_trainer.h"
 
-#include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "aigc/autograd.h"
 #include "aigc/error.h"
 #include "aigc/image_data.h"
 #include "aigc/image_io.h"
-#include "aigc/interrupt.h"
 #include "aigc/ops.h"
 #include "aigc/optim.h"
-#include "aigc/rng.h"
-#include "aigc/safetensors.h"
+#include "aigc/train_loop.h"
 
 namespace aigc {
 
-namespace fs = std::filesystem;
-
 namespace {
 
-// Every tensor of both networks and both optimizers, under one prefix per owner.
-void add_net(std::vector<StTensorOut>& out, const std::string& prefix, ConvNet& net, Optimizer* opt) {
-  for (const Param& p : net.params().params())
-    out.push_back({prefix + p.name, StDType::F32, p.value.shape(), p.value.f32(), size_t(p.value.numel()) * 4});
-  for (auto& [name, t] : net.buffers())
-    out.push_back({prefix + name, StDType::F32, t.shape(), t.f32(), size_t(t.numel()) * 4});
-  if (opt) {
-    const int64_t n = net.params().numel();
-    out.push_back({prefix + "optim.m", StDType::F32, {n}, opt->m().f32(), size_t(n) * 4});
-    out.push_back({prefix + "optim.v", StDType::F32, {n}, opt->v().f32(), size_t(n) * 4});
+double mean_sigmoid(const Tensor& t) {
+  double s = 0;
+  for (float v : t.to_vector()) s += 1.0 / (1.0 + std::exp(-double(v)));
+  return s / double(t.numel());
+}
+
+class GanTask : public TrainTask {
+ public:
+  GanTask(const GanTrainOptions& opt, const ImageSet& data, const DCGANConfig& cfg)
+      : opt_(opt), data_(data), cfg_(cfg), g_(cfg), d_(cfg), loader_(data, opt.batch_size, opt.seed, opt.hflip,
+                                                                       opt.rank, opt.world),
+        rng_(gan_noise_rng(opt.seed)) {
+    init_gan(g_, d_, opt.seed);
+    OptimConfig oc;
+    oc.name = "adam", oc.lr = opt.lr, oc.beta1 = opt.beta1, oc.beta2 = opt.beta2, oc.weight_decay = 0.0f;
+    og_ = std::make_unique<Optimizer>(g_.params(), oc);
+    od_ = std::make_unique<Optimizer>(d_.params(), oc);
+    if (opt.resume) {
+      const std::string ckpt = RunDir(opt.out_dir).checkpoint();
+      nlohmann::json state = nlohmann::json::parse(load_dcgan(ckpt, g_, d_, *og_, *od_), nullptr, false);
+      AIGC_CHECK(state.is_object() && state.contains("step") && state.contains("position") && state.contains("rng"),
+                 "'" + ckpt + "': aigc.train_state is damaged");
+      start_ = state["step"].get<int64_t>();
+      og_->set_steps(start_), od_->set_steps(start_);
+      loader_.set_position(state["position"].get<int64_t>());
+      rng_.set_state(state["rng"].get<std::string>());
+    }
+    // A fixed noise batch (and fixed labels) shows progress on the same latent points in every sample grid.
+    Rng fixed_rng(opt.seed + 99);
+    fixed_z_ = randn({64, cfg.nz}, fixed_rng);
+    std::vector<int32_t> lab(64);
+    for (int i = 0; i < 64; i++) lab[size_t(i)] = cfg.n_classes ? int32_t(i % cfg.n_classes) : 0;
+    fixed_labels_ = Tensor::from_ints(lab, {64});
   }
-}
 
-void read_net(const SafeTensorsReader& st, const std::string& prefix, ConvNet& net, Optimizer* opt) {
-  for (const Param& p : net.params().params()) st.read_f32_into(prefix + p.name, p.value.f32(), p.value.shape());
-  for (auto& [name, t] : net.buffers()) st.read_f32_into(prefix + name, t.f32(), t.shape());
-  if (opt) {
-    const int64_t n = net.params().numel();
-    st.read_f32_into(prefix + "optim.m", opt->m().f32(), {n});
-    st.read_f32_into(prefix + "optim.v", opt->v().f32(), {n});
+  std::string describe() {
+    return "dcgan: G " + std::to_string(g_.params().numel()) + " + D " + std::to_string(d_.params().numel()) +
+           " parameters; " + std::to_string(data_.n) + " training images " + std::to_string(data_.channels) + "x" +
+           std::to_string(data_.height) + "x" + std::to_string(data_.width) +
+           (cfg_.n_classes ? ", class-conditional" : "") + "; batch " + std::to_string(opt_.batch_size) + ", " +
+           opt_.loss + " G loss";
   }
-}
 
-DCGANConfig config_of(const SafeTensorsReader& st) {
-  auto fmt = st.metadata().find("format");
-  AIGC_CHECK(fmt != st.metadata().end() && fmt->second == "aigc-dcgan-1",
-             "'" + st.path() + "' is not an aigc DCGAN checkpoint (metadata format must be aigc-dcgan-1)");
-  auto cfg = st.metadata().find("aigc.config");
-  AIGC_CHECK(cfg != st.metadata().end(), "'" + st.path() + "': metadata lacks aigc.config");
-  return DCGANConfig::from_json(cfg->second);
-}
+  int64_t start_step() const override { return start_; }
+  std::string unit() const override { return "images"; }
+  int64_t units_per_update() const override { return opt_.batch_size * opt_.grad_accum; }
+  std::string config_json() const override {
+    return nlohmann::json{{"family", "dcgan"},       {"data", opt_.data},   {"model", nlohmann::json::parse(cfg_.to_json())},
+                          {"batch_size", opt_.batch_size}, {"beta1", opt_.beta1}, {"beta2", opt_.beta2},
+                          {"loss", opt_.loss},       {"hflip", opt_.hflip}, {"seed", opt_.seed}}
+        .dump();
+  }
 
-std::vector<std::string> classes_of(const SafeTensorsReader& st) {
-  auto it = st.metadata().find("aigc.classes");
-  if (it == st.metadata().end()) return {};
-  return nlohmann::json::parse(it->second).get<std::vector<std::string>>();
-}
+  StepValues update(StepContext& ctx) override {
+    std::vector<GanBatch> micro(size_t(ctx.micro_batches));
+    for (GanBatch& b : micro) {
+      std::vector<int32_t> lab;
+      loader_.next(b.real, lab);
+      b.labels = Tensor::from_ints(lab, {opt_.batch_size});
+      b.z_d = randn({opt_.batch_size, cfg_.nz}, rng_), b.z_g = randn({opt_.batch_size, cfg_.nz}, rng_);
+    }
+    GanStep st = gan_update(g_, d_, *og_, *od_, micro, opt_.loss, [&](ParamStore& p, Optimizer& o, double loss) {
+      return ctx.apply(p, o, loss, &o == od_.get() ? "d" : "g");
+    });
+    StepValues v;
+    v.add("loss_d", st.loss_d), v.add("loss_g", st.loss_g), v.add("d_x", st.d_x), v.add("d_g_z", st.d_g_z);
+    return v;
+  }
+
+  std::string sample(const RunDir& run, int64_t step) override {
+    NoGradGuard ng;
+    const std::string path = run.sample(step, "png");
+    save_image_grid(path, g_.forward(fixed_z_, fixed_labels_, false), 8);
+    return path;
+  }
+
+  void save(const RunDir& run, int64_t step) override {
+    nlohmann::json st = {{"step", step}, {"position", loader_.position()}, {"rng", rng_.state()}};
+    save_dcgan(run.checkpoint(), g_, d_, og_.get(), od_.get(),
+               cfg_.n_classes ? data_.class_names : std::vector<std::string>{}, st.dump());
+  }
+
+ private:
+  const GanTrainOptions& opt_;
+  const ImageSet& data_;
+  DCGANConfig cfg_;
+  Generator g_;
+  Discriminator d_;
+  std::unique_ptr<Optimizer> og_, od_;
+  ImageLoader loader_;
+  Rng rng_;
+  int64_t start_ = 0;
+  Tensor fixed_z_, fixed_labels_;
+};
 
 }  // namespace
 
-LoadedGenerator load_generator(const std::string& path) {
-  SafeTensorsReader st(path);
-  LoadedGenerator out;
-  out.g = std::make_unique<Generator>(config_of(st));
-  read_net(st, "G.", *out.g, nullptr);
-  out.class_names = classes_of(st);
-  return out;
+GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const std::vector<GanBatch>& micro,
+                   const std::string& loss, const ApplyFn& apply) {
+  AIGC_CHECK(!micro.empty(), "a GAN update needs at least one batch");
+  const float scale = 1.0f / float(micro.size());
+  const int64_t B = micro.front().real.size(0);
+  Tensor ones = Tensor::empty({B}), zeros = Tensor::zeros({B});
+  init::constant(ones, 1.0f);
+  GanStep st;
+  // D: real batches (target 1) and generated ones (target 0, generated without recording G's graph).
+  d.params().zero_grad();
+  double loss_d = 0, dx = 0, dgz = 0;
+  for (const GanBatch& b : micro) {
+    Tensor fake;
+    {
+      NoGradGuard ng;
+      fake = g.forward(b.z_d, b.labels, true);
+    }
+    st.d_real = d.forward(b.real, b.labels, true), st.d_fake = d.forward(fake, b.labels, true);
+    Tensor l = ops::add(ops::bce_with_logits(st.d_real, ones), ops::bce_with_logits(st.d_fake, zeros));
+    backward(l, scale);
+    loss_d += l.item(), dx += mean_sigmoid(st.d_real), dgz += mean_sigmoid(st.d_fake);
+  }
+  st.loss_d = float(loss_d * scale), st.d_x = dx * scale, st.d_g_z = dgz * scale;
+  apply(d.params(), od, st.loss_d);
+  // G through D on fresh noise (D's gradients from it are discarded by the next zero_grad).
+  // minimax: minimize log(1 - D(G(z))) = -BCE(logits, 0); nonsaturating: minimize BCE(logits, 1).
+  g.params().zero_grad();
+  const bool minimax = loss == "minimax";
+  double loss_g = 0;
+  for (const GanBatch& b : micro) {
+    Tensor logits = d.forward(g.forward(b.z_g, b.labels, true), b.labels, true);
+    Tensor l = minimax ? ops::bce_with_logits(logits, zeros) : ops::bce_with_logits(logits, ones);
+    backward(l, minimax ? -scale : scale);
+    loss_g += minimax ? -l.item() : l.item();
+  }
+  st.loss_g = float(loss_g * scale);
+  apply(g.params(), og, st.loss_g);
+  return st;
 }
 
 GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real, const Tensor& labels,
                  const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr) {
-  const int64_t B = real.size(0);
-  Tensor ones = Tensor::empty({B}), zeros = Tensor::zeros({B});
-  init::constant(ones, 1.0f);
-  // D step: a real batch (target 1) and a generated one (target 0, generated without recording G's graph).
-  Tensor fake;
-  {
-    NoGradGuard ng;
-    fake = g.forward(z_d, labels, true);
-  }
-  d.params().zero_grad();
-  GanStep st;
-  st.d_real = d.forward(real, labels, true), st.d_fake = d.forward(fake, labels, true);
-  Tensor loss_d = ops::add(ops::bce_with_logits(st.d_real, ones), ops::bce_with_logits(st.d_fake, zeros));
-  backward(loss_d);
-  od.step(lr);
-  // G step through D on fresh noise (D's gradients from it are discarded by the next zero_grad).
-  g.params().zero_grad();
-  Tensor logits = d.forward(g.forward(z_g, labels, true), labels, true);
-  // minimax: minimize log(1 - D(G(z))) = -BCE(logits, 0); nonsaturating: minimize BCE(logits, 1).
-  Tensor loss_g = loss == "minimax" ? ops::bce_with_logits(logits, zeros) : ops::bce_with_logits(logits, ones);
-  backward(loss_g, loss == "minimax" ? -1.0f : 1.0f);
-  og.step(lr);
-  st.loss_d = loss_d.item(), st.loss_g = loss == "minimax" ? -loss_g.item() : loss_g.item();
-  return st;
+  return gan_update(g, d, og, od, {{real, labels, z_d, z_g}}, loss, [lr](ParamStore&, Optimizer& o, double) {
+    o.step(lr);
+    return true;
+  });
 }
 
 void init_gan(Generator& g, Discriminator& d, uint64_t seed) { g.init_weights(seed), d.init_weights(seed + 1); }
 
 Rng gan_noise_rng(uint64_t seed) { return Rng(seed ^ 0x6a09e667f3bcc909ULL); }
 
-GanTrainResult train_dcgan(const GanTrainOptions& opt) {
-  auto log = [&](const std::string& s) {
-    if (!opt.quiet) std::fprintf(stderr, "%s\n", s.c_str());
-  };
+LoopOptions GanTrainOptions::loop() const {
+  LoopOptions l;
+  l.steps = steps, l.stop_after = stop_after, l.grad_accum = grad_accum;
+  l.lr = lr, l.lr_schedule = "constant", l.warmup = 0, l.grad_clip = grad_clip, l.max_bad_steps = max_bad_steps;
+  l.log_interval = log_interval, l.sample_interval = sample_interval, l.ckpt_interval = ckpt_interval;
+  l.out_dir = out_dir, l.resume = resume, l.quiet = quiet;
+  return l;
+}
+
+GanTrainResult train_dcgan(const GanTrainOptions& opt, const GradHook& hook) {
   AIGC_CHECK(opt.loss == "nonsaturating" || opt.loss == "minimax", "--gan-loss must be nonsaturating or minimax");
   const ImageSet data = load_image_dataset(opt.data, "train");
   AIGC_CHECK((data.height == 28 || data.height == 32) && data.width == data.height,
@@ -120,111 +188,19 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt) {
   DCGANConfig cfg = opt.model;
   cfg.image_size = data.height, cfg.channels = data.channels;
   cfg.n_classes = opt.conditional ? int64_t(std::max<size_t>(data.class_names.size(), 1)) : 0;
-  const std::string ckpt = (fs::path(opt.out_dir) / "ckpt.safetensors").string();
-  nlohmann::json state = {{"step", 0}, {"position", 0}, {"rng", ""}};
   if (opt.resume) {
-    AIGC_CHECK(fs::exists(ckpt), "--resume: no checkpoint at '" + ckpt + "'");
-    cfg = config_of(SafeTensorsReader(ckpt));
+    const std::string ckpt = RunDir(opt.out_dir).checkpoint();
+    AIGC_CHECK(std::filesystem::exists(ckpt), "--resume: no checkpoint at '" + ckpt + "'");
+    cfg = dcgan_config_of(ckpt);
   }
-  Generator g(cfg);
-  Discriminator d(cfg);
-  init_gan(g, d, opt.seed);
-  OptimConfig oc;
-  oc.name = "adam", oc.lr = opt.lr, oc.beta1 = opt.beta1, oc.beta2 = opt.beta2, oc.weight_decay = 0.0f;
-  Optimizer og(g.params(), oc), od(d.params(), oc);
-  ImageLoader loader(data, opt.batch_size, opt.seed, opt.hflip);
-  Rng rng = gan_noise_rng(opt.seed);
-  if (opt.resume) {
-    SafeTensorsReader st(ckpt);
-    read_net(st, "G.", g, &og);
-    read_net(st, "D.", d, &od);
-    auto it = st.metadata().find("aigc.train_state");
-    AIGC_CHECK(it != st.metadata().end(), "'" + ckpt + "' holds no training state to resume from");
-    state = nlohmann::json::parse(it->second);
-    og.set_steps(state["step"].get<int64_t>()), od.set_steps(state["step"].get<int64_t>());
-    loader.set_position(state["position"].get<int64_t>());
-    rng.set_state(state["rng"].get<std::string>());
-  }
-  int64_t step = state["step"].get<int64_t>();
-  const int64_t last = opt.stop_after > 0 ? std::min(opt.stop_after, opt.steps) : opt.steps;
-  const int64_t B = opt.batch_size;
-  fs::create_directories(fs::path(opt.out_dir) / "samples");
-  std::ofstream metrics(fs::path(opt.out_dir) / "metrics.jsonl", opt.resume ? std::ios::app : std::ios::trunc);
-  log("dcgan: G " + std::to_string(g.params().numel()) + " + D " + std::to_string(d.params().numel()) +
-      " parameters; " + std::to_string(data.n) + " training images " + std::to_string(data.channels) + "x" +
-      std::to_string(data.height) + "x" + std::to_string(data.width) + (cfg.n_classes ? ", class-conditional" : "") +
-      "; batch " + std::to_string(B) + ", " + opt.loss + " G loss");
-
-  // A fixed noise batch (and fixed labels) shows progress on the same latent points in every sample grid.
-  Rng fixed_rng(opt.seed + 99);
-  Tensor fixed_z = randn({64, cfg.nz}, fixed_rng);
-  std::vector<int32_t> fixed_lab(64);
-  for (int i = 0; i < 64; i++) fixed_lab[size_t(i)] = cfg.n_classes ? int32_t(i % cfg.n_classes) : 0;
-  Tensor fixed_labels = Tensor::from_ints(fixed_lab, {64});
-
-  auto save = [&](int64_t s) {
-    nlohmann::json st = {{"step", s}, {"position", loader.position()}, {"rng", rng.state()}};
-    std::vector<StTensorOut> ts;
-    add_net(ts, "G.", g, &og);
-    add_net(ts, "D.", d, &od);
-    write_safetensors(
-        ckpt, ts,
-        {{"format", "aigc-dcgan-1"},
-         {"aigc.config", cfg.to_json()},
-         {"aigc.train_state", st.dump()},
-         {"aigc.classes", nlohmann::json(cfg.n_classes ? data.class_names : std::vector<std::string>{}).dump()}});
-  };
-  auto sample_grid = [&](int64_t s) {
-    NoGradGuard ng;
-    std::string path = (fs::path(opt.out_dir) / "samples" / ("step_" + std::to_string(s) + ".png")).string();
-    save_image_grid(path, g.forward(fixed_z, fixed_labels, false), 8);
-    return path;
-  };
-
-  SigintGuard interrupt;
+  GanTask task(opt, data, cfg);
+  if (!opt.quiet) std::fprintf(stderr, "%s\n", task.describe().c_str());
+  LoopOptions lo = opt.loop();
+  lo.grad_hook = hook;
+  LoopResult r = run_training(task, lo);
   GanTrainResult res;
-  auto t0 = std::chrono::steady_clock::now();
-  const int64_t first = step;
-  while (step < last && !interrupt.requested()) {
-    Tensor real;
-    std::vector<int32_t> lab;
-    loader.next(real, lab);
-    Tensor labels = Tensor::from_ints(lab, {B});
-    Tensor z_d = randn({B, cfg.nz}, rng), z_g = randn({B, cfg.nz}, rng);
-    GanStep st = gan_step(g, d, og, od, real, labels, z_d, z_g, opt.loss, opt.lr);
-    step++;
-
-    res.last_d_loss = st.loss_d, res.last_g_loss = st.loss_g;
-    AIGC_CHECK(std::isfinite(res.last_d_loss) && std::isfinite(res.last_g_loss),
-               "training diverged at step " + std::to_string(step) + " (a loss is not finite); try a lower --lr");
-    auto mean_sigmoid = [](const Tensor& t) {
-      double s = 0;
-      for (float v : t.to_vector()) s += 1.0 / (1.0 + std::exp(-double(v)));
-      return s / double(t.numel());
-    };
-    const double dx = mean_sigmoid(st.d_real), dgz = mean_sigmoid(st.d_fake);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double ips = double((step - first) * B) / secs;
-    metrics << nlohmann::json{{"step", step}, {"loss_d", res.last_d_loss}, {"loss_g", res.last_g_loss}, {"d_x", dx},
-                              {"d_g_z", dgz}, {"images_per_s", ips}}
-                   .dump()
-            << "\n";
-    if (step % opt.log_interval == 0 || step == last || step == first + 1) {
-      char line[256];
-      std::snprintf(line, sizeof line,
-                    "step %6lld/%lld | D %.4f | G %.4f | D(x) %.3f | D(G(z)) %.3f | %.0f img/s | ETA %.0fs",
-                    (long long)step, (long long)last, res.last_d_loss, res.last_g_loss, dx, dgz, ips,
-                    double(last - step) * B / std::max(ips, 1e-9));
-      log(line);
-    }
-    if (step % opt.sample_interval == 0) log("samples: " + sample_grid(step));
-    if (step % opt.ckpt_interval == 0 && step != last) save(step);
-  }
-  metrics.flush();
-  save(step);
-  if (step % opt.sample_interval != 0) log("samples: " + sample_grid(step));
-  log(std::string(interrupt.requested() ? "interrupted; " : "") + "saved " + ckpt);
-  res.steps_done = step, res.checkpoint = ckpt;
+  res.steps_done = r.steps_done, res.checkpoint = r.checkpoint;
+  if (!r.history.empty()) res.last_d_loss = float(r.history.back().get("loss_d")), res.last_g_loss = float(r.history.back().get("loss_g"));
   return res;
 }
 

@@ -20,6 +20,9 @@ function fail(msg) {
   process.exit(1);
 }
 if (!aigc || !screenshot) fail("usage: playground_test.mjs AIGC_BINARY SCREENSHOT.png");
+if (process.env.AIGC_UPLOT === "missing")
+  fail("uPlot was not compiled into the playground (third_party/uplot was missing when cmake ran): run " +
+       "scripts/setup.sh, then cmake again");
 if (!existsSync(pwPath)) fail(`playwright-core is missing (${pwPath}); run scripts/setup.sh`);
 if (!existsSync(chromiumPath)) fail(`Chromium is missing (${chromiumPath}); run scripts/setup.sh`);
 const { chromium } = await import(pathToFileURL(pwPath).href);

@@ -7,6 +7,7 @@
 // label plane (one H x W channel per class) to the image.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -72,5 +73,22 @@ class Discriminator : public ConvNet {
   Tensor label_emb_;  // (n_classes, S * S): one learned plane per class
   std::vector<Layer> layers_;
 };
+
+// ---- Checkpoints (format aigc-dcgan-1) ----
+
+class Optimizer;
+
+// The generator of a DCGAN checkpoint, with the class names it was trained on (empty if unconditional).
+struct LoadedGenerator {
+  std::unique_ptr<Generator> g;
+  std::vector<std::string> class_names;
+};
+LoadedGenerator load_generator(const std::string& path);
+DCGANConfig dcgan_config_of(const std::string& path);  // validates the format
+// Both networks, and their optimizers when given (training); written atomically.
+void save_dcgan(const std::string& path, Generator& g, Discriminator& d, Optimizer* og, Optimizer* od,
+                const std::vector<std::string>& class_names, const std::string& train_state_json);
+// Restores both networks and optimizers' moments; returns the training state (JSON).
+std::string load_dcgan(const std::string& path, Generator& g, Discriminator& d, Optimizer& og, Optimizer& od);
 
 }  // namespace aigc

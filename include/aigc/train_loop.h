@@ -1,0 +1,131 @@
+// The one training loop every model family runs. The loop owns what all runs share: the step count and
+// --stop-after, the learning-rate schedule, gradient accumulation, the gradient hook (where data-parallel
+// training reduces gradients), clipping, the non-finite policy, progress with ETA, metrics.jsonl, periodic
+// evaluation, samples and checkpoints, exact resume and Ctrl-C. A family (GPT, DCGAN, DDPM) supplies a
+// TrainTask: how to make one update from its batches, what its state is, how to save it and how to sample.
+//
+// Non-finite policy (one for all families): an update whose loss or gradient norm is not finite is not applied
+// (the optimizer state is untouched, the step still counts and the data moves on); after max_bad_steps such
+// updates in a row the run stops with an error naming the last good checkpoint.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace aigc {
+
+class Optimizer;
+class ParamStore;
+
+// Called with a model's parameters once its gradients for an update are complete (all micro-batches), before
+// clipping and the optimizer. Gradients are one flat buffer (ParamStore::grad()), so one all-reduce covers them.
+using GradHook = std::function<void(ParamStore&)>;
+
+struct LoopOptions {
+  int64_t steps = 1000;     // total updates (the LR schedule spans these)
+  int64_t stop_after = 0;   // stop (and save) after this update; 0 = run to `steps`
+  int64_t grad_accum = 1;   // micro-batches per update
+  float lr = 1e-3f;         // peak learning rate
+  std::string lr_schedule = "constant";  // "constant" or "cosine" (to min_lr_ratio * lr at `steps`)
+  float min_lr_ratio = 0.1f;
+  int64_t warmup = 0;       // linear warmup updates
+  double grad_clip = 0;     // global-norm clipping per model; 0 = off
+  int max_bad_steps = 5;    // consecutive non-finite updates before the run stops
+  int64_t log_interval = 10;
+  int64_t eval_interval = 0;    // evaluate every N updates and at the end; 0 = never
+  int64_t ckpt_interval = 500;  // checkpoint every N updates; always at the end and on Ctrl-C
+  int64_t sample_interval = 0;  // samples every N updates and at the end; 0 = never
+  std::string out_dir = "runs/run";
+  bool resume = false;
+  bool quiet = false;
+  GradHook grad_hook;  // empty: none
+};
+
+// The run folder: one layout for every family.
+//   ckpt.safetensors   weights, optimizer state and the training state (written atomically)
+//   metrics.jsonl      one JSON object per update
+//   config.json        the options the run was started (or last resumed) with
+//   samples/step_N.*   periodic samples (image grids, text)
+class RunDir {
+ public:
+  explicit RunDir(std::string dir) : dir_(std::move(dir)) {}
+  const std::string& dir() const { return dir_; }
+  std::string checkpoint() const;
+  std::string metrics() const;
+  std::string config() const;
+  std::string sample(int64_t step, const std::string& ext) const;
+  void create() const;
+  void write_config(const nlohmann::json& config) const;
+  // Keeps the lines of metrics.jsonl up to `step` (a resumed run redoes the updates after its checkpoint, so
+  // their old lines go) or, for a fresh run, none.
+  void trim_metrics(int64_t step) const;
+
+ private:
+  std::string dir_;
+};
+
+// Named values of one update (losses first, then anything else the family reports), in display order.
+struct StepValues {
+  std::vector<std::pair<std::string, double>> items;
+  void add(const std::string& name, double v) { items.emplace_back(name, v); }
+  double get(const std::string& name) const;  // throws when missing
+};
+
+// What an update sees: its schedule, and `apply`, which turns one model's accumulated gradients into an update
+// under the loop's policy (hook, clip, finite check, optimizer step).
+class StepContext {
+ public:
+  int64_t step = 0;          // 0-based index of this update
+  int64_t micro_batches = 1; // grad_accum: backward each micro-batch's loss scaled by 1 / micro_batches
+  float lr = 0;
+  // Returns false when the update was skipped (non-finite loss or gradient norm). `model` names the network in
+  // metrics and progress when a family updates several (the GAN's "d" and "g").
+  bool apply(ParamStore& params, Optimizer& opt, double loss, const std::string& model = "");
+  bool skipped() const { return skipped_; }
+  // Gradient norms (before clipping) of the models applied so far, in order, with their names.
+  const std::vector<std::pair<std::string, double>>& grad_norms() const { return norms_; }
+
+ private:
+  friend struct LoopRunner;
+  const LoopOptions* opt_ = nullptr;
+  bool skipped_ = false;
+  std::vector<std::pair<std::string, double>> norms_;
+};
+
+class TrainTask {
+ public:
+  virtual ~TrainTask() = default;
+  virtual int64_t start_step() const = 0;         // 0, or the step of the checkpoint resumed from
+  virtual std::string unit() const = 0;           // "tokens" or "images": the throughput unit
+  virtual int64_t units_per_update() const = 0;
+  // One update: draw micro_batches batches, backward, ctx.apply each optimizer; returns the losses (and other
+  // per-update values) for metrics and progress.
+  virtual StepValues update(StepContext& ctx) = 0;
+  // Evaluation values (e.g. val_loss), at eval_interval.
+  virtual StepValues evaluate() { return {}; }
+  // Writes a sample to run.sample(step, ext) and returns its path ("" when the family has none).
+  virtual std::string sample(const RunDir&, int64_t) { return ""; }
+  // Saves the checkpoint (atomically) with the step reached and the task's own state (data position, RNGs).
+  virtual void save(const RunDir& run, int64_t step) = 0;
+  // The family's options as a JSON object, for the run's config.json.
+  virtual std::string config_json() const { return "{}"; }
+};
+
+struct LoopResult {
+  int64_t first_step = 0, steps_done = 0;  // the step it started from and the step it reached
+  std::vector<StepValues> history;         // one entry per update run in this invocation
+  StepValues last_eval;
+  double units_per_s = 0;                  // mean over this invocation
+  bool interrupted = false;
+  std::string checkpoint;
+};
+
+LoopResult run_training(TrainTask& task, const LoopOptions& opt);
+
+// "1m02s": a duration for progress lines.
+std::string format_duration(double seconds);
+
+}  // namespace aigc
