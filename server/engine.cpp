@@ -1,7 +1,6 @@
 #include "engine.h"
 
 #include <algorithm>
-#include <limits>
 
 #include "aigc/backend.h"
 #include "aigc/error.h"
@@ -11,11 +10,8 @@ namespace aigc::serve {
 using Clock = std::chrono::steady_clock;
 
 TextEngine::TextEngine(GPT& model, const Tokenizer& tok, int n_slots, int ctx)
-    : model_(model), tok_(tok), ctx_(ctx), threads_(get_num_threads()), slots_(size_t(n_slots)) {
-  AIGC_CHECK(n_slots >= 1 && n_slots <= 256, "--parallel must be between 1 and 256");
-  AIGC_CHECK(ctx >= 2 && ctx <= model.config().block_size,
-             "--ctx must be between 2 and the model's context (" + std::to_string(model.config().block_size) + ")");
-  cache_ = model_.make_cache(n_slots, ctx_);
+    : threads_(get_num_threads()), dec_(model, tok, n_slots, ctx), jobs_(size_t(n_slots)),
+      admitted_(size_t(n_slots)) {
   counters_.slots_total = n_slots;
   thread_ = std::thread([this] { loop(); });
 }
@@ -30,18 +26,19 @@ TextEngine::~TextEngine() {
   JobResult r;
   r.finish_reason = "cancelled";
   for (auto& [job, queued] : queue_) job->on_done(r);
-  for (size_t s = 0; s < slots_.size(); s++)
-    if (slots_[s].job) finish(int(s), "cancelled");
+  for (int s = 0; s < dec_.slots(); s++) dec_.stop(s, "cancelled");
+  end_finished();
 }
 
 Submit TextEngine::submit(const std::vector<std::shared_ptr<TextJob>>& jobs, size_t max_queued) {
   for (const auto& job : jobs)
-    AIGC_CHECK(!job->prompt.empty() && int(job->prompt.size()) < ctx_, "submit: the prompt must fit the context");
+    AIGC_CHECK(!job->prompt.empty() && int(job->prompt.size()) < dec_.context(),
+               "submit: the prompt must fit the context");
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (draining_ || stop_) return Submit::Draining;
     // Free slots take the first jobs of the queue at the next step: only what is left over waits.
-    const size_t free_slots = slots_.size() - size_t(busy_), total = queue_.size() + jobs.size();
+    const size_t free_slots = jobs_.size() - size_t(busy_), total = queue_.size() + jobs.size();
     if (total > free_slots && total - free_slots > max_queued) {
       counters_.jobs_refused++;
       return Submit::QueueFull;
@@ -76,144 +73,70 @@ void TextEngine::loop() {
       cv_.wait(lk, [&] { return stop_ || !queue_.empty() || busy_ > 0; });
       if (stop_) return;
       const auto now = Clock::now();
-      for (size_t s = 0; s < slots_.size() && !queue_.empty(); s++)
-        if (!slots_[s].job) {
+      for (size_t s = 0; s < jobs_.size() && !queue_.empty(); s++)
+        if (!jobs_[s]) {
           admitted.push_back(queue_.front().first);
           counters_.max_queue_wait_s =
               std::max(counters_.max_queue_wait_s, std::chrono::duration<double>(now - queue_.front().second).count());
           queue_.pop_front();
           free_slots.push_back(int(s));
-          slots_[s].job = admitted.back();  // reserved: the slot counts as busy from now on
+          jobs_[s] = admitted.back();  // reserved: the slot counts as busy from now on
           busy_++;
         }
     }
     std::lock_guard<std::mutex> compute(compute_mu_);
     // Jobs join between steps: each new prompt is prefilled into its slot, then decodes with the others.
     for (size_t i = 0; i < admitted.size(); i++) admit(free_slots[i], admitted[i]);
-    std::vector<int> busy;
     const auto now = Clock::now();
-    for (size_t s = 0; s < slots_.size(); s++) {
-      if (!slots_[s].job) continue;
-      if (slots_[s].job->cancelled) {
-        finish(int(s), "cancelled");
-      } else if (now > slots_[s].job->deadline) {
-        finish(int(s), "timeout");
-      } else {
-        busy.push_back(int(s));
-      }
+    for (int s = 0; s < dec_.slots(); s++) {
+      if (!dec_.busy(s)) continue;
+      if (jobs_[size_t(s)]->cancelled) dec_.stop(s, "cancelled");
+      else if (now > jobs_[size_t(s)]->deadline) dec_.stop(s, "timeout");
     }
-    if (!busy.empty()) decode_step(busy);
+    dec_.step();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      const DecodeCounters& d = dec_.counters();
+      counters_.prompt_tokens = d.prompt_tokens, counters_.generated_tokens = d.generated_tokens;
+      counters_.decode_steps = d.decode_steps, counters_.decode_rows = d.decode_rows;
+    }
+    end_finished();
   }
 }
 
 void TextEngine::admit(int s, std::shared_ptr<TextJob> job) {
-  Slot& sl = slots_[size_t(s)];
-  sl.stream = std::make_unique<TextStream>(tok_, job->opt.stop);
-  sl.tokens = job->prompt;
-  sl.rng = Rng(job->opt.sampling.seed);
-  sl.n_generated = 0;
-  sl.admitted = Clock::now();
-  sl.json = job->json_schema ? std::make_unique<JsonConstraint>(job->json_schema) : nullptr;
-  if (job->cancelled) return finish(s, "cancelled");
-  if (Clock::now() > job->deadline) return finish(s, "timeout");  // timed out while queued
-  try {
-    KVCache view = cache_.slot(s);
-    const std::vector<int32_t> ids(job->prompt.begin(), job->prompt.end());
-    Tensor logits = model_.forward_cached(Tensor::from_ints(ids, {1, int64_t(ids.size())}), view);  // (1,V)
-    sl.pos = int32_t(ids.size());
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      counters_.prompt_tokens += ids.size();
-    }
-    accept(s, logits.f32());
-  } catch (const std::exception& e) {
-    finish(s, "error", e.what());
-  }
+  admitted_[size_t(s)] = Clock::now();
+  if (job->cancelled) return end_now(s, "cancelled");
+  if (Clock::now() > job->deadline) return end_now(s, "timeout");  // timed out while queued
+  dec_.start(s, job);
 }
 
-void TextEngine::decode_step(const std::vector<int>& busy) {
-  std::vector<int32_t> tokens, slots, pos;
-  for (int s : busy) {
-    tokens.push_back(slots_[size_t(s)].next), slots.push_back(s), pos.push_back(slots_[size_t(s)].pos);
-  }
-  try {
-    Tensor logits = model_.forward_decode(tokens, slots, pos, cache_);  // (B,V)
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      counters_.decode_steps++, counters_.decode_rows += busy.size();
-    }
-    const int64_t V = logits.size(1);
-    for (size_t i = 0; i < busy.size(); i++) {
-      slots_[size_t(busy[i])].pos++;
-      accept(busy[i], logits.f32() + int64_t(i) * V);
-    }
-  } catch (const std::exception& e) {
-    for (int s : busy)
-      if (slots_[size_t(s)].job) finish(s, "error", e.what());
-  }
-}
-
-void TextEngine::accept(int s, const float* logits) {
-  Slot& sl = slots_[size_t(s)];
-  TextJob& job = *sl.job;
-  // A model vocabulary padded past the tokenizer's can never emit the padding.
-  std::vector<float> lv(logits, logits + tok_.vocab_size());
-  std::vector<float> pick;  // constrained: the logits with every token that cannot continue the JSON at -inf
-  if (sl.json) {
-    if (!trie_)
-      trie_ = std::make_unique<TokenTrie>(tok_, tok_.eos_id() ? std::vector<int>{*tok_.eos_id()} : std::vector<int>{});
-    allowed_.resize(lv.size());
-    sl.json->allowed(*trie_, allowed_);
-    pick = lv;
-    bool any = false;
-    for (size_t i = 0; i < pick.size(); i++)
-      if (allowed_[i])
-        any = true;
-      else
-        pick[i] = -std::numeric_limits<float>::infinity();
-    if (!any) return finish(s, "error", "no token of this vocabulary can continue the JSON");
-  }
-  const int t = sample_token(sl.json ? pick : lv, sl.tokens, job.opt.sampling, sl.rng);
-  if (sl.json && !sl.json->feed(tok_.decode_token(t)))  // cannot happen; if it does, this job alone ends
-    return finish(s, "error", "constrained decoding sampled a token it had ruled out");
-  if (job.top_logprobs >= 0 && job.on_token)
-    job.on_token(token_logprob(lv.data(), int(lv.size()), t, job.top_logprobs));
-  sl.n_generated++;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    counters_.generated_tokens++;
-  }
-  if (job.opt.stop_at_eos && tok_.eos_id() && t == *tok_.eos_id()) return finish(s, "stop");
-  sl.tokens.push_back(t);
-  const std::string text = sl.stream->push(t);
-  if (!text.empty() && job.on_text) job.on_text(text);
-  if (sl.stream->stopped()) return finish(s, "stop");
-  if (sl.json && sl.json->complete()) return finish(s, "stop");  // the value is whole: nothing may follow
-  // The next step would feed t at position pos: it must exist in the model's context.
-  if (sl.n_generated >= job.opt.max_tokens || sl.pos >= ctx_) return finish(s, "length");
-  sl.next = t;
-}
-
-void TextEngine::finish(int s, const std::string& reason, const std::string& error) {
-  Slot& sl = slots_[size_t(s)];
-  std::shared_ptr<TextJob> job = std::move(sl.job);
-  sl.job.reset();
-  if (sl.stream && (reason == "length" || reason == "stop")) {
-    const std::string rest = sl.stream->finish();
-    if (!rest.empty() && job->on_text) job->on_text(rest);
-  }
-  sl.stream.reset();
+void TextEngine::end_now(int s, const std::string& reason) {
   JobResult r;
-  r.finish_reason = reason, r.error = error;
-  r.n_prompt = int(job->prompt.size()), r.n_generated = sl.n_generated;
+  r.finish_reason = reason, r.n_prompt = int(jobs_[size_t(s)]->prompt.size());
+  report(s, r);
+}
+
+void TextEngine::end_finished() {
+  for (auto& [s, end] : dec_.take_finished()) {
+    JobResult r;
+    r.finish_reason = end.reason == "eos" ? "stop" : end.reason;  // OpenAI's reason for the end of text
+    r.error = end.error, r.n_prompt = end.n_prompt, r.n_generated = end.n_generated;
+    report(s, r);
+  }
+}
+
+void TextEngine::report(int s, const JobResult& r) {
+  std::shared_ptr<TextJob> job = std::move(jobs_[size_t(s)]);
+  jobs_[size_t(s)].reset();
   {
     std::lock_guard<std::mutex> lk(mu_);
     busy_--;
     counters_.jobs_done++;
-    counters_.job_seconds += std::chrono::duration<double>(Clock::now() - sl.admitted).count();
-    counters_.jobs_cancelled += reason == "cancelled";
+    counters_.job_seconds += std::chrono::duration<double>(Clock::now() - admitted_[size_t(s)]).count();
+    counters_.jobs_cancelled += r.finish_reason == "cancelled";
   }
-  if (job->on_done) job->on_done(r);
+  if (job && job->on_done) job->on_done(r);
   cv_.notify_all();  // drain() may be waiting
 }
 

@@ -1,7 +1,7 @@
-// The text engine behind `aigc serve`: N slots share one KV cache, and every step decodes one token for each busy
-// slot in a single batched forward pass (continuous batching). A request joins between steps, once its prompt is
-// prefilled into a free slot, and leaves when it stops, hits its limit, is cancelled or times out; the others keep
-// going. One thread runs the model; HTTP threads only submit jobs and receive text through callbacks.
+// The text engine behind `aigc serve`: a bounded queue in front of the decode loop (decoder.h: N slots in one KV
+// cache, one batched forward pass per step). A request joins between steps, when a slot is free, and leaves when
+// it stops, hits its limit, is cancelled or times out; the others keep going. One thread runs the model; HTTP
+// threads only submit jobs and receive text through callbacks.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -15,10 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "aigc/generate.h"
-#include "aigc/json_constraint.h"
-#include "aigc/models/gpt.h"
-#include "aigc/tokenizer.h"
+#include "aigc/decoder.h"
 
 namespace aigc::serve {
 
@@ -28,17 +25,12 @@ struct JobResult {
   int n_prompt = 0, n_generated = 0;
 };
 
-// One sequence to generate. Callbacks run on the engine thread and must be quick (queue the text and return).
-struct TextJob {
-  std::vector<int> prompt;  // token ids, non-empty, shorter than the context
-  GenerateOptions opt;      // sampling, max_tokens, stop strings
+// One sequence to generate: the decode job, plus what the server adds. Callbacks run on the engine thread and
+// must be quick (queue the text and return).
+struct TextJob : DecodeJob {
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
-  std::shared_ptr<const JsonSchema> json_schema;  // set: only tokens that continue a matching JSON value
-  int top_logprobs = -1;  // -1: no log-probabilities; 0..20: each token's, with this many alternatives
-  std::function<void(const TokenLogprob&)> on_token;  // each sampled token (when top_logprobs >= 0), before its text
-  std::function<void(const std::string&)> on_text;    // each piece of final text (whole UTF-8 characters)
-  std::function<void(const JobResult&)> on_done;      // exactly once
-  std::atomic<bool> cancelled{false};                 // set from any thread (e.g. the client went away)
+  std::function<void(const JobResult&)> on_done;  // exactly once
+  std::atomic<bool> cancelled{false};             // set from any thread (e.g. the client went away)
 };
 
 struct EngineStats {
@@ -70,37 +62,22 @@ class TextEngine {
   EngineStats stats() const;
   // Held by the model thread for each step; other users of the same weights or backend take it too.
   std::mutex& compute_mutex() { return compute_mu_; }
-  int context() const { return ctx_; }
+  int context() const { return dec_.context(); }
   // The kernels' thread count of the thread that made the engine (`aigc serve -t N`). OpenMP keeps that setting
   // per thread, so every thread that computes (the model thread, HTTP threads making images) applies it.
   int threads() const { return threads_; }
 
  private:
-  struct Slot {
-    std::shared_ptr<TextJob> job;  // null when free
-    std::unique_ptr<TextStream> stream;
-    std::vector<int> tokens;  // prompt + generated, for the penalties
-    Rng rng{0};
-    int32_t next = 0, pos = 0;  // token to feed next and its position
-    int n_generated = 0;
-    std::chrono::steady_clock::time_point admitted;
-    std::unique_ptr<JsonConstraint> json;  // the job's JSON so far, when constrained
-  };
   void loop();
-  void admit(int s, std::shared_ptr<TextJob> job);  // prefill the prompt into slot s and take its first token
-  void decode_step(const std::vector<int>& busy);
-  // Handles one sampled token of slot s; frees the slot when the job is over.
-  void accept(int s, const float* logits);
-  void finish(int s, const std::string& reason, const std::string& error = "");
+  void admit(int s, std::shared_ptr<TextJob> job);
+  void end_finished();  // reports the decoder's ended sequences to their jobs and frees their slots
+  void end_now(int s, const std::string& reason);  // a reserved slot's job ends before it starts
+  void report(int s, const JobResult& r);
 
-  GPT& model_;
-  const Tokenizer& tok_;
-  const int ctx_;
   const int threads_;
-  KVCache cache_;
-  std::unique_ptr<TokenTrie> trie_;  // the vocabulary for constrained jobs, built at the first one
-  std::vector<uint8_t> allowed_;
-  std::vector<Slot> slots_;
+  Decoder dec_;
+  std::vector<std::shared_ptr<TextJob>> jobs_;  // per slot; null when free (set when reserved)
+  std::vector<std::chrono::steady_clock::time_point> admitted_;
   mutable std::mutex mu_;  // guards queue_, busy_, stop_, and the counters below
   std::condition_variable cv_;
   std::deque<std::pair<std::shared_ptr<TextJob>, std::chrono::steady_clock::time_point>> queue_;  // (job, queued at)

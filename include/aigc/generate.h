@@ -73,7 +73,8 @@ class TextStream {
 };
 
 // Streams complete UTF-8 text through on_text as it is produced. When the context fills up, generation continues
-// from the last half of the tokens (re-processed into a fresh KV cache).
+// from the last half of the tokens (re-processed into a fresh KV cache). It runs the server's decode loop
+// (decoder.h) with one slot.
 GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& prompt, const GenerateOptions& opt,
                         const std::function<void(const std::string&)>& on_text = {});
 

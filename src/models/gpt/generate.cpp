@@ -6,6 +6,7 @@
 #include <numeric>
 #include <unordered_map>
 
+#include "aigc/decoder.h"
 #include "aigc/error.h"
 
 namespace aigc {
@@ -108,58 +109,34 @@ std::string TextStream::finish() {
 
 GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& prompt, const GenerateOptions& opt,
                         const std::function<void(const std::string&)>& on_text) {
-  const int64_t ctx = model.config().block_size;
-  std::vector<int> tokens = tok.encode(prompt);
-  if (tokens.empty()) {
+  const int ctx = int(model.config().block_size);
+  auto job = std::make_shared<DecodeJob>();
+  job->prompt = tok.encode(prompt);
+  if (job->prompt.empty()) {
     // An empty prompt starts from the end-of-text token when there is one, else from a newline.
     auto eos = tok.eos_id();
-    tokens = eos ? std::vector<int>{*eos} : tok.encode("\n");
+    job->prompt = eos ? std::vector<int>{*eos} : tok.encode("\n");
   }
-  AIGC_CHECK(int64_t(tokens.size()) < ctx, "the prompt has " + std::to_string(tokens.size()) +
-                                               " tokens; the model's context is " + std::to_string(ctx));
+  AIGC_CHECK(int64_t(job->prompt.size()) < ctx, "the prompt has " + std::to_string(job->prompt.size()) +
+                                                    " tokens; the model's context is " + std::to_string(ctx));
   GenerateResult res;
-  res.n_prompt = int(tokens.size());
-  Rng rng(opt.sampling.seed);
-  KVCache cache = model.make_cache(1, ctx);
-  TextStream stream(tok, opt.stop);
-
-  auto t0 = std::chrono::steady_clock::now();
-  Tensor logits = model.forward_cached(Tensor::from_ints(std::vector<int32_t>(tokens.begin(), tokens.end()),
-                                                         {1, int64_t(tokens.size())}),
-                                       cache);
-  res.prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  auto t1 = std::chrono::steady_clock::now();
-  res.stop_reason = "length";
-  auto emit = [&](const std::string& s) {
+  job->opt = opt;
+  job->shift_context = true;
+  job->on_text = [&](const std::string& s) {
     res.text += s;
-    if (on_text && !s.empty()) on_text(s);
+    if (on_text) on_text(s);
   };
-  while (res.n_generated < opt.max_tokens) {
-    std::vector<float> lv = logits.to_vector();
-    lv.resize(size_t(tok.vocab_size()));  // a model vocab padded past the tokenizer's can never emit padding
-    int next = sample_token(std::move(lv), tokens, opt.sampling, rng);
-    res.n_generated++;
-    if (opt.stop_at_eos && tok.eos_id() && next == *tok.eos_id()) {
-      res.stop_reason = "eos";
-      break;
-    }
-    tokens.push_back(next);
-    emit(stream.push(next));
-    if (stream.stopped()) {
-      res.stop_reason = "stop";
-      break;
-    }
-    if (cache.pos >= ctx) {
-      // Context full: start a fresh cache from the last half of the tokens and keep going.
-      std::vector<int32_t> keep(tokens.end() - ctx / 2, tokens.end());
-      cache = model.make_cache(1, ctx);
-      logits = model.forward_cached(Tensor::from_ints(keep, {1, int64_t(keep.size())}), cache);
-      continue;
-    }
-    logits = model.forward_cached(Tensor::from_ints({next}, {1, 1}), cache);
-  }
-  emit(stream.finish());
+  // The same decode loop as the server's, with one slot.
+  Decoder dec(model, tok, 1, ctx);
+  auto t0 = std::chrono::steady_clock::now();
+  dec.start(0, job);  // the prompt, and the first token
+  auto t1 = std::chrono::steady_clock::now();
+  while (dec.busy(0)) dec.step();
+  res.prefill_s = std::chrono::duration<double>(t1 - t0).count();
   res.decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  const DecodeEnd end = dec.take_finished().at(0).second;
+  AIGC_CHECK(end.reason != "error", "generation failed: " + end.error);
+  res.n_prompt = end.n_prompt, res.n_generated = end.n_generated, res.stop_reason = end.reason;
   return res;
 }
 

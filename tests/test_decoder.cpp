@@ -1,0 +1,101 @@
+// The one decode loop (decoder.h): a batch of one is a batch, sequences sharing a step do not disturb each other,
+// slots end and are reused, and the context either shifts (the CLI) or ends the sequence (the server).
+#include <gtest/gtest.h>
+
+#include "aigc/decoder.h"
+#include "aigc/error.h"
+
+using namespace aigc;
+
+namespace {
+
+struct Tiny {
+  std::unique_ptr<Tokenizer> tok = load_tokenizer_spec("char", "abcdefghij klmnopqrst.\n");
+  std::unique_ptr<GPT> model;
+  Tiny() {
+    GPTConfig c = GPTConfig::gpt2_style();
+    c.n_layer = 2, c.n_head = 2, c.n_embd = 32, c.block_size = 24, c.vocab_size = tok->vocab_size();
+    model = std::make_unique<GPT>(c);
+    model->init_weights(11);
+  }
+};
+
+std::shared_ptr<DecodeJob> job(const Tiny& m, const std::string& prompt, uint64_t seed, int max_tokens,
+                               std::string* text) {
+  auto j = std::make_shared<DecodeJob>();
+  j->prompt = m.tok->encode(prompt);
+  j->opt.max_tokens = max_tokens;
+  j->opt.sampling.seed = seed;
+  j->opt.sampling.temperature = 1.0f, j->opt.sampling.top_k = 0, j->opt.sampling.top_p = 1.0f;
+  j->opt.sampling.min_p = 0.0f;
+  j->on_text = [text](const std::string& s) { *text += s; };
+  return j;
+}
+
+}  // namespace
+
+// Three sequences decoded together in a 4-slot decoder, one joining late, give the text each gets alone from
+// generate() (a one-slot decoder).
+TEST(Decoder, SequencesDecodedTogetherMatchEachAlone) {
+  Tiny m;
+  const std::vector<std::string> prompts = {"abc", "klm n", "."};
+  std::vector<std::string> alone(3), together(3);
+  for (size_t i = 0; i < 3; i++) {
+    GenerateOptions g = job(m, prompts[i], 100 + i, 12, &alone[i])->opt;
+    alone[i] = generate(*m.model, *m.tok, prompts[i], g).text;
+  }
+  Decoder dec(*m.model, *m.tok, 4, 24);
+  dec.start(2, job(m, prompts[0], 100, 12, &together[0]));
+  dec.start(0, job(m, prompts[1], 101, 12, &together[1]));
+  dec.step(), dec.step();
+  dec.start(3, job(m, prompts[2], 102, 12, &together[2]));  // joins between steps
+  int steps = 0;
+  while (dec.any_busy() && steps++ < 100) dec.step();
+  EXPECT_EQ(alone, together);
+  auto ends = dec.take_finished();
+  ASSERT_EQ(ends.size(), 3u);
+  for (auto& [slot, end] : ends) {
+    EXPECT_EQ(end.reason, "length") << "slot " << slot;
+    EXPECT_EQ(end.n_generated, 12);
+  }
+  EXPECT_GT(dec.counters().decode_rows, dec.counters().decode_steps);  // rows shared steps
+}
+
+// A sequence stopped from outside ends with that reason and its slot takes the next sequence.
+TEST(Decoder, StoppedSlotsAreReused) {
+  Tiny m;
+  std::string a, b;
+  Decoder dec(*m.model, *m.tok, 1, 24);
+  dec.start(0, job(m, "abc", 1, 50, &a));
+  dec.step();
+  EXPECT_THROW(dec.start(0, job(m, "abc", 1, 5, &b)), Error);  // busy
+  dec.stop(0, "cancelled");
+  EXPECT_FALSE(dec.busy(0));
+  auto ends = dec.take_finished();
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_EQ(ends[0].second.reason, "cancelled");
+  EXPECT_EQ(ends[0].second.n_generated, 2);
+  dec.start(0, job(m, "abc", 1, 5, &b));
+  while (dec.busy(0)) dec.step();
+  EXPECT_EQ(dec.take_finished().at(0).second.n_generated, 5);
+}
+
+// At the end of the context a sequence ends "length" unless it shifts to the last half of its tokens and goes on.
+TEST(Decoder, ContextEndsOrShifts) {
+  Tiny m;
+  std::string a, b;
+  Decoder dec(*m.model, *m.tok, 1, 16);
+  dec.start(0, job(m, "abcd", 3, 100, &a));  // 4 prompt tokens: room for 12 more positions, then a last token
+  while (dec.busy(0)) dec.step();
+  DecodeEnd end = dec.take_finished().at(0).second;
+  EXPECT_EQ(end.reason, "length");
+  EXPECT_EQ(end.n_generated, 13);
+  auto shifting = job(m, "abcd", 3, 100, &b);
+  shifting->shift_context = true;
+  dec.start(0, shifting);
+  while (dec.busy(0)) dec.step();
+  end = dec.take_finished().at(0).second;
+  EXPECT_EQ(end.n_generated, 100);
+  EXPECT_EQ(b.substr(0, a.size()), a);  // the same sequence until the first shift
+  EXPECT_THROW(dec.start(0, job(m, std::string(16, 'a'), 3, 5, &b)), Error);  // the prompt fills the context
+}
