@@ -1,14 +1,27 @@
-#include "serve_command.h"
-
+// `aigc serve`: the HTTP server (OpenAI's API and the playground), its options, and the run loop (signals,
+// draining).
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
+#include <memory>
 #include <pthread.h>
 #include <thread>
 
+#include "aigc/checkpoint.h"
 #include "aigc/error.h"
+#include "aigc/image_model.h"
+#include "command.h"
+#include "server.h"
 
 namespace aigc::cli {
+
+namespace {
+
+struct ServeArgs {
+  std::string ckpt, image_ckpt, dtype = "f32";
+  int drain_s = 30;
+  serve::ServerOptions server;
+};
 
 void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   serve::ServerOptions& o = a.server;
@@ -43,6 +56,10 @@ void add_serve_options(CLI::App* cmd, ServeArgs& a) {
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
   cmd->add_flag("--quiet,-q", o.quiet, "No request log on stderr");
+  cmd->footer(
+      "Examples:\n"
+      "  aigc serve --ckpt runs/gpt/ckpt.safetensors --image-ckpt runs/ddpm/ckpt.safetensors --port 8080\n"
+      "  aigc serve --ckpt gpt2/ --parallel 8 --api-key secret --cors-origin https://example.org");
 }
 
 void serve(ServeArgs a) {
@@ -80,6 +97,16 @@ void serve(ServeArgs a) {
   server.run();
   waiter.join();
   std::fprintf(stderr, "aigc serve: stopped\n");
+}
+
+}  // namespace
+
+Command serve_command(CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  CLI::App* cmd = app.add_subcommand("serve", "HTTP server with OpenAI's API (completions, chat, images) and a playground");
+  add_serve_options(cmd, *a);
+  add_threads(cmd);
+  return {cmd, [a] { serve(*a); }};
 }
 
 }  // namespace aigc::cli

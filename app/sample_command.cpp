@@ -1,28 +1,35 @@
-#include "image_commands.h"
-
+// `aigc sample`: images from a DCGAN or diffusion checkpoint into a PNG grid, with progress and, for diffusion,
+// the denoising trajectory.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <random>
 
-#include "aigc/autograd.h"
-#include "aigc/diffusion_trainer.h"
 #include "aigc/error.h"
-#include "aigc/fid.h"
-#include "aigc/gan_trainer.h"
 #include "aigc/image_io.h"
 #include "aigc/image_model.h"
 #include "aigc/ops.h"
-#include "aigc/rng.h"
+#include "command.h"
 
 namespace aigc::cli {
 
 namespace fs = std::filesystem;
 
 namespace {
+
+struct SampleArgs {
+  std::string ckpt, out = "samples.png", class_name;
+  int64_t n = 64, seed = -1;
+  bool interpolate = false;  // DCGAN: a latent walk strip
+  std::string trajectory;    // diffusion: directory for one PNG per denoising step
+  SamplerOptions sampler;    // diffusion only
+};
+
 
 int64_t grid_cols(int64_t n) { return int64_t(std::ceil(std::sqrt(double(n)))); }
 
@@ -63,7 +70,6 @@ struct DiffusionProgress {
   }
 };
 
-}  // namespace
 
 void sample_images(const SampleArgs& a) {
   AIGC_CHECK(a.n >= 1 && a.n <= 4096, "--n must be between 1 and 4096");
@@ -89,42 +95,30 @@ void sample_images(const SampleArgs& a) {
   std::fprintf(stderr, "wrote %lld images to %s\n", (long long)a.n, a.out.c_str());
 }
 
-void fid(const FidArgs& a) {
-  auto cls = load_classifier(a.classifier);
-  // Scores from different feature networks do not compare, so say which one this is.
-  const std::string which = a.classifier == kBuiltinClassifier
-                                ? "the builtin (pinned) FID-FMNIST classifier"
-                                : "the classifier " + a.classifier + ", not the builtin one";
-  std::fprintf(stderr, "features: %s\n", which.c_str());
-  ImageSet real = load_image_dataset(a.real, "test"), floor_set = load_image_dataset(a.real, "train");
-  std::vector<double> fr = image_features(*cls, real, a.n), ff;
-  if (fs::is_directory(a.fake) || a.fake == "fashion-mnist") {
-    ff = image_features(*cls, load_image_dataset(a.fake, "test"), a.n);
-  } else if (checkpoint_kind(a.fake) == "ddpm") {
-    LoadedDiffusion ld = load_diffusion(a.fake);
-    const int64_t n_classes = ld.net->config().n_classes;
-    Rng rng(12345);
-    auto t0 = std::chrono::steady_clock::now();
-    ff = features_of(*cls, a.n, 250, [&](int64_t first, int64_t count) {
-      std::vector<int32_t> l(static_cast<size_t>(count));
-      for (int64_t b = 0; b < count; b++) l[size_t(b)] = n_classes ? int32_t((first + b) % n_classes) : 0;
-      Tensor x = diffusion_sample(*ld.net, ld.schedule, count, n_classes ? Tensor::from_ints(l, {count}) : Tensor(),
-                                  a.sampler, rng);
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::fprintf(stderr, "\rsampled %lld/%lld images, %.0fs, ETA %.0fs   ", (long long)(first + count),
-                   (long long)a.n, s, s / double(first + count) * double(a.n - first - count));
-      return x;
-    });
-    std::fprintf(stderr, "\n");
-  } else {
-    LoadedGenerator lg = load_generator(a.fake);
-    ff = generated_features(*cls, *lg.g, a.n, 12345);
-  }
-  const int64_t n_real = int64_t(fr.size()) / cls->n_features, n_fake = int64_t(ff.size()) / cls->n_features;
-  const double value = frechet_distance(fr, ff, cls->n_features);
-  const double floor = frechet_distance(fr, image_features(*cls, floor_set, n_real), cls->n_features);
-  std::printf("FID-FMNIST %.3f (%lld real vs %lld generated; floor, real test vs real train: %.3f)\n", value,
-              (long long)n_real, (long long)n_fake, floor);
+}  // namespace
+
+Command sample_command(CLI::App& app) {
+  auto a = std::make_shared<SampleArgs>();
+  CLI::App* cmd = app.add_subcommand("sample", "Generate images with a trained DCGAN or diffusion model into a PNG grid");
+  cmd->add_option("--ckpt", a->ckpt, "DCGAN or diffusion checkpoint (runs/.../ckpt.safetensors)")->required();
+  cmd->add_option("--n", a->n, "Number of images")->capture_default_str();
+  cmd->add_option("--out", a->out, "Output PNG")->capture_default_str();
+  cmd->add_option("--class", a->class_name, "Class name (or index) for a conditional model, e.g. sneaker");
+  cmd->add_option("--seed,-s", a->seed, "Noise seed (-1: random); the same seed gives the same images")
+      ->capture_default_str();
+  cmd->add_flag("--interpolate", a->interpolate, "DCGAN: a strip walking the latent space between two points");
+  add_sampler(cmd, a->sampler);
+  cmd->add_option("--save-trajectory", a->trajectory,
+                  "Diffusion: a directory for the denoising steps (one grid per step, up to 100, and strip.png: "
+                  "the first image from noise to the end)");
+  add_threads(cmd);
+  cmd->footer(
+      "Examples:\n"
+      "  aigc sample --ckpt runs/ddpm/ckpt.safetensors --sampler ddim --steps 50 --n 64 --seed 1 --out grid.png\n"
+      "  aigc sample --ckpt runs/ddpm/ckpt.safetensors --sampler ddpm --n 16 --save-trajectory traj/\n"
+      "  aigc sample --ckpt runs/ddpm-cond/ckpt.safetensors --class bag --guidance 2 --out bags.png\n"
+      "  aigc sample --ckpt runs/dcgan/ckpt.safetensors --interpolate --out walk.png");
+  return {cmd, [a] { sample_images(*a); }};
 }
 
 }  // namespace aigc::cli

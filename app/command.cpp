@@ -1,0 +1,36 @@
+// Options shared by several commands.
+#include "command.h"
+
+#include <CLI/CLI.hpp>
+
+namespace aigc::cli {
+
+namespace {
+int g_threads = 0;  // 0: all cores
+}
+
+void add_threads(CLI::App* cmd) { cmd->add_option("--threads,-t", g_threads, "CPU threads (default: all cores)"); }
+int threads() { return g_threads; }
+
+void add_dtype(CLI::App* cmd, std::string& dtype) {
+  cmd->add_option("--dtype", dtype, "Weights for inference: f32, or bf16 (half the bytes per token)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
+}
+
+void add_sampler(CLI::App* cmd, SamplerOptions& so) {
+  cmd->add_option("--sampler", so.sampler, "Diffusion: ddim (--steps steps) or ddpm (ancestral, all T steps)")
+      ->check(CLI::IsMember({"ddim", "ddpm"}))
+      ->capture_default_str();
+  cmd->add_option("--steps", so.steps, "Diffusion, DDIM: denoising steps")->capture_default_str();
+  cmd->add_option("--eta", so.eta, "Diffusion, DDIM: 0 deterministic, 1 as much noise as DDPM")->capture_default_str();
+  cmd->add_option("--variance", so.variance, "Diffusion, DDPM: sigma_t^2 = posterior variance or beta_t")
+      ->check(CLI::IsMember({"posterior", "beta"}))
+      ->capture_default_str();
+  cmd->add_option("--guidance", so.guidance,
+                  "Diffusion, conditional models: classifier-free guidance w, eps = (1 + w) eps(x, class) - "
+                  "w eps(x); 0 = plain conditional sampling")
+      ->capture_default_str();
+}
+
+}  // namespace aigc::cli

@@ -1,0 +1,40 @@
+// `aigc eval`: mean next-token cross-entropy and perplexity of a checkpoint on a text.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "aigc/checkpoint.h"
+#include "aigc/evaluate.h"
+#include "aigc/text_data.h"
+#include "command.h"
+
+namespace aigc::cli {
+
+Command eval_command(CLI::App& app) {
+  struct Args {
+    std::string ckpt, data, dtype = "f32";
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd =
+      app.add_subcommand("eval", "Mean next-token cross-entropy and perplexity of a checkpoint on a text file");
+  cmd->add_option("--ckpt", a->ckpt, "aigc checkpoint file, or a Hugging Face GPT-2 directory")->required();
+  cmd->add_option("--data", a->data, "Text file, or a built-in corpus (fortune files are cleaned as in training)")
+      ->required();
+  add_dtype(cmd, a->dtype);
+  add_threads(cmd);
+  cmd->footer("Example:\n  aigc eval --ckpt runs/gpt/ckpt.safetensors --data poems");
+  return {cmd, [a] {
+            LoadedModel lm = load_model(a->ckpt);
+            if (a->dtype == "bf16") lm.model->set_inference_dtype(DType::BF16);
+            std::vector<int> ids = lm.tokenizer->encode(read_text_corpus(resolve_corpus({a->data})));
+            auto t0 = std::chrono::steady_clock::now();
+            EvalResult r = evaluate_tokens(*lm.model, std::vector<int32_t>(ids.begin(), ids.end()));
+            double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            std::fprintf(stderr, "%lld tokens in %.2fs (%.1f tok/s)\n", (long long)r.tokens, dt,
+                         double(r.tokens) / dt);
+            std::printf("loss %.6f perplexity %.4f\n", r.loss, r.perplexity);
+          }};
+}
+
+}  // namespace aigc::cli

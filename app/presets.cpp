@@ -1,0 +1,43 @@
+#include "presets.h"
+
+#include <cstdio>
+
+#include "aigc/error.h"
+
+namespace aigc::cli {
+
+const std::vector<GptPreset>& gpt_presets() {
+  static const std::vector<GptPreset> presets = {
+      {"tiny", "2 layers, 64 wide, context 64: seconds to train, for trying things", "gpt2", 2, 2, 64, 64},
+      {"small", "4 layers, 128 wide, context 64 (the default)", "gpt2", 4, 4, 128, 64},
+      {"shakespeare-char", "nanoGPT's character model: 6 layers, 384 wide, context 256", "gpt2", 6, 6, 384, 256},
+      {"gpt2-124m", "GPT-2 small: 12 layers, 768 wide, context 1024", "gpt2", 12, 12, 768, 1024},
+      {"transformer", "the original Transformer's decoder: post-LN, ReLU, 4 layers, 128 wide, context 512",
+       "transformer", 4, 4, 128, 512},
+  };
+  return presets;
+}
+
+GPTConfig preset_config(const std::string& name) {
+  for (const GptPreset& p : gpt_presets()) {
+    if (p.name != name) continue;
+    GPTConfig c = p.arch == "transformer" ? GPTConfig::transformer_style() : GPTConfig::gpt2_style();
+    c.n_layer = p.n_layer, c.n_head = p.n_head, c.n_embd = p.n_embd, c.block_size = p.block_size;
+    return c;
+  }
+  std::string names;
+  for (const GptPreset& p : gpt_presets()) names += (names.empty() ? "" : ", ") + p.name;
+  fail("unknown --preset \"" + name + "\" (" + names + ")");
+}
+
+std::string presets_help() {
+  std::string out;
+  for (const GptPreset& p : gpt_presets()) {
+    char line[256];
+    std::snprintf(line, sizeof line, "  %-18s %s\n", p.name.c_str(), p.about.c_str());
+    out += line;
+  }
+  return out;
+}
+
+}  // namespace aigc::cli

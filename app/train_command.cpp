@@ -1,0 +1,227 @@
+// `aigc train FAMILY`: a GPT on text, a DCGAN or DDPM on images, or the FID feature classifier. The flags every
+// training run shares are defined once (TrainArgs); each family adds its own and keeps its own defaults for the
+// shared ones the user did not give.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "aigc/backend.h"
+#include "aigc/diffusion_trainer.h"
+#include "aigc/error.h"
+#include "aigc/fid.h"
+#include "aigc/gan_trainer.h"
+#include "aigc/trainer.h"
+#include "command.h"
+#include "presets.h"
+
+namespace aigc::cli {
+
+namespace {
+
+struct TrainArgs {
+  std::string family = "gpt", model_alias, precision = "fp32";
+  TrainOptions gpt;  // the shared flags are read into these, then copied to the family's options
+  std::string preset = "small", arch;
+  GPTConfig over;  // only the shape flags given override the preset
+  GanTrainOptions gan;
+  DiffusionTrainOptions ddpm;
+  std::vector<int64_t> ch_mult, attn_res;
+  CLI::App* cmd = nullptr;
+  bool given(const char* flag) const { return cmd->count(flag) > 0; }
+};
+
+void add_shared(CLI::App* cmd, TrainArgs& a) {
+  TrainOptions& t = a.gpt;
+  cmd->add_option("--data", t.data_files,
+                  "GPT: text file(s), or a built-in corpus: fortunes (English, the default) or poems (Tang/Song). "
+                  "Images: a dataset directory (IDX, CIFAR-10 or image folders) or fashion-mnist (the default)");
+  cmd->add_option("--steps", t.steps, "Optimizer updates (classifier: epochs); family default when not given");
+  cmd->add_option("--stop-after", t.stop_after, "Stop (and save) after this update, e.g. to --resume later");
+  cmd->add_option("--batch", t.batch_size, "Examples per micro-batch; family default when not given");
+  cmd->add_option("--grad-accum", t.grad_accum, "Micro-batches per update")->capture_default_str();
+  cmd->add_option("--lr", t.optim.lr, "Peak learning rate; family default when not given");
+  cmd->add_option("--warmup", t.warmup, "Linear warmup updates; family default when not given");
+  cmd->add_option("--grad-clip", t.grad_clip, "Clip gradients to this global norm (0: off); family default when not given");
+  cmd->add_option("--log-interval", t.log_interval, "Progress line every N updates");
+  cmd->add_option("--sample-interval", a.gan.sample_interval,
+                  "Write samples every N updates: an image grid (GAN, diffusion) or 200 tokens of text (GPT, off by "
+                  "default)");
+  cmd->add_option("--out", t.out_dir, "Run directory: ckpt.safetensors, metrics.jsonl, config.json, samples/");
+  cmd->add_option("--seed", t.seed, "Random seed (init, data order, noise, dropout)")->capture_default_str();
+  cmd->add_flag("--resume", t.resume, "Continue the run in --out exactly where it stopped");
+  cmd->add_option("--precision", a.precision,
+                  "fp32, or bf16: matrix products and convolutions on bfloat16 operands with fp32 accumulation "
+                  "and fp32 master weights (fast where the CPU has AVX512_BF16)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+  add_threads(cmd);
+}
+
+void add_gpt(CLI::App* cmd, TrainArgs& a) {
+  TrainOptions& t = a.gpt;
+  cmd->add_option("--tokenizer", t.tokenizer, "GPT: bytes | char | path to a BPE tokenizer (vocab.json+merges.txt)")
+      ->capture_default_str();
+  cmd->add_option("--preset", a.preset, "GPT: model shape (see the list below)")->capture_default_str();
+  cmd->add_option("--arch", a.arch, "GPT: gpt2 (pre-LN, GELU, tied) or transformer (post-LN, ReLU, untied head)");
+  cmd->add_option("--n-layer", a.over.n_layer, "GPT: transformer blocks");
+  cmd->add_option("--n-head", a.over.n_head, "GPT: attention heads");
+  cmd->add_option("--n-embd", a.over.n_embd, "GPT: embedding width");
+  cmd->add_option("--block-size", a.over.block_size, "GPT: context length");
+  cmd->add_option("--dropout", a.over.dropout, "GPT, diffusion: dropout probability");
+  cmd->add_option("--optimizer", t.optim.name, "GPT: adamw | adam | sgd")->capture_default_str();
+  cmd->add_option("--min-lr-ratio", t.min_lr_ratio, "GPT: final LR as a fraction of --lr (cosine)")
+      ->capture_default_str();
+  cmd->add_option("--lr-schedule", t.lr_schedule, "GPT: cosine | constant")->capture_default_str();
+  cmd->add_option("--weight-decay", t.optim.weight_decay, "GPT: decoupled weight decay (matrices only)")
+      ->capture_default_str();
+  cmd->add_option("--beta2", t.optim.beta2, "GPT: Adam beta2")->capture_default_str();
+  cmd->add_option("--eval-interval", t.eval_interval, "GPT: validate and checkpoint every N updates")
+      ->capture_default_str();
+  cmd->add_option("--val-fraction", t.val_fraction, "GPT: share of the text held out")->capture_default_str();
+}
+
+void add_images(CLI::App* cmd, TrainArgs& a) {
+  cmd->add_flag("--conditional", a.gan.conditional, "GAN, diffusion: class-conditional model (labels from the data)");
+  cmd->add_option("--gan-loss", a.gan.loss,
+                  "GAN: nonsaturating (G maximizes log D(G(z)), the default) or minimax (G minimizes "
+                  "log(1 - D(G(z))))")
+      ->check(CLI::IsMember({"nonsaturating", "minimax"}));
+  cmd->add_option("--nz", a.gan.model.nz, "GAN: latent size")->capture_default_str();
+  cmd->add_option("--ngf", a.gan.model.ngf, "GAN: generator width")->capture_default_str();
+  cmd->add_option("--ndf", a.gan.model.ndf, "GAN: discriminator width")->capture_default_str();
+  cmd->add_flag("--hflip", a.gan.hflip, "GAN, diffusion: random horizontal flips of the training images");
+  DiffusionTrainOptions& d = a.ddpm;
+  cmd->add_option("--schedule", d.schedule, "Diffusion: beta schedule, linear (1e-4 to 0.02) or cosine")
+      ->check(CLI::IsMember({"linear", "cosine"}))
+      ->capture_default_str();
+  cmd->add_option("--timesteps", d.timesteps, "Diffusion: T, the number of noising steps")->capture_default_str();
+  cmd->add_option("--ch", d.model.ch, "Diffusion: U-Net base channels")->capture_default_str();
+  cmd->add_option("--ch-mult", a.ch_mult, "Diffusion: channel multiplier per level, e.g. 1,2,2")->delimiter(',');
+  cmd->add_option("--res-blocks", d.model.num_res_blocks, "Diffusion: residual blocks per level")
+      ->capture_default_str();
+  cmd->add_option("--attn-res", a.attn_res, "Diffusion: feature-map sizes with self-attention, e.g. 7 or 14,7")
+      ->delimiter(',');
+  cmd->add_option("--ema-decay", d.ema_decay, "Diffusion: decay of the weights' moving average used to sample")
+      ->capture_default_str();
+  cmd->add_option("--p-uncond", d.p_uncond,
+                  "Diffusion, --conditional: share of labels dropped while training (enables --guidance)")
+      ->capture_default_str();
+}
+
+void train_gpt_family(TrainArgs& a) {
+  GPTConfig c = preset_config(a.preset);
+  if (a.arch == "transformer") {
+    GPTConfig t = GPTConfig::transformer_style();
+    c.norm = t.norm, c.activation = t.activation, c.tie_embeddings = t.tie_embeddings, c.lm_head_bias = t.lm_head_bias;
+  } else if (!a.arch.empty() && a.arch != "gpt2") {
+    fail("--arch must be gpt2 or transformer");
+  }
+  if (a.over.n_layer) c.n_layer = a.over.n_layer;
+  if (a.over.n_head) c.n_head = a.over.n_head;
+  if (a.over.n_embd) c.n_embd = a.over.n_embd;
+  if (a.over.block_size) c.block_size = a.over.block_size;
+  if (a.over.dropout >= 0) c.dropout = a.over.dropout;
+  a.gpt.model = c;
+  if (a.given("--sample-interval")) a.gpt.sample_interval = a.gan.sample_interval;
+  TrainResult r = train_gpt(a.gpt);
+  std::fprintf(stderr, "done: %lld steps, last val loss %.4f, checkpoint %s\n", (long long)r.steps_done,
+               r.last_val_loss, r.checkpoint.c_str());
+}
+
+// The shared flags the user gave, onto an image family's options (their own defaults otherwise).
+template <class Options>
+void shared_to(const TrainArgs& a, Options& o) {
+  const TrainOptions& t = a.gpt;
+  if (!t.data_files.empty()) o.data = t.data_files.front();
+  if (a.given("--steps")) o.steps = t.steps;
+  if (a.given("--batch")) o.batch_size = t.batch_size;
+  if (a.given("--lr")) o.lr = t.optim.lr;
+  if (a.given("--grad-clip")) o.grad_clip = float(t.grad_clip);
+  if (a.given("--out")) o.out_dir = t.out_dir;
+  if (a.given("--log-interval")) o.log_interval = t.log_interval;
+  if (a.given("--sample-interval")) o.sample_interval = a.gan.sample_interval;
+  o.grad_accum = t.grad_accum, o.stop_after = t.stop_after, o.seed = t.seed, o.resume = t.resume;
+}
+
+void train_dcgan_family(TrainArgs& a) {
+  GanTrainOptions o = a.gan;
+  shared_to(a, o);
+  GanTrainResult r = train_dcgan(o);
+  std::fprintf(stderr, "done: %lld steps, D loss %.4f, G loss %.4f, checkpoint %s\n", (long long)r.steps_done,
+               r.last_d_loss, r.last_g_loss, r.checkpoint.c_str());
+}
+
+void train_ddpm_family(TrainArgs& a) {
+  DiffusionTrainOptions o = a.ddpm;
+  shared_to(a, o);
+  if (a.given("--warmup")) o.warmup = a.gpt.warmup;
+  if (a.given("--dropout")) o.model.dropout = a.over.dropout;
+  if (!a.ch_mult.empty()) o.model.ch_mult = a.ch_mult;
+  if (a.given("--attn-res")) o.model.attn_resolutions = a.attn_res;
+  o.conditional = a.gan.conditional, o.hflip = a.gan.hflip;
+  DiffusionTrainResult r = train_diffusion(o);
+  std::fprintf(stderr, "done: %lld steps, loss %.4f -> %.4f, checkpoint %s\n", (long long)r.steps_done, r.first_loss,
+               r.last_loss, r.checkpoint.c_str());
+}
+
+void train_classifier_family(TrainArgs& a) {
+  ClassifierTrainOptions co;
+  if (!a.gpt.data_files.empty()) co.data = a.gpt.data_files.front();
+  if (a.given("--steps")) co.epochs = a.gpt.steps;  // for the classifier, --steps counts epochs
+  if (a.given("--out")) co.out = a.gpt.out_dir + "/ckpt.safetensors";
+  co.seed = a.gpt.seed;
+  std::filesystem::create_directories(std::filesystem::path(co.out).parent_path());
+  double acc = train_classifier(co);
+  std::fprintf(stderr, "test accuracy %.4f; saved %s\n", acc, co.out.c_str());
+}
+
+void run(TrainArgs& a) {
+  if (!a.model_alias.empty()) {
+    AIGC_CHECK(!a.given("family") || a.model_alias == a.family,
+               "train " + a.family + " --model " + a.model_alias + ": give the family once");
+    a.family = a.model_alias;
+  }
+  if (a.precision == "bf16") {
+    set_matmul_precision(MatmulPrecision::BF16);
+    if (!bf16_is_native())
+      std::fprintf(stderr,
+                   "note: this CPU has no native bf16 instructions: matrix products are emulated (same numbers, no "
+                   "speed-up) and convolutions stay fp32\n");
+  }
+  if (a.family == "gpt") return train_gpt_family(a);
+  if (a.family == "dcgan") return train_dcgan_family(a);
+  if (a.family == "ddpm") return train_ddpm_family(a);
+  return train_classifier_family(a);
+}
+
+}  // namespace
+
+Command train_command(CLI::App& app) {
+  auto a = std::make_shared<TrainArgs>();
+  a->over.n_layer = a->over.n_head = a->over.n_embd = a->over.block_size = 0;
+  a->over.dropout = -1;
+  CLI::App* cmd = app.add_subcommand(
+      "train", "Train a model: a GPT on text (gpt, the default), a DCGAN or DDPM diffusion model on images, or the "
+               "FID feature classifier");
+  a->cmd = cmd;
+  const auto families = CLI::IsMember({"gpt", "dcgan", "ddpm", "classifier"});
+  cmd->add_option("family", a->family, "gpt | dcgan | ddpm | classifier")->check(families)->capture_default_str();
+  cmd->add_option("--model", a->model_alias, "The family, as a flag (same as the positional FAMILY)")->check(families);
+  add_shared(cmd, *a);
+  add_gpt(cmd, *a);
+  add_images(cmd, *a);
+  cmd->footer(
+      "Examples:\n"
+      "  aigc train gpt --data poems --preset small --steps 2000 --out runs/poems   # a GPT on Tang/Song poems\n"
+      "  aigc train dcgan --conditional --steps 3000 --out runs/dcgan             # a class-conditional GAN\n"
+      "  aigc train ddpm --schedule cosine --steps 4000 --out runs/ddpm           # diffusion, cosine betas\n"
+      "  aigc train ddpm --steps 8000 --out runs/ddpm --resume                    # continue where it stopped\n"
+      "Each run directory holds ckpt.safetensors (written atomically, enough to --resume exactly), metrics.jsonl\n"
+      "(one line per update), config.json and samples/. Ctrl-C saves and stops.\n"
+      "GPT presets (--preset):\n" +
+      presets_help());
+  return {cmd, [a] { run(*a); }};
+}
+
+}  // namespace aigc::cli

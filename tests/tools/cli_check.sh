@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The CLI reads like its help: every command's --help has an example, `aigc train` lists its presets, the family
+# is positional with --model as an alias, and contradictions or unknown names fail with a message naming them.
+set -uo pipefail
+aigc="$1"
+fails=0
+check() {  # description, command...; the command must succeed
+  local what="$1"; shift
+  if ! "$@" >/dev/null 2>&1; then echo "FAIL: $what"; fails=$((fails + 1)); fi
+}
+for c in train generate eval sample fid serve tokenize "tokenizer train"; do
+  # shellcheck disable=SC2086
+  check "aigc $c --help shows an example" bash -c "'$aigc' $c --help | grep -q 'aigc $c'"
+done
+check "train --help lists the presets" bash -c "'$aigc' train --help | grep -q 'gpt2-124m'"
+check "train names its families" bash -c "'$aigc' train --help | grep -q 'gpt | dcgan | ddpm | classifier'"
+out=$("$aigc" train ddpm --model gpt --steps 1 2>&1) && { echo "FAIL: two families accepted"; fails=$((fails + 1)); }
+grep -q "give the family once" <<<"$out" || { echo "FAIL: two families: $out"; fails=$((fails + 1)); }
+out=$("$aigc" train vae 2>&1) && { echo "FAIL: an unknown family accepted"; fails=$((fails + 1)); }
+grep -q "vae" <<<"$out" || { echo "FAIL: unknown family: $out"; fails=$((fails + 1)); }
+out=$("$aigc" train gpt --preset huge --steps 1 2>&1) && { echo "FAIL: an unknown preset accepted"; fails=$((fails + 1)); }
+grep -q 'unknown --preset "huge" (tiny, small' <<<"$out" || { echo "FAIL: unknown preset: $out"; fails=$((fails + 1)); }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+check "train gpt (positional) runs" "$aigc" train gpt --preset tiny --steps 2 --out "$tmp/a" -t 1
+check "train --model gpt (alias) runs" "$aigc" train --model gpt --preset tiny --steps 2 --out "$tmp/b" -t 1
+cmp -s "$tmp/a/ckpt.safetensors" "$tmp/b/ckpt.safetensors" || { echo "FAIL: alias trains differently"; fails=$((fails + 1)); }
+for f in ckpt.safetensors metrics.jsonl config.json; do
+  [ -s "$tmp/a/$f" ] || { echo "FAIL: the run folder lacks $f"; fails=$((fails + 1)); }
+done
+[ "$fails" = 0 ] && echo "PASS" || exit 1
