@@ -205,7 +205,7 @@ TEST(Parity, DcganTwentyStepsTrackPyTorch) {
   // Twenty steps on real Fashion-MNIST batches from the same weights, batches and noise: over many steps, only
   // rounding may separate aigc from PyTorch (float64). A difference that one step hides (optimizer state,
   // running statistics, anything that accumulates) would show here.
-  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist")) GTEST_SKIP() << "needs dataset-fashion-mnist";
+  AIGC_NEEDS("fashion-mnist", aigc::testing::fashion_mnist_missing());
   const int K = 20;
   DCGANConfig c;
   c.nz = 16, c.ngf = 16, c.ndf = 16, c.n_classes = 10;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "test_util.h"
 #include "aigc/fid.h"
 #include "aigc/rng.h"
 #include "aigc/safetensors.h"
@@ -45,7 +46,7 @@ TEST(Fid, MatchesClosedForms) {
 // floor the README quotes at n = 1,000 (37.853). Another classifier moves the floor: one trained by an earlier build
 // gave 36.243.
 TEST(Fid, BuiltinClassifierIsThePinnedOne) {
-  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist")) GTEST_SKIP() << "needs dataset-fashion-mnist";
+  AIGC_NEEDS("fashion-mnist", aigc::testing::fashion_mnist_missing());
   auto c = load_classifier(kBuiltinClassifier);
   const std::string_view bytes = builtin_classifier_bytes();
   SafeTensorsReader st = SafeTensorsReader::from_bytes("builtin", std::string(bytes));

@@ -169,7 +169,7 @@ TEST(ImageData, LoaderScalesShufflesFlipsAndResumes) {
 }
 
 TEST(ImageData, FashionMnistPackage) {
-  if (!fs::exists("/usr/share/datasets/fashion-mnist")) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  AIGC_NEEDS("fashion-mnist", aigc::testing::fashion_mnist_missing());
   ImageSet train = load_image_dataset("fashion-mnist", "train"), test = load_image_dataset("fashion-mnist", "test");
   EXPECT_EQ(train.n, 60000);
   EXPECT_EQ(test.n, 10000);

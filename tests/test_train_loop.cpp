@@ -271,3 +271,20 @@ TEST(Layout, ModelsDoNotIncludeTraining) {
   }
   EXPECT_GT(files, 5);
 }
+
+// Tests skip for a missing dependency only when AIGC_ALLOW_MISSING names it (or says "all").
+TEST(Layout, MissingDependenciesSkipOnlyWhenAllowed) {
+  const char* saved = std::getenv("AIGC_ALLOW_MISSING");
+  const std::string keep = saved ? saved : "";
+  unsetenv("AIGC_ALLOW_MISSING");
+  EXPECT_FALSE(aigc::testing::allowed_missing("node"));
+  setenv("AIGC_ALLOW_MISSING", "fashion-mnist,node", 1);
+  EXPECT_TRUE(aigc::testing::allowed_missing("node"));
+  EXPECT_TRUE(aigc::testing::allowed_missing("fashion-mnist"));
+  EXPECT_FALSE(aigc::testing::allowed_missing("gpt-3-encoder"));
+  EXPECT_FALSE(aigc::testing::allowed_missing("nod"));
+  setenv("AIGC_ALLOW_MISSING", "all", 1);
+  EXPECT_TRUE(aigc::testing::allowed_missing("gpt-3-encoder"));
+  if (saved) setenv("AIGC_ALLOW_MISSING", keep.c_str(), 1);
+  else unsetenv("AIGC_ALLOW_MISSING");
+}

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <sstream>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -13,6 +15,37 @@
 #include "aigc/tensor.h"
 
 namespace aigc::testing {
+
+// True when AIGC_ALLOW_MISSING (a comma-separated list of dependency names, or "all") lets tests that need
+// `name` be skipped where it is missing.
+inline bool allowed_missing(const std::string& name) {
+  const char* env = std::getenv("AIGC_ALLOW_MISSING");
+  if (!env) return false;
+  std::stringstream list(env);
+  for (std::string item; std::getline(list, item, ',');)
+    if (item == name || item == "all") return true;
+  return false;
+}
+
+// A test that needs something from outside the project (a Debian package, node, an npm package): `why` is empty
+// when it is there. When it is missing the test FAILS, saying what to install, unless AIGC_ALLOW_MISSING names it
+// (then it is skipped): a missing install step must not pass silently.
+#define AIGC_NEEDS(name, why)                                                                                       \
+  do {                                                                                                             \
+    const std::string aigc_why_ = (why);                                                                           \
+    if (!aigc_why_.empty()) {                                                                                      \
+      if (::aigc::testing::allowed_missing(name)) GTEST_SKIP() << aigc_why_ << " (allowed by AIGC_ALLOW_MISSING)"; \
+      FAIL() << aigc_why_ << ". Run scripts/setup.sh, or set AIGC_ALLOW_MISSING=" << (name)                         \
+             << " to skip the tests that need it";                                                                 \
+    }                                                                                                              \
+  } while (0)
+
+// Debian's dataset-fashion-mnist, for the tests on real images.
+inline std::string fashion_mnist_missing() {
+  return std::filesystem::exists("/usr/share/datasets/fashion-mnist")
+             ? ""
+             : "Fashion-MNIST is missing (Debian package dataset-fashion-mnist, /usr/share/datasets/fashion-mnist)";
+}
 
 // An empty directory under the system temp dir, unique to this process and `name`.
 inline std::filesystem::path fresh_temp_dir(const std::string& name) {
