@@ -31,8 +31,7 @@ Command eval_command(CLI::App& app) {
             auto t0 = std::chrono::steady_clock::now();
             EvalResult r = evaluate_tokens(*lm.model, std::vector<int32_t>(ids.begin(), ids.end()));
             double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            std::fprintf(stderr, "%lld tokens in %.2fs (%.1f tok/s)\n", (long long)r.tokens, dt,
-                         double(r.tokens) / dt);
+            std::fprintf(stderr, "%lld tokens in %.2fs (%.1f tok/s)\n", (long long)r.tokens, dt, double(r.tokens) / dt);
             std::printf("loss %.6f perplexity %.4f\n", r.loss, r.perplexity);
           }};
 }

@@ -69,7 +69,8 @@ Command fid_command(CLI::App& app) {
   auto a = std::make_shared<FidArgs>();
   CLI::App* cmd = app.add_subcommand("fid", "FID-FMNIST: Frechet distance of classifier features, real vs generated");
   cmd->add_option("--real", a->real, "Dataset of real images (its test split)")->capture_default_str();
-  cmd->add_option("--fake", a->fake, "A DCGAN or diffusion checkpoint to sample from, or a dataset directory (its test split)")
+  cmd->add_option("--fake", a->fake,
+                  "A DCGAN or diffusion checkpoint to sample from, or a dataset directory (its test split)")
       ->required();
   cmd->add_option("--classifier", a->classifier,
                   "Feature network: builtin (the pinned one FID-FMNIST is defined with, compiled in; scores from "

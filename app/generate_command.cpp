@@ -53,8 +53,8 @@ Command generate_command(CLI::App& app) {
             std::cout << std::endl;
             std::fprintf(stderr,
                          "[%d prompt tokens in %.2fs (%.1f tok/s), %d generated in %.2fs (%.1f tok/s), stop: %s]\n",
-                         r.n_prompt, r.prefill_s, r.n_prompt / std::max(r.prefill_s, 1e-9), r.n_generated,
-                         r.decode_s, r.n_generated / std::max(r.decode_s, 1e-9), r.stop_reason.c_str());
+                         r.n_prompt, r.prefill_s, r.n_prompt / std::max(r.prefill_s, 1e-9), r.n_generated, r.decode_s,
+                         r.n_generated / std::max(r.decode_s, 1e-9), r.stop_reason.c_str());
           }};
 }
 

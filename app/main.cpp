@@ -21,8 +21,8 @@ int main(int argc, char** argv) {
       "  aigc sample --ckpt runs/ddpm/ckpt.safetensors --steps 50 --n 64 --out grid.png\n"
       "  aigc serve --ckpt runs/gpt/ckpt.safetensors --image-ckpt runs/ddpm/ckpt.safetensors\n"
       "Run `aigc COMMAND --help` for each command's options.");
-  const std::vector<Command> commands = {train_command(app),  generate_command(app), eval_command(app),
-                                         sample_command(app), fid_command(app),      serve_command(app),
+  const std::vector<Command> commands = {train_command(app),    generate_command(app), eval_command(app),
+                                         sample_command(app),   fid_command(app),      serve_command(app),
                                          tokenize_command(app), tokenizer_command(app)};
   try {
     app.parse(argc, argv);

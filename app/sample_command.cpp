@@ -30,7 +30,6 @@ struct SampleArgs {
   SamplerOptions sampler;    // diffusion only
 };
 
-
 int64_t grid_cols(int64_t n) { return int64_t(std::ceil(std::sqrt(double(n)))); }
 
 // Progress with ETA, and with --save-trajectory one grid per denoising step (at most ~100: every k-th step and
@@ -70,7 +69,6 @@ struct DiffusionProgress {
   }
 };
 
-
 void sample_images(const SampleArgs& a) {
   AIGC_CHECK(a.n >= 1 && a.n <= 4096, "--n must be between 1 and 4096");
   auto model = ImageModel::load(a.ckpt);
@@ -99,7 +97,8 @@ void sample_images(const SampleArgs& a) {
 
 Command sample_command(CLI::App& app) {
   auto a = std::make_shared<SampleArgs>();
-  CLI::App* cmd = app.add_subcommand("sample", "Generate images with a trained DCGAN or diffusion model into a PNG grid");
+  CLI::App* cmd =
+      app.add_subcommand("sample", "Generate images with a trained DCGAN or diffusion model into a PNG grid");
   cmd->add_option("--ckpt", a->ckpt, "DCGAN or diffusion checkpoint (runs/.../ckpt.safetensors)")->required();
   cmd->add_option("--n", a->n, "Number of images")->capture_default_str();
   cmd->add_option("--out", a->out, "Output PNG")->capture_default_str();

@@ -1,10 +1,10 @@
 // `aigc serve`: the HTTP server (OpenAI's API and the playground), its options, and the run loop (signals,
 // draining).
+#include <pthread.h>
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 #include <memory>
-#include <pthread.h>
 #include <thread>
 
 #include "aigc/checkpoint.h"
@@ -25,8 +25,7 @@ struct ServeArgs {
 
 void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   serve::ServerOptions& o = a.server;
-  cmd->add_option("--ckpt", a.ckpt, "Text model: an aigc GPT checkpoint or a Hugging Face GPT-2 directory")
-      ->required();
+  cmd->add_option("--ckpt", a.ckpt, "Text model: an aigc GPT checkpoint or a Hugging Face GPT-2 directory")->required();
   cmd->add_option("--image-ckpt", a.image_ckpt, "Image model for /v1/images/generations (DCGAN or diffusion)");
   cmd->add_option("--host", o.host, "Address to listen on (loopback unless you say otherwise)")->capture_default_str();
   cmd->add_option("--port", o.port, "Port (0: any free port, printed at start)")->capture_default_str();
@@ -46,8 +45,7 @@ void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   cmd->add_option("--cors-origin", o.cors_origin,
                   "Let browser pages from this origin call the API (\"*\": any origin); off by default");
   cmd->add_option("--timeout", o.timeout_s, "Seconds a request may take, queueing included")->capture_default_str();
-  cmd->add_option("--max-body", o.max_body_bytes, "Largest request body in bytes (larger: 413)")
-      ->capture_default_str();
+  cmd->add_option("--max-body", o.max_body_bytes, "Largest request body in bytes (larger: 413)")->capture_default_str();
   cmd->add_option("--runs", o.runs_dir, "Directory of training runs charted by the playground")->capture_default_str();
   cmd->add_option("--model-name", o.model_name, "Text model id in the API (default: from the checkpoint path)");
   cmd->add_option("--drain", a.drain_s, "On SIGTERM/SIGINT: seconds to let running requests finish")
@@ -103,7 +101,8 @@ void serve(ServeArgs a) {
 
 Command serve_command(CLI::App& app) {
   auto a = std::make_shared<ServeArgs>();
-  CLI::App* cmd = app.add_subcommand("serve", "HTTP server with OpenAI's API (completions, chat, images) and a playground");
+  CLI::App* cmd =
+      app.add_subcommand("serve", "HTTP server with OpenAI's API (completions, chat, images) and a playground");
   add_serve_options(cmd, *a);
   add_threads(cmd);
   return {cmd, [a] { serve(*a); }};

@@ -42,7 +42,8 @@ void add_shared(CLI::App* cmd, TrainArgs& a) {
   cmd->add_option("--grad-accum", t.grad_accum, "Micro-batches per update")->capture_default_str();
   cmd->add_option("--lr", t.optim.lr, "Peak learning rate; family default when not given");
   cmd->add_option("--warmup", t.warmup, "Linear warmup updates; family default when not given");
-  cmd->add_option("--grad-clip", t.grad_clip, "Clip gradients to this global norm (0: off); family default when not given");
+  cmd->add_option("--grad-clip", t.grad_clip,
+                  "Clip gradients to this global norm (0: off); family default when not given");
   cmd->add_option("--log-interval", t.log_interval, "Progress line every N updates");
   cmd->add_option("--sample-interval", a.gan.sample_interval,
                   "Write samples every N updates: an image grid (GAN, diffusion) or 200 tokens of text (GPT, off by "
@@ -202,8 +203,9 @@ Command train_command(CLI::App& app) {
   a->over.n_layer = a->over.n_head = a->over.n_embd = a->over.block_size = 0;
   a->over.dropout = -1;
   CLI::App* cmd = app.add_subcommand(
-      "train", "Train a model: a GPT on text (gpt, the default), a DCGAN or DDPM diffusion model on images, or the "
-               "FID feature classifier");
+      "train",
+      "Train a model: a GPT on text (gpt, the default), a DCGAN or DDPM diffusion model on images, or the "
+      "FID feature classifier");
   a->cmd = cmd;
   const auto families = CLI::IsMember({"gpt", "dcgan", "ddpm", "classifier"});
   cmd->add_option("family", a->family, "gpt | dcgan | ddpm | classifier")->check(families)->capture_default_str();

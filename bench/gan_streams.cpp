@@ -54,13 +54,15 @@ int main(int argc, char** argv) {
         ts.push_back({prefix + name, StDType::F32, t.shape(), keep.back().data(), keep.back().size() * 4});
       }
     }
-    ts.push_back({"real", StDType::U8, {steps, B, cfg.channels, cfg.image_size, cfg.image_size}, pixels.data(),
-                  pixels.size()});
+    ts.push_back(
+        {"real", StDType::U8, {steps, B, cfg.channels, cfg.image_size, cfg.image_size}, pixels.data(), pixels.size()});
     ts.push_back({"labels", StDType::I32, {steps, B}, labels.data(), labels.size() * 4});
     ts.push_back({"z_d", StDType::F32, {steps, B, cfg.nz}, z_d.data(), z_d.size() * 4});
     ts.push_back({"z_g", StDType::F32, {steps, B, cfg.nz}, z_g.data(), z_g.size() * 4});
     write_safetensors(a.out, ts,
-                      {{"nz", std::to_string(cfg.nz)}, {"ngf", std::to_string(cfg.ngf)},
-                       {"ndf", std::to_string(cfg.ndf)}, {"seed", std::to_string(a.seed)}});
+                      {{"nz", std::to_string(cfg.nz)},
+                       {"ngf", std::to_string(cfg.ngf)},
+                       {"ndf", std::to_string(cfg.ndf)},
+                       {"seed", std::to_string(a.seed)}});
   });
 }

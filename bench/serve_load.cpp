@@ -64,8 +64,11 @@ int main(int argc, char** argv) {
       cli.set_read_timeout(600, 0);
       for (int r = 0; r < per_client; r++) {
         // Sampled (seeded per request), with no stop: every request runs its max_tokens unless it meets end-of-text.
-        nlohmann::json body = {{"prompt", prompt}, {"max_tokens", max_tokens}, {"stream", true},
-                               {"temperature", 0.8}, {"seed", c * 1000 + r}};
+        nlohmann::json body = {{"prompt", prompt},
+                               {"max_tokens", max_tokens},
+                               {"stream", true},
+                               {"temperature", 0.8},
+                               {"seed", c * 1000 + r}};
         httplib::Request req;
         req.method = "POST", req.path = "/v1/completions", req.body = body.dump();
         req.set_header("Content-Type", "application/json");

@@ -13,6 +13,7 @@ PKGS=(
   fortunes fortunes-min fortunes-zh # built-in text corpora (no download)
   dataset-fashion-mnist            # built-in image data (IDX files, gzip)
   chromium                         # headless browser for the playground's end-to-end test
+  clang-format                     # the C++ style check (scripts/format.sh)
 )
 
 missing=()

@@ -6,6 +6,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
 jobs="${AIGC_JOBS:-$(nproc)}"
 
+bash scripts/format.sh --check  # the C++ follows .clang-format
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build -j "$jobs"
 (cd build && ctest --output-on-failure -j 1) | tee build/ctest.log

@@ -10,8 +10,7 @@ namespace aigc::serve {
 using Clock = std::chrono::steady_clock;
 
 TextEngine::TextEngine(GPT& model, const Tokenizer& tok, int n_slots, int ctx)
-    : threads_(get_num_threads()), dec_(model, tok, n_slots, ctx), jobs_(size_t(n_slots)),
-      admitted_(size_t(n_slots)) {
+    : threads_(get_num_threads()), dec_(model, tok, n_slots, ctx), jobs_(size_t(n_slots)), admitted_(size_t(n_slots)) {
   counters_.slots_total = n_slots;
   thread_ = std::thread([this] { loop(); });
 }
@@ -90,8 +89,10 @@ void TextEngine::loop() {
     const auto now = Clock::now();
     for (int s = 0; s < dec_.slots(); s++) {
       if (!dec_.busy(s)) continue;
-      if (jobs_[size_t(s)]->cancelled) dec_.stop(s, "cancelled");
-      else if (now > jobs_[size_t(s)]->deadline) dec_.stop(s, "timeout");
+      if (jobs_[size_t(s)]->cancelled)
+        dec_.stop(s, "cancelled");
+      else if (now > jobs_[size_t(s)]->deadline)
+        dec_.stop(s, "timeout");
     }
     dec_.step();
     {

@@ -169,8 +169,7 @@ bool HttpCore::process_and_close_socket(socket_t sock) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(keep_alive_timeout_sec_);
     int ready = strm.buffered() ? 1 : 0;
     while (!ready && svr_sock_ != INVALID_SOCKET && (ready = wait_for(sock, POLLIN, 10)) == 0 &&
-           std::chrono::steady_clock::now() < until) {
-    }
+           std::chrono::steady_clock::now() < until) {}
     if (ready <= 0) break;
     t_close_after = false;
     bool closed = false;

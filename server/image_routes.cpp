@@ -108,8 +108,7 @@ void Server::Impl::generate_images(const std::string& body, httplib::Response& r
     image_waiting--, image_running = true;
   }
   const double waited = std::chrono::duration<double>(Clock::now() - queued).count();
-  for (double w = image_max_wait_s; waited > w && !image_max_wait_s.compare_exchange_weak(w, waited);) {
-  }
+  for (double w = image_max_wait_s; waited > w && !image_max_wait_s.compare_exchange_weak(w, waited);) {}
   struct Turn {  // gives the turn to the next request however this one ends
     Impl& m;
     ~Turn() {

@@ -126,8 +126,8 @@ TEST(Bf16, MixedPrecisionConvMatchesRoundedReference) {
     return std::vector<Tensor>{y, xc.grad(), wc.grad(), bc.grad()};
   };
   std::vector<Tensor> got = run(x, w, dout, MatmulPrecision::BF16);
-  std::vector<Tensor> ref = native ? run(rounded(x), rounded(w), rounded(dout), MatmulPrecision::F32)
-                                   : run(x, w, dout, MatmulPrecision::F32);
+  std::vector<Tensor> ref =
+      native ? run(rounded(x), rounded(w), rounded(dout), MatmulPrecision::F32) : run(x, w, dout, MatmulPrecision::F32);
   const char* names[] = {"y", "dx", "dw", "db"};
   for (size_t k = 0; k < 4; k++) {
     double scale = 1e-3;

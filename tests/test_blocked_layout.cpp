@@ -74,7 +74,7 @@ TEST(BlockedLayout, OpsMatchTheirPlainResults) {
                   2e-6, "group_norm");
     }
   const Tensor cat = ops::concat_channels(x, z), catb = ops::concat_channels(xb, zb);  // 48 channels
-  expect_same(ops::group_norm(catb, Tensor(), Tensor(), 4, 1e-5f, true),  // 12 channels per group
+  expect_same(ops::group_norm(catb, Tensor(), Tensor(), 4, 1e-5f, true),               // 12 channels per group
               ops::group_norm(cat, Tensor(), Tensor(), 4, 1e-5f, true), 2e-6, "group_norm, 48 channels");
   const Tensor w3 = random({32, 32, 3, 3}, 8), w1 = random({16, 32, 1, 1}, 9), cb = random({32}, 10);
   expect_same(ops::conv2d(xb, w3, cb, {1, 1}), ops::conv2d(x, w3, cb, {1, 1}), 0, "conv2d 3x3");
@@ -97,11 +97,11 @@ TEST(BlockedLayout, IsRefusedWhereItIsNotSupported) {
   {
     NoGradGuard ng;
     xb = ops::to_blocked(random({2, 16, 4, 4}, 12));
-    EXPECT_THROW(ops::silu(xb), Error);                                // an op without a blocked kernel
-    EXPECT_THROW(xb.view({2, 256}), Error);                            // a view would reinterpret the order
-    EXPECT_THROW(xb.to_vector(), Error);                               // so would reading it out
-    EXPECT_THROW(ops::add(xb, random({2, 16, 4, 4}, 13)), Error);      // mixed layouts
-    EXPECT_THROW(ops::to_blocked(random({2, 8, 4, 4}, 14)), Error);    // not whole blocks
+    EXPECT_THROW(ops::silu(xb), Error);                              // an op without a blocked kernel
+    EXPECT_THROW(xb.view({2, 256}), Error);                          // a view would reinterpret the order
+    EXPECT_THROW(xb.to_vector(), Error);                             // so would reading it out
+    EXPECT_THROW(ops::add(xb, random({2, 16, 4, 4}, 13)), Error);    // mixed layouts
+    EXPECT_THROW(ops::to_blocked(random({2, 8, 4, 4}, 14)), Error);  // not whole blocks
     EXPECT_THROW(ops::conv_transpose2d(xb, random({16, 16, 3, 3}, 15), Tensor()), Error);
     ops::Conv2dOptions blocked_out;
     blocked_out.blocked_output = true;  // 8 output channels are not whole blocks
@@ -129,8 +129,8 @@ TEST(BlockedLayout, UNetInferenceMatchesThePlainForward) {
   UNet net(c, 1);
   Rng rng(18);
   for (const Param& p : net.params().params())  // every weight random: zero-initialized layers would hide layers
-    init::normal(p.value, p.name.find("norm") != std::string::npos && p.name.ends_with(".weight") ? 1.0f : 0.0f,
-                 0.2f, rng);
+    init::normal(p.value, p.name.find("norm") != std::string::npos && p.name.ends_with(".weight") ? 1.0f : 0.0f, 0.2f,
+                 rng);
   const Tensor x = random({3, 1, 8, 8}, 19), t = Tensor::from_vector({0.0f, 500.0f, 999.0f}, {3});
   const Tensor plain = net.forward(x, t, Tensor(), false);
   EXPECT_FALSE(net.last_forward_blocked());

@@ -33,9 +33,14 @@ std::vector<float> logits_of(GPT& m) {
 // Writes `m` as a Hugging Face GPT-2 directory: Conv1D (in, out) projections, mask buffers, optional prefix.
 void write_hf_dir(GPT& m, const fs::path& dir, bool prefix, bool separate_head) {
   const GPTConfig& c = m.config();
-  nlohmann::json cfg = {{"model_type", "gpt2"}, {"n_layer", c.n_layer}, {"n_head", c.n_head},
-                        {"n_embd", c.n_embd},   {"n_positions", c.block_size}, {"vocab_size", c.vocab_size},
-                        {"activation_function", "gelu_new"}, {"layer_norm_epsilon", 1e-5}};
+  nlohmann::json cfg = {{"model_type", "gpt2"},
+                        {"n_layer", c.n_layer},
+                        {"n_head", c.n_head},
+                        {"n_embd", c.n_embd},
+                        {"n_positions", c.block_size},
+                        {"vocab_size", c.vocab_size},
+                        {"activation_function", "gelu_new"},
+                        {"layer_norm_epsilon", 1e-5}};
   std::ofstream(dir / "config.json") << cfg.dump(2);
   std::vector<std::vector<float>> keep;  // owns transposed copies
   std::vector<StTensorOut> out;
@@ -57,8 +62,11 @@ void write_hf_dir(GPT& m, const fs::path& dir, bool prefix, bool separate_head) 
   // The causal-mask buffers real GPT-2 files carry are not parameters.
   std::vector<float> mask(size_t(c.block_size * c.block_size), 1.0f);
   for (int64_t l = 0; l < c.n_layer; l++)
-    out.push_back({pre + "h." + std::to_string(l) + ".attn.bias", StDType::F32, {1, 1, c.block_size, c.block_size},
-                   mask.data(), mask.size() * 4});
+    out.push_back({pre + "h." + std::to_string(l) + ".attn.bias",
+                   StDType::F32,
+                   {1, 1, c.block_size, c.block_size},
+                   mask.data(),
+                   mask.size() * 4});
   std::vector<float> head;
   if (separate_head) {
     head.assign(m.params().data(), m.params().data() + c.vocab_size * c.n_embd);  // wte is the first parameter

@@ -249,7 +249,11 @@ TEST(Parity, DcganTwentyStepsTrackPyTorch) {
   for (size_t k = 0; k < saved.size(); k++)
     in.push_back({saved[k].first, StDType::F32, shapes[k], saved[k].second.data(), saved[k].second.size() * 4});
   write_safetensors((dir / "in.safetensors").string(), in,
-                    {{"nz", "16"}, {"ngf", "16"}, {"ndf", "16"}, {"lr", "0.0002"}, {"loss", "nonsaturating"},
+                    {{"nz", "16"},
+                     {"ngf", "16"},
+                     {"ndf", "16"},
+                     {"lr", "0.0002"},
+                     {"loss", "nonsaturating"},
                      {"steps", std::to_string(K)}});
   const std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/tests/tools/torch_dcgan_oracle.py " +
                           (dir / "in.safetensors").string() + " " + (dir / "out.safetensors").string();

@@ -96,6 +96,6 @@ TEST(Decoder, ContextEndsOrShifts) {
   while (dec.busy(0)) dec.step();
   end = dec.take_finished().at(0).second;
   EXPECT_EQ(end.n_generated, 100);
-  EXPECT_EQ(b.substr(0, a.size()), a);  // the same sequence until the first shift
+  EXPECT_EQ(b.substr(0, a.size()), a);                                        // the same sequence until the first shift
   EXPECT_THROW(dec.start(0, job(m, std::string(16, 'a'), 3, 5, &b)), Error);  // the prompt fills the context
 }

@@ -208,7 +208,7 @@ TEST(DiffusionTraining, LossFallsOnFashionMnist) {
   im->generate(2, 5, o);
   EXPECT_EQ(seen, std::vector<int64_t>({0, 1, 2}));
   o.interpolate = true;
-  EXPECT_THROW(im->generate(2, 5, o), Error);  // a DCGAN's latent walk
+  EXPECT_THROW(im->generate(2, 5, o), Error);      // a DCGAN's latent walk
   EXPECT_THROW(class_index("bag", {}, 0), Error);  // unconditional: no classes to ask for
 }
 

@@ -6,10 +6,10 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "test_util.h"
 #include "aigc/fid.h"
 #include "aigc/rng.h"
 #include "aigc/safetensors.h"
+#include "test_util.h"
 
 using namespace aigc;
 
@@ -51,7 +51,8 @@ TEST(Fid, BuiltinClassifierIsThePinnedOne) {
   const std::string_view bytes = builtin_classifier_bytes();
   SafeTensorsReader st = SafeTensorsReader::from_bytes("builtin", std::string(bytes));
   const double recorded = nlohmann::json::parse(st.metadata().at("aigc.config")).at("test_accuracy").get<double>();
-  const ImageSet test = load_image_dataset("fashion-mnist", "test"), train = load_image_dataset("fashion-mnist", "train");
+  const ImageSet test = load_image_dataset("fashion-mnist", "test"),
+                 train = load_image_dataset("fashion-mnist", "train");
   EXPECT_NEAR(classifier_accuracy(*c, test), recorded, 2e-4);  // at most 2 of the 10,000 images change class
   const std::vector<double> a = image_features(*c, test, 1000), b = image_features(*c, train, 1000);
   EXPECT_NEAR(frechet_distance(a, b, c->n_features), 37.853, 1e-3);

@@ -55,8 +55,8 @@ void run_parity(GPTConfig cfg, const char* label) {
                                       {"targets", StDType::I32, {B, T}, tgt.data(), tgt.size() * 4}};
   for (const Param& p : model.params().params())
     tensors.push_back({p.name, StDType::F32, p.value.shape(), p.value.f32(), size_t(p.value.numel()) * 4});
-  nlohmann::json oj = {{"lr", oc.lr}, {"beta1", oc.beta1}, {"beta2", oc.beta2}, {"eps", oc.eps},
-                       {"weight_decay", oc.weight_decay}};
+  nlohmann::json oj = {
+      {"lr", oc.lr}, {"beta1", oc.beta1}, {"beta2", oc.beta2}, {"eps", oc.eps}, {"weight_decay", oc.weight_decay}};
   write_safetensors((dir / "in.safetensors").string(), tensors, {{"config", cfg.to_json()}, {"optim", oj.dump()}});
 
   std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/tests/tools/torch_gpt_oracle.py " +

@@ -195,7 +195,7 @@ TEST(ImageData, FolderOfPngsWithClassSubfolders) {
   EXPECT_EQ(s.height, 32);
   EXPECT_EQ(s.class_names, (std::vector<std::string>{"cats", "dogs"}));
   EXPECT_EQ(s.labels, (std::vector<int32_t>{0, 0, 1}));
-  EXPECT_EQ(s.pixels[size_t(16 * 32 + 16)], 255);     // image 0, centre: white
+  EXPECT_EQ(s.pixels[size_t(16 * 32 + 16)], 255);        // image 0, centre: white
   EXPECT_EQ(s.pixels[size_t(1024 + 16 * 32 + 16)], 64);  // image 1, centre: -0.5 -> (0.5 * 127.5) rounds to 64
   write(d / "dogs" / "broken.png", "\x89PNG\r\n\x1a\n not really");
   EXPECT_NE(error_of([&] { load_image_dataset(d.string(), "train"); }).find("broken.png"), std::string::npos);

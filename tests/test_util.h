@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <sstream>
 #include <filesystem>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -30,12 +30,12 @@ inline bool allowed_missing(const std::string& name) {
 // A test that needs something from outside the project (a Debian package, node, an npm package): `why` is empty
 // when it is there. When it is missing the test FAILS, saying what to install, unless AIGC_ALLOW_MISSING names it
 // (then it is skipped): a missing install step must not pass silently.
-#define AIGC_NEEDS(name, why)                                                                                       \
+#define AIGC_NEEDS(name, why)                                                                                      \
   do {                                                                                                             \
     const std::string aigc_why_ = (why);                                                                           \
     if (!aigc_why_.empty()) {                                                                                      \
       if (::aigc::testing::allowed_missing(name)) GTEST_SKIP() << aigc_why_ << " (allowed by AIGC_ALLOW_MISSING)"; \
-      FAIL() << aigc_why_ << ". Run scripts/setup.sh, or set AIGC_ALLOW_MISSING=" << (name)                         \
+      FAIL() << aigc_why_ << ". Run scripts/setup.sh, or set AIGC_ALLOW_MISSING=" << (name)                        \
              << " to skip the tests that need it";                                                                 \
     }                                                                                                              \
   } while (0)

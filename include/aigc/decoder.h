@@ -18,11 +18,11 @@ namespace aigc {
 
 // One sequence to decode. Callbacks run on the decoding thread and must be quick.
 struct DecodeJob {
-  std::vector<int> prompt;  // token ids, non-empty, shorter than the decoder's context
-  GenerateOptions opt;      // sampling, max_tokens, stop strings, stop_at_eos
+  std::vector<int> prompt;                        // token ids, non-empty, shorter than the decoder's context
+  GenerateOptions opt;                            // sampling, max_tokens, stop strings, stop_at_eos
   std::shared_ptr<const JsonSchema> json_schema;  // set: only tokens that continue a matching JSON value
-  int top_logprobs = -1;         // -1: none; 0..20: each token's log-probability with this many alternatives
-  bool shift_context = false;    // context full: continue from the last half of the tokens (else end "length")
+  int top_logprobs = -1;       // -1: none; 0..20: each token's log-probability with this many alternatives
+  bool shift_context = false;  // context full: continue from the last half of the tokens (else end "length")
   std::function<void(const TokenLogprob&)> on_token;  // each sampled token (when top_logprobs >= 0), before its text
   std::function<void(const std::string&)> on_text;    // each piece of final text (whole UTF-8 characters)
 };
@@ -68,7 +68,7 @@ class Decoder {
     std::unique_ptr<JsonConstraint> json;  // the JSON so far, when constrained
   };
   void prefill(int s, const std::vector<int>& ids);  // into an empty slot, then the next token
-  void accept(int s, const float* logits);            // one sampled token of slot s
+  void accept(int s, const float* logits);           // one sampled token of slot s
   void finish(int s, const std::string& reason, const std::string& error = "");
 
   GPT& model_;

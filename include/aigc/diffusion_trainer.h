@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "aigc/diffusion.h"
 #include "aigc/checkpoint_kind.h"
+#include "aigc/diffusion.h"
 #include "aigc/models/ddpm.h"
 #include "aigc/models/unet.h"
 #include "aigc/rng.h"

@@ -15,7 +15,7 @@ struct Error : std::runtime_error {
 }  // namespace aigc
 
 // AIGC_CHECK(cond, msg): throw aigc::Error(msg) when cond is false. msg may be any std::string expression.
-#define AIGC_CHECK(cond, msg)                     \
-  do {                                            \
-    if (!(cond)) ::aigc::fail(std::string(msg));  \
+#define AIGC_CHECK(cond, msg)                    \
+  do {                                           \
+    if (!(cond)) ::aigc::fail(std::string(msg)); \
   } while (0)

@@ -12,14 +12,14 @@
 namespace aigc {
 
 struct SamplingOptions {
-  float temperature = 0.8f;   // 0 = greedy
-  int top_k = 40;             // 0 = off
-  float top_p = 0.95f;        // 1 = off
-  float min_p = 0.05f;        // 0 = off; keeps tokens with p >= min_p * p_max
-  float repeat_penalty = 1.0f;// 1 = off; divides positive logits / multiplies negative ones of recent tokens
-  int repeat_last_n = 64;     // window for the three penalties (0 = off, -1 = whole context)
-  float presence_penalty = 0.0f;  // OpenAI's: subtracted from the logit of every token seen in the window
-  float frequency_penalty = 0.0f; // OpenAI's: subtracted once per occurrence in the window
+  float temperature = 0.8f;        // 0 = greedy
+  int top_k = 40;                  // 0 = off
+  float top_p = 0.95f;             // 1 = off
+  float min_p = 0.05f;             // 0 = off; keeps tokens with p >= min_p * p_max
+  float repeat_penalty = 1.0f;     // 1 = off; divides positive logits / multiplies negative ones of recent tokens
+  int repeat_last_n = 64;          // window for the three penalties (0 = off, -1 = whole context)
+  float presence_penalty = 0.0f;   // OpenAI's: subtracted from the logit of every token seen in the window
+  float frequency_penalty = 0.0f;  // OpenAI's: subtracted once per occurrence in the window
   uint64_t seed = 0;
 };
 
@@ -46,7 +46,7 @@ struct GenerateOptions {
 };
 
 struct GenerateResult {
-  std::string text;       // generated text (prompt excluded)
+  std::string text;  // generated text (prompt excluded)
   int n_prompt = 0, n_generated = 0;
   double prefill_s = 0, decode_s = 0;
   std::string stop_reason;  // "length" | "stop" | "eos"

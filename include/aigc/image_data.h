@@ -47,8 +47,7 @@ const std::vector<std::string>& fashion_mnist_classes();
 // never overlap, together they see what one process with batch B * world sees, and `position` alone resumes.
 class ImageLoader {
  public:
-  ImageLoader(const ImageSet& data, int64_t batch_size, uint64_t seed, bool hflip = false, int rank = 0,
-              int world = 1);
+  ImageLoader(const ImageSet& data, int64_t batch_size, uint64_t seed, bool hflip = false, int rank = 0, int world = 1);
   void next(Tensor& images, std::vector<int32_t>& labels);  // images is (B, C, H, W) f32
   int64_t position() const { return position_; }
   void set_position(int64_t p) { position_ = p; }

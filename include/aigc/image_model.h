@@ -30,10 +30,10 @@ class ImageModel {
   int64_t diffusion_steps() const { return schedule_.T(); }  // T of a diffusion model's schedule; 0 for a DCGAN
 
   struct Options {
-    int32_t cls = -1;              // a class index, or < 0: cycle through the classes
-    SamplerOptions sampler;        // diffusion models
-    SampleStepFn on_step;          // diffusion models: sees each denoising step
-    bool interpolate = false;      // DCGAN: latents on the line between two random points, one class (cls or 0)
+    int32_t cls = -1;          // a class index, or < 0: cycle through the classes
+    SamplerOptions sampler;    // diffusion models
+    SampleStepFn on_step;      // diffusion models: sees each denoising step
+    bool interpolate = false;  // DCGAN: latents on the line between two random points, one class (cls or 0)
   };
   // n images (n, C, H, W) in [-1, 1], from `seed`.
   Tensor generate(int64_t n, uint64_t seed, const Options& opt);

@@ -10,8 +10,8 @@ struct OptimConfig {
   std::string name = "adamw";  // "adamw" | "adam" | "sgd"
   float lr = 1e-3f;
   float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
-  float weight_decay = 0.1f;   // applied only to parameters marked decay (matrices, embeddings)
-  float momentum = 0.9f;       // sgd
+  float weight_decay = 0.1f;  // applied only to parameters marked decay (matrices, embeddings)
+  float momentum = 0.9f;      // sgd
 };
 
 class Optimizer {

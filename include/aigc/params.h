@@ -12,9 +12,9 @@ namespace aigc {
 
 struct Param {
   std::string name;
-  Tensor value;       // a view into data(); its grad is a view into grad()
-  int64_t offset;     // in elements, within the flat buffers
-  bool decay;         // weight decay applies (matrices and embeddings; not biases or norm gains)
+  Tensor value;    // a view into data(); its grad is a view into grad()
+  int64_t offset;  // in elements, within the flat buffers
+  bool decay;      // weight decay applies (matrices and embeddings; not biases or norm gains)
 };
 
 class ParamStore {

@@ -12,8 +12,8 @@ class Rng {
  public:
   explicit Rng(uint64_t seed = 0);
   uint64_t next_u64();
-  double uniform();  // [0, 1)
-  double normal();   // N(0, 1), Box-Muller
+  double uniform();           // [0, 1)
+  double normal();            // N(0, 1), Box-Muller
   std::string state() const;  // round-trips through set_state
   void set_state(const std::string& s);
 

@@ -63,7 +63,7 @@ class Tensor {
   void* raw() const;
 
   // Views sharing storage (and, for parameters, sharing the gradient buffer too).
-  Tensor view(const Shape& shape) const;              // contiguous only; one dim may be -1
+  Tensor view(const Shape& shape) const;                // contiguous only; one dim may be -1
   Tensor narrow0(int64_t start, int64_t length) const;  // rows [start, start+length) of dim 0
 
   std::vector<float> to_vector() const;
@@ -72,7 +72,7 @@ class Tensor {
   // Autograd.
   bool requires_grad() const;
   void set_requires_grad(bool r);
-  Tensor grad() const;  // undefined until backward touched it (or for parameters: a view of the flat grad)
+  Tensor grad() const;    // undefined until backward touched it (or for parameters: a view of the flat grad)
   Tensor& ensure_grad();  // allocate a zero gradient if missing; returns it
   void set_grad(const Tensor& g);
 

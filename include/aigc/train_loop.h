@@ -25,15 +25,15 @@ class ParamStore;
 using GradHook = std::function<void(ParamStore&)>;
 
 struct LoopOptions {
-  int64_t steps = 1000;     // total updates (the LR schedule spans these)
-  int64_t stop_after = 0;   // stop (and save) after this update; 0 = run to `steps`
-  int64_t grad_accum = 1;   // micro-batches per update
-  float lr = 1e-3f;         // peak learning rate
+  int64_t steps = 1000;                  // total updates (the LR schedule spans these)
+  int64_t stop_after = 0;                // stop (and save) after this update; 0 = run to `steps`
+  int64_t grad_accum = 1;                // micro-batches per update
+  float lr = 1e-3f;                      // peak learning rate
   std::string lr_schedule = "constant";  // "constant" or "cosine" (to min_lr_ratio * lr at `steps`)
   float min_lr_ratio = 0.1f;
-  int64_t warmup = 0;       // linear warmup updates
-  double grad_clip = 0;     // global-norm clipping per model; 0 = off
-  int max_bad_steps = 5;    // consecutive non-finite updates before the run stops
+  int64_t warmup = 0;     // linear warmup updates
+  double grad_clip = 0;   // global-norm clipping per model; 0 = off
+  int max_bad_steps = 5;  // consecutive non-finite updates before the run stops
   int64_t log_interval = 10;
   int64_t eval_interval = 0;    // evaluate every N updates and at the end; 0 = never
   int64_t ckpt_interval = 500;  // checkpoint every N updates; always at the end and on Ctrl-C
@@ -78,8 +78,8 @@ struct StepValues {
 // under the loop's policy (hook, clip, finite check, optimizer step).
 class StepContext {
  public:
-  int64_t step = 0;          // 0-based index of this update
-  int64_t micro_batches = 1; // grad_accum: backward each micro-batch's loss scaled by 1 / micro_batches
+  int64_t step = 0;           // 0-based index of this update
+  int64_t micro_batches = 1;  // grad_accum: backward each micro-batch's loss scaled by 1 / micro_batches
   float lr = 0;
   // Returns false when the update was skipped (non-finite loss or gradient norm). `model` names the network in
   // metrics and progress when a family updates several (the GAN's "d" and "g").
@@ -98,8 +98,8 @@ class StepContext {
 class TrainTask {
  public:
   virtual ~TrainTask() = default;
-  virtual int64_t start_step() const = 0;         // 0, or the step of the checkpoint resumed from
-  virtual std::string unit() const = 0;           // "tokens" or "images": the throughput unit
+  virtual int64_t start_step() const = 0;  // 0, or the step of the checkpoint resumed from
+  virtual std::string unit() const = 0;    // "tokens" or "images": the throughput unit
   virtual int64_t units_per_update() const = 0;
   // One update: draw micro_batches batches, backward, ctx.apply each optimizer; returns the losses (and other
   // per-update values) for metrics and progress.
@@ -118,7 +118,7 @@ struct LoopResult {
   int64_t first_step = 0, steps_done = 0;  // the step it started from and the step it reached
   std::vector<StepValues> history;         // one entry per update run in this invocation
   StepValues last_eval;
-  double units_per_s = 0;                  // mean over this invocation
+  double units_per_s = 0;  // mean over this invocation
   bool interrupted = false;
   std::string checkpoint;
 };

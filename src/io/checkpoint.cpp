@@ -101,8 +101,8 @@ static LoadedModel load_hf_gpt2(const std::string& dir) {
     AIGC_CHECK(it != by_name.end(), "'" + st_path + "': missing tensor " + p.name);
     const Shape& shape = p.value.shape();
     // GPT-2 stores its projections as Conv1D, (in, out); aigc's Linear weights are (out, in).
-    bool conv1d = p.name.ends_with(".weight") && (p.name.find(".attn.") != std::string::npos ||
-                                                   p.name.find(".mlp.") != std::string::npos);
+    bool conv1d = p.name.ends_with(".weight") &&
+                  (p.name.find(".attn.") != std::string::npos || p.name.find(".mlp.") != std::string::npos);
     if (!conv1d) {
       st.read_f32_into(it->second->name, p.value.f32(), shape);
       continue;
@@ -162,9 +162,9 @@ void load_optimizer_state(const std::string& path, GPT& model, Optimizer& optimi
   } catch (const nlohmann::json::exception& e) {
     fail("'" + path + "': invalid optimizer metadata: " + e.what());
   }
-  AIGC_CHECK(oj.value("name", "") == optimizer.config().name,
-             "'" + path + "' holds " + oj.value("name", std::string("?")) + " state; this run uses " +
-                 optimizer.config().name);
+  AIGC_CHECK(oj.value("name", "") == optimizer.config().name, "'" + path + "' holds " +
+                                                                  oj.value("name", std::string("?")) +
+                                                                  " state; this run uses " + optimizer.config().name);
   int64_t n = model.params().numel();
   st.read_f32_into("optim.m", optimizer.m().f32(), {n});
   if (optimizer.v().defined()) st.read_f32_into("optim.v", optimizer.v().f32(), {n});

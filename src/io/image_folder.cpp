@@ -80,8 +80,8 @@ ImageSet read_image_folder(const std::string& dir, int64_t size) {
                "'" + path + "' is not a readable PNG or JPEG image (" + stbi_failure_reason() + ")");
     AIGC_CHECK(w > 0 && h > 0 && int64_t(w) * h <= (int64_t(1) << 26),
                "'" + path + "': image size " + std::to_string(w) + "x" + std::to_string(h) + " is out of range");
-    uint8_t* px = stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), int(bytes.size()), &w, &h,
-                                        &c, 3);
+    uint8_t* px =
+        stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), int(bytes.size()), &w, &h, &c, 3);
     AIGC_CHECK(px, "'" + path + "' could not be decoded (" + std::string(stbi_failure_reason()) + ")");
     colour = colour || c >= 3;
     decoded.push_back(crop_resize(px, w, h, 3, size));

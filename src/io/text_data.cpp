@@ -64,8 +64,7 @@ std::vector<std::string> english_fortune_files() {
   for (const auto& e : std::filesystem::directory_iterator(kFortuneDir, ec)) {
     if (!e.is_regular_file() || e.is_symlink()) continue;
     std::string name = e.path().filename().string();
-    if (e.path().has_extension() || name == "ascii-art" || name == "chinese" || name == "tang300" ||
-        name == "song100")
+    if (e.path().has_extension() || name == "ascii-art" || name == "chinese" || name == "tang300" || name == "song100")
       continue;
     files.push_back(e.path().string());
   }
@@ -79,15 +78,18 @@ std::vector<std::string> resolve_corpus(const std::vector<std::string>& data) {
     std::vector<std::string> files;
     if (data[0] == "fortunes") {
       files = english_fortune_files();
-      AIGC_CHECK(!files.empty(), "the built-in corpus 'fortunes' (Debian packages fortunes, fortunes-min) is not "
-                                 "installed in " + std::string(kFortuneDir) + "; run scripts/setup.sh or pass --data FILE");
+      AIGC_CHECK(!files.empty(),
+                 "the built-in corpus 'fortunes' (Debian packages fortunes, fortunes-min) is not "
+                 "installed in " +
+                     std::string(kFortuneDir) + "; run scripts/setup.sh or pass --data FILE");
     } else {
       for (const char* name : {"tang300", "song100"}) {
         std::string p = std::string(kFortuneDir) + "/" + name;
         if (std::filesystem::exists(p)) files.push_back(p);
       }
-      AIGC_CHECK(!files.empty(), "the built-in corpus 'poems' (Debian package fortunes-zh) is not installed; run "
-                                 "scripts/setup.sh or pass --data FILE");
+      AIGC_CHECK(!files.empty(),
+                 "the built-in corpus 'poems' (Debian package fortunes-zh) is not installed; run "
+                 "scripts/setup.sh or pass --data FILE");
     }
     return files;
   }

@@ -6,8 +6,8 @@
 #include "aigc/autograd.h"
 #include "aigc/checkpoint_kind.h"
 #include "aigc/error.h"
-#include "aigc/models/ddpm.h"
 #include "aigc/models/dcgan.h"
+#include "aigc/models/ddpm.h"
 #include "aigc/models/unet.h"
 #include "aigc/rng.h"
 
@@ -16,7 +16,8 @@ namespace aigc {
 int32_t class_index(const std::string& name, const std::vector<std::string>& names, int64_t n_classes) {
   AIGC_CHECK(n_classes > 0, "class '" + name + "': this model is not class-conditional");
   auto it = std::find(names.begin(), names.end(), name);
-  const bool digits = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) { return std::isdigit(uint8_t(c)); });
+  const bool digits =
+      !name.empty() && std::all_of(name.begin(), name.end(), [](char c) { return std::isdigit(uint8_t(c)); });
   const long cls = it != names.end() ? long(it - names.begin()) : digits && name.size() < 9 ? std::stol(name) : -1;
   if (cls < 0 || cls >= n_classes) {
     std::string all;

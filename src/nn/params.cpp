@@ -56,8 +56,10 @@ const Param* ParamStore::find(const std::string& name) const {
 }
 
 void ParamStore::zero_grad() {
-  if (grad_.defined()) std::memset(grad_.f32(), 0, size_t(total_) * 4);
-  else ensure_grads();
+  if (grad_.defined())
+    std::memset(grad_.f32(), 0, size_t(total_) * 4);
+  else
+    ensure_grads();
 }
 
 }  // namespace aigc

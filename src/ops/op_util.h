@@ -19,8 +19,8 @@ inline void check_f32_any_layout(const Tensor& t, const char* op, const char* wh
 
 inline void check_f32(const Tensor& t, const char* op, const char* what) {
   check_f32_any_layout(t, op, what);
-  AIGC_CHECK(t.layout() == Layout::Plain, std::string(op) + ": " + what +
-                                              " is in the blocked layout, which this op does not take (ops::to_plain)");
+  AIGC_CHECK(t.layout() == Layout::Plain,
+             std::string(op) + ": " + what + " is in the blocked layout, which this op does not take (ops::to_plain)");
 }
 
 // Blocked16 tensors are for inference: the op must not be recorded, and x's channels come in whole blocks.
@@ -70,8 +70,7 @@ inline Tensor activation(const Tensor& x, ActFwd fwd, ActBwd bwd, const char* na
   check_f32(x, name, "input");
   Tensor out = Tensor::empty(x.shape());
   (be(x).*fwd)(out.f32(), x.f32(), x.numel());
-  if (needs_grad({&x}))
-    record(out, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
+  if (needs_grad({&x})) record(out, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
   return out;
 }
 

@@ -12,8 +12,8 @@ using detail::check_f32;
 using detail::grad_of;
 
 Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_t pos0) {
-  AIGC_CHECK(idx.dtype() == DType::I32 && idx.dim() == 2, "embedding: idx must be i32 of shape (B,T), got " +
-                                                               shape_str(idx.shape()));
+  AIGC_CHECK(idx.dtype() == DType::I32 && idx.dim() == 2,
+             "embedding: idx must be i32 of shape (B,T), got " + shape_str(idx.shape()));
   check_f32(wte, "embedding", "wte");
   int64_t B = idx.size(0), T = idx.size(1), V = wte.size(0), C = wte.size(1);
   if (wpe.defined()) {
@@ -41,8 +41,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   if (w.dtype() != DType::BF16) check_f32(w, "linear", "weight");
   AIGC_CHECK(w.dim() == 2, "linear: weight must be 2-D (out, in)");
   int64_t C_in = w.size(1), C_out = w.size(0);
-  AIGC_CHECK(x.size(-1) == C_in, "linear: input width " + std::to_string(x.size(-1)) + " != weight's in-features " +
-                                     std::to_string(C_in));
+  AIGC_CHECK(x.size(-1) == C_in,
+             "linear: input width " + std::to_string(x.size(-1)) + " != weight's in-features " + std::to_string(C_in));
   if (b.defined()) AIGC_CHECK(b.numel() == C_out, "linear: bias size differs from out-features");
   int64_t N = x.numel() / C_in;
   Shape oshape = x.shape();
@@ -73,7 +73,8 @@ Tensor to_bf16(const Tensor& x) {
 Tensor add(const Tensor& a, const Tensor& b) {
   detail::check_f32_any_layout(a, "add", "a");
   detail::check_f32_any_layout(b, "add", "b");
-  AIGC_CHECK(a.shape() == b.shape(), "add: shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()) + " differ");
+  AIGC_CHECK(a.shape() == b.shape(),
+             "add: shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()) + " differ");
   AIGC_CHECK(a.layout() == b.layout(), "add: one input is blocked, the other plain (ops::to_blocked, ops::to_plain)");
   detail::check_blocked_inference(a, "add", {&a, &b});
   Tensor out = detail::empty_in(a.shape(), a.layout());  // element by element: the same in either layout
@@ -98,13 +99,13 @@ Tensor add(const Tensor& a, const Tensor& b) {
 Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
   check_f32(x, "layernorm", "input");
   int64_t C = x.size(-1), N = x.numel() / C;
-  AIGC_CHECK(w.numel() == C && b.numel() == C, "layernorm: weight/bias size must equal the last dim " +
-                                                   std::to_string(C));
+  AIGC_CHECK(w.numel() == C && b.numel() == C,
+             "layernorm: weight/bias size must equal the last dim " + std::to_string(C));
   Tensor out = Tensor::empty(x.shape());
   bool rec = needs_grad({&x, &w, &b});
   Tensor mean = rec ? Tensor::empty({N}) : Tensor(), rstd = rec ? Tensor::empty({N}) : Tensor();
-  be(x).layernorm_forward(out.f32(), rec ? mean.f32() : nullptr, rec ? rstd.f32() : nullptr, x.f32(), w.f32(),
-                          b.f32(), N, C, eps);
+  be(x).layernorm_forward(out.f32(), rec ? mean.f32() : nullptr, rec ? rstd.f32() : nullptr, x.f32(), w.f32(), b.f32(),
+                          N, C, eps);
   if (rec) {
     record(out, [out, x, w, b, mean, rstd, N, C] {
       float* gx = grad_of(x);
@@ -138,8 +139,8 @@ Tensor self_attention(const Tensor& qkv, int64_t n_head, bool causal) {
   check_f32(qkv, "attention", "qkv");
   AIGC_CHECK(qkv.dim() == 3 && qkv.size(2) % 3 == 0, "attention: qkv must be (B,T,3C), got " + shape_str(qkv.shape()));
   int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3;
-  AIGC_CHECK(n_head > 0 && C % n_head == 0, "attention: n_embd " + std::to_string(C) + " is not divisible by n_head " +
-                                                std::to_string(n_head));
+  AIGC_CHECK(n_head > 0 && C % n_head == 0,
+             "attention: n_embd " + std::to_string(C) + " is not divisible by n_head " + std::to_string(n_head));
   Tensor out = Tensor::empty({B, T, C});
   bool rec = needs_grad({&qkv});
   Tensor lse = rec ? Tensor::empty({B, n_head, T}) : Tensor();  // softmax statistics for backward
@@ -168,7 +169,8 @@ Tensor attention_cached(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tenso
 Tensor attention_decode(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tensor& vcache, const Tensor& slots,
                         const Tensor& pos) {
   check_f32(qkv, "attention_decode", "qkv");
-  AIGC_CHECK(qkv.dim() == 3 && qkv.size(1) == 1, "attention_decode: qkv must be (B,1,3C), got " + shape_str(qkv.shape()));
+  AIGC_CHECK(qkv.dim() == 3 && qkv.size(1) == 1,
+             "attention_decode: qkv must be (B,1,3C), got " + shape_str(qkv.shape()));
   const int64_t B = qkv.size(0), C = qkv.size(2) / 3;
   AIGC_CHECK(kcache.dim() == 4 && kcache.size(1) == n_head && kcache.shape() == vcache.shape(),
              "attention_decode: bad cache shape");
@@ -179,8 +181,8 @@ Tensor attention_decode(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tenso
   for (int64_t b = 0; b < B; b++) {
     const int32_t s = slots.i32()[b], p = pos.i32()[b];
     AIGC_CHECK(s >= 0 && s < S && !used[size_t(s)], "attention_decode: slot " + std::to_string(s) +
-                                                         " is out of range or used twice (" + std::to_string(S) +
-                                                         " slots)");
+                                                        " is out of range or used twice (" + std::to_string(S) +
+                                                        " slots)");
     AIGC_CHECK(p >= 0 && p < T_cap, "attention_decode: position " + std::to_string(p) + " outside the cache's " +
                                         std::to_string(T_cap) + " positions");
     used[size_t(s)] = true;
@@ -199,8 +201,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
   const int32_t* tg = targets.i32();
   int64_t counted = 0;
   for (int64_t i = 0; i < N; i++) {
-    AIGC_CHECK(tg[i] < V, "cross_entropy: target " + std::to_string(tg[i]) + " >= vocabulary size " +
-                              std::to_string(V));
+    AIGC_CHECK(tg[i] < V,
+               "cross_entropy: target " + std::to_string(tg[i]) + " >= vocabulary size " + std::to_string(V));
     counted += tg[i] >= 0;
   }
   Tensor losses = Tensor::empty({N}), lse = Tensor::empty({N});

@@ -231,8 +231,8 @@ std::unique_ptr<Tokenizer> bpe_from_texts(const std::vector<std::string>& vocab_
   id_of.reserve(vocab_text.size() * 2);
   for (size_t i = 0; i < vocab_text.size(); i++) {
     auto [it, fresh] = id_of.emplace(vocab_text[i], int(i));
-    AIGC_CHECK(fresh, source + ": token \"" + vocab_text[i] + "\" appears twice (ids " +
-                          std::to_string(it->second) + " and " + std::to_string(i) + ")");
+    AIGC_CHECK(fresh, source + ": token \"" + vocab_text[i] + "\" appears twice (ids " + std::to_string(it->second) +
+                          " and " + std::to_string(i) + ")");
   }
   std::vector<std::pair<int, int>> merges;
   merges.reserve(merge_lines.size());

@@ -27,8 +27,8 @@ struct Candidate {
 
 std::unique_ptr<Tokenizer> train_bpe_tokenizer(std::string_view corpus, int vocab_size,
                                                std::function<void(int done, int total)> progress) {
-  AIGC_CHECK(vocab_size >= 256, "BPE training: vocab_size must be at least 256 (the byte tokens), got " +
-                                    std::to_string(vocab_size));
+  AIGC_CHECK(vocab_size >= 256,
+             "BPE training: vocab_size must be at least 256 (the byte tokens), got " + std::to_string(vocab_size));
   std::vector<std::string> tokens;  // raw bytes per id
   std::unordered_map<std::string, int> id_of;
   for (int b = 0; b < 256; b++) {

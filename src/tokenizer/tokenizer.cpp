@@ -42,8 +42,10 @@ class CharTokenizer final : public Tokenizer {
     for (char32_t cp : cps) {
       std::string s;
       tok::append_utf8(s, cp);
-      if (cp < dense_.size()) dense_[cp] = int(symbols_.size());
-      else sparse_.emplace(cp, int(symbols_.size()));
+      if (cp < dense_.size())
+        dense_[cp] = int(symbols_.size());
+      else
+        sparse_.emplace(cp, int(symbols_.size()));
       symbols_.push_back(std::move(s));
     }
     for (unsigned char b : raw) {
@@ -85,8 +87,8 @@ class CharTokenizer final : public Tokenizer {
 
   std::string decode_token(int id) const override {
     AIGC_CHECK(id >= 0 && size_t(id) < symbols_.size(), "char tokenizer: token id " + std::to_string(id) +
-                                                             " is out of range (vocabulary of " +
-                                                             std::to_string(symbols_.size()) + ")");
+                                                            " is out of range (vocabulary of " +
+                                                            std::to_string(symbols_.size()) + ")");
     return symbols_[size_t(id)];
   }
 
@@ -94,8 +96,10 @@ class CharTokenizer final : public Tokenizer {
     std::string chars;
     std::vector<int> raw;
     for (size_t i = 0; i < symbols_.size(); i++) {
-      if (i < n_chars_) chars += symbols_[i];
-      else raw.push_back(static_cast<unsigned char>(symbols_[i][0]));
+      if (i < n_chars_)
+        chars += symbols_[i];
+      else
+        raw.push_back(static_cast<unsigned char>(symbols_[i][0]));
     }
     nlohmann::json j = {{"kind", "char"}, {"chars", chars}, {"raw_bytes", raw}};
     return j.dump();
@@ -125,8 +129,10 @@ std::unique_ptr<Tokenizer> char_from_json(const nlohmann::json& j) {
     size_t len = tok::utf8_len_at(chars, i);
     AIGC_CHECK(len, "tokenizer JSON (char): \"chars\" is not valid UTF-8 at byte " + std::to_string(i));
     char32_t cp = tok::utf8_decode_valid(chars, i, len);
-    AIGC_CHECK(cps.empty() || cp > cps.back(), "tokenizer JSON (char): \"chars\" must be in strictly ascending "
-                                               "code point order (at byte " + std::to_string(i) + ")");
+    AIGC_CHECK(cps.empty() || cp > cps.back(),
+               "tokenizer JSON (char): \"chars\" must be in strictly ascending "
+               "code point order (at byte " +
+                   std::to_string(i) + ")");
     cps.push_back(cp);
     i += len;
   }

@@ -1,8 +1,8 @@
 // Shared pieces of the tokenizer module (not part of the public API).
 #pragma once
 #include <array>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>

@@ -24,8 +24,13 @@ class DiffusionTask : public TrainTask {
  public:
   DiffusionTask(const DiffusionTrainOptions& opt, const ImageSet& data, const UNetConfig& cfg,
                 const NoiseSchedule& sched)
-      : opt_(opt), data_(data), cfg_(cfg), sched_(sched), net_(cfg, opt.seed),
-        loader_(data, opt.batch_size, opt.seed, opt.hflip, opt.rank, opt.world), rng_(diffusion_noise_rng(opt.seed)) {
+      : opt_(opt),
+        data_(data),
+        cfg_(cfg),
+        sched_(sched),
+        net_(cfg, opt.seed),
+        loader_(data, opt.batch_size, opt.seed, opt.hflip, opt.rank, opt.world),
+        rng_(diffusion_noise_rng(opt.seed)) {
     const int64_t n = net_.params().numel();
     OptimConfig oc;
     oc.name = "adam", oc.lr = opt.lr, oc.beta1 = 0.9f, oc.beta2 = 0.999f, oc.weight_decay = 0.0f;
@@ -56,16 +61,11 @@ class DiffusionTask : public TrainTask {
   std::string unit() const override { return "images"; }
   int64_t units_per_update() const override { return opt_.batch_size * opt_.grad_accum; }
   std::string config_json() const override {
-    return nlohmann::json{{"family", "ddpm"},
-                          {"data", opt_.data},
-                          {"model", nlohmann::json::parse(cfg_.to_json())},
-                          {"schedule", sched_.kind},
-                          {"timesteps", sched_.T()},
-                          {"batch_size", opt_.batch_size},
-                          {"p_uncond", opt_.p_uncond},
-                          {"ema_decay", opt_.ema_decay},
-                          {"hflip", opt_.hflip},
-                          {"seed", opt_.seed}}
+    return nlohmann::json{
+        {"family", "ddpm"},          {"data", opt_.data},           {"model", nlohmann::json::parse(cfg_.to_json())},
+        {"schedule", sched_.kind},   {"timesteps", sched_.T()},     {"batch_size", opt_.batch_size},
+        {"p_uncond", opt_.p_uncond}, {"ema_decay", opt_.ema_decay}, {"hflip", opt_.hflip},
+        {"seed", opt_.seed}}
         .dump();
   }
 
@@ -101,8 +101,8 @@ class DiffusionTask : public TrainTask {
     SamplerOptions so;
     so.steps = std::min(opt_.sample_steps, sched_.T());
     Rng grid_rng(opt_.seed + 99);
-    Tensor x = diffusion_sample(*sampler_, sched_, 64, cfg_.n_classes ? Tensor::from_ints(lab, {64}) : Tensor(), so,
-                                grid_rng);
+    Tensor x =
+        diffusion_sample(*sampler_, sched_, 64, cfg_.n_classes ? Tensor::from_ints(lab, {64}) : Tensor(), so, grid_rng);
     const std::string path = run.sample(step, "png");
     save_image_grid(path, x, 8);
     return path;

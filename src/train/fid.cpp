@@ -102,10 +102,10 @@ double train_classifier(const ClassifierTrainOptions& opt) {
 }
 
 std::unique_ptr<Classifier> load_classifier(const std::string& path) {
-  const SafeTensorsReader st = path == kBuiltinClassifier
-                                   ? SafeTensorsReader::from_bytes("<builtin FID-FMNIST classifier>",
-                                                                   std::string(builtin_classifier_bytes()))
-                                   : SafeTensorsReader(path);
+  const SafeTensorsReader st =
+      path == kBuiltinClassifier
+          ? SafeTensorsReader::from_bytes("<builtin FID-FMNIST classifier>", std::string(builtin_classifier_bytes()))
+          : SafeTensorsReader(path);
   auto fmt = st.metadata().find("format");
   AIGC_CHECK(fmt != st.metadata().end() && fmt->second == "aigc-classifier-1",
              "'" + path + "' is not an aigc classifier checkpoint (train one: aigc train --model classifier)");

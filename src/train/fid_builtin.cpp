@@ -11,7 +11,8 @@ asm(".section .rodata\n"
     ".balign 16\n"
     ".global aigc_fid_classifier_begin\n"
     "aigc_fid_classifier_begin:\n"
-    ".incbin \"" AIGC_FID_CLASSIFIER_FILE "\"\n"
+    ".incbin \"" AIGC_FID_CLASSIFIER_FILE
+    "\"\n"
     ".global aigc_fid_classifier_end\n"
     "aigc_fid_classifier_end:\n"
     ".previous\n");

@@ -29,8 +29,12 @@ double mean_sigmoid(const Tensor& t) {
 class GanTask : public TrainTask {
  public:
   GanTask(const GanTrainOptions& opt, const ImageSet& data, const DCGANConfig& cfg)
-      : opt_(opt), data_(data), cfg_(cfg), g_(cfg), d_(cfg), loader_(data, opt.batch_size, opt.seed, opt.hflip,
-                                                                       opt.rank, opt.world),
+      : opt_(opt),
+        data_(data),
+        cfg_(cfg),
+        g_(cfg),
+        d_(cfg),
+        loader_(data, opt.batch_size, opt.seed, opt.hflip, opt.rank, opt.world),
         rng_(gan_noise_rng(opt.seed)) {
     init_gan(g_, d_, opt.seed);
     OptimConfig oc;
@@ -67,9 +71,15 @@ class GanTask : public TrainTask {
   std::string unit() const override { return "images"; }
   int64_t units_per_update() const override { return opt_.batch_size * opt_.grad_accum; }
   std::string config_json() const override {
-    return nlohmann::json{{"family", "dcgan"},       {"data", opt_.data},   {"model", nlohmann::json::parse(cfg_.to_json())},
-                          {"batch_size", opt_.batch_size}, {"beta1", opt_.beta1}, {"beta2", opt_.beta2},
-                          {"loss", opt_.loss},       {"hflip", opt_.hflip}, {"seed", opt_.seed}}
+    return nlohmann::json{{"family", "dcgan"},
+                          {"data", opt_.data},
+                          {"model", nlohmann::json::parse(cfg_.to_json())},
+                          {"batch_size", opt_.batch_size},
+                          {"beta1", opt_.beta1},
+                          {"beta2", opt_.beta2},
+                          {"loss", opt_.loss},
+                          {"hflip", opt_.hflip},
+                          {"seed", opt_.seed}}
         .dump();
   }
 
@@ -200,7 +210,8 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt, const GradHook& hook) {
   LoopResult r = run_training(task, lo);
   GanTrainResult res;
   res.steps_done = r.steps_done, res.checkpoint = r.checkpoint;
-  if (!r.history.empty()) res.last_d_loss = float(r.history.back().get("loss_d")), res.last_g_loss = float(r.history.back().get("loss_g"));
+  if (!r.history.empty())
+    res.last_d_loss = float(r.history.back().get("loss_d")), res.last_g_loss = float(r.history.back().get("loss_g"));
   return res;
 }
 

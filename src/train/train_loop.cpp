@@ -20,9 +20,12 @@ namespace aigc {
 std::string format_duration(double s) {
   char buf[32];
   if (!std::isfinite(s) || s < 0) s = 0;
-  if (s < 60) std::snprintf(buf, sizeof buf, "%.0fs", s);
-  else if (s < 3600) std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
-  else std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, (int(s) % 3600) / 60);
+  if (s < 60)
+    std::snprintf(buf, sizeof buf, "%.0fs", s);
+  else if (s < 3600)
+    std::snprintf(buf, sizeof buf, "%dm%02ds", int(s) / 60, int(s) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%dh%02dm", int(s) / 3600, (int(s) % 3600) / 60);
   return buf;
 }
 
@@ -41,7 +44,9 @@ void RunDir::create() const {
   AIGC_CHECK(!ec, "cannot create the run directory '" + dir_ + "': " + ec.message());
 }
 
-void RunDir::write_config(const nlohmann::json& config) const { write_file_atomic(this->config(), config.dump(2) + "\n"); }
+void RunDir::write_config(const nlohmann::json& config) const {
+  write_file_atomic(this->config(), config.dump(2) + "\n");
+}
 
 void RunDir::trim_metrics(int64_t step) const {
   std::string kept;
@@ -91,12 +96,21 @@ struct LoopRunner {
   }
 
   nlohmann::json loop_json() const {
-    return {{"steps", opt.steps},           {"stop_after", opt.stop_after},     {"grad_accum", opt.grad_accum},
-            {"lr", opt.lr},                 {"lr_schedule", opt.lr_schedule},   {"min_lr_ratio", opt.min_lr_ratio},
-            {"warmup", opt.warmup},         {"grad_clip", opt.grad_clip},       {"max_bad_steps", opt.max_bad_steps},
-            {"log_interval", opt.log_interval}, {"eval_interval", opt.eval_interval},
-            {"ckpt_interval", opt.ckpt_interval}, {"sample_interval", opt.sample_interval},
-            {"resume", opt.resume},         {"grad_hook", bool(opt.grad_hook)}};
+    return {{"steps", opt.steps},
+            {"stop_after", opt.stop_after},
+            {"grad_accum", opt.grad_accum},
+            {"lr", opt.lr},
+            {"lr_schedule", opt.lr_schedule},
+            {"min_lr_ratio", opt.min_lr_ratio},
+            {"warmup", opt.warmup},
+            {"grad_clip", opt.grad_clip},
+            {"max_bad_steps", opt.max_bad_steps},
+            {"log_interval", opt.log_interval},
+            {"eval_interval", opt.eval_interval},
+            {"ckpt_interval", opt.ckpt_interval},
+            {"sample_interval", opt.sample_interval},
+            {"resume", opt.resume},
+            {"grad_hook", bool(opt.grad_hook)}};
   }
 
   static std::string fmt_value(const std::string& name, double v) {
@@ -159,7 +173,8 @@ struct LoopRunner {
         AIGC_CHECK(bad_in_a_row < opt.max_bad_steps,
                    "training diverged: " + std::to_string(bad_in_a_row) +
                        " consecutive steps had a non-finite loss or gradient. Try a lower --lr or stronger "
-                       "--grad-clip; the last good checkpoint is '" + run.checkpoint() + "'");
+                       "--grad-clip; the last good checkpoint is '" +
+                       run.checkpoint() + "'");
       } else {
         bad_in_a_row = 0;
       }
@@ -203,6 +218,8 @@ struct LoopRunner {
   }
 };
 
-LoopResult run_training(TrainTask& task, const LoopOptions& opt) { return LoopRunner{task, opt, RunDir(opt.out_dir), {}}.run_all(); }
+LoopResult run_training(TrainTask& task, const LoopOptions& opt) {
+  return LoopRunner{task, opt, RunDir(opt.out_dir), {}}.run_all();
+}
 
 }  // namespace aigc

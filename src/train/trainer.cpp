@@ -63,7 +63,8 @@ class GptTask : public TrainTask {
       trn.resize(trn.size() - size_t(need));
     }
     n_train_ = int64_t(trn.size());
-    loader_ = std::make_unique<TokenLoader>(std::move(trn), B_, T_, state_["seed"].get<uint64_t>(), opt.rank, opt.world);
+    loader_ =
+        std::make_unique<TokenLoader>(std::move(trn), B_, T_, state_["seed"].get<uint64_t>(), opt.rank, opt.world);
     loader_->set_position(state_["data_position"].get<int64_t>());
     optim_ = std::make_unique<Optimizer>(model_->params(), opt.optim);
     if (opt.resume) load_optimizer_state(ckpt, *model_, *optim_);

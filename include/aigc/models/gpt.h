@@ -20,17 +20,17 @@ struct GPTConfig {
   int64_t n_layer = 6;
   int64_t n_head = 6;
   int64_t n_embd = 384;
-  int64_t block_size = 256;        // max context length (learned position embeddings)
+  int64_t block_size = 256;  // max context length (learned position embeddings)
   int64_t vocab_size = 256;
-  std::string norm = "pre";        // "pre" (GPT-2) or "post" (classic TransformerLM)
-  std::string activation = "gelu"; // "gelu" (tanh approximation) or "relu"
-  bool tie_embeddings = true;      // lm_head shares wte
-  bool lm_head_bias = false;       // only for an untied head
+  std::string norm = "pre";         // "pre" (GPT-2) or "post" (classic TransformerLM)
+  std::string activation = "gelu";  // "gelu" (tanh approximation) or "relu"
+  bool tie_embeddings = true;       // lm_head shares wte
+  bool lm_head_bias = false;        // only for an untied head
   float dropout = 0.0f;
   float ln_eps = 1e-5f;
 
-  static GPTConfig gpt2_style();        // pre-LN, GELU, tied
-  static GPTConfig transformer_style(); // post-LN, ReLU, untied head with bias, 512 positions
+  static GPTConfig gpt2_style();         // pre-LN, GELU, tied
+  static GPTConfig transformer_style();  // post-LN, ReLU, untied head with bias, 512 positions
   std::string to_json() const;
   static GPTConfig from_json(const std::string& json);  // validates every field
   void validate() const;

@@ -50,8 +50,10 @@ ConvState& state() {
 const ConvPrims& prims(const ConvShape& s, bool bias) {
   ConvState& st = state();
   std::lock_guard<std::mutex> lock(st.mu);
-  Key key{s.N,        s.C_in,  s.H,     s.W,     s.C_out, s.KH,     s.KW, s.stride_h,
-          s.stride_w, s.pad_h, s.pad_w, s.dil_h, s.dil_w, s.groups, bias, matmul_precision() == MatmulPrecision::BF16,
+  Key key{s.N,           s.C_in,       s.H,     s.W,
+          s.C_out,       s.KH,         s.KW,    s.stride_h,
+          s.stride_w,    s.pad_h,      s.pad_w, s.dil_h,
+          s.dil_w,       s.groups,     bias,    matmul_precision() == MatmulPrecision::BF16,
           s.src_blocked, s.dst_blocked};
   auto it = st.cache.find(key);
   if (it != st.cache.end()) return it->second;
@@ -266,8 +268,7 @@ void CpuBackend::conv2d_backward(float* dinp, float* dw, float* dbias, const flo
   backward_weights(p, dw, dbias, same ? dd : input(p.dst, p.bw_pd.diff_dst_desc(), dout, keep), inp, s.C_out);
 }
 
-void CpuBackend::channel_bias_add(float* out, const float* src, const float* bias, int64_t N, int64_t C,
-                                  int64_t HW) {
+void CpuBackend::channel_bias_add(float* out, const float* src, const float* bias, int64_t N, int64_t C, int64_t HW) {
 #pragma omp parallel for schedule(static)
   for (int64_t nc = 0; nc < N * C; nc++) {
     float* o = out + nc * HW;

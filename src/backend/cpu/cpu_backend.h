@@ -64,8 +64,8 @@ class CpuBackend final : public Backend {
                                 int64_t count, float momentum) override;
   void concat_channels_forward(float* out, const float* a, const float* b, int64_t N, int64_t Ca, int64_t Cb,
                                int64_t S) override;
-  void concat_channels_backward(float* da, float* db, const float* dout, int64_t N, int64_t Ca, int64_t Cb,
-                                int64_t S, bool a_acc, bool b_acc) override;
+  void concat_channels_backward(float* da, float* db, const float* dout, int64_t N, int64_t Ca, int64_t Cb, int64_t S,
+                                bool a_acc, bool b_acc) override;
   double bce_with_logits_forward(const float* logits, const float* targets, int64_t n) override;
   void bce_with_logits_backward(float* dlogits, const float* logits, const float* targets, float scale,
                                 int64_t n) override;

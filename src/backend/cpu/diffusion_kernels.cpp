@@ -106,7 +106,7 @@ void CpuBackend::groupnorm_backward(float* dinp, float* dw, float* db, const flo
     if (db) db[c] += float(sb);
   }
   if (!dinp) return;
-  // With gw = g * w and xhat the normalized input: dx = rstd (gw - mean(gw) - xhat mean(gw xhat)) per group.
+    // With gw = g * w and xhat the normalized input: dx = rstd (gw - mean(gw) - xhat mean(gw xhat)) per group.
 #pragma omp parallel for schedule(static)
   for (int64_t ng = 0; ng < N * G; ng++) {
     const int64_t n = ng / G, c0 = (ng % G) * cpg;

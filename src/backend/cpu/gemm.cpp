@@ -202,10 +202,11 @@ void CpuBackend::linear_backward(float* dinp, float* dw, float* dbias, const flo
   if (g_precision == MatmulPrecision::BF16) {
     Bf16Scratch& s = scratch();
     const uint16_t* d16 = s.convert(s.a, dout, N * C_out);
-    if (dinp) gemm_bf16(false, false, N, C_in, C_out, 1.0f, d16, C_out, s.convert(s.b, w, C_out * C_in), C_in, 1.0f,
-                        dinp, C_in);
-    if (dw) gemm_bf16(true, false, C_out, C_in, N, 1.0f, d16, C_out, s.convert(s.b, inp, N * C_in), C_in, 1.0f, dw,
-                      C_in);
+    if (dinp)
+      gemm_bf16(false, false, N, C_in, C_out, 1.0f, d16, C_out, s.convert(s.b, w, C_out * C_in), C_in, 1.0f, dinp,
+                C_in);
+    if (dw)
+      gemm_bf16(true, false, C_out, C_in, N, 1.0f, d16, C_out, s.convert(s.b, inp, N * C_in), C_in, 1.0f, dw, C_in);
     return;
   }
   if (dinp) gemm(false, false, N, C_in, C_out, 1.0f, dout, C_out, w, C_in, 1.0f, dinp, C_in);

@@ -30,8 +30,8 @@ void CpuBackend::cross_entropy_forward(float* losses, float* lse, const float* l
   }
 }
 
-void CpuBackend::cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
-                                        const int32_t* targets, float scale, int64_t N, int64_t V) {
+void CpuBackend::cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
+                                        float scale, int64_t N, int64_t V) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; n++) {
     if (targets[n] < 0) continue;

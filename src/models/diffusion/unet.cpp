@@ -242,8 +242,8 @@ Tensor UNet::forward(const Tensor& x, const Tensor& t, const Tensor& labels, boo
     AIGC_CHECK(labels.defined() && labels.numel() == B, "unet: a class-conditional model needs one label per image");
     temb = ops::add(temb, ops::embedding(labels.view({B, 1}), class_emb_, Tensor()).view({B, 4 * cfg_.ch}));
   }
-  const Tensor temb_act = ops::silu(temb);    // every residual block projects SiLU(temb)
-  uint64_t block = 0;  // a different dropout mask per block
+  const Tensor temb_act = ops::silu(temb);  // every residual block projects SiLU(temb)
+  uint64_t block = 0;                       // a different dropout mask per block
   auto next_seed = [&] { return block_dropout_seed(dropout_seed, ++block); };
   // Inference keeps the activations in oneDNN's blocked layout from the first convolution's output on (conv_out,
   // with its few channels, gives a plain result): no layout conversion around every convolution.

@@ -38,11 +38,16 @@ void GPTConfig::validate() const {
 }
 
 std::string GPTConfig::to_json() const {
-  nlohmann::json j = {{"n_layer", n_layer},       {"n_head", n_head},
-                      {"n_embd", n_embd},         {"block_size", block_size},
-                      {"vocab_size", vocab_size}, {"norm", norm},
-                      {"activation", activation}, {"tie_embeddings", tie_embeddings},
-                      {"lm_head_bias", lm_head_bias}, {"dropout", dropout},
+  nlohmann::json j = {{"n_layer", n_layer},
+                      {"n_head", n_head},
+                      {"n_embd", n_embd},
+                      {"block_size", block_size},
+                      {"vocab_size", vocab_size},
+                      {"norm", norm},
+                      {"activation", activation},
+                      {"tie_embeddings", tie_embeddings},
+                      {"lm_head_bias", lm_head_bias},
+                      {"dropout", dropout},
                       {"ln_eps", ln_eps}};
   return j.dump();
 }

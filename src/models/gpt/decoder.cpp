@@ -22,9 +22,9 @@ bool Decoder::any_busy() const {
 
 void Decoder::start(int s, std::shared_ptr<DecodeJob> job) {
   AIGC_CHECK(!busy(s), "slot " + std::to_string(s) + " is busy");
-  AIGC_CHECK(!job->prompt.empty() && int(job->prompt.size()) < ctx_,
-             "the prompt has " + std::to_string(job->prompt.size()) + " tokens; the context is " +
-                 std::to_string(ctx_));
+  AIGC_CHECK(
+      !job->prompt.empty() && int(job->prompt.size()) < ctx_,
+      "the prompt has " + std::to_string(job->prompt.size()) + " tokens; the context is " + std::to_string(ctx_));
   Slot& sl = slots_[size_t(s)];
   sl.job = std::move(job);
   const DecodeJob& j = *sl.job;
@@ -91,7 +91,8 @@ void Decoder::accept(int s, const float* logits) {
   const int t = sample_token(sl.json ? pick : lv, sl.tokens, job.opt.sampling, sl.rng);
   if (sl.json && !sl.json->feed(tok_.decode_token(t)))  // cannot happen; if it does, this job alone ends
     return finish(s, "error", "constrained decoding sampled a token it had ruled out");
-  if (job.top_logprobs >= 0 && job.on_token) job.on_token(token_logprob(lv.data(), int(lv.size()), t, job.top_logprobs));
+  if (job.top_logprobs >= 0 && job.on_token)
+    job.on_token(token_logprob(lv.data(), int(lv.size()), t, job.top_logprobs));
   sl.n_generated++;
   counters_.generated_tokens++;
   if (job.opt.stop_at_eos && tok_.eos_id() && t == *tok_.eos_id()) return finish(s, "eos");

@@ -31,7 +31,9 @@ int sample_token(std::vector<float> logits, const std::vector<int>& recent, cons
   // Candidates sorted by logit, best first (ties by id: deterministic).
   std::vector<int> cand(static_cast<size_t>(V));
   std::iota(cand.begin(), cand.end(), 0);
-  auto better = [&](int a, int b) { return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b); };
+  auto better = [&](int a, int b) {
+    return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
+  };
   size_t keep = opt.top_k > 0 ? std::min(size_t(opt.top_k), cand.size()) : cand.size();
   std::partial_sort(cand.begin(), cand.begin() + long(keep), cand.end(), better);
   cand.resize(keep);
@@ -151,9 +153,8 @@ TokenLogprob token_logprob(const float* logits, int V, int token, int top) {
   std::vector<int> idx(static_cast<size_t>(V));
   std::iota(idx.begin(), idx.end(), 0);
   const int k = std::min(top, V);
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int a, int b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  });
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
   for (int i = 0; i < k; i++) r.top.emplace_back(idx[size_t(i)], logits[idx[size_t(i)]] - log_z);
   return r;
 }

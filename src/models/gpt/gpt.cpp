@@ -13,8 +13,8 @@ namespace aigc {
 GPT::GPT(const GPTConfig& config) : config_(config) {
   config_.validate();
   const int64_t C = config_.n_embd, V = config_.vocab_size;
-  wte_ = params_.add("wte.weight", {V, C}, true);                  // (V, C)
-  wpe_ = params_.add("wpe.weight", {config_.block_size, C}, true); // (block_size, C)
+  wte_ = params_.add("wte.weight", {V, C}, true);                   // (V, C)
+  wpe_ = params_.add("wpe.weight", {config_.block_size, C}, true);  // (block_size, C)
   for (int64_t l = 0; l < config_.n_layer; l++) {
     std::string p = "h." + std::to_string(l) + ".";
     Block b;
@@ -87,10 +87,10 @@ void GPT::set_inference_dtype(DType dtype) {
 Tensor GPT::attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache,
                       const Decode* decode) {
   Tensor qkv = linear(x, blk.attn_w, blk.attn_b);  // (B,T,3C)
-  Tensor y = decode  ? ops::attention_decode(qkv, config_.n_head, cache->k[layer], cache->v[layer], decode->slots,
-                                             decode->pos)
-             : cache ? ops::attention_cached(qkv, config_.n_head, cache->k[layer], cache->v[layer], cache->pos)
-                     : ops::causal_self_attention(qkv, config_.n_head);  // (B,T,C)
+  Tensor y =
+      decode  ? ops::attention_decode(qkv, config_.n_head, cache->k[layer], cache->v[layer], decode->slots, decode->pos)
+      : cache ? ops::attention_cached(qkv, config_.n_head, cache->k[layer], cache->v[layer], cache->pos)
+              : ops::causal_self_attention(qkv, config_.n_head);  // (B,T,C)
   y = linear(y, blk.attn_proj_w, blk.attn_proj_b);
   return train ? ops::dropout(y, config_.dropout, seed) : y;
 }
