@@ -1,4 +1,4 @@
-// Runs single-layer cases through PyTorch (tests/tools/torch_layer_oracle.py, float64) and compares results.
+// Runs single-layer cases through PyTorch (reference/torch/torch_layer_oracle.py, float64) and compares results.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -27,7 +27,7 @@ struct OracleCase {
 inline std::vector<std::unique_ptr<SafeTensorsReader>> run_layer_oracle(const std::vector<OracleCase>& cases,
                                                                         const std::string& tag) {
   std::filesystem::path dir = fresh_temp_dir("oracle_" + tag);
-  std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/tests/tools/torch_layer_oracle.py";
+  std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/reference/torch/torch_layer_oracle.py";
   for (size_t k = 0; k < cases.size(); k++) {
     std::vector<StTensorOut> ts;
     for (const auto& [name, t] : cases[k].inputs)

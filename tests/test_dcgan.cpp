@@ -138,7 +138,7 @@ TEST(Dcgan, ResumeIsBitwiseExact) {
 }
 
 // One whole training step (D update, then G update, Adam, BatchNorm statistics) against the PyTorch reference of
-// bench/torch_dcgan_bench.py in float64, from the same weights, batch and noise, for both G losses.
+// reference/torch/torch_dcgan_bench.py in float64, from the same weights, batch and noise, for both G losses.
 TEST(Parity, DcganTrainingStepMatchesPyTorch) {
   for (const std::string loss : {"nonsaturating", "minimax"}) {
     SCOPED_TRACE(loss);
@@ -179,8 +179,9 @@ TEST(Parity, DcganTrainingStepMatchesPyTorch) {
     Optimizer og(g.params(), oc), od(d.params(), oc);
     GanStep st = gan_step(g, d, og, od, real, labels, z_d, z_g, loss, 1e-3f);
 
-    const std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/tests/tools/torch_dcgan_oracle.py " +
-                            (dir / "in.safetensors").string() + " " + (dir / "out.safetensors").string();
+    const std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) +
+                            "/reference/torch/torch_dcgan_oracle.py " + (dir / "in.safetensors").string() + " " +
+                            (dir / "out.safetensors").string();
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
     SafeTensorsReader ref((dir / "out.safetensors").string());
     EXPECT_NEAR(st.loss_d, ref.read_f32("loss_d")[0], 1e-5);
@@ -255,8 +256,9 @@ TEST(Parity, DcganTwentyStepsTrackPyTorch) {
                      {"lr", "0.0002"},
                      {"loss", "nonsaturating"},
                      {"steps", std::to_string(K)}});
-  const std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/tests/tools/torch_dcgan_oracle.py " +
-                          (dir / "in.safetensors").string() + " " + (dir / "out.safetensors").string();
+  const std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) +
+                          "/reference/torch/torch_dcgan_oracle.py " + (dir / "in.safetensors").string() + " " +
+                          (dir / "out.safetensors").string();
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   SafeTensorsReader ref((dir / "out.safetensors").string());
   EXPECT_NEAR(steps.back().loss_d, ref.read_f32("loss_d")[0], 1e-4);

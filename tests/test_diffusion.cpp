@@ -62,14 +62,15 @@ TEST(Parity, UNetMatchesPyTorch) {
     ts.push_back({p.name, StDType::F32, p.value.shape(), p.value.f32(), size_t(p.value.numel()) * 4});
   for (auto& [name, v] : std::vector<std::pair<std::string, Tensor>>{{"x", x}, {"t", t}, {"y", yf}, {"dout", dout}})
     ts.push_back({name, StDType::F32, v.shape(), v.f32(), size_t(v.numel()) * 4});
-  // "order": aigc's parameter order, which the PyTorch twin must share (bench/torch_diffusion_bench.py writes its
-  // trained weights into aigc's flat checkpoint layout in that order).
+  // "order": aigc's parameter order, which the PyTorch twin must share (reference/torch/torch_diffusion_bench.py writes
+  // its trained weights into aigc's flat checkpoint layout in that order).
   nlohmann::json order = nlohmann::json::array();
   for (const Param& p : net.params().params()) order.push_back(p.name);
   write_safetensors((dir / "in.safetensors").string(), ts,
                     {{"config", net.config().to_json()}, {"order", order.dump()}});
-  const std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/tests/tools/torch_unet_oracle.py " +
-                          (dir / "in.safetensors").string() + " " + (dir / "out.safetensors").string();
+  const std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) +
+                          "/reference/torch/torch_unet_oracle.py " + (dir / "in.safetensors").string() + " " +
+                          (dir / "out.safetensors").string();
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   SafeTensorsReader ref((dir / "out.safetensors").string());
   double worst_out = aigc::testing::expect_close(ref, "out", out, 1e-4);

@@ -1,4 +1,4 @@
-// Parity with PyTorch (the oracle: tests/tools/torch_gpt_oracle.py, run in float64 by Debian's python3-torch):
+// Parity with PyTorch (the oracle: reference/torch/torch_gpt_oracle.py, run in float64 by Debian's python3-torch):
 // logits, loss, every parameter's gradient, and every parameter after one AdamW step, for both GPT variants.
 #include <gtest/gtest.h>
 
@@ -59,7 +59,7 @@ void run_parity(GPTConfig cfg, const char* label) {
       {"lr", oc.lr}, {"beta1", oc.beta1}, {"beta2", oc.beta2}, {"eps", oc.eps}, {"weight_decay", oc.weight_decay}};
   write_safetensors((dir / "in.safetensors").string(), tensors, {{"config", cfg.to_json()}, {"optim", oj.dump()}});
 
-  std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/tests/tools/torch_gpt_oracle.py " +
+  std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/reference/torch/torch_gpt_oracle.py " +
                     (dir / "in.safetensors").string() + " " + (dir / "out.safetensors").string();
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "the PyTorch oracle failed (is python3-torch installed? run "
                                             "scripts/setup.sh): "

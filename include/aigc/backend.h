@@ -200,6 +200,9 @@ class Backend {
 
 Backend& backend_for(Device d);
 Backend& cpu_backend();
+// Plain scalar loops for every kernel, slow and obviously right: what the fast backends are tested against
+// (tests/test_backend_ops.cpp).
+Backend& reference_backend();
 
 // Precision of the linear layers' matrix products. BF16 rounds both operands to bfloat16 and accumulates in fp32
 // (mixed precision: parameters, gradients and optimizer state stay fp32). Process-wide.

@@ -188,6 +188,7 @@ struct LoopRunner {
       const auto& norms = ctx.grad_norms();
       for (const auto& [name, n] : norms) m[name.empty() ? "grad_norm" : "grad_norm_" + name] = n;
       m[task.unit() + "_per_s"] = res.units_per_s;
+      m["elapsed_s"] = elapsed;  // since this invocation started
       res.history.push_back(v);
 
       if (every(step, opt.log_interval) || step == last || done == 1)

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch peer of aigc's DDPM trainer and samplers, for bench/diffusion_run: the same U-Net (bench/torch_unet.py),
+"""PyTorch peer of aigc's DDPM trainer and samplers, for bench/diffusion_run: the same U-Net (reference/torch/torch_unet.py),
 linear schedule (T = 1000), L_simple loss, Adam (lr 2e-4, linear warmup), gradient clipping at norm 1, EMA of the
 weights (decay min(d, (1 + step) / (10 + step))), batch and epoch-shuffled Fashion-MNIST; samplers with the same
 formulas as aigc's (x0 clipped to [-1, 1]).
@@ -14,7 +14,7 @@ Usage: torch_diffusion_bench.py THREADS STEPS [options]
   --grid PNG             an 8x8 DDIM-50 grid
   --save-model PATH      the trained weights (model and EMA) as an aigc diffusion checkpoint, so that aigc's samplers
                          and `aigc fid` can score this model too (in aigc's parameter order, which the U-Net parity
-                         test checks against bench/torch_unet.py's UNet.aigc_parameters())
+                         test checks against reference/torch/torch_unet.py's UNet.aigc_parameters())
   --classes JSON         the class names a conditional model's checkpoint records (aigc's "aigc.classes")
   --streams FILE         train on the random streams of an aigc run (written by aigc_diffusion_streams): its initial
                          weights, batches, timesteps, noise and labels, and its dropout masks (recomputed here from
@@ -31,11 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_dcgan_bench import batches, load, write_png  # noqa: E402
 from torch_unet import UNet  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "tools"))
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 
 M64 = (1 << 64) - 1
@@ -233,7 +231,7 @@ def main():
         meta = {"format": "aigc-ddpm-1", "aigc.config": json.dumps(cfg),
                 "aigc.schedule": json.dumps({"kind": "linear", "T": 1000}),
                 "aigc.classes": json.dumps(classes if n_classes else []),
-                "aigc.trained_by": "PyTorch " + torch.__version__ + " (bench/torch_diffusion_bench.py)"}
+                "aigc.trained_by": "PyTorch " + torch.__version__ + " (reference/torch/torch_diffusion_bench.py)"}
         write_safetensors(save_model, flat, meta)  # atomic: a temp file renamed into place
     print(json.dumps(res))
 

@@ -1,6 +1,6 @@
 """The PyTorch twin of aigc's DDPM U-Net (include/aigc/models/unet.h): same blocks, same order, same parameter
-names, same init distributions. bench/torch_diffusion_bench.py trains it as aigc's peer, and
-tests/tools/torch_unet_oracle.py checks aigc's U-Net against it (forward and gradients, float64)."""
+names, same init distributions. reference/torch/torch_diffusion_bench.py trains it as aigc's peer, and
+reference/torch/torch_unet_oracle.py checks aigc's U-Net against it (forward and gradients, float64)."""
 import math
 
 import torch

@@ -21,13 +21,11 @@ and for batch_norm2d the running statistics after the call; all F32.
   mse_loss                    x = prediction, y = target; gradients dx, dy
 """
 import json
-import os
 import sys
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 
 

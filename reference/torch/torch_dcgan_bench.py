@@ -26,7 +26,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "tools"))
 from safetensors_io import read_safetensors  # noqa: E402
 
 ROOT = "/usr/share/datasets/fashion-mnist/"

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch oracle for aigc's DDPM U-Net (float64), on bench/torch_unet.py's model.
+"""PyTorch oracle for aigc's DDPM U-Net (float64), on reference/torch/torch_unet.py's model.
 
 Usage: torch_unet_oracle.py IN.safetensors OUT.safetensors
 IN: metadata "config" (aigc's UNetConfig JSON) and "order" (aigc's parameter names in order, which must equal
@@ -7,14 +7,10 @@ UNet.aigc_parameters()); tensors: every U-Net parameter by aigc's name, "x" (B, 
 timesteps, "y" (B) labels as floats (conditional models), "dout" (the gradient flowing into the output).
 OUT: "out", "dx", and "grad.<name>" for every parameter: gradients of sum(out * dout); all F32."""
 import json
-import os
 import sys
 
 import torch
 
-here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, here)
-sys.path.insert(0, os.path.join(here, "..", "..", "bench"))
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 from torch_unet import UNet  # noqa: E402
 

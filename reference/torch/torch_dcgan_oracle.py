@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch oracle for whole DCGAN training steps (float64), on bench/torch_dcgan_bench.py's G and D.
+"""PyTorch oracle for whole DCGAN training steps (float64), on reference/torch/torch_dcgan_bench.py's G and D.
 
 Usage: torch_dcgan_oracle.py IN.safetensors OUT.safetensors
 IN: metadata "nz", "ngf", "ndf", "lr", "loss" (nonsaturating | minimax); tensors: aigc's G.* and D.* parameters and
@@ -7,15 +7,11 @@ BatchNorm buffers (conditional 28x28, 10 classes), "real" (B, 1, 28, 28), "label
 with metadata "steps" = K > 1, K batches: "real.k", "labels.k", "z_d.k", "z_g.k" for k = 0..K-1, one step each.
 OUT: every G.* / D.* tensor after the step, "grad.G.<name>" / "grad.D.<name>" (each network's gradient from its own
 update), "loss_d", "loss_g"; all F32."""
-import os
 import sys
 
 import torch
 import torch.nn.functional as F
 
-here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, here)
-sys.path.insert(0, os.path.join(here, "..", "..", "bench"))
 from torch_dcgan_bench import D, D_NAMES, G, G_NAMES, load_aigc_weights, torch_name  # noqa: E402
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 
