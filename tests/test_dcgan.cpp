@@ -107,17 +107,7 @@ TEST(Dcgan, ShortAdversarialRunStaysFiniteAndDLearns) {
 // 6 steps straight and 3 + resume + 3 give bitwise-equal networks, optimizer state and losses.
 TEST(Dcgan, ResumeIsBitwiseExact) {
   auto dir = aigc::testing::fresh_temp_dir("gan_resume");
-  // A tiny labeled IDX dataset written here, so the test needs no installed data.
-  auto be32 = [](uint32_t v) {
-    return std::string{char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)};
-  };
-  std::string img = be32(0x803) + be32(40) + be32(28) + be32(28), lab = be32(0x801) + be32(40);
-  for (int i = 0; i < 40; i++) {
-    for (int p = 0; p < 784; p++) img += char((p * (i + 3)) % 251);
-    lab += char(i % 10);
-  }
-  std::ofstream(dir / "train-images-idx3-ubyte", std::ios::binary) << img;
-  std::ofstream(dir / "train-labels-idx1-ubyte", std::ios::binary) << lab;
+  aigc::testing::write_tiny_idx(dir);  // a tiny labeled dataset, so the test needs no installed data
   GanTrainOptions o;
   o.data = dir.string(), o.conditional = true, o.batch_size = 8, o.steps = 6, o.quiet = true;
   o.model.nz = 8, o.model.ngf = 4, o.model.ndf = 4, o.sample_interval = 100, o.ckpt_interval = 100;

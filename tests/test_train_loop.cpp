@@ -43,19 +43,8 @@ TrainOptions gpt_run(const fs::path& dir) {
   return o;
 }
 
-// A labeled 28x28 IDX dataset of 40 images, written here so the tests need no installed data.
 std::string write_images(const fs::path& dir) {
-  fs::create_directories(dir);
-  auto be32 = [](uint32_t v) {
-    return std::string{char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)};
-  };
-  std::string img = be32(0x803) + be32(40) + be32(28) + be32(28), lab = be32(0x801) + be32(40);
-  for (int i = 0; i < 40; i++) {
-    for (int p = 0; p < 784; p++) img += char((p * (i + 3)) % 251);
-    lab += char(i % 10);
-  }
-  std::ofstream(dir / "train-images-idx3-ubyte", std::ios::binary) << img;
-  std::ofstream(dir / "train-labels-idx1-ubyte", std::ios::binary) << lab;
+  aigc::testing::write_tiny_idx(dir);
   return dir.string();
 }
 

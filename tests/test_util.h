@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -54,6 +55,22 @@ inline std::filesystem::path fresh_temp_dir(const std::string& name) {
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
+}
+
+// A labeled 28x28 IDX dataset of 40 images (pixel p of image i is (p (i + 3)) mod 251, label i mod 10) written
+// into dir, so image tests need no installed data.
+inline void write_tiny_idx(const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  auto be32 = [](uint32_t v) {
+    return std::string{char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)};
+  };
+  std::string img = be32(0x803) + be32(40) + be32(28) + be32(28), lab = be32(0x801) + be32(40);
+  for (int i = 0; i < 40; i++) {
+    for (int p = 0; p < 784; p++) img += char((p * (i + 3)) % 251);
+    lab += char(i % 10);
+  }
+  std::ofstream(dir / "train-images-idx3-ubyte", std::ios::binary) << img;
+  std::ofstream(dir / "train-labels-idx1-ubyte", std::ios::binary) << lab;
 }
 
 // Runs the recorded tape as if out were followed by sum(out * dout): out's gradient is seeded with dout.

@@ -3,7 +3,10 @@
 // twice (tied embeddings, residual branches) collects both contributions without extra passes.
 // Shape letters: B batch, T time, C channels, NH heads, HS head size (C / NH), V vocab, N rows (= B*T).
 #pragma once
+#include <cstddef>
 #include <cstdint>
+
+#include <vector>
 
 #include "aigc/tensor.h"
 
@@ -23,6 +26,20 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+
+  // ---- Memory: each backend owns its device's memory ----
+  // Every tensor's Storage comes from its device's backend. alloc: nbytes > 0, 64-byte aligned, uninitialized;
+  // nullptr when out of memory. release: a block from alloc, with the nbytes it was allocated with.
+  virtual void* alloc(size_t nbytes) = 0;
+  virtual void release(void* p, size_t nbytes) = 0;
+  virtual void fill_zero(void* p, size_t nbytes) = 0;
+  // Copies between host memory and this backend's memory: the only way tensor bytes reach the host
+  // (Tensor::to_vector, item, from_vector, from_ints).
+  virtual void to_host(void* host_dst, const void* src, size_t nbytes) = 0;
+  virtual void from_host(void* dst, const void* host_src, size_t nbytes) = 0;
+  // Whether this backend runs `kernel` (a method name below, e.g. "gemm") on tensors of `dtype`. A new backend
+  // may start with part of the table; callers and tests ask before they rely on a kernel.
+  virtual bool supports(const char* kernel, DType dtype) const = 0;
 
   // C (M,N) = alpha * op(A) op(B) + beta * C; row-major, op(A) is (M,K), op(B) is (K,N).
   virtual void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -198,10 +215,10 @@ class Backend {
                           bool first_step) = 0;
 };
 
-Backend& backend_for(Device d);
+Backend& backend_for(Device d);  // the backend that owns device d's memory and runs its kernels
 Backend& cpu_backend();
 // Plain scalar loops for every kernel, slow and obviously right: what the fast backends are tested against
-// (tests/test_backend_ops.cpp).
+// (tests/test_backend_ops.cpp). Host memory, plain aligned allocations.
 Backend& reference_backend();
 
 // Precision of the linear layers' matrix products. BF16 rounds both operands to bfloat16 and accumulates in fp32
@@ -212,6 +229,12 @@ MatmulPrecision matmul_precision();
 // Whether bf16 products run on native bf16 instructions here (else they are emulated in fp32: same values,
 // no speed-up).
 bool bf16_is_native();
+
+// Every kernel name of Backend (for supports() and the op-case table's coverage check).
+const std::vector<const char*>& backend_kernels();
+// The dtypes a CPU-side backend (cpu, reference) runs `kernel` on: F32 everywhere, I32 for token ids, BF16 for
+// the bf16 weights and conversion.
+bool host_backend_supports(const char* kernel, DType dtype);
 
 // Threads used by the CPU kernels (OpenMP); 0 = library default.
 void set_num_threads(int n);

@@ -27,6 +27,7 @@ class ParamStore {
   const Param* find(const std::string& name) const;
   int64_t numel() const { return total_; }
   float* data() const { return data_.f32(); }
+  Device device() const { return data_.defined() ? data_.device() : Device::CPU; }  // where both buffers live
   float* grad() const;  // allocates (zeroed) gradients on first use
   void ensure_grads() const;
   bool has_grads() const { return grad_.defined(); }

@@ -66,7 +66,9 @@ class Tensor {
   Tensor view(const Shape& shape) const;                // contiguous only; one dim may be -1
   Tensor narrow0(int64_t start, int64_t length) const;  // rows [start, start+length) of dim 0
 
+  // Values on the host, copied through the device's backend (the only way tensor bytes reach the host).
   std::vector<float> to_vector() const;
+  std::vector<int32_t> to_ints() const;  // i32 tensors
   float item() const;
 
   // Autograd.

@@ -1,11 +1,9 @@
 #include "aigc/tensor.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <mutex>
-#include <unordered_map>
 
+#include "aigc/backend.h"
 #include "aigc/error.h"
 
 namespace aigc {
@@ -63,67 +61,24 @@ Shape contiguous_strides(const Shape& shape) {
   return st;
 }
 
-// Activations are freed and reallocated every step with the same sizes. Fresh memory from the kernel arrives as
-// zeroed pages, a cost of ~10% of a training step; so freed blocks are kept in a cache keyed by exact size and
-// handed out again. The cache holds at most kCacheLimit bytes.
-namespace {
-constexpr size_t kCacheLimit = size_t(4) << 30;
-// Never destroyed: tensors in static storage may be freed after other statics are gone.
-std::mutex& g_cache_mu = *new std::mutex;
-std::unordered_multimap<size_t, void*>& g_cache = *new std::unordered_multimap<size_t, void*>;
-size_t g_cached_bytes = 0;
-
-void* cached_alloc(size_t rounded) {
-  {
-    std::lock_guard<std::mutex> lk(g_cache_mu);
-    auto it = g_cache.find(rounded);
-    if (it != g_cache.end()) {
-      void* p = it->second;
-      g_cache.erase(it);
-      g_cached_bytes -= rounded;
-      return p;
-    }
-  }
-  return std::aligned_alloc(64, rounded);
-}
-
-void cached_free(void* p, size_t rounded) {
-  if (!p) return;
-  std::lock_guard<std::mutex> lk(g_cache_mu);
-  if (g_cached_bytes + rounded > kCacheLimit) {
-    std::free(p);
-    return;
-  }
-  g_cache.emplace(rounded, p);
-  g_cached_bytes += rounded;
-}
-
-size_t round_up(size_t n) { return ((n + 63) / 64) * 64; }  // 64-byte multiples, as aligned_alloc requires
-}  // namespace
-
+// Memory belongs to the device's backend (its allocator, its cache): Storage only asks and gives back.
 Storage::Storage(size_t n, Device dev) : nbytes(n), device(dev) {
-  AIGC_CHECK(dev == Device::CPU, "only the CPU device is available in this build");
-  data = n ? cached_alloc(round_up(n)) : nullptr;
-  AIGC_CHECK(n == 0 || data, "out of memory allocating " + std::to_string(n) + " bytes");
+  if (n == 0) return;
+  data = backend_for(dev).alloc(n);
+  AIGC_CHECK(data,
+             "out of memory allocating " + std::to_string(n) + " bytes on the " + backend_for(dev).name() + " backend");
 }
 
-Storage::~Storage() { cached_free(data, round_up(nbytes)); }
+Storage::~Storage() {
+  if (data) backend_for(device).release(data, nbytes);
+}
 
 static Tensor make(const Shape& shape, DType dtype, Device device, bool zero) {
   for (int64_t d : shape) AIGC_CHECK(d >= 0, "negative dimension in shape " + shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
   size_t nbytes = size_t(numel_of(shape)) * dtype_size(dtype);
   impl->storage = std::make_shared<Storage>(nbytes, device);
-  if (zero && nbytes) {
-    // Gradient buffers of large activations are zeroed many times a step: above a few MiB, split the work
-    // over the threads (one thread alone leaves the others idle for milliseconds).
-    char* p = static_cast<char*>(impl->storage->data);
-    constexpr size_t kChunk = size_t(1) << 20;
-    const int64_t parts = int64_t((nbytes + kChunk - 1) / kChunk);
-#pragma omp parallel for schedule(static) if (parts >= 4)
-    for (int64_t i = 0; i < parts; i++)
-      std::memset(p + size_t(i) * kChunk, 0, std::min(kChunk, nbytes - size_t(i) * kChunk));
-  }
+  if (zero && nbytes) backend_for(device).fill_zero(impl->storage->data, nbytes);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
@@ -136,14 +91,14 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) { return ma
 Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& shape) {
   AIGC_CHECK(int64_t(v.size()) == numel_of(shape), "from_vector: size does not match shape " + shape_str(shape));
   Tensor t = empty(shape);
-  if (!v.empty()) std::memcpy(t.f32(), v.data(), v.size() * 4);
+  backend_for(t.device()).from_host(t.f32(), v.data(), v.size() * 4);
   return t;
 }
 
 Tensor Tensor::from_ints(const std::vector<int32_t>& v, const Shape& shape) {
   AIGC_CHECK(int64_t(v.size()) == numel_of(shape), "from_ints: size does not match shape " + shape_str(shape));
   Tensor t = empty(shape, DType::I32);
-  if (!v.empty()) std::memcpy(t.i32(), v.data(), v.size() * 4);
+  backend_for(t.device()).from_host(t.i32(), v.data(), v.size() * 4);
   return t;
 }
 
@@ -216,13 +171,23 @@ std::vector<float> Tensor::to_vector() const {
   AIGC_CHECK(is_contiguous(), "to_vector() needs a contiguous tensor");
   AIGC_CHECK(layout() == Layout::Plain, "to_vector() needs a plain tensor, not a blocked one (ops::to_plain)");
   std::vector<float> v(static_cast<size_t>(numel()));
-  if (!v.empty()) std::memcpy(v.data(), f32(), v.size() * 4);
+  backend_for(device()).to_host(v.data(), f32(), v.size() * 4);
+  return v;
+}
+
+std::vector<int32_t> Tensor::to_ints() const {
+  AIGC_CHECK(dtype() == DType::I32, "to_ints() needs an i32 tensor");
+  AIGC_CHECK(is_contiguous(), "to_ints() needs a contiguous tensor");
+  std::vector<int32_t> v(static_cast<size_t>(numel()));
+  backend_for(device()).to_host(v.data(), i32(), v.size() * 4);
   return v;
 }
 
 float Tensor::item() const {
   AIGC_CHECK(numel() == 1, "item() needs a one-element tensor, got shape " + shape_str(shape()));
-  return f32()[0];
+  float v = 0;
+  backend_for(device()).to_host(&v, f32(), sizeof v);
+  return v;
 }
 
 bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }

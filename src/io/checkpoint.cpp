@@ -185,4 +185,14 @@ std::string checkpoint_kind(const std::string& path) {
   return "";
 }
 
+std::vector<std::string> checkpoint_class_names(const SafeTensorsReader& st) {
+  auto it = st.metadata().find("aigc.classes");
+  if (it == st.metadata().end()) return {};
+  nlohmann::json j = nlohmann::json::parse(it->second, nullptr, false);
+  AIGC_CHECK(j.is_array(), "'" + st.path() + "': aigc.classes must be a list of names");
+  std::vector<std::string> out;
+  for (auto& v : j) out.push_back(v.is_string() ? v.get<std::string>() : "");
+  return out;
+}
+
 }  // namespace aigc

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "aigc/backend.h"
 #include "aigc/error.h"
 
 namespace aigc {
@@ -57,7 +58,7 @@ const Param* ParamStore::find(const std::string& name) const {
 
 void ParamStore::zero_grad() {
   if (grad_.defined())
-    std::memset(grad_.f32(), 0, size_t(total_) * 4);
+    backend_for(grad_.device()).fill_zero(grad_.f32(), size_t(total_) * 4);
   else
     ensure_grads();
 }

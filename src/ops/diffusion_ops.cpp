@@ -149,8 +149,7 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target) {
   Tensor out = Tensor::from_vector({float(be(pred).mse_forward(pred.f32(), target.f32(), n) / double(n))}, {1});
   if (needs_grad({&pred, &target}))
     record(out, [out, pred, target, n] {
-      be(pred).mse_backward(grad_of(pred), grad_of(target), pred.f32(), target.f32(), out.grad().f32()[0] / float(n),
-                            n);
+      be(pred).mse_backward(grad_of(pred), grad_of(target), pred.f32(), target.f32(), out.grad().item() / float(n), n);
     });
   return out;
 }

@@ -102,7 +102,7 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets) {
   Tensor out = Tensor::from_vector({float(total / double(n))}, {1});
   if (needs_grad({&logits}))
     record(out, [out, logits, targets, n] {
-      float scale = out.grad().f32()[0] / float(n);
+      float scale = out.grad().item() / float(n);
       be(logits).bce_with_logits_backward(grad_of(logits), logits.f32(), targets.f32(), scale, n);
     });
   return out;

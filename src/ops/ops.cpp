@@ -178,8 +178,9 @@ Tensor attention_decode(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tenso
              "attention_decode: slots and pos must be i32 with one entry per row");
   const int64_t S = kcache.size(0), T_cap = kcache.size(2);
   std::vector<bool> used(size_t(S), false);
+  const std::vector<int32_t> slot_of = slots.to_ints(), pos_of = pos.to_ints();
   for (int64_t b = 0; b < B; b++) {
-    const int32_t s = slots.i32()[b], p = pos.i32()[b];
+    const int32_t s = slot_of[size_t(b)], p = pos_of[size_t(b)];
     AIGC_CHECK(s >= 0 && s < S && !used[size_t(s)], "attention_decode: slot " + std::to_string(s) +
                                                         " is out of range or used twice (" + std::to_string(S) +
                                                         " slots)");
@@ -198,21 +199,19 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
   int64_t V = logits.size(-1), N = logits.numel() / V;
   AIGC_CHECK(targets.dtype() == DType::I32 && targets.numel() == N,
              "cross_entropy: targets must be i32 with one entry per logits row");
-  const int32_t* tg = targets.i32();
   int64_t counted = 0;
-  for (int64_t i = 0; i < N; i++) {
-    AIGC_CHECK(tg[i] < V,
-               "cross_entropy: target " + std::to_string(tg[i]) + " >= vocabulary size " + std::to_string(V));
-    counted += tg[i] >= 0;
+  for (int32_t t : targets.to_ints()) {
+    AIGC_CHECK(t < V, "cross_entropy: target " + std::to_string(t) + " >= vocabulary size " + std::to_string(V));
+    counted += t >= 0;
   }
   Tensor losses = Tensor::empty({N}), lse = Tensor::empty({N});
-  be(logits).cross_entropy_forward(losses.f32(), lse.f32(), logits.f32(), tg, N, V);
+  be(logits).cross_entropy_forward(losses.f32(), lse.f32(), logits.f32(), targets.i32(), N, V);
   double total = 0.0;  // summed in row order in double: deterministic and accurate
   for (float l : losses.to_vector()) total += l;
   Tensor out = Tensor::from_vector({counted ? float(total / double(counted)) : 0.0f}, {1});
   if (needs_grad({&logits})) {
     record(out, [out, logits, targets, lse, N, V, counted] {
-      float d = out.grad().f32()[0] / float(counted ? counted : 1);
+      float d = out.grad().item() / float(counted ? counted : 1);
       be(logits).cross_entropy_backward(grad_of(logits), logits.f32(), lse.f32(), targets.i32(), d, N, V);
     });
   }

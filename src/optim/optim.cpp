@@ -16,7 +16,7 @@ Optimizer::Optimizer(ParamStore& params, const OptimConfig& cfg) : params_(param
 
 void Optimizer::step(float lr) {
   t_++;
-  Backend& be = cpu_backend();
+  Backend& be = backend_for(params_.device());
   for (const Param& p : params_.params()) {
     int64_t n = p.value.numel(), o = p.offset;
     float wd = p.decay ? cfg_.weight_decay : 0.0f;
@@ -41,7 +41,7 @@ float lr_at(const std::string& schedule, int64_t step, float lr, float min_lr, i
 }
 
 double clip_grad_norm(ParamStore& params, double max_norm) {
-  Backend& be = cpu_backend();
+  Backend& be = backend_for(params.device());  // the gradients' own backend
   double norm = std::sqrt(be.sum_squares(params.grad(), params.numel()));
   if (max_norm > 0 && norm > max_norm && std::isfinite(norm))
     be.scale(params.grad(), float(max_norm / (norm + 1e-6)), params.numel());

@@ -85,7 +85,7 @@ class DiffusionTask : public TrainTask {
     const double loss = loss_sum / double(ctx.micro_batches);
     if (ctx.apply(net_.params(), *adam_, loss)) {
       const float decay = std::min(opt_.ema_decay, float(2 + ctx.step) / float(11 + ctx.step));
-      cpu_backend().ema_update(ema_.f32(), net_.params().data(), net_.params().numel(), decay);
+      backend_for(ema_.device()).ema_update(ema_.f32(), net_.params().data(), net_.params().numel(), decay);
     }
     StepValues v;
     v.add("loss", float(loss));

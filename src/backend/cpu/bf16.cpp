@@ -130,4 +130,5 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
   cpu_backend().gemm(trans_a, trans_b, M, N, K, alpha, a32.data(), lda, b32.data(), ldb, beta, C, ldc);
 }
 
+void CpuBackend::convert_f32_to_bf16(uint16_t* out, const float* inp, int64_t n) { f32_to_bf16(out, inp, n); }
 }  // namespace aigc::cpu

@@ -110,7 +110,7 @@ void CpuBackend::sgd_update(float* p, const float* g, float* buf, int64_t n, flo
 namespace aigc {
 
 Backend& cpu_backend() {
-  static cpu::CpuBackend b;
+  static cpu::CpuBackend& b = *new cpu::CpuBackend;  // never destroyed: static tensors release into it at exit
   return b;
 }
 

@@ -1,6 +1,8 @@
 // Reference kernels, part 1: matrix products, linear layers, 2-D convolution, channel biases and bf16
 // conversion; plus reference_backend(). Every output element is one sum written out as its formula, accumulated
 // in double. (reference_nn.cpp and reference_image.cpp hold the rest.)
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "aigc/error.h"
@@ -259,8 +261,24 @@ void ReferenceBackend::convert_f32_to_bf16(uint16_t* out, const float* inp, int6
 namespace aigc {
 
 Backend& reference_backend() {
-  static ref::ReferenceBackend b;
+  static ref::ReferenceBackend& b = *new ref::ReferenceBackend;  // never destroyed, like the CPU backend
   return b;
 }
 
 }  // namespace aigc
+
+namespace aigc::ref {
+
+// Host memory, plainly: no cache, no threads.
+void* ReferenceBackend::alloc(size_t nbytes) { return std::aligned_alloc(64, (nbytes + 63) / 64 * 64); }
+void ReferenceBackend::release(void* p, size_t) { std::free(p); }
+void ReferenceBackend::fill_zero(void* p, size_t nbytes) { std::memset(p, 0, nbytes); }
+void ReferenceBackend::to_host(void* host_dst, const void* src, size_t nbytes) {
+  if (nbytes) std::memcpy(host_dst, src, nbytes);
+}
+void ReferenceBackend::from_host(void* dst, const void* host_src, size_t nbytes) {
+  if (nbytes) std::memcpy(dst, host_src, nbytes);
+}
+bool ReferenceBackend::supports(const char* kernel, DType dtype) const { return host_backend_supports(kernel, dtype); }
+
+}  // namespace aigc::ref

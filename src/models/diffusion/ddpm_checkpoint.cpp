@@ -1,6 +1,7 @@
 // Diffusion checkpoints: see models/ddpm.h.
 #include <nlohmann/json.hpp>
 
+#include "aigc/checkpoint_kind.h"
 #include "aigc/error.h"
 #include "aigc/models/ddpm.h"
 #include "aigc/optim.h"
@@ -31,16 +32,6 @@ NoiseSchedule schedule_of(const SafeTensorsReader& st) {
   return NoiseSchedule::make(j["kind"].get<std::string>(), j["T"].get<int64_t>());
 }
 
-std::vector<std::string> classes_of(const SafeTensorsReader& st) {
-  auto it = st.metadata().find("aigc.classes");
-  if (it == st.metadata().end()) return {};
-  nlohmann::json j = nlohmann::json::parse(it->second, nullptr, false);
-  AIGC_CHECK(j.is_array(), "'" + st.path() + "': aigc.classes must be a list of names");
-  std::vector<std::string> out;
-  for (auto& v : j) out.push_back(v.is_string() ? v.get<std::string>() : "");
-  return out;
-}
-
 }  // namespace
 
 UNetConfig ddpm_config_of(const std::string& path) {
@@ -63,7 +54,7 @@ LoadedDiffusion load_diffusion(const std::string& path, bool ema) {
   const int64_t n = out.net->params().numel();
   st.read_f32_into(ema ? "ema" : "model", out.net->params().data(), {n});
   out.schedule = schedule_of(st);
-  out.class_names = classes_of(st);
+  out.class_names = checkpoint_class_names(st);
   return out;
 }
 

@@ -2,6 +2,7 @@
 // under a "G." or "D." prefix, the config, the class names and the training state in the metadata.
 #include <nlohmann/json.hpp>
 
+#include "aigc/checkpoint_kind.h"
 #include "aigc/error.h"
 #include "aigc/models/dcgan.h"
 #include "aigc/optim.h"
@@ -44,16 +45,6 @@ DCGANConfig config_of(const SafeTensorsReader& st) {
   return DCGANConfig::from_json(cfg->second);
 }
 
-std::vector<std::string> classes_of(const SafeTensorsReader& st) {
-  auto it = st.metadata().find("aigc.classes");
-  if (it == st.metadata().end()) return {};
-  nlohmann::json j = nlohmann::json::parse(it->second, nullptr, false);
-  AIGC_CHECK(j.is_array(), "'" + st.path() + "': aigc.classes must be a list of names");
-  std::vector<std::string> out;
-  for (auto& v : j) out.push_back(v.is_string() ? v.get<std::string>() : "");
-  return out;
-}
-
 }  // namespace
 
 DCGANConfig dcgan_config_of(const std::string& path) { return config_of(SafeTensorsReader(path)); }
@@ -85,7 +76,7 @@ LoadedGenerator load_generator(const std::string& path) {
   LoadedGenerator out;
   out.g = std::make_unique<Generator>(config_of(st));
   read_net(st, "G.", *out.g, nullptr);
-  out.class_names = classes_of(st);
+  out.class_names = checkpoint_class_names(st);
   return out;
 }
 
