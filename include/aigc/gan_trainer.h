@@ -67,7 +67,7 @@ struct GanStep {
 };
 class Optimizer;
 class ParamStore;
-using ApplyFn = std::function<bool(ParamStore&, Optimizer&, double loss)>;
+using ApplyFn = std::function<bool(ParamStore&, Optimizer&, double loss, const char* net)>;  // net: "d", "g"
 GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const std::vector<GanBatch>& micro,
                    const std::string& loss, const ApplyFn& apply);
 // One batch, each optimizer stepped at `lr` unconditionally (what the parity tests compare with PyTorch).

@@ -14,7 +14,9 @@
 #include "aigc/error.h"
 #include "aigc/image_data.h"
 #include "aigc/image_io.h"
+#include "aigc/image_model.h"
 #include "aigc/optim.h"
+#include "image_train_state.h"
 
 namespace aigc {
 
@@ -39,13 +41,8 @@ class DiffusionTask : public TrainTask {
     std::copy(net_.params().data(), net_.params().data() + n, ema_.f32());
     if (opt.resume) {
       const std::string ckpt = RunDir(opt.out_dir).checkpoint();
-      nlohmann::json state = nlohmann::json::parse(load_ddpm(ckpt, net_, ema_, *adam_), nullptr, false);
-      AIGC_CHECK(state.is_object() && state.contains("step") && state.contains("position") && state.contains("rng"),
-                 "'" + ckpt + "': aigc.train_state is damaged");
-      start_ = state["step"].get<int64_t>();
+      start_ = restore_image_train_state(ckpt, load_ddpm(ckpt, net_, ema_, *adam_), loader_, rng_);
       adam_->set_steps(start_);
-      loader_.set_position(state["position"].get<int64_t>());
-      rng_.set_state(state["rng"].get<std::string>());
     }
     if (cfg.n_classes) class_names_ = data.class_names;
   }
@@ -96,21 +93,18 @@ class DiffusionTask : public TrainTask {
   std::string sample(const RunDir& run, int64_t step) override {
     if (!sampler_) sampler_ = std::make_unique<UNet>(cfg_);
     std::copy(ema_.f32(), ema_.f32() + ema_.numel(), sampler_->params().data());
-    std::vector<int32_t> lab(64);
-    for (int i = 0; i < 64; i++) lab[size_t(i)] = cfg_.n_classes ? int32_t(i % cfg_.n_classes) : 0;
     SamplerOptions so;
     so.steps = std::min(opt_.sample_steps, sched_.T());
     Rng grid_rng(opt_.seed + 99);
-    Tensor x =
-        diffusion_sample(*sampler_, sched_, 64, cfg_.n_classes ? Tensor::from_ints(lab, {64}) : Tensor(), so, grid_rng);
+    Tensor x = diffusion_sample(*sampler_, sched_, 64,
+                                cfg_.n_classes ? labels_for(64, cfg_.n_classes, 0, false) : Tensor(), so, grid_rng);
     const std::string path = run.sample(step, "png");
     save_image_grid(path, x, 8);
     return path;
   }
 
   void save(const RunDir& run, int64_t step) override {
-    nlohmann::json st = {{"step", step}, {"position", loader_.position()}, {"rng", rng_.state()}};
-    save_ddpm(run.checkpoint(), net_, ema_, adam_.get(), sched_, class_names_, st.dump());
+    save_ddpm(run.checkpoint(), net_, ema_, adam_.get(), sched_, class_names_, image_train_state(step, loader_, rng_));
   }
 
  private:

@@ -12,9 +12,11 @@
 #include "aigc/error.h"
 #include "aigc/image_data.h"
 #include "aigc/image_io.h"
+#include "aigc/image_model.h"
 #include "aigc/ops.h"
 #include "aigc/optim.h"
 #include "aigc/train_loop.h"
+#include "image_train_state.h"
 
 namespace aigc {
 
@@ -43,20 +45,13 @@ class GanTask : public TrainTask {
     od_ = std::make_unique<Optimizer>(d_.params(), oc);
     if (opt.resume) {
       const std::string ckpt = RunDir(opt.out_dir).checkpoint();
-      nlohmann::json state = nlohmann::json::parse(load_dcgan(ckpt, g_, d_, *og_, *od_), nullptr, false);
-      AIGC_CHECK(state.is_object() && state.contains("step") && state.contains("position") && state.contains("rng"),
-                 "'" + ckpt + "': aigc.train_state is damaged");
-      start_ = state["step"].get<int64_t>();
+      start_ = restore_image_train_state(ckpt, load_dcgan(ckpt, g_, d_, *og_, *od_), loader_, rng_);
       og_->set_steps(start_), od_->set_steps(start_);
-      loader_.set_position(state["position"].get<int64_t>());
-      rng_.set_state(state["rng"].get<std::string>());
     }
     // A fixed noise batch (and fixed labels) shows progress on the same latent points in every sample grid.
     Rng fixed_rng(opt.seed + 99);
     fixed_z_ = randn({64, cfg.nz}, fixed_rng);
-    std::vector<int32_t> lab(64);
-    for (int i = 0; i < 64; i++) lab[size_t(i)] = cfg.n_classes ? int32_t(i % cfg.n_classes) : 0;
-    fixed_labels_ = Tensor::from_ints(lab, {64});
+    fixed_labels_ = labels_for(64, cfg.n_classes, 0, false);  // classes cycling 0, 1, ...
   }
 
   std::string describe() {
@@ -91,9 +86,9 @@ class GanTask : public TrainTask {
       b.labels = Tensor::from_ints(lab, {opt_.batch_size});
       b.z_d = randn({opt_.batch_size, cfg_.nz}, rng_), b.z_g = randn({opt_.batch_size, cfg_.nz}, rng_);
     }
-    GanStep st = gan_update(g_, d_, *og_, *od_, micro, opt_.loss, [&](ParamStore& p, Optimizer& o, double loss) {
-      return ctx.apply(p, o, loss, &o == od_.get() ? "d" : "g");
-    });
+    GanStep st = gan_update(
+        g_, d_, *og_, *od_, micro, opt_.loss,
+        [&](ParamStore& p, Optimizer& o, double loss, const char* net) { return ctx.apply(p, o, loss, net); });
     StepValues v;
     v.add("loss_d", st.loss_d), v.add("loss_g", st.loss_g), v.add("d_x", st.d_x), v.add("d_g_z", st.d_g_z);
     return v;
@@ -107,9 +102,8 @@ class GanTask : public TrainTask {
   }
 
   void save(const RunDir& run, int64_t step) override {
-    nlohmann::json st = {{"step", step}, {"position", loader_.position()}, {"rng", rng_.state()}};
     save_dcgan(run.checkpoint(), g_, d_, og_.get(), od_.get(),
-               cfg_.n_classes ? data_.class_names : std::vector<std::string>{}, st.dump());
+               cfg_.n_classes ? data_.class_names : std::vector<std::string>{}, image_train_state(step, loader_, rng_));
   }
 
  private:
@@ -150,7 +144,7 @@ GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od,
     loss_d += l.item(), dx += mean_sigmoid(st.d_real), dgz += mean_sigmoid(st.d_fake);
   }
   st.loss_d = float(loss_d * scale), st.d_x = dx * scale, st.d_g_z = dgz * scale;
-  apply(d.params(), od, st.loss_d);
+  apply(d.params(), od, st.loss_d, "d");
   // G through D on fresh noise (D's gradients from it are discarded by the next zero_grad).
   // minimax: minimize log(1 - D(G(z))) = -BCE(logits, 0); nonsaturating: minimize BCE(logits, 1).
   g.params().zero_grad();
@@ -163,16 +157,17 @@ GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od,
     loss_g += minimax ? -l.item() : l.item();
   }
   st.loss_g = float(loss_g * scale);
-  apply(g.params(), og, st.loss_g);
+  apply(g.params(), og, st.loss_g, "g");
   return st;
 }
 
 GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real, const Tensor& labels,
                  const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr) {
-  return gan_update(g, d, og, od, {{real, labels, z_d, z_g}}, loss, [lr](ParamStore&, Optimizer& o, double) {
-    o.step(lr);
-    return true;
-  });
+  return gan_update(g, d, og, od, {{real, labels, z_d, z_g}}, loss,
+                    [lr](ParamStore&, Optimizer& o, double, const char*) {
+                      o.step(lr);
+                      return true;
+                    });
 }
 
 void init_gan(Generator& g, Discriminator& d, uint64_t seed) { g.init_weights(seed), d.init_weights(seed + 1); }

@@ -157,7 +157,7 @@ struct LoopRunner {
     SigintGuard interrupt;
     const auto t0 = std::chrono::steady_clock::now();
     int bad_in_a_row = 0;
-    bool sampled_last = false, evaluated_last = false, saved_last = false;
+    bool sampled_last = false, saved_last = false;
     while (step < last && !interrupt.requested()) {
       StepContext ctx;
       ctx.opt_ = &opt;
@@ -193,7 +193,7 @@ struct LoopRunner {
 
       if (every(step, opt.log_interval) || step == last || done == 1)
         progress(step, last, v, ctx.lr, norms, res.units_per_s, elapsed, done);
-      evaluated_last = every(step, opt.eval_interval) || (opt.eval_interval > 0 && step == last);
+      const bool evaluated_last = every(step, opt.eval_interval) || (opt.eval_interval > 0 && step == last);
       if (evaluated_last) {
         res.last_eval = task.evaluate();
         std::string line = "step " + std::to_string(step);
