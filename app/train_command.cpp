@@ -3,11 +3,14 @@
 // shared ones the user did not give.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include "aigc/backend.h"
 #include "aigc/diffusion_trainer.h"
+#include "aigc/dist.h"
 #include "aigc/error.h"
 #include "aigc/fid.h"
 #include "aigc/gan_trainer.h"
@@ -26,6 +29,10 @@ struct TrainArgs {
   GPTConfig over;  // only the shape flags given override the preset
   GanTrainOptions gan;
   DiffusionTrainOptions ddpm;
+  DistOptions dist;
+  double bucket_mb = 4;
+  bool verbose = false;
+  std::unique_ptr<GradSync> sync;  // when an MPI launcher started this process
   std::vector<int64_t> ch_mult, attn_res;
   CLI::App* cmd = nullptr;
   bool given(const char* flag) const { return cmd->count(flag) > 0; }
@@ -57,6 +64,12 @@ void add_shared(CLI::App* cmd, TrainArgs& a) {
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   add_threads(cmd);
+  cmd->add_option("--comm-timeout", a.dist.comm_timeout_s,
+                  "Under mpirun/srun: seconds a collective may wait before the run stops naming the lost rank")
+      ->capture_default_str();
+  cmd->add_option("--bucket-mb", a.bucket_mb, "Under mpirun/srun: MiB of gradients per all-reduce bucket")
+      ->capture_default_str();
+  cmd->add_flag("--verbose", a.verbose, "Under mpirun/srun: every rank prints its progress, not only rank 0");
 }
 
 void add_gpt(CLI::App* cmd, TrainArgs& a) {
@@ -125,7 +138,8 @@ void train_gpt_family(TrainArgs& a) {
   if (a.over.dropout >= 0) c.dropout = a.over.dropout;
   a.gpt.model = c;
   if (a.given("--sample-interval")) a.gpt.sample_interval = a.gan.sample_interval;
-  TrainResult r = train_gpt(a.gpt);
+  TrainResult r = train_gpt(a.gpt, a.sync.get());
+  if (a.gpt.quiet) return;
   std::fprintf(stderr, "done: %lld steps, last val loss %.4f, checkpoint %s\n", (long long)r.steps_done,
                r.last_val_loss, r.checkpoint.c_str());
 }
@@ -143,12 +157,14 @@ void shared_to(const TrainArgs& a, Options& o) {
   if (a.given("--log-interval")) o.log_interval = t.log_interval;
   if (a.given("--sample-interval")) o.sample_interval = a.gan.sample_interval;
   o.grad_accum = t.grad_accum, o.stop_after = t.stop_after, o.seed = t.seed, o.resume = t.resume;
+  o.rank = t.rank, o.world = t.world, o.quiet = t.quiet;
 }
 
 void train_dcgan_family(TrainArgs& a) {
   GanTrainOptions o = a.gan;
   shared_to(a, o);
-  GanTrainResult r = train_dcgan(o);
+  GanTrainResult r = train_dcgan(o, a.sync.get());
+  if (o.quiet) return;
   std::fprintf(stderr, "done: %lld steps, D loss %.4f, G loss %.4f, checkpoint %s\n", (long long)r.steps_done,
                r.last_d_loss, r.last_g_loss, r.checkpoint.c_str());
 }
@@ -161,7 +177,8 @@ void train_ddpm_family(TrainArgs& a) {
   if (!a.ch_mult.empty()) o.model.ch_mult = a.ch_mult;
   if (a.given("--attn-res")) o.model.attn_resolutions = a.attn_res;
   o.conditional = a.gan.conditional, o.hflip = a.gan.hflip;
-  DiffusionTrainResult r = train_diffusion(o);
+  DiffusionTrainResult r = train_diffusion(o, a.sync.get());
+  if (o.quiet) return;
   std::fprintf(stderr, "done: %lld steps, loss %.4f -> %.4f, checkpoint %s\n", (long long)r.steps_done, r.first_loss,
                r.last_loss, r.checkpoint.c_str());
 }
@@ -177,6 +194,8 @@ void train_classifier_family(TrainArgs& a) {
   std::fprintf(stderr, "test accuracy %.4f; saved %s\n", acc, co.out.c_str());
 }
 
+void run_ranks(TrainArgs& a);
+
 void run(TrainArgs& a) {
   if (!a.model_alias.empty()) {
     AIGC_CHECK(!a.given("family") || a.model_alias == a.family,
@@ -190,10 +209,44 @@ void run(TrainArgs& a) {
                    "note: this CPU has no native bf16 instructions: matrix products are emulated (same numbers, no "
                    "speed-up) and convolutions stay fp32\n");
   }
+  if (launched_by_mpi()) {
+    AIGC_CHECK(a.family != "classifier", "the FID classifier trains in one process; run it without mpirun");
+    return run_ranks(a);
+  }
   if (a.family == "gpt") return train_gpt_family(a);
   if (a.family == "dcgan") return train_dcgan_family(a);
   if (a.family == "ddpm") return train_ddpm_family(a);
   return train_classifier_family(a);
+}
+
+// Under mpirun or srun: join the ranks, split the cores among the ranks of this host unless -t says otherwise,
+// and let only rank 0 speak (unless --verbose). A rank that fails exits at once without MPI's shutdown (which
+// would wait for the others); the launcher then stops the rest, and each of them names the rank that is gone.
+void run_ranks(TrainArgs& a) {
+  AIGC_CHECK(a.bucket_mb > 0, "--bucket-mb must be positive");
+  a.dist.bucket_bytes = int64_t(a.bucket_mb * double(1 << 20));
+  a.sync = join_ranks(a.dist);
+  const int rank = a.sync->rank(), world = a.sync->world();
+  a.gpt.rank = rank, a.gpt.world = world;
+  a.gpt.quiet = rank != 0 && !a.verbose;
+  if (threads() == 0) {
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    if (!local) local = std::getenv("SLURM_NTASKS_PER_NODE");
+    const int per_host = local ? std::max(1, std::atoi(local)) : 1;
+    set_num_threads(std::max(1, int(std::thread::hardware_concurrency()) / per_host));
+  }
+  if (rank == 0)
+    std::fprintf(stderr, "data parallel: %d ranks, %d threads each; rank 0 writes the run folder\n", world,
+                 get_num_threads());
+  try {
+    if (a.family == "gpt") return train_gpt_family(a);
+    if (a.family == "dcgan") return train_dcgan_family(a);
+    return train_ddpm_family(a);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[rank %d] error: %s\n", rank, e.what());
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
 }
 
 }  // namespace

@@ -33,7 +33,6 @@ int main(int argc, char** argv) {
                "'" + a.lead[0] + "' was not trained on " + opt.data);
     UNet net(cfg, a.seed);
     ImageLoader loader(data, B, a.seed, opt.hflip);
-    Rng rng = diffusion_noise_rng(a.seed);
 
     const int64_t px = cfg.channels * cfg.image_size * cfg.image_size;
     std::vector<uint8_t> pixels;
@@ -45,6 +44,7 @@ int main(int argc, char** argv) {
       Tensor x0;
       std::vector<int32_t> lab;
       loader.next(x0, lab);
+      Rng rng = diffusion_noise_rng(a.seed, loader.last_index());
       const TrainingDraws d =
           draw_training_noise(ref.schedule, x0, cfg.n_classes ? Tensor::from_ints(lab, {B}) : Tensor(), rng,
                               cfg.n_classes ? opt.p_uncond : 0.0f, cfg.n_classes);

@@ -1,8 +1,8 @@
 // The random streams of one aigc DCGAN training run, written out for PyTorch's twin (bench/gan_run --same-streams):
 // the initial weights of G and D, every step's real batch (8-bit pixels) and labels, and the noise z_d and z_g.
 // `aigc train --model dcgan --conditional --seed SEED` draws exactly these (the same init_gan, ImageLoader and
-// gan_noise_rng), so both implementations start from the same weights and see the same data and noise; only the
-// arithmetic differs. bench/gan_run checks that the first step's losses agree before trusting a comparison.
+// gan_noise_rng of each batch), so both implementations start from the same weights and see the same data and noise;
+// only the arithmetic differs. bench/gan_run checks that the first step's losses agree before trusting a comparison.
 //
 //   aigc_gan_streams SEED STEPS OUT.safetensors [BATCH]
 #include <deque>
@@ -26,7 +26,6 @@ int main(int argc, char** argv) {
     Discriminator d(cfg);
     init_gan(g, d, a.seed);
     ImageLoader loader(data, B, a.seed);
-    Rng rng = gan_noise_rng(a.seed);
 
     const int64_t px = cfg.channels * cfg.image_size * cfg.image_size;
     std::vector<uint8_t> pixels;
@@ -39,6 +38,7 @@ int main(int argc, char** argv) {
       loader.next(real, lab);
       streams::append_pixels(real, pixels);
       labels.insert(labels.end(), lab.begin(), lab.end());
+      Rng rng = gan_noise_rng(a.seed, loader.last_index());
       for (std::vector<float>* z : {&z_d, &z_g})
         for (float v : randn({B, cfg.nz}, rng).to_vector()) z->push_back(v);
     }

@@ -14,6 +14,7 @@ PKGS=(
   dataset-fashion-mnist            # built-in image data (IDX files, gzip)
   chromium                         # headless browser for the playground's end-to-end test
   clang-format                     # the C++ style check (scripts/format.sh)
+  openmpi-bin libopenmpi-dev       # data-parallel training over MPI (mpirun, srun) and its tests
 )
 
 missing=()

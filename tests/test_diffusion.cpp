@@ -232,11 +232,11 @@ TEST(DiffusionTraining, ResumeIsExact) {
 // is six standard errors from the expected value.
 TEST(DiffusionTraining, RandomDrawsHaveTheirDistributions) {
   const NoiseSchedule s = NoiseSchedule::make("linear", 1000);
-  Rng rng = diffusion_noise_rng(1);
   const int64_t B = 64, steps = 300, px = 256;
   std::vector<int64_t> counts(1000, 0);
   double sum = 0, sum2 = 0, sum4 = 0, lag = 0, tails = 0, t_eps = 0;
   for (int64_t k = 0; k < steps; k++) {
+    Rng rng = diffusion_noise_rng(1, k);  // each batch's own generator, as training draws them
     const TrainingDraws d = draw_training_noise(s, Tensor::zeros({B, 1, 16, 16}), Tensor(), rng, 0.0f, 0);
     const std::vector<float> e = d.eps.to_vector();
     for (int64_t b = 0; b < B; b++) {

@@ -1,6 +1,6 @@
-// The shared training loop: the gradient hook, gradient accumulation, the non-finite policy for every family,
-// the run folder (metrics trimmed on resume, config.json), data shards, and the layering rule that models do
-// not reach into training.
+// The shared training loop: data parallelism's place in it (GradSync), gradient accumulation, the non-finite policy for
+// every family, the run folder (metrics trimmed on resume, config.json), data shards, and the layering rule that models
+// do not reach into training.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -77,37 +77,59 @@ std::vector<nlohmann::json> metrics_of(const fs::path& run) {
   return rows;
 }
 
-// Every third call poisons the gradient; or every call with `always`.
-GradHook nan_hook(int* calls, bool always) {
-  return [calls, always](ParamStore& p) {
+// A one-process stand-in for the ranks: finish() runs `on_finish` on a model's gradients, where the ranks would
+// average them.
+class StandInSync : public GradSync {
+ public:
+  explicit StandInSync(std::function<void(ParamStore&)> f) : on_finish(std::move(f)) {}
+  int rank() const override { return 0; }
+  int world() const override { return 1; }
+  void begin_last_backward(ParamStore&) override { armed++; }
+  void end_last_backward() override {}
+  void finish(ParamStore& p) override {
+    finished++;
+    if (on_finish) on_finish(p);
+  }
+  void all_reduce(double*, int64_t, Op) override {}
+  void all_reduce(float*, int64_t, Op) override {}
+  void broadcast(float*, int64_t) override {}
+  std::function<void(ParamStore&)> on_finish;
+  int armed = 0, finished = 0;
+};
+
+// Every third reduction poisons the gradient; or every one with `always`.
+StandInSync nan_sync(int* calls, bool always) {
+  return StandInSync([calls, always](ParamStore& p) {
     if (always || ++*calls % 3 == 0) p.grad()[0] = std::nanf("");
-  };
+  });
 }
 
 }  // namespace
 
-// The hook sees each model's whole flat gradient once per update; a hook that does what an all-reduce over two
-// ranks holding the same gradients does (sum, then divide by the world size) changes nothing, bit for bit.
-TEST(TrainLoop, GradHookSeesFlatGradientsAndAnIdentityReduceChangesNothing) {
+// The loop hands each model's whole flat gradient to the sync once per update, after arming it for the last
+// micro-batch's backward only; a reduction that does what an all-reduce over two ranks holding the same
+// gradients does (sum, then divide by the world size) changes nothing, bit for bit.
+TEST(TrainLoop, GradSyncSeesEachModelOnceAndAnIdentityReduceChangesNothing) {
   fs::path d = aigc::testing::fresh_temp_dir("loop_hook");
   TrainOptions plain = gpt_run(d / "a");
+  plain.grad_accum = 2;
   TrainResult a = train_gpt(plain);
   TrainOptions hooked = plain;
   hooked.out_dir = (d / "b" / "run").string();
-  int calls = 0;
-  TrainResult b = train_gpt(hooked, [&](ParamStore& p) {
-    calls++;
+  StandInSync sync([&](ParamStore& p) {
     ASSERT_TRUE(p.has_grads());
     std::vector<float> other(p.grad(), p.grad() + p.numel());  // the other rank's copy
     for (int64_t i = 0; i < p.numel(); i++) p.grad()[i] = (p.grad()[i] + other[size_t(i)]) / 2.0f;
   });
-  EXPECT_EQ(calls, 8);
+  TrainResult b = train_gpt(hooked, &sync);
+  EXPECT_EQ(sync.finished, 8);
+  EXPECT_EQ(sync.armed, 8);  // the last of the two micro-batches of each update
   EXPECT_EQ(a.losses, b.losses);
   EXPECT_EQ(flat_weights(a.checkpoint), flat_weights(b.checkpoint));
 
-  int gan_calls = 0;
-  train_dcgan(gan_run(d / "gan"), [&](ParamStore&) { gan_calls++; });
-  EXPECT_EQ(gan_calls, 2 * 4);  // D and G each update
+  StandInSync gan_sync(nullptr);
+  train_dcgan(gan_run(d / "gan"), &gan_sync);
+  EXPECT_EQ(gan_sync.finished, 2 * 4);  // D and G each update
   fs::remove_all(d);
 }
 
@@ -146,7 +168,8 @@ TEST(TrainLoop, NonFiniteUpdatesAreSkippedThenStopTheRunInEveryFamily) {
   fs::path d = aigc::testing::fresh_temp_dir("loop_nan");
   int calls = 0;
   TrainOptions o = gpt_run(d);
-  TrainResult r = train_gpt(o, nan_hook(&calls, false));
+  StandInSync every_third = nan_sync(&calls, false);
+  TrainResult r = train_gpt(o, &every_third);
   EXPECT_EQ(r.steps_done, 8);
   for (float w : flat_weights(r.checkpoint)) ASSERT_TRUE(std::isfinite(w));
   const auto rows = metrics_of(d / "run");
@@ -164,12 +187,13 @@ TEST(TrainLoop, NonFiniteUpdatesAreSkippedThenStopTheRunInEveryFamily) {
       EXPECT_NE(msg.find("ckpt.safetensors"), std::string::npos) << family << ": " << msg;
     }
   };
-  expect_diverged([&] { train_gpt(gpt_run(d / "g2"), nan_hook(&calls, true)); }, "gpt");
+  StandInSync always = nan_sync(&calls, true);
+  expect_diverged([&] { train_gpt(gpt_run(d / "g2"), &always); }, "gpt");
   GanTrainOptions g = gan_run(d / "gan");
   DiffusionTrainOptions f = ddpm_run(d / "ddpm");
   g.steps = f.steps = 8;  // more than max_bad_steps (5)
-  expect_diverged([&] { train_dcgan(g, nan_hook(&calls, true)); }, "dcgan");
-  expect_diverged([&] { train_diffusion(f, nan_hook(&calls, true)); }, "ddpm");
+  expect_diverged([&] { train_dcgan(g, &always); }, "dcgan");
+  expect_diverged([&] { train_diffusion(f, &always); }, "ddpm");
   fs::remove_all(d);
 }
 
@@ -212,36 +236,44 @@ TEST(TrainLoop, GptWritesTextSamples) {
   fs::remove_all(d);
 }
 
-// Ranks of a world take disjoint shards that together are what one process with the whole batch takes.
+// Ranks of a world take disjoint batches of the global stream, in the order one process accumulating their
+// micro-batches takes them (2 ranks x 2 micro-batches: rank 0 takes batches 0, 1, rank 1 takes 2, 3 of each
+// update's four); positions are global, so a checkpoint resumes on any number of ranks.
 TEST(TrainLoop, LoadersShardBatchesByRank) {
   fs::path d = aigc::testing::fresh_temp_dir("loop_shards");
   write_images(d);
   ImageSet set = load_image_dataset(d.string(), "train");
-  ImageLoader whole(set, 8, 5), r0(set, 4, 5, false, 0, 2), r1(set, 4, 5, false, 1, 2);
-  for (int k = 0; k < 7; k++) {  // crosses an epoch boundary (5 batches of 8 per epoch)
-    Tensor a, b, c;
-    std::vector<int32_t> la, lb, lc;
-    whole.next(a, la), r0.next(b, lb), r1.next(c, lc);
-    std::vector<float> joined = b.to_vector(), rest = c.to_vector();
-    joined.insert(joined.end(), rest.begin(), rest.end());
-    lb.insert(lb.end(), lc.begin(), lc.end());
-    EXPECT_EQ(a.to_vector(), joined) << "batch " << k;
-    EXPECT_EQ(la, lb) << "batch " << k;
+  ImageLoader one(set, 4, 5, false, 0, 1, 4), r0(set, 4, 5, false, 0, 2, 2), r1(set, 4, 5, false, 1, 2, 2);
+  for (int k = 0; k < 7; k++) {  // 28 batches of 4: crosses epoch boundaries (10 batches per epoch)
+    Tensor a[4], b[2], c[2];
+    std::vector<int32_t> la[4], lb[2], lc[2];
+    for (int m = 0; m < 4; m++) one.next(a[m], la[m]);
+    for (int m = 0; m < 2; m++) r0.next(b[m], lb[m]), r1.next(c[m], lc[m]);
+    const Tensor* ranks[4] = {&b[0], &b[1], &c[0], &c[1]};
+    for (int m = 0; m < 4; m++) EXPECT_EQ(a[m].to_vector(), ranks[m]->to_vector()) << "update " << k << " batch " << m;
+    EXPECT_EQ(r0.position(), one.position());
+    EXPECT_EQ(r1.last_index(), one.last_index());
   }
+  ImageLoader later(set, 4, 5, false, 1, 2, 1);  // resumed on 2 ranks x 1 from the 4 x 1 run's position
+  later.set_position(one.position());
+  Tensor x, y;
+  std::vector<int32_t> lx, ly;
+  later.next(x, lx);
+  one.next(y, ly), one.next(y, ly);
+  EXPECT_EQ(x.to_vector(), y.to_vector());
   EXPECT_THROW(ImageLoader(set, 4, 5, false, 2, 2), Error);
-  EXPECT_THROW(ImageLoader(set, 30, 5, false, 0, 2), Error);  // 60 images a step from 40
+  EXPECT_THROW(ImageLoader(set, 41, 5, false, 0, 2), Error);  // a batch larger than the 40 images
 
   std::vector<int32_t> toks(401);
   for (size_t i = 0; i < toks.size(); i++) toks[i] = int32_t(i % 97);
-  TokenLoader tw(toks, 6, 10, 3), t0(toks, 3, 10, 3, 0, 2), t1(toks, 3, 10, 3, 1, 2);
+  TokenLoader tw(toks, 3, 10, 3, 0, 1, 2), t0(toks, 3, 10, 3, 0, 2), t1(toks, 3, 10, 3, 1, 2);
   for (int k = 0; k < 9; k++) {
-    Tensor x = Tensor::empty({6, 10}, DType::I32), y = Tensor::empty({6, 10}, DType::I32);
     Tensor x0 = Tensor::empty({3, 10}, DType::I32), y0 = Tensor::empty({3, 10}, DType::I32);
     Tensor x1 = Tensor::empty({3, 10}, DType::I32), y1 = Tensor::empty({3, 10}, DType::I32);
-    tw.next(x, y), t0.next(x0, y0), t1.next(x1, y1);
-    std::vector<int32_t> whole_x(x.i32(), x.i32() + 60), parts(x0.i32(), x0.i32() + 30);
-    parts.insert(parts.end(), x1.i32(), x1.i32() + 30);
-    EXPECT_EQ(whole_x, parts) << "batch " << k;
+    Tensor w0 = Tensor::empty({3, 10}, DType::I32), w1 = Tensor::empty({3, 10}, DType::I32);
+    tw.next(w0, y0), tw.next(w1, y0), t0.next(x0, y0), t1.next(x1, y1);
+    EXPECT_EQ(w0.to_ints(), x0.to_ints()) << "update " << k;
+    EXPECT_EQ(w1.to_ints(), x1.to_ints()) << "update " << k;
   }
   EXPECT_THROW(TokenLoader(toks, 3, 10, 3, -1, 2), Error);
   fs::remove_all(d);

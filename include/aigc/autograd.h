@@ -2,7 +2,10 @@
 // requires grad, appends a closure that adds its inputs' gradients (reading its output's gradient).
 // backward() runs the closures newest-first, then clears the tape (freeing the saved activations).
 #pragma once
+#include <cstdint>
 #include <functional>
+#include <initializer_list>
+#include <vector>
 
 #include "aigc/tensor.h"
 
@@ -25,11 +28,24 @@ class NoGradGuard {
 // True when an op on these inputs must be recorded.
 bool needs_grad(std::initializer_list<const Tensor*> inputs);
 
-// Marks `out` as requiring grad and records `fn` as its backward step.
-void record(Tensor& out, std::function<void()> fn);
+// Marks `out` as requiring grad and records `fn` as its backward step, which adds into the gradients of
+// `inputs` (the tape notes where those live, for GradWatch).
+void record(Tensor& out, std::initializer_list<const Tensor*> inputs, std::function<void()> fn);
 
 // Seeds d(loss)/d(loss) = scale and runs the tape. loss must be a one-element tensor.
 void backward(const Tensor& loss, float scale = 1.0f);
+
+// Lets data-parallel training start reducing gradients while backward still runs (as PyTorch DDP's buckets
+// do). A watch names a flat gradient buffer (ParamStore::grad()) cut into buckets; backward() calls
+// on_final(b) as soon as no step left on the tape can add into bucket b (at once for a bucket no step
+// touches). Steps run newest-first, so a bucket is final after the oldest step that adds into it.
+struct GradWatch {
+  const float* base = nullptr;
+  std::vector<int64_t> bounds;  // bucket b is elements [bounds[b], bounds[b + 1]) of base
+  std::function<void(size_t bucket)> on_final;
+};
+// Watches the next backward() calls on this thread; nullptr stops.
+void set_grad_watch(const GradWatch* watch);
 
 // Drops recorded steps without running them (e.g. after an evaluation forward with grad on).
 void clear_tape();

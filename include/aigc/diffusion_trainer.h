@@ -50,11 +50,11 @@ struct DiffusionTrainResult {
   std::string checkpoint;
 };
 
-DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt, const GradHook& hook = {});
+DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt, GradSync* sync = nullptr);
 
 // The generator train_diffusion draws timesteps, noise and dropped labels from (see draw_training_noise), given
 // its --seed; the U-Net's initial weights come from UNet(config, seed) and the batches from ImageLoader(data,
 // batch, seed, hflip). bench/diffusion_streams.cpp writes these streams out for PyTorch's twin.
-Rng diffusion_noise_rng(uint64_t seed);
+Rng diffusion_noise_rng(uint64_t seed, int64_t batch);
 
 }  // namespace aigc

@@ -44,17 +44,18 @@ struct GanTrainResult {
   std::string checkpoint;
 };
 
-GanTrainResult train_dcgan(const GanTrainOptions& opt, const GradHook& hook = {});
+GanTrainResult train_dcgan(const GanTrainOptions& opt, GradSync* sync = nullptr);
 
 // The random streams a training run from `seed` draws, besides the batch order (ImageLoader(data, B, seed)):
-// the initial weights, and the noise generator that yields z_d then z_g for every step. Shared with
-// bench/gan_streams.cpp, which hands the same streams to PyTorch's twin.
+// the initial weights, and for the global batch `batch` (ImageLoader::last_index) the noise generator that
+// yields its z_d then z_g. Shared with bench/gan_streams.cpp, which hands the same streams to PyTorch's twin.
 void init_gan(Generator& g, Discriminator& d, uint64_t seed);
-Rng gan_noise_rng(uint64_t seed);
+Rng gan_noise_rng(uint64_t seed, int64_t batch);
 
 // One update of the game, as train_dcgan runs it: D learns on each micro-batch's `real` and G(z_d) (with its
 // `labels`), gradients summed over the micro-batches, then G learns through D on G(z_g) likewise. loss is
-// "nonsaturating" or "minimax". `apply` makes each network's update (the loop's policy). Returns the mean losses
+// "nonsaturating" or "minimax". ctx backpropagates and applies each network's update (the loop's policy; with
+// data-parallel ranks it also brings the BatchNorm statistics to what one process would hold). Returns the mean losses
 // (minimax: the value of log(1 - D(G(z))) G minimizes), D's mean sigmoid outputs on real (d_x) and generated
 // (d_g_z) images, and D's logits on the last micro-batch's real and generated images.
 struct GanBatch {
@@ -66,10 +67,8 @@ struct GanStep {
   Tensor d_real, d_fake;
 };
 class Optimizer;
-class ParamStore;
-using ApplyFn = std::function<bool(ParamStore&, Optimizer&, double loss, const char* net)>;  // net: "d", "g"
 GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const std::vector<GanBatch>& micro,
-                   const std::string& loss, const ApplyFn& apply);
+                   const std::string& loss, StepContext& ctx);
 // One batch, each optimizer stepped at `lr` unconditionally (what the parity tests compare with PyTorch).
 GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real, const Tensor& labels,
                  const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr);

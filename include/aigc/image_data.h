@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "aigc/batch_cursor.h"
 #include "aigc/tensor.h"
 
 namespace aigc {
@@ -43,25 +44,27 @@ const std::vector<std::string>& fashion_mnist_classes();
 
 // Deterministic shuffled minibatches: images as floats in [-1, 1], (B, C, H, W), with their labels (all 0 when the
 // set is unlabeled: to a class-conditional generator it is then one class). Each epoch is a permutation drawn
-// from (seed, epoch); batch k of rank r of `world` takes entries (k * world + r) * B ... + B - 1 of it, so ranks
-// never overlap, together they see what one process with batch B * world sees, and `position` alone resumes.
+// from (seed, epoch); global batch g (BatchCursor: which one a rank takes) is entries k * B ... k * B + B - 1 of
+// epoch g / batches_per_epoch's order, k = g % batches_per_epoch, so ranks never overlap, together they see what
+// one process accumulating their micro-batches sees, and `position` alone resumes.
 class ImageLoader {
  public:
-  ImageLoader(const ImageSet& data, int64_t batch_size, uint64_t seed, bool hflip = false, int rank = 0, int world = 1);
+  ImageLoader(const ImageSet& data, int64_t batch_size, uint64_t seed, bool hflip = false, int rank = 0, int world = 1,
+              int64_t accum = 1);
   void next(Tensor& images, std::vector<int32_t>& labels);  // images is (B, C, H, W) f32
-  int64_t position() const { return position_; }
-  void set_position(int64_t p) { position_ = p; }
-  int64_t batches_per_epoch() const { return int64_t(order_.size()) / (batch_ * world_); }
+  int64_t position() const { return cursor_.position(); }
+  void set_position(int64_t p) { cursor_.set_position(p); }
+  int64_t last_index() const { return cursor_.last(); }  // the global index of the batch next() gave last
+  int64_t batches_per_epoch() const { return int64_t(order_.size()) / batch_; }
 
  private:
   const ImageSet& data_;
   int64_t batch_;
   uint64_t seed_;
   bool hflip_;
-  int rank_, world_;
+  BatchCursor cursor_;
   std::vector<int64_t> order_;
   int64_t order_epoch_ = -1;  // the epoch order_ was drawn for
-  int64_t position_ = 0;      // batches taken so far
 };
 
 }  // namespace aigc

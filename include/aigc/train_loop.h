@@ -1,8 +1,8 @@
 // The one training loop every model family runs. The loop owns what all runs share: the step count and
-// --stop-after, the learning-rate schedule, gradient accumulation, the gradient hook (where data-parallel
-// training reduces gradients), clipping, the non-finite policy, progress with ETA, metrics.jsonl, periodic
-// evaluation, samples and checkpoints, exact resume and Ctrl-C. A family (GPT, DCGAN, DDPM) supplies a
-// TrainTask: how to make one update from its batches, what its state is, how to save it and how to sample.
+// --stop-after, the learning-rate schedule, gradient accumulation, data parallelism (GradSync), clipping, the
+// non-finite policy, progress with ETA, metrics.jsonl, periodic evaluation, samples and checkpoints, exact resume and
+// Ctrl-C. A family (GPT, DCGAN, DDPM) supplies a TrainTask: how to make one update from its batches, what its state is,
+// how to save it and how to sample.
 //
 // Non-finite policy (one for all families): an update whose loss or gradient norm is not finite is not applied
 // (the optimizer state is untouched, the step still counts and the data moves on); after max_bad_steps such
@@ -19,10 +19,37 @@ namespace aigc {
 
 class Optimizer;
 class ParamStore;
+class Tensor;
 
-// Called with a model's parameters once its gradients for an update are complete (all micro-batches), before
-// clipping and the optimizer. Gradients are one flat buffer (ParamStore::grad()), so one all-reduce covers them.
-using GradHook = std::function<void(ParamStore&)>;
+// Data-parallel training's part in the loop (src/dist implements it over MPI). Every rank runs the same loop on
+// its own micro-batches; each model's gradients are averaged over the ranks bucket by bucket while the last
+// micro-batch's backward still runs, so all ranks apply the same update; the per-update values are averaged
+// too, and only rank 0 writes the run folder. The tests give the loop stand-ins (one process).
+class GradSync {
+ public:
+  virtual ~GradSync() = default;
+  virtual int rank() const = 0;
+  virtual int world() const = 0;
+  // The backward between these two calls is the update's last for `params`: reduce its gradient buckets as
+  // they become final.
+  virtual void begin_last_backward(ParamStore& params) = 0;
+  virtual void end_last_backward() = 0;
+  // Waits until `params`' gradients are reduced; they are then the mean over the ranks.
+  virtual void finish(ParamStore& params) = 0;
+  enum class Op { Sum, Min, Max };
+  // Element-wise over the ranks, in place, blocking.
+  virtual void all_reduce(double* values, int64_t n, Op op) = 0;
+  virtual void all_reduce(float* values, int64_t n, Op op) = 0;
+  virtual void broadcast(float* values, int64_t n) = 0;  // rank 0's values to every rank
+  // Where a fault report sends the user: "the last complete checkpoint is ... (step N)".
+  virtual void set_recovery_note(const std::string&) {}
+  // Since the last call: seconds spent reducing gradients (on the communication thread) and seconds the
+  // training thread waited for them in finish(); the difference is what backward hid.
+  struct Times {
+    double reduce_s = 0, wait_s = 0;
+  };
+  virtual Times take_times() { return {}; }
+};
 
 struct LoopOptions {
   int64_t steps = 1000;                  // total updates (the LR schedule spans these)
@@ -40,8 +67,8 @@ struct LoopOptions {
   int64_t sample_interval = 0;  // samples every N updates and at the end; 0 = never
   std::string out_dir = "runs/run";
   bool resume = false;
-  bool quiet = false;
-  GradHook grad_hook;  // empty: none
+  bool quiet = false;        // no progress lines (ranks other than 0 are quiet unless --verbose)
+  GradSync* sync = nullptr;  // data parallelism; none: one process
 };
 
 // The run folder: one layout for every family.
@@ -58,6 +85,9 @@ class RunDir {
   std::string config() const;
   std::string sample(int64_t step, const std::string& ext) const;
   void create() const;
+  // Only rank 0 writes a data-parallel run's folder; the others compute the same samples and write nothing.
+  bool writer() const { return writer_; }
+  void set_writer(bool w) { writer_ = w; }
   void write_config(const nlohmann::json& config) const;
   // Keeps the lines of metrics.jsonl up to `step` (a resumed run redoes the updates after its checkpoint, so
   // their old lines go) or, for a fresh run, none.
@@ -65,6 +95,7 @@ class RunDir {
 
  private:
   std::string dir_;
+  bool writer_ = true;
 };
 
 // Named values of one update (losses first, then anything else the family reports), in display order.
@@ -81,6 +112,10 @@ class StepContext {
   int64_t step = 0;           // 0-based index of this update
   int64_t micro_batches = 1;  // grad_accum: backward each micro-batch's loss scaled by 1 / micro_batches
   float lr = 0;
+  // Backpropagates micro-batch `micro`'s loss into `params`, scaled by sign / micro_batches; the last
+  // micro-batch's backward starts the ranks' gradient reduction as buckets become final.
+  void backward(const Tensor& loss, ParamStore& params, int64_t micro, float sign = 1.0f);
+  GradSync* sync() const { return sync_; }  // null: one process
   // Returns false when the update was skipped (non-finite loss or gradient norm). `model` names the network in
   // metrics and progress when a family updates several (the GAN's "d" and "g").
   bool apply(ParamStore& params, Optimizer& opt, double loss, const std::string& model = "");
@@ -91,6 +126,7 @@ class StepContext {
  private:
   friend struct LoopRunner;
   const LoopOptions* opt_ = nullptr;
+  GradSync* sync_ = nullptr;
   bool skipped_ = false;
   std::vector<std::pair<std::string, double>> norms_;
 };
@@ -98,9 +134,12 @@ class StepContext {
 class TrainTask {
  public:
   virtual ~TrainTask() = default;
-  virtual int64_t start_step() const = 0;  // 0, or the step of the checkpoint resumed from
-  virtual std::string unit() const = 0;    // "tokens" or "images": the throughput unit
-  virtual int64_t units_per_update() const = 0;
+  virtual int64_t start_step() const = 0;        // 0, or the step of the checkpoint resumed from
+  virtual std::string unit() const = 0;          // "tokens" or "images": the throughput unit
+  virtual int64_t units_per_update() const = 0;  // on one rank
+  virtual int64_t batch_size() const = 0;        // examples per micro-batch
+  // The models' parameters: data-parallel ranks start from rank 0's.
+  virtual std::vector<ParamStore*> param_stores() = 0;
   // One update: draw micro_batches batches, backward, ctx.apply each optimizer; returns the losses (and other
   // per-update values) for metrics and progress.
   virtual StepValues update(StepContext& ctx) = 0;
@@ -118,7 +157,7 @@ struct LoopResult {
   int64_t first_step = 0, steps_done = 0;  // the step it started from and the step it reached
   std::vector<StepValues> history;         // one entry per update run in this invocation
   StepValues last_eval;
-  double units_per_s = 0;  // mean over this invocation
+  double units_per_s = 0;  // mean over this invocation, all ranks together
   bool interrupted = false;
   std::string checkpoint;
 };

@@ -47,6 +47,6 @@ struct TrainResult {
   std::string checkpoint;
 };
 
-TrainResult train_gpt(const TrainOptions& opt, const GradHook& hook = {});
+TrainResult train_gpt(const TrainOptions& opt, GradSync* sync = nullptr);
 
 }  // namespace aigc

@@ -164,18 +164,17 @@ ImageSet load_image_dataset(const std::string& dir_or_name, const std::string& s
   }
 }
 
-ImageLoader::ImageLoader(const ImageSet& data, int64_t batch_size, uint64_t seed, bool hflip, int rank, int world)
-    : data_(data), batch_(batch_size), seed_(seed), hflip_(hflip), rank_(rank), world_(world) {
-  AIGC_CHECK(world >= 1 && rank >= 0 && rank < world,
-             "rank " + std::to_string(rank) + " is outside a world of " + std::to_string(world) + " processes");
-  AIGC_CHECK(batch_size >= 1 && batch_size * world <= data.n,
-             "batch size " + std::to_string(batch_size) + (world > 1 ? " x " + std::to_string(world) + " ranks" : "") +
-                 " must be between 1 and the " + std::to_string(data.n) + " images of the dataset");
+ImageLoader::ImageLoader(const ImageSet& data, int64_t batch_size, uint64_t seed, bool hflip, int rank, int world,
+                         int64_t accum)
+    : data_(data), batch_(batch_size), seed_(seed), hflip_(hflip), cursor_(rank, world, accum) {
+  AIGC_CHECK(batch_size >= 1 && batch_size <= data.n, "batch size " + std::to_string(batch_size) +
+                                                          " must be between 1 and the " + std::to_string(data.n) +
+                                                          " images of the dataset");
   order_.resize(size_t(data.n));
 }
 
 void ImageLoader::next(Tensor& images, std::vector<int32_t>& labels) {
-  const int64_t per_epoch = batches_per_epoch(), epoch = position_ / per_epoch, k = position_ % per_epoch;
+  const int64_t g = cursor_.next(), per_epoch = batches_per_epoch(), epoch = g / per_epoch, k = g % per_epoch;
   // Each epoch's order is a permutation drawn from (seed, epoch), so position alone resumes exactly.
   if (order_epoch_ != epoch) {
     for (int64_t i = 0; i < data_.n; i++) order_[size_t(i)] = i;
@@ -186,10 +185,10 @@ void ImageLoader::next(Tensor& images, std::vector<int32_t>& labels) {
   const int64_t C = data_.channels, H = data_.height, W = data_.width, sz = data_.image_size();
   images = Tensor::empty({batch_, C, H, W});
   labels.assign(size_t(batch_), 0);
-  Rng flip(seed_ ^ (0xa5a5a5a5ULL + uint64_t(position_ * world_ + rank_)));
+  Rng flip(seed_ ^ (0xa5a5a5a5ULL + uint64_t(g)));
   float* out = images.f32();
   for (int64_t b = 0; b < batch_; b++) {
-    const int64_t idx = order_[size_t((k * world_ + rank_) * batch_ + b)];
+    const int64_t idx = order_[size_t(k * batch_ + b)];
     const uint8_t* src = data_.pixels.data() + idx * sz;
     const bool mirror = hflip_ && (flip.next_u64() & 1);
     for (int64_t c = 0; c < C; c++)
@@ -200,7 +199,6 @@ void ImageLoader::next(Tensor& images, std::vector<int32_t>& labels) {
         }
     if (!data_.labels.empty()) labels[size_t(b)] = data_.labels[size_t(idx)];
   }
-  position_++;
 }
 
 }  // namespace aigc

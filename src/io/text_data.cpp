@@ -96,10 +96,9 @@ std::vector<std::string> resolve_corpus(const std::vector<std::string>& data) {
   return data.empty() ? resolve_corpus({"fortunes"}) : data;
 }
 
-TokenLoader::TokenLoader(std::vector<int32_t> tokens, int64_t B, int64_t T, uint64_t seed, int rank, int world)
-    : tokens_(std::move(tokens)), B_(B), T_(T), rank_(rank), world_(world) {
-  AIGC_CHECK(world >= 1 && rank >= 0 && rank < world,
-             "rank " + std::to_string(rank) + " is outside a world of " + std::to_string(world) + " processes");
+TokenLoader::TokenLoader(std::vector<int32_t> tokens, int64_t B, int64_t T, uint64_t seed, int rank, int world,
+                         int64_t accum)
+    : tokens_(std::move(tokens)), B_(B), T_(T), cursor_(rank, world, accum) {
   n_windows_ = (int64_t(tokens_.size()) - 1) / T_;
   AIGC_CHECK(n_windows_ >= 1, "the text has " + std::to_string(tokens_.size()) + " tokens; at least " +
                                   std::to_string(T_ + 1) + " are needed for context length " + std::to_string(T_));
@@ -110,17 +109,17 @@ TokenLoader::TokenLoader(std::vector<int32_t> tokens, int64_t B, int64_t T, uint
 }
 
 void TokenLoader::next(Tensor& idx, Tensor& targets) {
+  const int64_t g = cursor_.next();
   int32_t* x = idx.i32();
   int32_t* y = targets.i32();
   for (int64_t b = 0; b < B_; b++) {
-    int64_t w = ((position_ * world_ + rank_) * B_ + b) % n_windows_;
+    int64_t w = (g * B_ + b) % n_windows_;
     const int32_t* src = tokens_.data() + order_[size_t(w)] * T_;
     for (int64_t t = 0; t < T_; t++) {
       x[b * T_ + t] = src[t];
       y[b * T_ + t] = src[t + 1];
     }
   }
-  position_++;
 }
 
 }  // namespace aigc

@@ -51,7 +51,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
   if (o.blocked_output) detail::check_blockable(out, "conv2d", {&x, &w, &b});  // asked for: whole blocks, no gradient
   be(x).conv2d_forward(out.f32(), x.f32(), w.f32(), b.defined() ? b.f32() : nullptr, s, false);
   if (needs_grad({&x, &w, &b})) {
-    record(out, [out, x, w, b, s] {
+    record(out, {&x, &w, &b}, [out, x, w, b, s] {
       bool acc;
       float* gx = grad_to_write(x, &acc);
       be(x).conv2d_backward(gx, grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(), s, acc);
@@ -81,7 +81,7 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, const
   be(x).conv2d_backward_data(out.f32(), x.f32(), w.f32(), s, false);
   if (b.defined()) be(x).channel_bias_add(out.f32(), out.f32(), b.f32(), s.N, C_out, OH * OW);
   if (needs_grad({&x, &w, &b})) {
-    record(out, [out, x, w, b, s] {
+    record(out, {&x, &w, &b}, [out, x, w, b, s] {
       const float* dout = out.grad().f32();
       bool acc;
       if (float* gx = grad_to_write(x, &acc)) be(x).conv2d_forward(gx, dout, w.f32(), nullptr, s, acc);

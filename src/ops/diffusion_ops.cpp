@@ -38,7 +38,7 @@ Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t gro
   be(x).groupnorm_forward(out.f32(), mean.f32(), rstd.f32(), x.f32(), w.defined() ? w.f32() : nullptr,
                           b.defined() ? b.f32() : nullptr, N, C, HW, groups, eps, silu);
   if (needs_grad({&x, &w, &b}))
-    record(out, [out, x, w, b, mean, rstd, N, C, HW, groups, silu] {
+    record(out, {&x, &w, &b}, [out, x, w, b, mean, rstd, N, C, HW, groups, silu] {
       bool acc;
       float* gx = grad_to_write(x, &acc);
       be(x).groupnorm_backward(gx, grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.defined() ? w.f32() : nullptr,
@@ -61,7 +61,8 @@ Tensor upsample_nearest(const Tensor& x, int64_t f) {
   Tensor out = Tensor::empty({x.size(0), x.size(1), H * f, W * f});
   be(x).upsample_nearest_forward(out.f32(), x.f32(), NC, H, W, f);
   if (needs_grad({&x}))
-    record(out, [out, x, NC, H, W, f] { be(x).upsample_nearest_backward(grad_of(x), out.grad().f32(), NC, H, W, f); });
+    record(out, {&x},
+           [out, x, NC, H, W, f] { be(x).upsample_nearest_backward(grad_of(x), out.grad().f32(), NC, H, W, f); });
   return out;
 }
 
@@ -72,7 +73,7 @@ Tensor transpose_last2(const Tensor& x) {
   Tensor out = Tensor::empty({B, M, N});
   be(x).transpose_last2(out.f32(), x.f32(), B, N, M, false);
   if (needs_grad({&x}))
-    record(out, [out, x, B, N, M] { be(x).transpose_last2(grad_of(x), out.grad().f32(), B, M, N, true); });
+    record(out, {&x}, [out, x, B, N, M] { be(x).transpose_last2(grad_of(x), out.grad().f32(), B, M, N, true); });
   return out;
 }
 
@@ -93,7 +94,7 @@ Tensor add_channelwise(const Tensor& x, const Tensor& v) {
   Tensor out = Tensor::empty(x.shape());
   be(x).channel_bias_add(out.f32(), x.f32(), v.f32(), 1, BC, S);
   if (needs_grad({&x, &v}))
-    record(out, [out, x, v, BC, S] {
+    record(out, {&x, &v}, [out, x, v, BC, S] {
       if (float* dx = grad_of(x)) be(x).accumulate(dx, out.grad().f32(), x.numel());
       if (float* dv = grad_of(v)) be(x).channel_bias_backward(dv, out.grad().f32(), 1, BC, S);
     });
@@ -124,7 +125,7 @@ Tensor combine_rows(const std::vector<float>& a, const Tensor& x, const std::vec
   be(x).combine_rows(out.f32(), a.data(), x.f32(), b.empty() ? nullptr : b.data(), y.defined() ? y.f32() : nullptr, N,
                      S, false);
   if (needs_grad({&x, &y}))
-    record(out, [out, x, y, a, b, N, S] {  // d x += a dout, d y += b dout
+    record(out, {&x, &y}, [out, x, y, a, b, N, S] {  // d x += a dout, d y += b dout
       if (float* dx = grad_of(x)) be(x).combine_rows(dx, a.data(), out.grad().f32(), nullptr, nullptr, N, S, true);
       if (float* dy = grad_of(y)) be(x).combine_rows(dy, b.data(), out.grad().f32(), nullptr, nullptr, N, S, true);
     });
@@ -148,7 +149,7 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target) {
   const int64_t n = pred.numel();
   Tensor out = Tensor::from_vector({float(be(pred).mse_forward(pred.f32(), target.f32(), n) / double(n))}, {1});
   if (needs_grad({&pred, &target}))
-    record(out, [out, pred, target, n] {
+    record(out, {&pred, &target}, [out, pred, target, n] {
       be(pred).mse_backward(grad_of(pred), grad_of(target), pred.f32(), target.f32(), out.grad().item() / float(n), n);
     });
   return out;

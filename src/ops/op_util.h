@@ -70,7 +70,8 @@ inline Tensor activation(const Tensor& x, ActFwd fwd, ActBwd bwd, const char* na
   check_f32(x, name, "input");
   Tensor out = Tensor::empty(x.shape());
   (be(x).*fwd)(out.f32(), x.f32(), x.numel());
-  if (needs_grad({&x})) record(out, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
+  if (needs_grad({&x}))
+    record(out, {&x}, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
   return out;
 }
 

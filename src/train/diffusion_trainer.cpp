@@ -31,8 +31,7 @@ class DiffusionTask : public TrainTask {
         cfg_(cfg),
         sched_(sched),
         net_(cfg, opt.seed),
-        loader_(data, opt.batch_size, opt.seed, opt.hflip, opt.rank, opt.world),
-        rng_(diffusion_noise_rng(opt.seed)) {
+        loader_(data, opt.batch_size, opt.seed, opt.hflip, opt.rank, opt.world, opt.grad_accum) {
     const int64_t n = net_.params().numel();
     OptimConfig oc;
     oc.name = "adam", oc.lr = opt.lr, oc.beta1 = 0.9f, oc.beta2 = 0.999f, oc.weight_decay = 0.0f;
@@ -41,7 +40,7 @@ class DiffusionTask : public TrainTask {
     std::copy(net_.params().data(), net_.params().data() + n, ema_.f32());
     if (opt.resume) {
       const std::string ckpt = RunDir(opt.out_dir).checkpoint();
-      start_ = restore_image_train_state(ckpt, load_ddpm(ckpt, net_, ema_, *adam_), loader_, rng_);
+      start_ = restore_image_train_state(ckpt, load_ddpm(ckpt, net_, ema_, *adam_), loader_);
       adam_->set_steps(start_);
     }
     if (cfg.n_classes) class_names_ = data.class_names;
@@ -57,6 +56,8 @@ class DiffusionTask : public TrainTask {
   int64_t start_step() const override { return start_; }
   std::string unit() const override { return "images"; }
   int64_t units_per_update() const override { return opt_.batch_size * opt_.grad_accum; }
+  int64_t batch_size() const override { return opt_.batch_size; }
+  std::vector<ParamStore*> param_stores() override { return {&net_.params()}; }
   std::string config_json() const override {
     return nlohmann::json{
         {"family", "ddpm"},          {"data", opt_.data},           {"model", nlohmann::json::parse(cfg_.to_json())},
@@ -74,9 +75,11 @@ class DiffusionTask : public TrainTask {
       std::vector<int32_t> lab;
       loader_.next(x0, lab);
       Tensor labels = cfg_.n_classes ? Tensor::from_ints(lab, {opt_.batch_size}) : Tensor();
-      Tensor loss = diffusion_loss(net_, sched_, x0, labels, rng_, cfg_.n_classes ? opt_.p_uncond : 0.0f,
-                                   uint64_t(ctx.step * ctx.micro_batches + micro));
-      backward(loss, 1.0f / float(ctx.micro_batches));
+      // Timesteps, noise and dropout are keyed by the global batch index: independent of how batches are split.
+      const int64_t g = loader_.last_index();
+      Rng rng = diffusion_noise_rng(opt_.seed, g);
+      Tensor loss = diffusion_loss(net_, sched_, x0, labels, rng, cfg_.n_classes ? opt_.p_uncond : 0.0f, uint64_t(g));
+      ctx.backward(loss, net_.params(), micro);
       loss_sum += loss.item();
     }
     const double loss = loss_sum / double(ctx.micro_batches);
@@ -99,12 +102,12 @@ class DiffusionTask : public TrainTask {
     Tensor x = diffusion_sample(*sampler_, sched_, 64,
                                 cfg_.n_classes ? labels_for(64, cfg_.n_classes, 0, false) : Tensor(), so, grid_rng);
     const std::string path = run.sample(step, "png");
-    save_image_grid(path, x, 8);
+    if (run.writer()) save_image_grid(path, x, 8);
     return path;
   }
 
   void save(const RunDir& run, int64_t step) override {
-    save_ddpm(run.checkpoint(), net_, ema_, adam_.get(), sched_, class_names_, image_train_state(step, loader_, rng_));
+    save_ddpm(run.checkpoint(), net_, ema_, adam_.get(), sched_, class_names_, image_train_state(step, loader_));
   }
 
  private:
@@ -117,14 +120,15 @@ class DiffusionTask : public TrainTask {
   std::unique_ptr<Optimizer> adam_;
   Tensor ema_;
   ImageLoader loader_;
-  Rng rng_;
   int64_t start_ = 0;
   std::vector<std::string> class_names_;
 };
 
 }  // namespace
 
-Rng diffusion_noise_rng(uint64_t seed) { return Rng(seed ^ 0x3c6ef372fe94f82bULL); }
+Rng diffusion_noise_rng(uint64_t seed, int64_t batch) {
+  return Rng((seed ^ 0x3c6ef372fe94f82bULL) + uint64_t(batch) * 0x9e3779b97f4a7c15ULL);
+}
 
 LoopOptions DiffusionTrainOptions::loop() const {
   LoopOptions l;
@@ -135,7 +139,7 @@ LoopOptions DiffusionTrainOptions::loop() const {
   return l;
 }
 
-DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt, const GradHook& hook) {
+DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt, GradSync* sync) {
   const ImageSet data = load_image_dataset(opt.data, "train");
   AIGC_CHECK(data.width == data.height, "diffusion needs square images; '" + opt.data + "' has " +
                                             std::to_string(data.height) + "x" + std::to_string(data.width));
@@ -154,7 +158,7 @@ DiffusionTrainResult train_diffusion(const DiffusionTrainOptions& opt, const Gra
   DiffusionTask task(opt, data, cfg, sched);
   if (!opt.quiet) std::fprintf(stderr, "%s\n", task.describe().c_str());
   LoopOptions lo = opt.loop();
-  lo.grad_hook = hook;
+  lo.sync = sync;
   LoopResult r = run_training(task, lo);
   DiffusionTrainResult res;
   res.steps_done = r.steps_done, res.checkpoint = r.checkpoint;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aigc/autograd.h"
+#include "aigc/backend.h"
 #include "aigc/error.h"
 #include "aigc/image_data.h"
 #include "aigc/image_io.h"
@@ -28,6 +29,51 @@ double mean_sigmoid(const Tensor& t) {
   return s / double(t.numel());
 }
 
+// BatchNorm's running statistics take one EMA step per training forward. One process accumulating micro-batches
+// takes the steps of every micro-batch in turn; each data-parallel rank takes only its own. merge() puts on every
+// rank what the one process would hold: since the snapshot, each rank's steps are the affine map
+// m -> a m + c_r (a = (1 - momentum)^steps), and the ranks' maps compose in rank order (the order their batches
+// have in the global stream), so the result is a^W m0 + sum_r a^(W-1-r) c_r.
+class RunningStats {
+ public:
+  RunningStats(ConvNet& net, GradSync* sync) : net_(net), sync_(sync) { snapshot(); }
+
+  void merge() {
+    if (!sync_ || sync_->world() == 1) return;
+    const int world = sync_->world(), rank = sync_->rank();
+    const double a = std::pow(1.0 - ConvNet::kBnMomentum, double(net_.running_stat_steps() - steps_));
+    std::vector<float> now = flat(), part(now.size());
+    for (size_t i = 0; i < now.size(); i++)
+      part[i] = float(std::pow(a, world - 1 - rank) * (double(now[i]) - a * double(before_[i])));
+    sync_->all_reduce(part.data(), int64_t(part.size()), GradSync::Op::Sum);
+    size_t i = 0;
+    for (auto& [name, t] : net_.buffers()) {
+      std::vector<float> v(size_t(t.numel()));
+      for (float& x : v) x = float(std::pow(a, world) * double(before_[i]) + double(part[i])), i++;
+      backend_for(t.device()).from_host(t.f32(), v.data(), v.size() * 4);
+    }
+    snapshot();
+  }
+
+ private:
+  std::vector<float> flat() const {
+    std::vector<float> all;
+    for (auto& [name, t] : net_.buffers()) {
+      std::vector<float> v = t.to_vector();
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    return all;
+  }
+  void snapshot() {
+    if (sync_ && sync_->world() > 1) before_ = flat(), steps_ = net_.running_stat_steps();
+  }
+
+  ConvNet& net_;
+  GradSync* sync_;
+  std::vector<float> before_;
+  int64_t steps_ = 0;
+};
+
 class GanTask : public TrainTask {
  public:
   GanTask(const GanTrainOptions& opt, const ImageSet& data, const DCGANConfig& cfg)
@@ -36,8 +82,7 @@ class GanTask : public TrainTask {
         cfg_(cfg),
         g_(cfg),
         d_(cfg),
-        loader_(data, opt.batch_size, opt.seed, opt.hflip, opt.rank, opt.world),
-        rng_(gan_noise_rng(opt.seed)) {
+        loader_(data, opt.batch_size, opt.seed, opt.hflip, opt.rank, opt.world, opt.grad_accum) {
     init_gan(g_, d_, opt.seed);
     OptimConfig oc;
     oc.name = "adam", oc.lr = opt.lr, oc.beta1 = opt.beta1, oc.beta2 = opt.beta2, oc.weight_decay = 0.0f;
@@ -45,7 +90,7 @@ class GanTask : public TrainTask {
     od_ = std::make_unique<Optimizer>(d_.params(), oc);
     if (opt.resume) {
       const std::string ckpt = RunDir(opt.out_dir).checkpoint();
-      start_ = restore_image_train_state(ckpt, load_dcgan(ckpt, g_, d_, *og_, *od_), loader_, rng_);
+      start_ = restore_image_train_state(ckpt, load_dcgan(ckpt, g_, d_, *og_, *od_), loader_);
       og_->set_steps(start_), od_->set_steps(start_);
     }
     // A fixed noise batch (and fixed labels) shows progress on the same latent points in every sample grid.
@@ -65,6 +110,8 @@ class GanTask : public TrainTask {
   int64_t start_step() const override { return start_; }
   std::string unit() const override { return "images"; }
   int64_t units_per_update() const override { return opt_.batch_size * opt_.grad_accum; }
+  int64_t batch_size() const override { return opt_.batch_size; }
+  std::vector<ParamStore*> param_stores() override { return {&g_.params(), &d_.params()}; }
   std::string config_json() const override {
     return nlohmann::json{{"family", "dcgan"},
                           {"data", opt_.data},
@@ -84,11 +131,10 @@ class GanTask : public TrainTask {
       std::vector<int32_t> lab;
       loader_.next(b.real, lab);
       b.labels = Tensor::from_ints(lab, {opt_.batch_size});
-      b.z_d = randn({opt_.batch_size, cfg_.nz}, rng_), b.z_g = randn({opt_.batch_size, cfg_.nz}, rng_);
+      Rng rng = gan_noise_rng(opt_.seed, loader_.last_index());
+      b.z_d = randn({opt_.batch_size, cfg_.nz}, rng), b.z_g = randn({opt_.batch_size, cfg_.nz}, rng);
     }
-    GanStep st = gan_update(
-        g_, d_, *og_, *od_, micro, opt_.loss,
-        [&](ParamStore& p, Optimizer& o, double loss, const char* net) { return ctx.apply(p, o, loss, net); });
+    GanStep st = gan_update(g_, d_, *og_, *od_, micro, opt_.loss, ctx);
     StepValues v;
     v.add("loss_d", st.loss_d), v.add("loss_g", st.loss_g), v.add("d_x", st.d_x), v.add("d_g_z", st.d_g_z);
     return v;
@@ -97,13 +143,14 @@ class GanTask : public TrainTask {
   std::string sample(const RunDir& run, int64_t step) override {
     NoGradGuard ng;
     const std::string path = run.sample(step, "png");
-    save_image_grid(path, g_.forward(fixed_z_, fixed_labels_, false), 8);
+    Tensor grid = g_.forward(fixed_z_, fixed_labels_, false);
+    if (run.writer()) save_image_grid(path, grid, 8);
     return path;
   }
 
   void save(const RunDir& run, int64_t step) override {
     save_dcgan(run.checkpoint(), g_, d_, og_.get(), od_.get(),
-               cfg_.n_classes ? data_.class_names : std::vector<std::string>{}, image_train_state(step, loader_, rng_));
+               cfg_.n_classes ? data_.class_names : std::vector<std::string>{}, image_train_state(step, loader_));
   }
 
  private:
@@ -114,7 +161,6 @@ class GanTask : public TrainTask {
   Discriminator d_;
   std::unique_ptr<Optimizer> og_, od_;
   ImageLoader loader_;
-  Rng rng_;
   int64_t start_ = 0;
   Tensor fixed_z_, fixed_labels_;
 };
@@ -122,8 +168,10 @@ class GanTask : public TrainTask {
 }  // namespace
 
 GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const std::vector<GanBatch>& micro,
-                   const std::string& loss, const ApplyFn& apply) {
+                   const std::string& loss, StepContext& ctx) {
   AIGC_CHECK(!micro.empty(), "a GAN update needs at least one batch");
+  AIGC_CHECK(int64_t(micro.size()) == ctx.micro_batches, "a GAN update takes ctx.micro_batches batches");
+  RunningStats stats_g(g, ctx.sync()), stats_d(d, ctx.sync());
   const float scale = 1.0f / float(micro.size());
   const int64_t B = micro.front().real.size(0);
   Tensor ones = Tensor::empty({B}), zeros = Tensor::zeros({B});
@@ -132,7 +180,8 @@ GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od,
   // D: real batches (target 1) and generated ones (target 0, generated without recording G's graph).
   d.params().zero_grad();
   double loss_d = 0, dx = 0, dgz = 0;
-  for (const GanBatch& b : micro) {
+  for (size_t m = 0; m < micro.size(); m++) {
+    const GanBatch& b = micro[m];
     Tensor fake;
     {
       NoGradGuard ng;
@@ -140,39 +189,42 @@ GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od,
     }
     st.d_real = d.forward(b.real, b.labels, true), st.d_fake = d.forward(fake, b.labels, true);
     Tensor l = ops::add(ops::bce_with_logits(st.d_real, ones), ops::bce_with_logits(st.d_fake, zeros));
-    backward(l, scale);
+    ctx.backward(l, d.params(), int64_t(m));
     loss_d += l.item(), dx += mean_sigmoid(st.d_real), dgz += mean_sigmoid(st.d_fake);
   }
   st.loss_d = float(loss_d * scale), st.d_x = dx * scale, st.d_g_z = dgz * scale;
-  apply(d.params(), od, st.loss_d, "d");
+  ctx.apply(d.params(), od, st.loss_d, "d");
+  stats_g.merge(), stats_d.merge();
   // G through D on fresh noise (D's gradients from it are discarded by the next zero_grad).
   // minimax: minimize log(1 - D(G(z))) = -BCE(logits, 0); nonsaturating: minimize BCE(logits, 1).
   g.params().zero_grad();
   const bool minimax = loss == "minimax";
   double loss_g = 0;
-  for (const GanBatch& b : micro) {
+  for (size_t m = 0; m < micro.size(); m++) {
+    const GanBatch& b = micro[m];
     Tensor logits = d.forward(g.forward(b.z_g, b.labels, true), b.labels, true);
     Tensor l = minimax ? ops::bce_with_logits(logits, zeros) : ops::bce_with_logits(logits, ones);
-    backward(l, minimax ? -scale : scale);
+    ctx.backward(l, g.params(), int64_t(m), minimax ? -1.0f : 1.0f);
     loss_g += minimax ? -l.item() : l.item();
   }
   st.loss_g = float(loss_g * scale);
-  apply(g.params(), og, st.loss_g, "g");
+  ctx.apply(g.params(), og, st.loss_g, "g");
+  stats_g.merge(), stats_d.merge();
   return st;
 }
 
 GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real, const Tensor& labels,
                  const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr) {
-  return gan_update(g, d, og, od, {{real, labels, z_d, z_g}}, loss,
-                    [lr](ParamStore&, Optimizer& o, double, const char*) {
-                      o.step(lr);
-                      return true;
-                    });
+  StepContext ctx;
+  ctx.lr = lr;
+  return gan_update(g, d, og, od, {{real, labels, z_d, z_g}}, loss, ctx);
 }
 
 void init_gan(Generator& g, Discriminator& d, uint64_t seed) { g.init_weights(seed), d.init_weights(seed + 1); }
 
-Rng gan_noise_rng(uint64_t seed) { return Rng(seed ^ 0x6a09e667f3bcc909ULL); }
+Rng gan_noise_rng(uint64_t seed, int64_t batch) {
+  return Rng((seed ^ 0x6a09e667f3bcc909ULL) + uint64_t(batch) * 0x9e3779b97f4a7c15ULL);
+}
 
 LoopOptions GanTrainOptions::loop() const {
   LoopOptions l;
@@ -183,7 +235,7 @@ LoopOptions GanTrainOptions::loop() const {
   return l;
 }
 
-GanTrainResult train_dcgan(const GanTrainOptions& opt, const GradHook& hook) {
+GanTrainResult train_dcgan(const GanTrainOptions& opt, GradSync* sync) {
   AIGC_CHECK(opt.loss == "nonsaturating" || opt.loss == "minimax", "--gan-loss must be nonsaturating or minimax");
   const ImageSet data = load_image_dataset(opt.data, "train");
   AIGC_CHECK((data.height == 28 || data.height == 32) && data.width == data.height,
@@ -201,7 +253,7 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt, const GradHook& hook) {
   GanTask task(opt, data, cfg);
   if (!opt.quiet) std::fprintf(stderr, "%s\n", task.describe().c_str());
   LoopOptions lo = opt.loop();
-  lo.grad_hook = hook;
+  lo.sync = sync;
   LoopResult r = run_training(task, lo);
   GanTrainResult res;
   res.steps_done = r.steps_done, res.checkpoint = r.checkpoint;

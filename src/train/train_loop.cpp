@@ -8,10 +8,12 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "aigc/autograd.h"
 #include "aigc/error.h"
 #include "aigc/file_util.h"
 #include "aigc/interrupt.h"
 #include "aigc/optim.h"
+#include "aigc/params.h"
 
 namespace fs = std::filesystem;
 
@@ -71,8 +73,25 @@ double StepValues::get(const std::string& name) const {
   fail("no value named '" + name + "' in this step");
 }
 
+void StepContext::backward(const Tensor& loss, ParamStore& params, int64_t micro, float sign) {
+  const bool last = sync_ && micro + 1 == micro_batches;
+  if (!last) return aigc::backward(loss, sign / float(micro_batches));
+  struct Armed {  // ends the reduction's watch even when backward throws
+    GradSync* s;
+    ~Armed() { s->end_last_backward(); }
+  };
+  sync_->begin_last_backward(params);
+  Armed armed{sync_};
+  aigc::backward(loss, sign / float(micro_batches));
+}
+
 bool StepContext::apply(ParamStore& params, Optimizer& optim, double loss, const std::string& model) {
-  if (opt_ && opt_->grad_hook) opt_->grad_hook(params);
+  if (sync_) {
+    sync_->finish(params);
+    // Every rank must take the same decision below: the loss is the ranks' mean, the norm is of equal gradients.
+    sync_->all_reduce(&loss, 1, GradSync::Op::Sum);
+    loss /= sync_->world();
+  }
   const double norm = clip_grad_norm(params, opt_ ? opt_->grad_clip : 0.0);
   norms_.emplace_back(model, norm);
   if (!std::isfinite(loss) || !std::isfinite(norm)) {
@@ -91,8 +110,15 @@ struct LoopRunner {
   RunDir run{opt.out_dir};
   LoopResult res;
 
+  GradSync* sync = opt.sync;
+  int world = sync ? sync->world() : 1;
+
   void log(const std::string& s) const {
-    if (!opt.quiet) std::fprintf(stderr, "%s\n", s.c_str());
+    if (opt.quiet) return;
+    if (world > 1)
+      std::fprintf(stderr, "[rank %d] %s\n", sync->rank(), s.c_str());
+    else
+      std::fprintf(stderr, "%s\n", s.c_str());
   }
 
   nlohmann::json loop_json() const {
@@ -110,7 +136,7 @@ struct LoopRunner {
             {"ckpt_interval", opt.ckpt_interval},
             {"sample_interval", opt.sample_interval},
             {"resume", opt.resume},
-            {"grad_hook", bool(opt.grad_hook)}};
+            {"ranks", world}};
   }
 
   static std::string fmt_value(const std::string& name, double v) {
@@ -132,6 +158,13 @@ struct LoopRunner {
                     name.empty() ? "" : (" " + name).c_str(), n);
       line += buf;
     }
+    // The global batch: examples per micro-batch x micro-batches x ranks.
+    if (world > 1 || opt.grad_accum > 1) {
+      std::snprintf(buf, sizeof buf, " | batch %lld (%lldx%lldx%d)",
+                    (long long)(task.batch_size() * opt.grad_accum * world), (long long)task.batch_size(),
+                    (long long)opt.grad_accum, world);
+      line += buf;
+    }
     std::snprintf(buf, sizeof buf, " | %.0f %s/s | ETA %s", ups, task.unit() == "tokens" ? "tok" : "img",
                   format_duration(elapsed / double(done) * double(last - step)).c_str());
     log(line + buf);
@@ -146,25 +179,36 @@ struct LoopRunner {
     res.first_step = step;
     res.checkpoint = run.checkpoint();
     const int64_t last = opt.stop_after > 0 ? std::min(opt.stop_after, opt.steps) : opt.steps;
-    run.create();
-    run.trim_metrics(opt.resume ? step : 0);
-    std::ofstream metrics(run.metrics(), std::ios::app);
-    AIGC_CHECK(metrics.good(), "cannot write the metrics log '" + run.metrics() + "'");
+    const nlohmann::json config = {{"loop", loop_json()}, {"family", nlohmann::json::parse(task.config_json())}};
+    if (sync) join_ranks(config, step);
+    const bool writer = !sync || sync->rank() == 0;
+    run.set_writer(writer);
+    std::ofstream metrics;
+    if (writer) {
+      run.create();
+      run.trim_metrics(opt.resume ? step : 0);
+      metrics.open(run.metrics(), std::ios::app);
+      AIGC_CHECK(metrics.good(), "cannot write the metrics log '" + run.metrics() + "'");
+      run.write_config(config);
+    }
     if (opt.resume) log("resuming at step " + std::to_string(step));
-    run.write_config({{"loop", loop_json()}, {"family", nlohmann::json::parse(task.config_json())}});
 
     auto every = [](int64_t s, int64_t n) { return n > 0 && s % n == 0; };
     SigintGuard interrupt;
     const auto t0 = std::chrono::steady_clock::now();
     int bad_in_a_row = 0;
     bool sampled_last = false, saved_last = false;
-    while (step < last && !interrupt.requested()) {
+    bool stop = false;  // Ctrl-C; with ranks, on any of them (so all stop after the same update)
+    while (step < last && !stop) {
       StepContext ctx;
       ctx.opt_ = &opt;
+      ctx.sync_ = sync;
       ctx.step = step;
       ctx.micro_batches = opt.grad_accum;
       ctx.lr = lr_at(opt.lr_schedule, step, opt.lr, opt.lr * opt.min_lr_ratio, opt.warmup, opt.steps);
       StepValues v = task.update(ctx);
+      stop = interrupt.requested();
+      if (sync) mean_over_ranks(v, stop);
       step++;
       if (ctx.skipped()) {
         bad_in_a_row++;
@@ -180,7 +224,7 @@ struct LoopRunner {
       }
       const int64_t done = step - res.first_step;
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      res.units_per_s = elapsed > 0 ? double(done * task.units_per_update()) / elapsed : 0;
+      res.units_per_s = elapsed > 0 ? double(done * task.units_per_update() * world) / elapsed : 0;
 
       nlohmann::json m = {{"step", step}};
       for (const auto& [k, x] : v.items) m[k] = x;
@@ -189,33 +233,72 @@ struct LoopRunner {
       for (const auto& [name, n] : norms) m[name.empty() ? "grad_norm" : "grad_norm_" + name] = n;
       m[task.unit() + "_per_s"] = res.units_per_s;
       m["elapsed_s"] = elapsed;  // since this invocation started
+      if (sync) {  // the gradient all-reduce: time on the communication thread, and what backward did not hide
+        const GradSync::Times t = sync->take_times();
+        m["comm_reduce_s"] = t.reduce_s, m["comm_wait_s"] = t.wait_s;
+      }
       res.history.push_back(v);
 
       if (every(step, opt.log_interval) || step == last || done == 1)
         progress(step, last, v, ctx.lr, norms, res.units_per_s, elapsed, done);
       const bool evaluated_last = every(step, opt.eval_interval) || (opt.eval_interval > 0 && step == last);
       if (evaluated_last) {
-        res.last_eval = task.evaluate();
+        res.last_eval = task.evaluate();  // every rank: the same weights, so the same values
         std::string line = "step " + std::to_string(step);
         for (const auto& [k, x] : res.last_eval.items) m[k] = x, line += " | " + fmt_value(k, x);
         log(line);
       }
-      metrics << m.dump() << "\n";
-      metrics.flush();
+      if (writer) metrics << m.dump() << "\n", metrics.flush();
       sampled_last = every(step, opt.sample_interval);
       if (sampled_last) log("samples: " + task.sample(run, step));
       saved_last = every(step, opt.ckpt_interval) || evaluated_last;
-      if (saved_last) task.save(run, step);
+      if (saved_last) save(step);
     }
-    res.interrupted = interrupt.requested();
+    res.interrupted = stop;
     res.steps_done = step;
     if (step > res.first_step || res.interrupted) {
-      if (!saved_last) task.save(run, step);
+      if (!saved_last) save(step);
       if (opt.sample_interval > 0 && !sampled_last && step > res.first_step) log("samples: " + task.sample(run, step));
       log(std::string(res.interrupted ? "interrupted: " : "") + "saved '" + run.checkpoint() + "' at step " +
           std::to_string(step) + (step < opt.steps ? "; continue with --resume" : ""));
     }
     return res;
+  }
+
+  // Rank 0 writes the checkpoint; every rank then knows where a failure should send the user.
+  void save(int64_t step) {
+    if (run.writer()) task.save(run, step);
+    if (sync)
+      sync->set_recovery_note("the last complete checkpoint is '" + run.checkpoint() + "' (step " +
+                              std::to_string(step) + "); continue with --resume");
+  }
+
+  // Ranks must run the same configuration from the same step (the data order and the updates depend on it),
+  // and start from rank 0's weights, as PyTorch DDP does.
+  void join_ranks(const nlohmann::json& config, int64_t step) {
+    const uint64_t h = std::hash<std::string>{}(config.dump() + "@" + std::to_string(step));
+    double lo[2] = {double(h >> 32), double(h & 0xffffffffu)}, hi[2] = {lo[0], lo[1]};
+    sync->all_reduce(lo, 2, GradSync::Op::Min);
+    sync->all_reduce(hi, 2, GradSync::Op::Max);
+    AIGC_CHECK(lo[0] == hi[0] && lo[1] == hi[1],
+               "the " + std::to_string(world) +
+                   " ranks were not started alike: their options, data or resume step differ (every rank must run "
+                   "the same command on the same files)");
+    for (ParamStore* p : task.param_stores()) sync->broadcast(p->data(), p->numel());
+    sync->set_recovery_note(opt.resume ? "the run resumed from '" + run.checkpoint() + "' (step " +
+                                             std::to_string(step) + "); continue with --resume"
+                                       : "no checkpoint was written yet");
+  }
+
+  // Each rank's values are of its own micro-batches; the update's are their mean. The same message carries
+  // whether any rank was interrupted.
+  void mean_over_ranks(StepValues& v, bool& stop) const {
+    std::vector<double> x;
+    for (const auto& [k, val] : v.items) x.push_back(val);
+    x.push_back(stop ? 1 : 0);
+    sync->all_reduce(x.data(), int64_t(x.size()), GradSync::Op::Sum);
+    for (size_t i = 0; i < v.items.size(); i++) v.items[i].second = x[i] / world;
+    stop = x.back() > 0;
   }
 };
 

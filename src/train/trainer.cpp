@@ -63,8 +63,8 @@ class GptTask : public TrainTask {
       trn.resize(trn.size() - size_t(need));
     }
     n_train_ = int64_t(trn.size());
-    loader_ =
-        std::make_unique<TokenLoader>(std::move(trn), B_, T_, state_["seed"].get<uint64_t>(), opt.rank, opt.world);
+    loader_ = std::make_unique<TokenLoader>(std::move(trn), B_, T_, state_["seed"].get<uint64_t>(), opt.rank, opt.world,
+                                            opt.grad_accum);
     loader_->set_position(state_["data_position"].get<int64_t>());
     optim_ = std::make_unique<Optimizer>(model_->params(), opt.optim);
     if (opt.resume) load_optimizer_state(ckpt, *model_, *optim_);
@@ -79,12 +79,15 @@ class GptTask : public TrainTask {
            std::to_string(T_) + ", vocab " + std::to_string(c.vocab_size) + ", " + c.norm + "-LN " + c.activation +
            ")\ndata: " + std::to_string(n_train_) + " train / " + std::to_string(val_.size()) + " val tokens (" +
            tok_->kind() + " tokenizer); " + std::to_string(B_) + "x" + std::to_string(T_) + "x" +
-           std::to_string(opt_.grad_accum) + " tokens per step";
+           std::to_string(opt_.grad_accum) + (opt_.world > 1 ? "x" + std::to_string(opt_.world) + " ranks" : "") +
+           " tokens per step";
   }
 
   int64_t start_step() const override { return state_["step"].get<int64_t>(); }
   std::string unit() const override { return "tokens"; }
   int64_t units_per_update() const override { return B_ * T_ * opt_.grad_accum; }
+  int64_t batch_size() const override { return B_; }
+  std::vector<ParamStore*> param_stores() override { return {&model_->params()}; }
 
   StepValues update(StepContext& ctx) override {
     model_->params().zero_grad();
@@ -92,13 +95,14 @@ class GptTask : public TrainTask {
     const bool dropout = model_->config().dropout > 0;
     for (int64_t micro = 0; micro < ctx.micro_batches; micro++) {
       loader_->next(x_, y_);
-      Tensor loss = model_->loss(x_, y_, dropout, opt_.seed * 7919 + uint64_t(ctx.step * ctx.micro_batches + micro));
+      // Dropout masks are keyed by the global batch index, so they do not depend on how batches are split.
+      Tensor loss = model_->loss(x_, y_, dropout, opt_.seed * 7919 + uint64_t(loader_->last_index()));
       loss_sum += loss.item();
-      backward(loss, 1.0f / float(ctx.micro_batches));
+      ctx.backward(loss, model_->params(), micro);
     }
     const double loss = loss_sum / double(ctx.micro_batches);
     ctx.apply(model_->params(), *optim_, loss);
-    tokens_seen_ += units_per_update();
+    tokens_seen_ += units_per_update() * (ctx.sync() ? ctx.sync()->world() : 1);
     StepValues v;
     v.add("loss", float(loss));
     return v;
@@ -127,8 +131,8 @@ class GptTask : public TrainTask {
     g.sampling.temperature = 0.8f;
     g.sampling.seed = opt_.seed + 99;
     const std::string prompt = tok_->decode({val_.front()});
-    const std::string path = run.sample(step, "txt");
-    write_file_atomic(path, prompt + generate(*model_, *tok_, prompt, g).text + "\n");
+    const std::string path = run.sample(step, "txt"), text = prompt + generate(*model_, *tok_, prompt, g).text + "\n";
+    if (run.writer()) write_file_atomic(path, text);
     return path;
   }
 
@@ -164,11 +168,11 @@ LoopOptions TrainOptions::loop() const {
   return l;
 }
 
-TrainResult train_gpt(const TrainOptions& opt, const GradHook& hook) {
+TrainResult train_gpt(const TrainOptions& opt, GradSync* sync) {
   GptTask task(opt);
   if (!opt.quiet) std::fprintf(stderr, "%s\n", task.describe().c_str());
   LoopOptions lo = opt.loop();
-  lo.grad_hook = hook;
+  lo.sync = sync;
   LoopResult r = run_training(task, lo);
   TrainResult res;
   res.steps_done = r.steps_done;

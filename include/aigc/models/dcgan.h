@@ -36,6 +36,9 @@ class ConvNet {
   std::vector<std::pair<std::string, Tensor>>& buffers() { return buffers_; }
   // N(0, 0.02) conv weights; BatchNorm gains N(1, 0.02), biases 0 (the DCGAN paper's init).
   void init_weights(uint64_t seed);
+  // Training forwards so far: each moved every running statistic one EMA step at kBnMomentum.
+  int64_t running_stat_steps() const { return buffers_.empty() ? 0 : bn_calls_ / int64_t(buffers_.size() / 2); }
+  static constexpr float kBnMomentum = 0.1f;
 
  protected:
   struct Layer {
@@ -47,6 +50,7 @@ class ConvNet {
   Tensor batchnorm(Layer& l, const Tensor& x, bool training);
   ParamStore params_;
   std::vector<std::pair<std::string, Tensor>> buffers_;
+  int64_t bn_calls_ = 0;  // BatchNorm layers run in training mode
 };
 
 class Generator : public ConvNet {

@@ -76,7 +76,8 @@ void ConvNet::init_weights(uint64_t seed) {
 }
 
 Tensor ConvNet::batchnorm(Layer& l, const Tensor& x, bool training) {
-  return ops::batch_norm2d(x, l.bn_w, l.bn_b, l.bn_mean, l.bn_var, training);
+  if (training) bn_calls_++;
+  return ops::batch_norm2d(x, l.bn_w, l.bn_b, l.bn_mean, l.bn_var, training, kBnMomentum);
 }
 
 Generator::Generator(const DCGANConfig& cfg) : cfg_(cfg) {
