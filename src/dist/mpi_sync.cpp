@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <fcntl.h>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -300,6 +301,9 @@ class MpiSync final : public GradSync {
     MPI_Finalize();
   }
 
+  // Blocking collectives: OpenMPI's blocking algorithms are its fastest, and this thread has nothing else to do.
+  // (Non-blocking ones polled with short sleeps, tried to leave the core to the training thread, finished later
+  // and hid less: bench/dist_scaling measured 20% hidden for GPT against 96%.)
   int execute(Job& j) {
     const MPI_Op op = j.op == Op::Sum ? MPI_SUM : j.op == Op::Min ? MPI_MIN : MPI_MAX;
     switch (j.kind) {

@@ -79,8 +79,8 @@ class GptTask : public TrainTask {
            std::to_string(T_) + ", vocab " + std::to_string(c.vocab_size) + ", " + c.norm + "-LN " + c.activation +
            ")\ndata: " + std::to_string(n_train_) + " train / " + std::to_string(val_.size()) + " val tokens (" +
            tok_->kind() + " tokenizer); " + std::to_string(B_) + "x" + std::to_string(T_) + "x" +
-           std::to_string(opt_.grad_accum) + (opt_.world > 1 ? "x" + std::to_string(opt_.world) + " ranks" : "") +
-           " tokens per step";
+           std::to_string(opt_.grad_accum) + " tokens per step" +
+           (opt_.world > 1 ? " on each of " + std::to_string(opt_.world) + " ranks" : "");
   }
 
   int64_t start_step() const override { return state_["step"].get<int64_t>(); }
