@@ -19,10 +19,17 @@ void add_dtype(CLI::App* cmd, std::string& dtype) {
 }
 
 void add_sampler(CLI::App* cmd, SamplerOptions& so) {
-  cmd->add_option("--sampler", so.sampler, "Diffusion: ddim (--steps steps) or ddpm (ancestral, all T steps)")
-      ->check(CLI::IsMember({"ddim", "ddpm"}))
+  cmd->add_option("--sampler", so.sampler,
+                  "Diffusion: ddim (--steps steps), ddpm (ancestral, all T steps), or an ODE solver over noise "
+                  "levels: euler, euler-a (ancestral), heun (2 model calls per step), dpm++2m (DPM-Solver++ 2M)")
+      ->check(CLI::IsMember({"ddim", "ddpm", "euler", "euler-a", "heun", "dpm++2m"}))
       ->capture_default_str();
-  cmd->add_option("--steps", so.steps, "Diffusion, DDIM: denoising steps")->capture_default_str();
+  cmd->add_option("--steps", so.steps, "Diffusion, all but ddpm: denoising steps")->capture_default_str();
+  cmd->add_option("--sigmas", so.spacing,
+                  "Diffusion, euler/euler-a/heun/dpm++2m: noise levels at DDIM's timesteps (uniform) or Karras "
+                  "et al.'s rho = 7 spacing (karras)")
+      ->check(CLI::IsMember({"uniform", "karras"}))
+      ->capture_default_str();
   cmd->add_option("--eta", so.eta, "Diffusion, DDIM: 0 deterministic, 1 as much noise as DDPM")->capture_default_str();
   cmd->add_option("--variance", so.variance, "Diffusion, DDPM: sigma_t^2 = posterior variance or beta_t")
       ->check(CLI::IsMember({"posterior", "beta"}))

@@ -186,6 +186,17 @@ int pid_of_rank(const std::string& out, int rank) {
   return -1;
 }
 
+// Waits (up to 2 minutes) until the run writing `out` has logged `step` updates; returns rank `rank`'s pid (or -1).
+int rank_after_step(const std::string& out, int rank, size_t step) {
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120)) {
+    if (fs::exists(fs::path(out) / "metrics.jsonl") && metrics_of(out).size() >= step)
+      if (int pid = pid_of_rank(out, rank); pid > 0) return pid;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return -1;
+}
+
 }  // namespace
 
 TEST(Dist, BackwardDeclaresGradientBucketsFinalExactlyWhenNothingMoreIsAdded) {
@@ -245,15 +256,7 @@ TEST(Dist, AKilledRankStopsTheOtherAndTheRunResumesExactly) {
 
   Cmd faulty;
   std::thread launcher([&] { faulty = run(kMpirun + common + " --out " + out); });
-  // Wait for step 4's line in metrics.jsonl, then kill rank 1.
-  const auto t0 = std::chrono::steady_clock::now();
-  int victim = -1;
-  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120)) {
-    if (fs::exists(fs::path(out) / "metrics.jsonl") && metrics_of(out).size() >= 4 &&
-        (victim = pid_of_rank(out, 1)) > 0)
-      break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  const int victim = rank_after_step(out, 1, 4);  // kill rank 1 once step 4's line is in metrics.jsonl
   ASSERT_GT(victim, 0) << "rank 1 never started or never reached step 4";
   const auto killed = std::chrono::steady_clock::now();
   ASSERT_EQ(kill(victim, SIGKILL), 0);
@@ -294,15 +297,8 @@ TEST(Dist, AHungRankIsFoundByTheCollectiveTimeout) {
               "--eval-interval 2 --comm-timeout 5 -t 1 --out " +
               out);
   });
-  const auto t0 = std::chrono::steady_clock::now();
-  int victim = -1;
-  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(120)) {
-    if (fs::exists(fs::path(out) / "metrics.jsonl") && metrics_of(out).size() >= 2 &&
-        (victim = pid_of_rank(out, 1)) > 0)
-      break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_GT(victim, 0);
+  const int victim = rank_after_step(out, 1, 2);
+  ASSERT_GT(victim, 0) << "rank 1 never started or never reached step 2";
   ASSERT_EQ(kill(victim, SIGSTOP), 0);
   const auto stopped = std::chrono::steady_clock::now();
   // Rank 0 reports by itself; the launcher then ends the stopped rank.

@@ -49,8 +49,10 @@ Tensor diffusion_loss(UNet& net, const NoiseSchedule& s, const Tensor& x0, const
                       float p_uncond, uint64_t dropout_seed);
 
 struct SamplerOptions {
-  std::string sampler = "ddim";        // "ddpm" (ancestral, T steps) or "ddim"
+  // "ddpm" (ancestral, T steps), "ddim", or an ODE sampler of samplers.h: euler, euler-a, heun, dpm++2m
+  std::string sampler = "ddim";
   int64_t steps = 50;                  // DDIM: evenly spaced timesteps floor(i T / steps), i = steps-1 .. 0
+  std::string spacing = "uniform";     // ODE samplers' noise levels: "uniform" (DDIM's timesteps) or "karras"
   double eta = 0.0;                    // DDIM: 0 deterministic, 1 the DDPM posterior noise
   std::string variance = "posterior";  // DDPM: sigma_t^2 = "posterior" variance or "beta" (beta_t)
   double guidance = 0.0;               // classifier-free guidance w: eps = (1 + w) eps(x, c) - w eps(x, none); 0 = off

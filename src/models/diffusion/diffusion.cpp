@@ -9,6 +9,7 @@
 #include "aigc/models/unet.h"
 #include "aigc/ops.h"
 #include "aigc/rng.h"
+#include "aigc/samplers.h"
 
 namespace aigc {
 
@@ -57,6 +58,7 @@ namespace {
 Tensor timesteps(const std::vector<int64_t>& t) {
   return Tensor::from_vector(std::vector<float>(t.begin(), t.end()), {int64_t(t.size())});
 }
+Tensor timesteps(int64_t n, double t) { return Tensor::from_vector(std::vector<float>(size_t(n), float(t)), {n}); }
 
 // x and y stacked along the batch: (2N, ...).
 Tensor stack_batch(const Tensor& x, const Tensor& y) {
@@ -65,21 +67,46 @@ Tensor stack_batch(const Tensor& x, const Tensor& y) {
   return ops::concat_channels(x.view({1, x.numel()}), y.view({1, y.numel()})).view(shape);
 }
 
-// The network's noise estimate at timestep index t, with classifier-free guidance when asked for: the
-// conditional and the "no class" halves run as one batch of 2n.
-Tensor predict_eps(UNet& net, const Tensor& x, int64_t t, const Tensor& labels, double w) {
+// The network's noise estimate at timestep index t (fractional between the trained ones for the ODE samplers),
+// with classifier-free guidance when asked for: the conditional and the "no class" halves run as one batch of 2n.
+Tensor predict_eps(UNet& net, const Tensor& x, double t, const Tensor& labels, double w) {
   const int64_t n = x.size(0);
   const bool guided = w != 0.0 && labels.defined() && net.config().n_classes > 0;
-  if (!guided) return net.forward(x, timesteps(std::vector<int64_t>(size_t(n), t)), labels, false);
+  if (!guided) return net.forward(x, timesteps(n, t), labels, false);
   std::vector<int32_t> lab(labels.i32(), labels.i32() + n);
   lab.resize(size_t(2 * n), int32_t(net.config().n_classes));
-  Tensor e = net.forward(stack_batch(x, x), timesteps(std::vector<int64_t>(size_t(2 * n), t)),
-                         Tensor::from_ints(lab, {2 * n}), false);
+  Tensor e = net.forward(stack_batch(x, x), timesteps(2 * n, t), Tensor::from_ints(lab, {2 * n}), false);
   return ops::combine_rows(std::vector<float>(size_t(n), float(1.0 + w)), e.narrow0(0, n),
                            std::vector<float>(size_t(n), float(-w)), e.narrow0(n, n));
 }
 
 std::vector<float> fill(int64_t n, double v) { return std::vector<float>(size_t(n), float(v)); }
+
+// The ODE samplers (samplers.h) on the network: x lives at noise level sigma, the network sees
+// x / sqrt(1 + sigma^2) at the timestep of sigma, and D = x - sigma eps.
+Tensor ode_sample_unet(UNet& net, const NoiseSchedule& s, int64_t n, const Tensor& labels, const SamplerOptions& o,
+                       Rng& rng, const SampleStepFn& on_step) {
+  const UNetConfig& c = net.config();
+  const std::vector<double> sched = schedule_sigmas(s);
+  const std::vector<double> sigmas = sampling_sigmas(o.spacing, o.steps, sched.front(), sched.back(), sched);
+  Denoiser denoise = [&](const Tensor& x, double sigma) {
+    const double k = 1.0 / std::sqrt(1.0 + sigma * sigma);
+    Tensor eps = predict_eps(net, ops::combine_rows(fill(n, k), x, fill(n, 0.0), x), timestep_of_sigma(sched, sigma),
+                             labels, o.guidance);
+    Tensor d = ops::combine_rows(fill(n, 1.0), x, fill(n, -sigma), eps);
+    return o.clip ? ops::clamp(d, -1.0f, 1.0f) : d;
+  };
+  // x_T ~ N(0, I) is x = x_T sqrt(1 + sigma_max^2) at the first noise level.
+  Tensor x = randn({n, c.channels, c.image_size, c.image_size}, rng, float(std::sqrt(1.0 + sigmas[0] * sigmas[0])));
+  std::function<void(int64_t, const Tensor&)> step_fn;
+  if (on_step)
+    step_fn = [&](int64_t k, const Tensor& xk) {
+      const double sn = sigmas[size_t(k) + 1], scale = 1.0 / std::sqrt(1.0 + sn * sn);
+      on_step(k, sn > 0 ? int64_t(std::lround(timestep_of_sigma(sched, sn))) : -1,
+              ops::combine_rows(fill(n, scale), xk, fill(n, 0.0), xk));
+    };
+  return ode_sample(o.sampler, denoise, x, sigmas, rng, step_fn);
+}
 
 }  // namespace
 
@@ -115,7 +142,9 @@ Tensor diffusion_sample(UNet& net, const NoiseSchedule& s, int64_t n, const Tens
                         Rng& rng, const std::function<void(int64_t, int64_t, const Tensor&)>& on_step) {
   const UNetConfig& c = net.config();
   AIGC_CHECK(n >= 1, "sample: n must be positive");
-  AIGC_CHECK(o.sampler == "ddpm" || o.sampler == "ddim", "sample: unknown sampler '" + o.sampler + "' (ddpm, ddim)");
+  if (is_ode_sampler(o.sampler)) return ode_sample_unet(net, s, n, labels, o, rng, on_step);
+  AIGC_CHECK(o.sampler == "ddpm" || o.sampler == "ddim",
+             "sample: unknown sampler '" + o.sampler + "' (ddpm, ddim, euler, euler-a, heun, dpm++2m)");
   AIGC_CHECK(o.variance == "posterior" || o.variance == "beta", "sample: variance must be posterior or beta");
   AIGC_CHECK(o.eta >= 0.0, "sample: eta must not be negative");
   const int64_t T = s.T();
@@ -131,7 +160,7 @@ Tensor diffusion_sample(UNet& net, const NoiseSchedule& s, int64_t n, const Tens
   for (size_t k = 0; k < ts.size(); k++) {
     const int64_t i = ts[k], prev = k + 1 < ts.size() ? ts[k + 1] : -1;
     const double ab = s.alpha_bar[size_t(i)], ab_prev = prev >= 0 ? s.alpha_bar[size_t(prev)] : 1.0;
-    Tensor eps = predict_eps(net, x, i, labels, o.guidance);
+    Tensor eps = predict_eps(net, x, double(i), labels, o.guidance);
     // The implied clean image: x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t).
     Tensor x0 = ops::combine_rows(fill(n, 1.0 / std::sqrt(ab)), x, fill(n, -std::sqrt(1.0 - ab) / std::sqrt(ab)), eps);
     if (o.clip) x0 = ops::clamp(x0, -1.0f, 1.0f);
