@@ -98,9 +98,9 @@ void add_gpt(CLI::App* cmd, TrainArgs& a) {
 void add_images(CLI::App* cmd, TrainArgs& a) {
   cmd->add_flag("--conditional", a.gan.conditional, "GAN, diffusion: class-conditional model (labels from the data)");
   cmd->add_option("--gan-loss", a.gan.loss,
-                  "GAN: nonsaturating (G maximizes log D(G(z)), the default) or minimax (G minimizes "
-                  "log(1 - D(G(z))))")
-      ->check(CLI::IsMember({"nonsaturating", "minimax"}));
+                  "GAN: nonsaturating (G maximizes log D(G(z)), the default), minimax (G minimizes "
+                  "log(1 - D(G(z)))), hinge (SAGAN/BigGAN) or lsgan (least squares)")
+      ->check(CLI::IsMember({"nonsaturating", "minimax", "hinge", "lsgan"}));
   cmd->add_option("--nz", a.gan.model.nz, "GAN: latent size")->capture_default_str();
   cmd->add_option("--ngf", a.gan.model.ngf, "GAN: generator width")->capture_default_str();
   cmd->add_option("--ndf", a.gan.model.ndf, "GAN: discriminator width")->capture_default_str();

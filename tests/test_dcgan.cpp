@@ -128,9 +128,9 @@ TEST(Dcgan, ResumeIsBitwiseExact) {
 }
 
 // One whole training step (D update, then G update, Adam, BatchNorm statistics) against the PyTorch reference of
-// reference/torch/torch_dcgan_bench.py in float64, from the same weights, batch and noise, for both G losses.
+// reference/torch/torch_dcgan_bench.py in float64, from the same weights, batch and noise, for every objective.
 TEST(Parity, DcganTrainingStepMatchesPyTorch) {
-  for (const std::string loss : {"nonsaturating", "minimax"}) {
+  for (const std::string loss : {"nonsaturating", "minimax", "hinge", "lsgan"}) {
     SCOPED_TRACE(loss);
     DCGANConfig c;
     c.nz = 8, c.ngf = 8, c.ndf = 8, c.n_classes = 10;

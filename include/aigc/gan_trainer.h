@@ -25,6 +25,8 @@ struct GanTrainOptions {
   int max_bad_steps = 5;   // consecutive non-finite updates before the run stops
   float lr = 2e-4f, beta1 = 0.5f, beta2 = 0.999f;
   // "nonsaturating": G minimizes -log D(G(z)) (strong gradients while D still wins easily);
+  // "hinge": D minimizes mean relu(1 - D(x)) + mean relu(1 + D(G(z))), G minimizes -mean D(G(z)) (SAGAN, BigGAN);
+  // "lsgan": least squares, D to 1 on real and 0 on generated, G toward 1 (Mao et al.);
   // "minimax": G minimizes log(1 - D(G(z))), the game exactly as written.
   std::string loss = "nonsaturating";
   bool hflip = false;
@@ -50,6 +52,7 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt, GradSync* sync = nullptr)
 // the initial weights, and for the global batch `batch` (ImageLoader::last_index) the noise generator that
 // yields its z_d then z_g. Shared with bench/gan_streams.cpp, which hands the same streams to PyTorch's twin.
 void init_gan(Generator& g, Discriminator& d, uint64_t seed);
+bool is_gan_loss(const std::string& loss);  // nonsaturating, minimax, hinge, lsgan
 Rng gan_noise_rng(uint64_t seed, int64_t batch);
 
 // One update of the game, as train_dcgan runs it: D learns on each micro-batch's `real` and G(z_d) (with its

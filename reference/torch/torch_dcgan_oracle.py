@@ -2,8 +2,9 @@
 """PyTorch oracle for whole DCGAN training steps (float64), on reference/torch/torch_dcgan_bench.py's G and D.
 
 Usage: torch_dcgan_oracle.py IN.safetensors OUT.safetensors
-IN: metadata "nz", "ngf", "ndf", "lr", "loss" (nonsaturating | minimax); tensors: aigc's G.* and D.* parameters and
-BatchNorm buffers (conditional 28x28, 10 classes), "real" (B, 1, 28, 28), "labels" (B, as floats), "z_d", "z_g";
+IN: metadata "nz", "ngf", "ndf", "lr", "loss" (nonsaturating | minimax | hinge | lsgan); tensors: aigc's G.* and
+D.* parameters and BatchNorm buffers (conditional 28x28, 10 classes), "real" (B, 1, 28, 28), "labels" (B, as
+floats), "z_d", "z_g";
 with metadata "steps" = K > 1, K batches: "real.k", "labels.k", "z_d.k", "z_g.k" for k = 0..K-1, one step each.
 OUT: every G.* / D.* tensor after the step, "grad.G.<name>" / "grad.D.<name>" (each network's gradient from its own
 update), "loss_d", "loss_g"; all F32."""
@@ -37,8 +38,14 @@ def main():
         with torch.no_grad():
             fake = g(z_d, y)
         od.zero_grad()
-        loss_d = (F.binary_cross_entropy_with_logits(d(real, y), ones)
-                  + F.binary_cross_entropy_with_logits(d(fake, y), zeros))
+        lr_, lf = d(real, y), d(fake, y)
+        if meta["loss"] == "hinge":
+            loss_d = F.relu(1 - lr_).mean() + F.relu(1 + lf).mean()
+        elif meta["loss"] == "lsgan":
+            loss_d = 0.5 * ((lr_ - 1) ** 2).mean() + 0.5 * (lf ** 2).mean()
+        else:
+            loss_d = (F.binary_cross_entropy_with_logits(lr_, ones)
+                      + F.binary_cross_entropy_with_logits(lf, zeros))
         loss_d.backward()
         d_grads = {n: p.grad.clone() for n, p in d.named_parameters()}
         od.step()
@@ -46,6 +53,10 @@ def main():
         logits = d(g(z_g, y), y)
         if meta["loss"] == "minimax":
             loss_g = -F.binary_cross_entropy_with_logits(logits, zeros)
+        elif meta["loss"] == "hinge":
+            loss_g = -logits.mean()
+        elif meta["loss"] == "lsgan":
+            loss_g = 0.5 * ((logits - 1) ** 2).mean()
         else:
             loss_g = F.binary_cross_entropy_with_logits(logits, ones)
         loss_g.backward()

@@ -74,6 +74,44 @@ class RunningStats {
   int64_t steps_ = 0;
 };
 
+// The mean of a batch of logits (B), as a one-element tensor with its gradient.
+Tensor mean_of(const Tensor& x) {
+  const int64_t B = x.numel();
+  Tensor w = Tensor::empty({1, B});
+  init::constant(w, 1.0f / float(B));
+  return ops::linear(x.view({1, B}), w, Tensor::zeros({1})).view({1});
+}
+
+// a x + b y for one-element x, y.
+Tensor mix(float a, const Tensor& x, float b, const Tensor& y) { return ops::combine_rows({a}, x, {b}, y); }
+
+// The objectives. D's loss from its logits on real and generated images; G's as a tensor and a weight (G
+// minimizes, and reports, weight x tensor).
+//   nonsaturating, minimax (Goodfellow et al.): D: BCE(real, 1) + BCE(fake, 0); G: BCE(fake, 1), or
+//       log(1 - D(G(z))) = -BCE(fake, 0)
+//   hinge (Lim & Ye; SAGAN, BigGAN): D: mean relu(1 - real) + mean relu(1 + fake); G: -mean fake
+//   lsgan (Mao et al., a = 0, b = c = 1): D: (mean (real - 1)^2 + mean fake^2) / 2; G: mean (fake - 1)^2 / 2
+Tensor d_loss(const std::string& loss, const Tensor& real, const Tensor& fake) {
+  const int64_t B = real.numel();
+  Tensor ones = Tensor::empty({B}), zeros = Tensor::zeros({B});
+  init::constant(ones, 1.0f);
+  if (loss == "hinge")
+    return ops::add(mean_of(ops::relu(ops::combine_rows({-1.0f}, real.view({1, B}), {1.0f}, ones.view({1, B})))),
+                    mean_of(ops::relu(ops::combine_rows({1.0f}, fake.view({1, B}), {1.0f}, ones.view({1, B})))));
+  if (loss == "lsgan") return mix(0.5f, ops::mse_loss(real, ones), 0.5f, ops::mse_loss(fake, zeros));
+  return ops::add(ops::bce_with_logits(real, ones), ops::bce_with_logits(fake, zeros));
+}
+
+std::pair<Tensor, float> g_loss(const std::string& loss, const Tensor& fake) {
+  const int64_t B = fake.numel();
+  Tensor ones = Tensor::empty({B}), zeros = Tensor::zeros({B});
+  init::constant(ones, 1.0f);
+  if (loss == "minimax") return {ops::bce_with_logits(fake, zeros), -1.0f};
+  if (loss == "hinge") return {mean_of(fake), -1.0f};
+  if (loss == "lsgan") return {ops::mse_loss(fake, ones), 0.5f};
+  return {ops::bce_with_logits(fake, ones), 1.0f};
+}
+
 class GanTask : public TrainTask {
  public:
   GanTask(const GanTrainOptions& opt, const ImageSet& data, const DCGANConfig& cfg)
@@ -172,10 +210,8 @@ GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od,
   AIGC_CHECK(!micro.empty(), "a GAN update needs at least one batch");
   AIGC_CHECK(int64_t(micro.size()) == ctx.micro_batches, "a GAN update takes ctx.micro_batches batches");
   RunningStats stats_g(g, ctx.sync()), stats_d(d, ctx.sync());
+  AIGC_CHECK(is_gan_loss(loss), "unknown GAN loss '" + loss + "' (nonsaturating, minimax, hinge, lsgan)");
   const float scale = 1.0f / float(micro.size());
-  const int64_t B = micro.front().real.size(0);
-  Tensor ones = Tensor::empty({B}), zeros = Tensor::zeros({B});
-  init::constant(ones, 1.0f);
   GanStep st;
   // D: real batches (target 1) and generated ones (target 0, generated without recording G's graph).
   d.params().zero_grad();
@@ -188,7 +224,7 @@ GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od,
       fake = g.forward(b.z_d, b.labels, true);
     }
     st.d_real = d.forward(b.real, b.labels, true), st.d_fake = d.forward(fake, b.labels, true);
-    Tensor l = ops::add(ops::bce_with_logits(st.d_real, ones), ops::bce_with_logits(st.d_fake, zeros));
+    Tensor l = d_loss(loss, st.d_real, st.d_fake);
     ctx.backward(l, d.params(), int64_t(m));
     loss_d += l.item(), dx += mean_sigmoid(st.d_real), dgz += mean_sigmoid(st.d_fake);
   }
@@ -196,16 +232,14 @@ GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od,
   ctx.apply(d.params(), od, st.loss_d, "d");
   stats_g.merge(), stats_d.merge();
   // G through D on fresh noise (D's gradients from it are discarded by the next zero_grad).
-  // minimax: minimize log(1 - D(G(z))) = -BCE(logits, 0); nonsaturating: minimize BCE(logits, 1).
   g.params().zero_grad();
-  const bool minimax = loss == "minimax";
   double loss_g = 0;
   for (size_t m = 0; m < micro.size(); m++) {
     const GanBatch& b = micro[m];
     Tensor logits = d.forward(g.forward(b.z_g, b.labels, true), b.labels, true);
-    Tensor l = minimax ? ops::bce_with_logits(logits, zeros) : ops::bce_with_logits(logits, ones);
-    ctx.backward(l, g.params(), int64_t(m), minimax ? -1.0f : 1.0f);
-    loss_g += minimax ? -l.item() : l.item();
+    auto [l, weight] = g_loss(loss, logits);
+    ctx.backward(l, g.params(), int64_t(m), weight);
+    loss_g += weight * l.item();
   }
   st.loss_g = float(loss_g * scale);
   ctx.apply(g.params(), og, st.loss_g, "g");
@@ -218,6 +252,10 @@ GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, c
   StepContext ctx;
   ctx.lr = lr;
   return gan_update(g, d, og, od, {{real, labels, z_d, z_g}}, loss, ctx);
+}
+
+bool is_gan_loss(const std::string& loss) {
+  return loss == "nonsaturating" || loss == "minimax" || loss == "hinge" || loss == "lsgan";
 }
 
 void init_gan(Generator& g, Discriminator& d, uint64_t seed) { g.init_weights(seed), d.init_weights(seed + 1); }
@@ -236,7 +274,7 @@ LoopOptions GanTrainOptions::loop() const {
 }
 
 GanTrainResult train_dcgan(const GanTrainOptions& opt, GradSync* sync) {
-  AIGC_CHECK(opt.loss == "nonsaturating" || opt.loss == "minimax", "--gan-loss must be nonsaturating or minimax");
+  AIGC_CHECK(is_gan_loss(opt.loss), "--gan-loss must be nonsaturating, minimax, hinge or lsgan");
   const ImageSet data = load_image_dataset(opt.data, "train");
   AIGC_CHECK((data.height == 28 || data.height == 32) && data.width == data.height,
              "DCGAN needs 28x28 or 32x32 images; '" + opt.data + "' has " + std::to_string(data.height) + "x" +
