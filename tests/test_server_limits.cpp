@@ -163,13 +163,15 @@ TEST(ServerLimits, AFullQueueAnswers429WithRetryAfterAndOthersStillFinish) {
   o.parallel = 1, o.max_queue = 1;
   Running s(o, tiny_model(256, 2048));  // ~1 ms a token
   const json long_job = {{"prompt", "a"}, {"max_tokens", 300}, {"temperature", 0}};
+  // The first job holds the one slot long enough, even on a fast machine, for the second to wait in the queue.
+  const json longer_job = {{"prompt", "a"}, {"max_tokens", 1200}, {"temperature", 0}};
   std::vector<int> statuses(2);
   std::thread first(
-      [&] { statuses[0] = s.client().Post("/v1/completions", long_job.dump(), "application/json")->status; });
-  std::this_thread::sleep_for(Ms(100));  // holds the one slot
+      [&] { statuses[0] = s.client().Post("/v1/completions", longer_job.dump(), "application/json")->status; });
+  for (int i = 0; i < 200 && metric(s, "aigc_slots_busy") != "1"; i++) std::this_thread::sleep_for(Ms(5));
   std::thread second(
       [&] { statuses[1] = s.client().Post("/v1/completions", long_job.dump(), "application/json")->status; });
-  for (int i = 0; i < 100 && metric(s, "aigc_queue_depth") != "1"; i++) std::this_thread::sleep_for(Ms(10));
+  for (int i = 0; i < 200 && metric(s, "aigc_queue_depth") != "1"; i++) std::this_thread::sleep_for(Ms(10));
   ASSERT_EQ(metric(s, "aigc_queue_depth"), "1");  // the queue's one place is taken
   auto r = s.client().Post("/v1/completions", long_job.dump(), "application/json");
   ASSERT_TRUE(r);
