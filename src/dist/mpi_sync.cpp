@@ -125,13 +125,9 @@ class MpiSync final : public GradSync {
   void begin_last_backward(ParamStore& params) override {
     Model& m = model(params);
     m.reset();
-    armed_ = &m;
     set_grad_watch(&m.watch);
   }
-  void end_last_backward() override {
-    set_grad_watch(nullptr);
-    armed_ = nullptr;
-  }
+  void end_last_backward() override { set_grad_watch(nullptr); }
 
   void finish(ParamStore& params) override {
     Model& m = model(params);
@@ -343,7 +339,6 @@ class MpiSync final : public GradSync {
   std::atomic<double> busy_since_{0}, reduce_s_{0};
   double wait_s_ = 0;
   std::map<ParamStore*, Model> models_;
-  Model* armed_ = nullptr;
 };
 
 }  // namespace
