@@ -65,6 +65,19 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets);
 // Mean softmax cross-entropy of logits (..., V) against targets (...) i32; targets < 0 are ignored.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
 
+// ---- GAN objectives (src/ops/gan_ops.cpp) ----
+// g times leaky_relu's slope at x (1 where x > 0, else slope): leaky_relu's backward as an op, for grad_graph.
+Tensor leaky_relu_grad(const Tensor& x, const Tensor& g, float slope);
+// Channels [start, start + len) of x (N, C, ...): a leading or trailing block (concat_channels' inverse).
+Tensor slice_channels(const Tensor& x, int64_t start, int64_t len);
+// mean over samples n of (||g[n]|| - center)^2 for g (N, ...): the WGAN-GP penalty with center 1 (Gulrajani et
+// al.), R1's mean squared gradient norm with center 0 (Mescheder et al.). One element; gradient to g.
+Tensor gradient_penalty(const Tensor& g, float center);
+// w / sigma with sigma = u . (W v), W = w viewed as (C_out, rest): spectral normalization (Miyato et al.) for
+// the singular vectors u (C_out) and v (rest) of the last power iteration, which are constants here (as in
+// PyTorch's spectral_norm); the gradient to w flows through sigma too. sigma_out, when given, receives sigma.
+Tensor spectral_normalize(const Tensor& w, const Tensor& u, const Tensor& v, float* sigma_out = nullptr);
+
 // ---- Diffusion U-Net layers ----
 Tensor silu(const Tensor& x);  // x * sigmoid(x)
 // Group normalization of (N, C, ...) with `groups` groups of C / groups channels (PyTorch's GroupNorm); w, b (C)

@@ -19,6 +19,12 @@ and for batch_norm2d the running statistics after the call; all F32.
   add_channelwise             x (B, C, H, W) + v (B, C); gradients dx, dv
   timestep_embedding          x = timesteps (B); options: dim, max_period (no gradient)
   mse_loss                    x = prediction, y = target; gradients dx, dy
+  spectral_normalize          x = weight, u, v: x / (u . (X v)); gradient dx
+  critic_penalty              a small critic (concat, conv2d, leaky_relu, conv_transpose2d, linear, combine, add) on
+                              x (N, 2, 8, 8) with a constant "plane" (N, 1, 8, 8), weights w1, b1, w2, w3, lw, lb;
+                              g = autograd.grad(critic, x, "seed", create_graph=True); out = mean over samples of
+                              (|g[n]| - center)^2, options: center, slope. OUT: "out", "g" and the gradients of out
+                              ("dw1", ...: second derivatives through the backward pass)
 """
 import json
 import sys
@@ -29,10 +35,24 @@ import torch.nn.functional as F
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 
 
+def critic_penalty(t, opt):
+    """The gradient penalty of a small critic: a loss on the critic's input gradient, differentiated again."""
+    a = opt["slope"]
+    h = F.leaky_relu(F.conv2d(torch.cat([t["x"], t["plane"]], 1), t["w1"], t["b1"], stride=2, padding=1), a)
+    h = F.leaky_relu(F.conv_transpose2d(h, t["w2"], None, stride=2, padding=1), a)
+    h = F.leaky_relu(F.conv2d(h, t["w3"], None, stride=2, padding=1), a)
+    o = F.linear(h.reshape(h.shape[0], -1), t["lw"], t["lb"])
+    o = o + 0.5 * o
+    g, = torch.autograd.grad(o, t["x"], t["seed"], create_graph=True)
+    return ((g.flatten(1).norm(dim=1) - opt["center"]) ** 2).mean().reshape(1), g
+
+
 def run_case(in_path, out_path):
     tensors, meta = read_safetensors(in_path)
     layer, opt = meta["layer"], json.loads(meta["options"])
-    grads = {"add_channelwise": ("x", "v"), "mse_loss": ("x", "y"), "timestep_embedding": ()}.get(layer, ("x", "w", "b"))
+    grads = {"add_channelwise": ("x", "v"), "mse_loss": ("x", "y"), "timestep_embedding": (),
+             "spectral_normalize": ("x",),
+             "critic_penalty": ("x", "w1", "b1", "w2", "w3", "lw", "lb")}.get(layer, ("x", "w", "b"))
     t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=k in grads) for k, v in tensors.items()}
     res = {}
     if layer in ("conv2d", "conv_transpose2d"):
@@ -78,6 +98,10 @@ def run_case(in_path, out_path):
         out = torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
     elif layer == "mse_loss":
         out = F.mse_loss(t["x"], t["y"]).reshape(1)
+    elif layer == "spectral_normalize":
+        out = t["x"] / torch.dot(t["u"], torch.mv(t["x"].reshape(t["x"].shape[0], -1), t["v"]))
+    elif layer == "critic_penalty":
+        out, res["g"] = critic_penalty(t, opt)
     else:
         sys.exit("unknown layer " + layer)
     if grads:
@@ -85,7 +109,7 @@ def run_case(in_path, out_path):
     res["out"] = out
     for k in grads:
         if k in t:
-            res["d" + k] = t[k].grad
+            res["d" + k] = t[k].grad if t[k].grad is not None else torch.zeros_like(t[k])  # no path: zero
     write_safetensors(out_path, {k: v.detach().numpy().astype("float32") for k, v in res.items()},
                       {"torch_version": torch.__version__})
 

@@ -51,11 +51,23 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
   if (o.blocked_output) detail::check_blockable(out, "conv2d", {&x, &w, &b});  // asked for: whole blocks, no gradient
   be(x).conv2d_forward(out.f32(), x.f32(), w.f32(), b.defined() ? b.f32() : nullptr, s, false);
   if (needs_grad({&x, &w, &b})) {
-    record(out, {&x, &w, &b}, [out, x, w, b, s] {
-      bool acc;
-      float* gx = grad_to_write(x, &acc);
-      be(x).conv2d_backward(gx, grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(), s, acc);
-    });
+    record(
+        out, {&x, &w, &b},
+        [out, x, w, b, s] {
+          bool acc;
+          float* gx = grad_to_write(x, &acc);
+          be(x).conv2d_backward(gx, grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(), s, acc);
+        },
+        "conv2d",
+        [x, w, o, s](const Tensor& g, const std::vector<bool>& need) {
+          detail::refuse_param_grad("conv2d", need);
+          // d/dx is the adjoint convolution of g; output_padding restores the rows the stride dropped.
+          Conv2dOptions t = o;
+          t.output_padding = s.H - ((s.out_h() - 1) * s.stride_h - 2 * s.pad_h + s.dil_h * (s.KH - 1) + 1);
+          const int64_t pad_w = s.W - ((s.out_w() - 1) * s.stride_w - 2 * s.pad_w + s.dil_w * (s.KW - 1) + 1);
+          AIGC_CHECK(pad_w == t.output_padding, "grad_graph: conv2d drops different rows and columns; not supported");
+          return std::vector<Tensor>{conv_transpose2d(g, w, Tensor(), t), Tensor(), Tensor()};
+        });
   }
   return out;
 }
@@ -81,13 +93,22 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, const
   be(x).conv2d_backward_data(out.f32(), x.f32(), w.f32(), s, false);
   if (b.defined()) be(x).channel_bias_add(out.f32(), out.f32(), b.f32(), s.N, C_out, OH * OW);
   if (needs_grad({&x, &w, &b})) {
-    record(out, {&x, &w, &b}, [out, x, w, b, s] {
-      const float* dout = out.grad().f32();
-      bool acc;
-      if (float* gx = grad_to_write(x, &acc)) be(x).conv2d_forward(gx, dout, w.f32(), nullptr, s, acc);
-      if (float* gw = grad_of(w)) be(x).conv2d_backward_weights(gw, nullptr, x.f32(), dout, s);
-      if (float* gb = grad_of(b)) be(x).channel_bias_backward(gb, dout, s.N, s.C_in, s.H * s.W);
-    });
+    record(
+        out, {&x, &w, &b},
+        [out, x, w, b, s] {
+          const float* dout = out.grad().f32();
+          bool acc;
+          if (float* gx = grad_to_write(x, &acc)) be(x).conv2d_forward(gx, dout, w.f32(), nullptr, s, acc);
+          if (float* gw = grad_of(w)) be(x).conv2d_backward_weights(gw, nullptr, x.f32(), dout, s);
+          if (float* gb = grad_of(b)) be(x).channel_bias_backward(gb, dout, s.N, s.C_in, s.H * s.W);
+        },
+        "conv_transpose2d",
+        [w, o](const Tensor& g, const std::vector<bool>& need) {
+          detail::refuse_param_grad("conv_transpose2d", need);
+          Conv2dOptions t = o;
+          t.output_padding = 0;
+          return std::vector<Tensor>{conv2d(g, w, Tensor(), t), Tensor(), Tensor()};
+        });
   }
   return out;
 }

@@ -38,12 +38,16 @@ Tensor group_norm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t gro
   be(x).groupnorm_forward(out.f32(), mean.f32(), rstd.f32(), x.f32(), w.defined() ? w.f32() : nullptr,
                           b.defined() ? b.f32() : nullptr, N, C, HW, groups, eps, silu);
   if (needs_grad({&x, &w, &b}))
-    record(out, {&x, &w, &b}, [out, x, w, b, mean, rstd, N, C, HW, groups, silu] {
-      bool acc;
-      float* gx = grad_to_write(x, &acc);
-      be(x).groupnorm_backward(gx, grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.defined() ? w.f32() : nullptr,
-                               b.defined() ? b.f32() : nullptr, mean.f32(), rstd.f32(), N, C, HW, groups, silu, acc);
-    });
+    record(
+        out, {&x, &w, &b},
+        [out, x, w, b, mean, rstd, N, C, HW, groups, silu] {
+          bool acc;
+          float* gx = grad_to_write(x, &acc);
+          be(x).groupnorm_backward(gx, grad_of(w), grad_of(b), out.grad().f32(), x.f32(),
+                                   w.defined() ? w.f32() : nullptr, b.defined() ? b.f32() : nullptr, mean.f32(),
+                                   rstd.f32(), N, C, HW, groups, silu, acc);
+        },
+        "group_norm");
   return out;
 }
 
@@ -61,8 +65,10 @@ Tensor upsample_nearest(const Tensor& x, int64_t f) {
   Tensor out = Tensor::empty({x.size(0), x.size(1), H * f, W * f});
   be(x).upsample_nearest_forward(out.f32(), x.f32(), NC, H, W, f);
   if (needs_grad({&x}))
-    record(out, {&x},
-           [out, x, NC, H, W, f] { be(x).upsample_nearest_backward(grad_of(x), out.grad().f32(), NC, H, W, f); });
+    record(
+        out, {&x},
+        [out, x, NC, H, W, f] { be(x).upsample_nearest_backward(grad_of(x), out.grad().f32(), NC, H, W, f); },
+        "upsample_nearest");
   return out;
 }
 
@@ -73,7 +79,9 @@ Tensor transpose_last2(const Tensor& x) {
   Tensor out = Tensor::empty({B, M, N});
   be(x).transpose_last2(out.f32(), x.f32(), B, N, M, false);
   if (needs_grad({&x}))
-    record(out, {&x}, [out, x, B, N, M] { be(x).transpose_last2(grad_of(x), out.grad().f32(), B, M, N, true); });
+    record(
+        out, {&x}, [out, x, B, N, M] { be(x).transpose_last2(grad_of(x), out.grad().f32(), B, M, N, true); },
+        "transpose_last2");
   return out;
 }
 
@@ -94,10 +102,13 @@ Tensor add_channelwise(const Tensor& x, const Tensor& v) {
   Tensor out = Tensor::empty(x.shape());
   be(x).channel_bias_add(out.f32(), x.f32(), v.f32(), 1, BC, S);
   if (needs_grad({&x, &v}))
-    record(out, {&x, &v}, [out, x, v, BC, S] {
-      if (float* dx = grad_of(x)) be(x).accumulate(dx, out.grad().f32(), x.numel());
-      if (float* dv = grad_of(v)) be(x).channel_bias_backward(dv, out.grad().f32(), 1, BC, S);
-    });
+    record(
+        out, {&x, &v},
+        [out, x, v, BC, S] {
+          if (float* dx = grad_of(x)) be(x).accumulate(dx, out.grad().f32(), x.numel());
+          if (float* dv = grad_of(v)) be(x).channel_bias_backward(dv, out.grad().f32(), 1, BC, S);
+        },
+        "add_channelwise");
   return out;
 }
 
@@ -125,10 +136,17 @@ Tensor combine_rows(const std::vector<float>& a, const Tensor& x, const std::vec
   be(x).combine_rows(out.f32(), a.data(), x.f32(), b.empty() ? nullptr : b.data(), y.defined() ? y.f32() : nullptr, N,
                      S, false);
   if (needs_grad({&x, &y}))
-    record(out, {&x, &y}, [out, x, y, a, b, N, S] {  // d x += a dout, d y += b dout
-      if (float* dx = grad_of(x)) be(x).combine_rows(dx, a.data(), out.grad().f32(), nullptr, nullptr, N, S, true);
-      if (float* dy = grad_of(y)) be(x).combine_rows(dy, b.data(), out.grad().f32(), nullptr, nullptr, N, S, true);
-    });
+    record(
+        out, {&x, &y},
+        [out, x, y, a, b, N, S] {  // d x += a dout, d y += b dout
+          if (float* dx = grad_of(x)) be(x).combine_rows(dx, a.data(), out.grad().f32(), nullptr, nullptr, N, S, true);
+          if (float* dy = grad_of(y)) be(x).combine_rows(dy, b.data(), out.grad().f32(), nullptr, nullptr, N, S, true);
+        },
+        "combine_rows",
+        [a, b, x](const Tensor& g, const std::vector<bool>& need) {
+          return std::vector<Tensor>{need[0] ? combine_rows(a, g.view(x.shape()), {}, Tensor()) : Tensor(),
+                                     need[1] ? combine_rows(b, g.view(x.shape()), {}, Tensor()) : Tensor()};
+        });
   return out;
 }
 
@@ -149,9 +167,13 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target) {
   const int64_t n = pred.numel();
   Tensor out = Tensor::from_vector({float(be(pred).mse_forward(pred.f32(), target.f32(), n) / double(n))}, {1});
   if (needs_grad({&pred, &target}))
-    record(out, {&pred, &target}, [out, pred, target, n] {
-      be(pred).mse_backward(grad_of(pred), grad_of(target), pred.f32(), target.f32(), out.grad().item() / float(n), n);
-    });
+    record(
+        out, {&pred, &target},
+        [out, pred, target, n] {
+          be(pred).mse_backward(grad_of(pred), grad_of(target), pred.f32(), target.f32(), out.grad().item() / float(n),
+                                n);
+        },
+        "mse_loss");
   return out;
 }
 

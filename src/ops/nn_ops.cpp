@@ -16,8 +16,13 @@ Tensor leaky_relu(const Tensor& x, float slope) {
   Tensor out = Tensor::empty(x.shape());
   be(x).leaky_relu_forward(out.f32(), x.f32(), x.numel(), slope);
   if (needs_grad({&x}))
-    record(out, {&x},
-           [out, x, slope] { be(x).leaky_relu_backward(grad_of(x), x.f32(), out.grad().f32(), x.numel(), slope); });
+    record(
+        out, {&x},
+        [out, x, slope] { be(x).leaky_relu_backward(grad_of(x), x.f32(), out.grad().f32(), x.numel(), slope); },
+        "leaky_relu",
+        [x, slope](const Tensor& g, const std::vector<bool>&) {
+          return std::vector<Tensor>{leaky_relu_grad(x, g, slope)};
+        });
   return out;
 }
 
@@ -45,10 +50,13 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& r
     be(x).batchnorm_forward(out.f32(), running_mean.f32(), running_var.f32(), x.f32(), wp, bp, N, C, HW, eps, false);
     if (needs_grad({&x, &w, &b})) {
       Tensor m = running_mean, v = running_var;  // the statistics in use now, shared (not copied)
-      record(out, {&x, &w, &b}, [out, x, w, b, m, v, N, C, HW, eps] {
-        be(x).batchnorm_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(),
-                                 w.defined() ? w.f32() : nullptr, m.f32(), v.f32(), N, C, HW, eps, false);
-      });
+      record(
+          out, {&x, &w, &b},
+          [out, x, w, b, m, v, N, C, HW, eps] {
+            be(x).batchnorm_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(),
+                                     w.defined() ? w.f32() : nullptr, m.f32(), v.f32(), N, C, HW, eps, false);
+          },
+          "batch_norm2d");
     }
     return out;
   }
@@ -56,10 +64,13 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& r
   be(x).batchnorm_forward(out.f32(), mean.f32(), var.f32(), x.f32(), wp, bp, N, C, HW, eps, true);
   be(x).batchnorm_update_running(running_mean.f32(), running_var.f32(), mean.f32(), var.f32(), C, N * HW, momentum);
   if (needs_grad({&x, &w, &b}))
-    record(out, {&x, &w, &b}, [out, x, w, b, mean, var, N, C, HW, eps] {
-      be(x).batchnorm_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(),
-                               w.defined() ? w.f32() : nullptr, mean.f32(), var.f32(), N, C, HW, eps, true);
-    });
+    record(
+        out, {&x, &w, &b},
+        [out, x, w, b, mean, var, N, C, HW, eps] {
+          be(x).batchnorm_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(),
+                                   w.defined() ? w.f32() : nullptr, mean.f32(), var.f32(), N, C, HW, eps, true);
+        },
+        "batch_norm2d");
   return out;
 }
 
@@ -83,12 +94,19 @@ Tensor concat_channels(const Tensor& a, const Tensor& b) {
   Tensor out = detail::empty_in(shape, a.layout());
   be(a).concat_channels_forward(out.f32(), a.f32(), b.f32(), N, Ca, Cb, S);
   if (needs_grad({&a, &b}))
-    record(out, {&a, &b}, [out, a, b, N, Ca, Cb, S] {
-      bool a_acc, b_acc;
-      float* ga = grad_to_write(a, &a_acc);
-      float* gb = grad_to_write(b, &b_acc);
-      be(a).concat_channels_backward(ga, gb, out.grad().f32(), N, Ca, Cb, S, a_acc, b_acc);
-    });
+    record(
+        out, {&a, &b},
+        [out, a, b, N, Ca, Cb, S] {
+          bool a_acc, b_acc;
+          float* ga = grad_to_write(a, &a_acc);
+          float* gb = grad_to_write(b, &b_acc);
+          be(a).concat_channels_backward(ga, gb, out.grad().f32(), N, Ca, Cb, S, a_acc, b_acc);
+        },
+        "concat_channels",
+        [Ca, Cb](const Tensor& g, const std::vector<bool>& need) {
+          return std::vector<Tensor>{need[0] ? slice_channels(g, 0, Ca) : Tensor(),
+                                     need[1] ? slice_channels(g, Ca, Cb) : Tensor()};
+        });
   return out;
 }
 
@@ -101,10 +119,13 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets) {
   double total = be(logits).bce_with_logits_forward(logits.f32(), targets.f32(), n);
   Tensor out = Tensor::from_vector({float(total / double(n))}, {1});
   if (needs_grad({&logits}))
-    record(out, {&logits}, [out, logits, targets, n] {
-      float scale = out.grad().item() / float(n);
-      be(logits).bce_with_logits_backward(grad_of(logits), logits.f32(), targets.f32(), scale, n);
-    });
+    record(
+        out, {&logits},
+        [out, logits, targets, n] {
+          float scale = out.grad().item() / float(n);
+          be(logits).bce_with_logits_backward(grad_of(logits), logits.f32(), targets.f32(), scale, n);
+        },
+        "bce_with_logits");
   return out;
 }
 

@@ -1,6 +1,7 @@
 // Helpers shared by the op front doors (ops.cpp, conv_ops.cpp).
 #pragma once
 #include <string>
+#include <vector>
 
 #include "aigc/autograd.h"
 #include "aigc/backend.h"
@@ -61,6 +62,14 @@ inline float* grad_to_write(const Tensor& t, bool* accumulate) {
   return tt.grad().f32();
 }
 
+// For grad_graph: the ops that have a differentiable backward give it for their input only; their parameters
+// (inputs 1.. : weight, bias) are constants there.
+inline void refuse_param_grad(const char* op, const std::vector<bool>& need) {
+  for (size_t i = 1; i < need.size(); i++)
+    AIGC_CHECK(!need[i], std::string("grad_graph: ") + op + "'s weight and bias gradients are not differentiable; " +
+                             "ask for the gradients of its input");
+}
+
 inline Backend& be(const Tensor& t) { return backend_for(t.device()); }
 
 // An element-wise op whose backward kernel reads the input: out = fwd(x), dx += bwd(x, dout).
@@ -71,7 +80,8 @@ inline Tensor activation(const Tensor& x, ActFwd fwd, ActBwd bwd, const char* na
   Tensor out = Tensor::empty(x.shape());
   (be(x).*fwd)(out.f32(), x.f32(), x.numel());
   if (needs_grad({&x}))
-    record(out, {&x}, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); });
+    record(
+        out, {&x}, [out, x, bwd] { (be(x).*bwd)(grad_of(x), x.f32(), out.grad().f32(), x.numel()); }, name);
   return out;
 }
 

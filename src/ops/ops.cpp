@@ -29,9 +29,12 @@ Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_
   Tensor out = Tensor::empty({B, T, C});
   be(wte).embedding_forward(out.f32(), ids, wte.f32(), wpe.defined() ? wpe.f32() : nullptr, B, T, C, pos0);
   if (needs_grad({&wte, &wpe})) {
-    record(out, {&wte, &wpe}, [out, idx, wte, wpe, B, T, C, pos0] {
-      be(wte).embedding_backward(grad_of(wte), grad_of(wpe), out.grad().f32(), idx.i32(), B, T, C, pos0);
-    });
+    record(
+        out, {&wte, &wpe},
+        [out, idx, wte, wpe, B, T, C, pos0] {
+          be(wte).embedding_backward(grad_of(wte), grad_of(wpe), out.grad().f32(), idx.i32(), B, T, C, pos0);
+        },
+        "embedding");
   }
   return out;
 }
@@ -56,9 +59,18 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   }
   be(x).linear_forward(out.f32(), x.f32(), w.f32(), b.defined() ? b.f32() : nullptr, N, C_in, C_out);
   if (needs_grad({&x, &w, &b})) {
-    record(out, {&x, &w, &b}, [out, x, w, b, N, C_in, C_out] {
-      be(x).linear_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(), N, C_in, C_out);
-    });
+    record(
+        out, {&x, &w, &b},
+        [out, x, w, b, N, C_in, C_out] {
+          be(x).linear_backward(grad_of(x), grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(), N, C_in, C_out);
+        },
+        "linear",
+        [w](const Tensor& g, const std::vector<bool>& need) {
+          detail::refuse_param_grad("linear", need);
+          const int64_t C_out = w.size(0), C_in = w.size(1);  // d/dx = g W = linear(g, W^T)
+          Tensor wt = transpose_last2(w.view({1, C_out, C_in})).view({C_in, C_out});
+          return std::vector<Tensor>{linear(g, wt, Tensor()), Tensor(), Tensor()};
+        });
   }
   return out;
 }
@@ -80,18 +92,24 @@ Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = detail::empty_in(a.shape(), a.layout());  // element by element: the same in either layout
   be(a).add_forward(out.f32(), a.f32(), b.f32(), a.numel());
   if (needs_grad({&a, &b})) {
-    record(out, {&a, &b}, [out, a, b] {
-      const float* d = out.grad().f32();
-      for (const Tensor* t : {&a, &b}) {
-        bool acc;  // the first gradient to reach an input is a copy, later ones add
-        if (float* g = detail::grad_to_write(*t, &acc)) {
-          if (acc)
-            be(*t).accumulate(g, d, t->numel());
-          else
-            be(*t).copy(g, d, t->numel());
-        }
-      }
-    });
+    record(
+        out, {&a, &b},
+        [out, a, b] {
+          const float* d = out.grad().f32();
+          for (const Tensor* t : {&a, &b}) {
+            bool acc;  // the first gradient to reach an input is a copy, later ones add
+            if (float* g = detail::grad_to_write(*t, &acc)) {
+              if (acc)
+                be(*t).accumulate(g, d, t->numel());
+              else
+                be(*t).copy(g, d, t->numel());
+            }
+          }
+        },
+        "add",
+        [](const Tensor& g, const std::vector<bool>&) {
+          return std::vector<Tensor>{g, g};
+        });
   }
   return out;
 }
@@ -107,13 +125,16 @@ Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
   be(x).layernorm_forward(out.f32(), rec ? mean.f32() : nullptr, rec ? rstd.f32() : nullptr, x.f32(), w.f32(), b.f32(),
                           N, C, eps);
   if (rec) {
-    record(out, {&x, &w, &b}, [out, x, w, b, mean, rstd, N, C] {
-      float* gx = grad_of(x);
-      // layernorm_backward always writes dinp; give it scratch when x takes no gradient.
-      Tensor scratch = gx ? Tensor() : Tensor::zeros(x.shape());
-      be(x).layernorm_backward(gx ? gx : scratch.f32(), grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(),
-                               mean.f32(), rstd.f32(), N, C);
-    });
+    record(
+        out, {&x, &w, &b},
+        [out, x, w, b, mean, rstd, N, C] {
+          float* gx = grad_of(x);
+          // layernorm_backward always writes dinp; give it scratch when x takes no gradient.
+          Tensor scratch = gx ? Tensor() : Tensor::zeros(x.shape());
+          be(x).layernorm_backward(gx ? gx : scratch.f32(), grad_of(w), grad_of(b), out.grad().f32(), x.f32(), w.f32(),
+                                   mean.f32(), rstd.f32(), N, C);
+        },
+        "layernorm");
   }
   return out;
 }
@@ -130,7 +151,9 @@ Tensor dropout(const Tensor& x, float p, uint64_t seed) {
   Tensor out = Tensor::empty(x.shape()), mask = Tensor::empty(x.shape());
   be(x).dropout_forward(out.f32(), mask.f32(), x.f32(), x.numel(), p, seed);
   if (needs_grad({&x})) {
-    record(out, {&x}, [out, x, mask] { be(x).mul_backward(grad_of(x), out.grad().f32(), mask.f32(), x.numel()); });
+    record(
+        out, {&x}, [out, x, mask] { be(x).mul_backward(grad_of(x), out.grad().f32(), mask.f32(), x.numel()); },
+        "dropout");
   }
   return out;
 }
@@ -146,10 +169,13 @@ Tensor self_attention(const Tensor& qkv, int64_t n_head, bool causal) {
   Tensor lse = rec ? Tensor::empty({B, n_head, T}) : Tensor();  // softmax statistics for backward
   be(qkv).attention_forward(out.f32(), rec ? lse.f32() : nullptr, qkv.f32(), B, T, C, n_head, causal);
   if (rec) {
-    record(out, {&qkv}, [out, qkv, lse, B, T, C, n_head, causal] {
-      be(qkv).attention_backward(grad_of(qkv), out.grad().f32(), qkv.f32(), out.f32(), lse.f32(), B, T, C, n_head,
-                                 causal);
-    });
+    record(
+        out, {&qkv},
+        [out, qkv, lse, B, T, C, n_head, causal] {
+          be(qkv).attention_backward(grad_of(qkv), out.grad().f32(), qkv.f32(), out.f32(), lse.f32(), B, T, C, n_head,
+                                     causal);
+        },
+        "self_attention");
   }
   return out;
 }
@@ -210,10 +236,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
   for (float l : losses.to_vector()) total += l;
   Tensor out = Tensor::from_vector({counted ? float(total / double(counted)) : 0.0f}, {1});
   if (needs_grad({&logits})) {
-    record(out, {&logits}, [out, logits, targets, lse, N, V, counted] {
-      float d = out.grad().item() / float(counted ? counted : 1);
-      be(logits).cross_entropy_backward(grad_of(logits), logits.f32(), lse.f32(), targets.i32(), d, N, V);
-    });
+    record(
+        out, {&logits},
+        [out, logits, targets, lse, N, V, counted] {
+          float d = out.grad().item() / float(counted ? counted : 1);
+          be(logits).cross_entropy_backward(grad_of(logits), logits.f32(), lse.f32(), targets.i32(), d, N, V);
+        },
+        "cross_entropy");
   }
   return out;
 }
