@@ -89,7 +89,7 @@ void add_gpt(CLI::App* cmd, TrainArgs& a) {
   cmd->add_option("--lr-schedule", t.lr_schedule, "GPT: cosine | constant")->capture_default_str();
   cmd->add_option("--weight-decay", t.optim.weight_decay, "GPT: decoupled weight decay (matrices only)")
       ->capture_default_str();
-  cmd->add_option("--beta2", t.optim.beta2, "GPT: Adam beta2")->capture_default_str();
+  cmd->add_option("--beta2", t.optim.beta2, "GPT, GAN: Adam beta2 (GAN default 0.999)")->capture_default_str();
   cmd->add_option("--eval-interval", t.eval_interval, "GPT: validate and checkpoint every N updates")
       ->capture_default_str();
   cmd->add_option("--val-fraction", t.val_fraction, "GPT: share of the text held out")->capture_default_str();
@@ -97,10 +97,28 @@ void add_gpt(CLI::App* cmd, TrainArgs& a) {
 
 void add_images(CLI::App* cmd, TrainArgs& a) {
   cmd->add_flag("--conditional", a.gan.conditional, "GAN, diffusion: class-conditional model (labels from the data)");
-  cmd->add_option("--gan-loss", a.gan.loss,
+  GanObjective& obj = a.gan.objective;
+  cmd->add_option("--gan-loss", obj.loss,
                   "GAN: nonsaturating (G maximizes log D(G(z)), the default), minimax (G minimizes "
-                  "log(1 - D(G(z)))), hinge (SAGAN/BigGAN) or lsgan (least squares)")
-      ->check(CLI::IsMember({"nonsaturating", "minimax", "hinge", "lsgan"}));
+                  "log(1 - D(G(z)))), hinge (SAGAN/BigGAN), lsgan (least squares) or wgan-gp (Wasserstein critic "
+                  "with a gradient penalty; its paper's Adam settings --lr 1e-4 --beta1 0 --beta2 0.9 are then the "
+                  "defaults)")
+      ->check(CLI::IsMember({"nonsaturating", "minimax", "hinge", "lsgan", "wgan-gp"}));
+  cmd->add_option("--gp-lambda", obj.gp_lambda, "GAN, wgan-gp: weight of the gradient penalty")->capture_default_str();
+  cmd->add_option("--r1", obj.r1_gamma,
+                  "GAN: R1 penalty gamma, (gamma/2) E|grad D(x)|^2 on real images (0 = off; try 0.1 to 10)")
+      ->capture_default_str();
+  cmd->add_option("--n-critic", obj.n_critic,
+                  "GAN: D updates per G update, each on new batches (0: 5 for wgan-gp, "
+                  "else 1)")
+      ->capture_default_str();
+  cmd->add_option("--d-norm", a.gan.d_norm,
+                  "GAN: normalization in D, batch or none (auto: none with a gradient penalty or --spectral-norm)")
+      ->check(CLI::IsMember({"auto", "batch", "none"}))
+      ->capture_default_str();
+  cmd->add_flag("--spectral-norm", a.gan.model.spectral_norm,
+                "GAN: divide each of D's convolution weights by its largest singular value (Miyato et al.)");
+  cmd->add_option("--beta1", a.gan.beta1, "GAN: Adam beta1")->capture_default_str();
   cmd->add_option("--nz", a.gan.model.nz, "GAN: latent size")->capture_default_str();
   cmd->add_option("--ngf", a.gan.model.ngf, "GAN: generator width")->capture_default_str();
   cmd->add_option("--ndf", a.gan.model.ndf, "GAN: discriminator width")->capture_default_str();
@@ -162,6 +180,12 @@ void shared_to(const TrainArgs& a, Options& o) {
 
 void train_dcgan_family(TrainArgs& a) {
   GanTrainOptions o = a.gan;
+  if (o.objective.loss == "wgan-gp") {  // Gulrajani et al.'s Adam settings, unless given
+    if (!a.given("--lr")) o.lr = 1e-4f;
+    if (!a.given("--beta1")) o.beta1 = 0.0f;
+    if (!a.given("--beta2")) o.beta2 = 0.9f;
+  }
+  if (a.given("--beta2")) o.beta2 = float(a.gpt.optim.beta2);
   shared_to(a, o);
   GanTrainResult r = train_dcgan(o, a.sync.get());
   if (o.quiet) return;

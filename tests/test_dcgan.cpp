@@ -127,22 +127,34 @@ TEST(Dcgan, ResumeIsBitwiseExact) {
   EXPECT_EQ(g.class_names.size(), 10u);
 }
 
-// One whole training step (D update, then G update, Adam, BatchNorm statistics) against the PyTorch reference of
-// reference/torch/torch_dcgan_bench.py in float64, from the same weights, batch and noise, for every objective.
+// One whole training step (D update(s), then G update, Adam, BatchNorm statistics) against the PyTorch reference of
+// reference/torch/torch_dcgan_bench.py in float64, from the same weights, batches and noise, for every objective,
+// the gradient penalties (through create_graph) and spectral normalization.
 TEST(Parity, DcganTrainingStepMatchesPyTorch) {
-  for (const std::string loss : {"nonsaturating", "minimax", "hinge", "lsgan"}) {
-    SCOPED_TRACE(loss);
+  struct Case {
+    std::string loss, d_norm = "batch";
+    bool spectral = false;
+    float r1 = 0;
+    int64_t n_critic = 1;
+  };
+  const std::vector<Case> cases = {{"nonsaturating"},
+                                   {"minimax"},
+                                   {"hinge"},
+                                   {"lsgan"},
+                                   {"wgan-gp", "none", false, 0, 2},
+                                   {"nonsaturating", "none", true, 1.0f},
+                                   {"hinge", "none", true}};
+  for (const Case& k : cases) {
+    const std::string what = k.loss + ", D norm " + k.d_norm + (k.spectral ? ", spectral norm" : "") +
+                             (k.r1 > 0 ? ", R1" : "") + ", n_critic " + std::to_string(k.n_critic);
+    SCOPED_TRACE(what);
     DCGANConfig c;
-    c.nz = 8, c.ngf = 8, c.ndf = 8, c.n_classes = 10;
+    c.nz = 8, c.ngf = 8, c.ndf = 8, c.n_classes = 10, c.d_norm = k.d_norm, c.spectral_norm = k.spectral;
     Generator g(c);
     Discriminator d(c);
     g.init_weights(3), d.init_weights(4);
     Rng rng(5);
     const int64_t B = 6;
-    Tensor real = Tensor::empty({B, 1, 28, 28});
-    init::uniform(real, -1.0f, 1.0f, rng);
-    Tensor labels = Tensor::from_ints({0, 3, 9, 1, 2, 7}, {B}), labels_f = Tensor::from_vector({0, 3, 9, 1, 2, 7}, {B});
-    Tensor z_d = randn({B, c.nz}, rng), z_g = randn({B, c.nz}, rng);
     // Everything G and D hold, under the checkpoint's names, before the step.
     auto tensors = [&](ConvNet& net, const std::string& prefix) {
       std::vector<std::pair<std::string, Tensor>> out;
@@ -150,24 +162,51 @@ TEST(Parity, DcganTrainingStepMatchesPyTorch) {
       for (auto& [name, t] : net.buffers()) out.push_back({prefix + name, t});
       return out;
     };
-    auto dir = aigc::testing::fresh_temp_dir("dcgan_step");
-    std::vector<StTensorOut> in;
     std::vector<std::pair<std::string, Tensor>> all = tensors(g, "G."), dt = tensors(d, "D.");
     all.insert(all.end(), dt.begin(), dt.end());
-    for (auto& [n, t] :
-         std::vector<std::pair<std::string, Tensor>>{{"real", real}, {"labels", labels_f}, {"z_d", z_d}, {"z_g", z_g}})
-      all.push_back({n, t});
+    std::vector<GanBatch> batches;
+    for (int64_t j = 0; j < k.n_critic; j++) {
+      GanBatch b;
+      b.real = Tensor::empty({B, 1, 28, 28});
+      init::uniform(b.real, -1.0f, 1.0f, rng);
+      const std::vector<int32_t> lab = {0, 3, 9, 1, 2, 7};
+      b.labels = Tensor::from_ints(lab, {B});
+      b.z_d = randn({B, c.nz}, rng), b.z_g = randn({B, c.nz}, rng);
+      b.eps = Tensor::empty({B});
+      init::uniform(b.eps, 0.0f, 1.0f, rng);
+      const std::string sfx = k.n_critic == 1 ? "" : "." + std::to_string(j);
+      for (auto& [n, t] :
+           std::vector<std::pair<std::string, Tensor>>{{"real", b.real},
+                                                       {"labels", Tensor::from_vector({0, 3, 9, 1, 2, 7}, {B})},
+                                                       {"z_d", b.z_d},
+                                                       {"z_g", b.z_g},
+                                                       {"eps", b.eps}})
+        all.push_back({n + sfx, t});
+      batches.push_back(b);
+    }
+    auto dir = aigc::testing::fresh_temp_dir("dcgan_step");
+    std::vector<StTensorOut> in;
     std::vector<std::vector<float>> copies;  // the weights change in place during the step: write copies now
     for (auto& [n, t] : all) copies.push_back(t.to_vector());
-    for (size_t k = 0; k < all.size(); k++)
-      in.push_back({all[k].first, StDType::F32, all[k].second.shape(), copies[k].data(), copies[k].size() * 4});
+    for (size_t i = 0; i < all.size(); i++)
+      in.push_back({all[i].first, StDType::F32, all[i].second.shape(), copies[i].data(), copies[i].size() * 4});
     write_safetensors((dir / "in.safetensors").string(), in,
-                      {{"nz", "8"}, {"ngf", "8"}, {"ndf", "8"}, {"lr", "0.001"}, {"loss", loss}});
+                      {{"nz", "8"},
+                       {"ngf", "8"},
+                       {"ndf", "8"},
+                       {"lr", "0.001"},
+                       {"loss", k.loss},
+                       {"d_norm", k.d_norm},
+                       {"spectral_norm", k.spectral ? "1" : "0"},
+                       {"r1", std::to_string(k.r1)},
+                       {"n_critic", std::to_string(k.n_critic)}});
 
     OptimConfig oc;
     oc.name = "adam", oc.lr = 1e-3f, oc.beta1 = 0.5f, oc.beta2 = 0.999f, oc.weight_decay = 0.0f;
     Optimizer og(g.params(), oc), od(d.params(), oc);
-    GanStep st = gan_step(g, d, og, od, real, labels, z_d, z_g, loss, 1e-3f);
+    GanObjective obj;
+    obj.loss = k.loss, obj.r1_gamma = k.r1, obj.n_critic = k.n_critic;
+    GanStep st = gan_step(g, d, og, od, batches, obj, 1e-3f);
 
     const std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) +
                             "/reference/torch/torch_dcgan_oracle.py " + (dir / "in.safetensors").string() + " " +
@@ -175,11 +214,13 @@ TEST(Parity, DcganTrainingStepMatchesPyTorch) {
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
     SafeTensorsReader ref((dir / "out.safetensors").string());
     EXPECT_NEAR(st.loss_d, ref.read_f32("loss_d")[0], 1e-5);
+    EXPECT_NEAR(st.penalty, ref.read_f32("penalty")[0], 1e-5);
     EXPECT_NEAR(st.loss_g, ref.read_f32("loss_g")[0], 1e-5);
     double worst_w = 0, worst_g = 0;
     for (auto [net, opt, prefix] : {std::tuple<ConvNet*, Optimizer*, std::string>{&g, &og, "G."}, {&d, &od, "D."}}) {
-      for (auto& [n, t] : tensors(*net, prefix))  // weights after Adam's step, BatchNorm running statistics
+      for (auto& [n, t] : tensors(*net, prefix))  // weights after Adam's steps, BatchNorm statistics, u and v
         worst_w = std::max(worst_w, aigc::testing::expect_close(ref, n, t, 1e-5));
+      if (prefix == "D." && k.n_critic > 1) continue;  // the moment mixes two steps' gradients
       for (const Param& p : net->params().params()) {  // Adam's first moment after one step is (1 - beta1) grad
         std::vector<float> m(opt->m().f32() + p.offset, opt->m().f32() + p.offset + p.value.numel());
         for (float& v : m) v /= 0.5f;
@@ -187,7 +228,7 @@ TEST(Parity, DcganTrainingStepMatchesPyTorch) {
                                                                 Tensor::from_vector(m, p.value.shape()), 1e-4));
       }
     }
-    std::printf("[ parity ] DCGAN step (%s): parameters and statistics %.2e, gradients %.2e\n", loss.c_str(), worst_w,
+    std::printf("[ parity ] DCGAN step (%s): parameters and statistics %.2e, gradients %.2e\n", what.c_str(), worst_w,
                 worst_g);
   }
 }
@@ -233,7 +274,7 @@ TEST(Parity, DcganTwentyStepsTrackPyTorch) {
     const std::string s = "." + std::to_string(k);
     keep("real" + s, real), keep("labels" + s, Tensor::from_vector(lab_f, {16})), keep("z_d" + s, z_d),
         keep("z_g" + s, z_g);
-    steps.push_back(gan_step(g, d, og, od, real, labels, z_d, z_g, "nonsaturating", 2e-4f));
+    steps.push_back(gan_step(g, d, og, od, {{real, labels, z_d, z_g}}, {}, 2e-4f));
   }
   auto dir = aigc::testing::fresh_temp_dir("dcgan_steps");
   std::vector<StTensorOut> in;

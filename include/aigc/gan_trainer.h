@@ -13,6 +13,21 @@
 
 namespace aigc {
 
+// The game's objective. D's gradient penalties need a D without BatchNorm (DCGANConfig::d_norm "none").
+struct GanObjective {
+  // "nonsaturating": G minimizes -log D(G(z)) (strong gradients while D still wins easily);
+  // "hinge": D minimizes mean relu(1 - D(x)) + mean relu(1 + D(G(z))), G minimizes -mean D(G(z)) (SAGAN, BigGAN);
+  // "lsgan": least squares, D to 1 on real and 0 on generated, G toward 1 (Mao et al.);
+  // "minimax": G minimizes log(1 - D(G(z))), the game exactly as written;
+  // "wgan-gp": a Wasserstein critic, D minimizes mean D(G(z)) - mean D(x) + gp_lambda mean (|grad D(x~)| - 1)^2
+  //     on random interpolates x~ of real and generated images, G minimizes -mean D(G(z)) (Gulrajani et al.).
+  std::string loss = "nonsaturating";
+  float gp_lambda = 10.0f;
+  float r1_gamma = 0.0f;  // > 0: D also minimizes (r1_gamma / 2) mean |grad D(x)|^2 on real images (Mescheder et al.)
+  int64_t n_critic = 1;   // D updates per G update, each on its own batches
+  bool penalized() const { return loss == "wgan-gp" || r1_gamma > 0; }
+};
+
 struct GanTrainOptions {
   std::string data = "fashion-mnist";  // dataset directory (IDX or CIFAR-10) or "fashion-mnist"
   DCGANConfig model;                   // image_size and channels are taken from the data
@@ -24,11 +39,9 @@ struct GanTrainOptions {
   float grad_clip = 0;     // max global gradient norm per network (0 = off, as in the DCGAN paper)
   int max_bad_steps = 5;   // consecutive non-finite updates before the run stops
   float lr = 2e-4f, beta1 = 0.5f, beta2 = 0.999f;
-  // "nonsaturating": G minimizes -log D(G(z)) (strong gradients while D still wins easily);
-  // "hinge": D minimizes mean relu(1 - D(x)) + mean relu(1 + D(G(z))), G minimizes -mean D(G(z)) (SAGAN, BigGAN);
-  // "lsgan": least squares, D to 1 on real and 0 on generated, G toward 1 (Mao et al.);
-  // "minimax": G minimizes log(1 - D(G(z))), the game exactly as written.
-  std::string loss = "nonsaturating";
+  GanObjective objective = {.n_critic = 0};  // n_critic 0: 5 for wgan-gp (as Gulrajani et al.), else 1
+  // D's normalization: "auto" is BatchNorm, or none with a gradient penalty or spectral normalization.
+  std::string d_norm = "auto";
   bool hflip = false;
   int64_t log_interval = 20, sample_interval = 200, ckpt_interval = 500;
   std::string out_dir = "runs/dcgan";  // ckpt.safetensors, metrics.jsonl, samples/step_N.png
@@ -50,30 +63,34 @@ GanTrainResult train_dcgan(const GanTrainOptions& opt, GradSync* sync = nullptr)
 
 // The random streams a training run from `seed` draws, besides the batch order (ImageLoader(data, B, seed)):
 // the initial weights, and for the global batch `batch` (ImageLoader::last_index) the noise generator that
-// yields its z_d then z_g. Shared with bench/gan_streams.cpp, which hands the same streams to PyTorch's twin.
+// yields its z_d, z_g, then (wgan-gp) eps. Shared with bench/gan_streams.cpp, which hands the same streams to PyTorch's
+// twin.
 void init_gan(Generator& g, Discriminator& d, uint64_t seed);
-bool is_gan_loss(const std::string& loss);  // nonsaturating, minimax, hinge, lsgan
+bool is_gan_loss(const std::string& loss);  // nonsaturating, minimax, hinge, lsgan, wgan-gp
 Rng gan_noise_rng(uint64_t seed, int64_t batch);
 
-// One update of the game, as train_dcgan runs it: D learns on each micro-batch's `real` and G(z_d) (with its
-// `labels`), gradients summed over the micro-batches, then G learns through D on G(z_g) likewise. loss is
-// "nonsaturating" or "minimax". ctx backpropagates and applies each network's update (the loop's policy; with
-// data-parallel ranks it also brings the BatchNorm statistics to what one process would hold). Returns the mean losses
-// (minimax: the value of log(1 - D(G(z))) G minimizes), D's mean sigmoid outputs on real (d_x) and generated
+// One update of the game, as train_dcgan runs it: obj.n_critic times, D learns on ctx.micro_batches batches of
+// `micro` in turn (each micro-batch's `real` and G(z_d) with its `labels`; for wgan-gp also the interpolates with
+// weights eps), gradients summed over the micro-batches; then G learns through D on the last D update's batches'
+// G(z_g). With spectral normalization, each D update starts with one power iteration. ctx backpropagates and
+// applies each network's update (the loop's policy; with data-parallel ranks it also brings the BatchNorm
+// statistics to what one process would hold). Returns the mean losses (minimax: the value of log(1 - D(G(z))) G
+// minimizes), the mean penalty (weighted, as in D's loss), D's mean sigmoid outputs on real (d_x) and generated
 // (d_g_z) images, and D's logits on the last micro-batch's real and generated images.
 struct GanBatch {
-  Tensor real, labels, z_d, z_g;
+  Tensor real, labels, z_d, z_g, eps;  // eps (B): wgan-gp only
 };
 struct GanStep {
-  float loss_d = 0, loss_g = 0;
+  float loss_d = 0, loss_g = 0, penalty = 0;
   double d_x = 0, d_g_z = 0;
   Tensor d_real, d_fake;
 };
 class Optimizer;
 GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const std::vector<GanBatch>& micro,
-                   const std::string& loss, StepContext& ctx);
-// One batch, each optimizer stepped at `lr` unconditionally (what the parity tests compare with PyTorch).
-GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const Tensor& real, const Tensor& labels,
-                 const Tensor& z_d, const Tensor& z_g, const std::string& loss, float lr);
+                   const GanObjective& obj, StepContext& ctx);
+// One update on obj.n_critic batches, each optimizer stepped at `lr` unconditionally (what the parity tests compare
+// with PyTorch).
+GanStep gan_step(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od, const std::vector<GanBatch>& batches,
+                 const GanObjective& obj, float lr);
 
 }  // namespace aigc

@@ -64,12 +64,13 @@ class G(nn.Module):
 
 
 class D(nn.Module):
-    def __init__(self, ndf, n_classes=10):
+    def __init__(self, ndf, n_classes=10, bn=True):
         super().__init__()
         self.emb = nn.Embedding(n_classes, 28 * 28)
         self.net = nn.Sequential(
-            nn.Conv2d(2, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf, 2 * ndf, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * ndf), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(2, ndf, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(ndf, 2 * ndf, 4, 2, 1, bias=not bn), nn.BatchNorm2d(2 * ndf) if bn else nn.Identity(),
+            nn.LeakyReLU(0.2),
             nn.Conv2d(2 * ndf, 1, 7, 1, 0))
 
     def forward(self, x, y):
@@ -80,7 +81,7 @@ class D(nn.Module):
 G_NAMES = {"label_emb": "emb.weight", "g.0.weight": "net.0.weight", "g.0.bn": "net.1", "g.1.weight": "net.3.weight",
            "g.1.bn": "net.4", "g.2.weight": "net.6.weight", "g.2.bias": "net.6.bias"}
 D_NAMES = {"label_emb": "emb.weight", "d.0.weight": "net.0.weight", "d.0.bias": "net.0.bias",
-           "d.1.weight": "net.2.weight", "d.1.bn": "net.3", "d.2.weight": "net.5.weight", "d.2.bias": "net.5.bias"}
+           "d.1.weight": "net.2.weight", "d.1.bias": "net.2.bias", "d.1.bn": "net.3", "d.2.weight": "net.5.weight", "d.2.bias": "net.5.bias"}
 
 
 def torch_name(table, name):

@@ -2,7 +2,8 @@
 //  - Generator: z (B, nz) -> transposed convolutions doubling the resolution, BatchNorm + ReLU between them,
 //    tanh out: images in [-1, 1].
 //  - Discriminator: strided convolutions halving the resolution, LeakyReLU(0.2) (BatchNorm from the second
-//    layer on), one logit per image.
+//    layer on, unless d_norm is "none"), one logit per image. With spectral_norm every convolution's weight is
+//    divided by its largest singular value (Miyato et al.), estimated by one power iteration per update.
 // Class-conditional when n_classes > 0: G concatenates a learned label embedding to z; D concatenates a learned
 // label plane (one H x W channel per class) to the image.
 #pragma once
@@ -22,6 +23,10 @@ struct DCGANConfig {
   int64_t nz = 64;  // latent size
   int64_t ngf = 64, ndf = 64;
   int64_t n_classes = 0;  // 0: unconditional
+  // D's normalization between convolutions: "batch" (DCGAN) or "none" (what gradient penalties need: BatchNorm
+  // mixes the samples, so one image's gradient would depend on the others).
+  std::string d_norm = "batch";
+  bool spectral_norm = false;
   std::string to_json() const;
   static DCGANConfig from_json(const std::string& json);  // validates every field
   void validate() const;
@@ -32,17 +37,19 @@ struct DCGANConfig {
 class ConvNet {
  public:
   ParamStore& params() { return params_; }
-  // Running statistics (name -> tensor), saved with the weights.
+  // Running statistics and spectral norm's singular vectors (name -> tensor), saved with the weights.
   std::vector<std::pair<std::string, Tensor>>& buffers() { return buffers_; }
+  static bool is_running_stat(const std::string& buffer_name);  // a BatchNorm statistic (not u, v)
   // N(0, 0.02) conv weights; BatchNorm gains N(1, 0.02), biases 0 (the DCGAN paper's init).
   void init_weights(uint64_t seed);
   // Training forwards so far: each moved every running statistic one EMA step at kBnMomentum.
-  int64_t running_stat_steps() const { return buffers_.empty() ? 0 : bn_calls_ / int64_t(buffers_.size() / 2); }
+  int64_t running_stat_steps() const { return bn_layers_ ? bn_calls_ / bn_layers_ : 0; }
   static constexpr float kBnMomentum = 0.1f;
 
  protected:
   struct Layer {
     Tensor w, b, bn_w, bn_b, bn_mean, bn_var;  // bn_* undefined when the layer has no BatchNorm
+    Tensor sn_u, sn_v;                         // spectral normalization's singular vectors, or undefined
     int64_t stride = 1, padding = 0;
   };
   Layer add_layer(const std::string& name, const Shape& w_shape, bool bias, bool batchnorm, int64_t stride,
@@ -51,6 +58,7 @@ class ConvNet {
   ParamStore params_;
   std::vector<std::pair<std::string, Tensor>> buffers_;
   int64_t bn_calls_ = 0;  // BatchNorm layers run in training mode
+  int64_t bn_layers_ = 0;
 };
 
 class Generator : public ConvNet {
@@ -71,6 +79,9 @@ class Discriminator : public ConvNet {
   explicit Discriminator(const DCGANConfig& cfg);
   // images (B, C, S, S) and labels (B) when conditional -> logits (B).
   Tensor forward(const Tensor& x, const Tensor& labels, bool training);
+  // One power iteration for every spectrally normalized weight (once per update, as Miyato et al.'s Algorithm 1):
+  // v = W^T u / |W^T u|, u = W v / |W v|. No-op without spectral_norm.
+  void power_iteration();
 
  private:
   DCGANConfig cfg_;
