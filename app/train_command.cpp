@@ -134,6 +134,11 @@ void add_images(CLI::App* cmd, TrainArgs& a) {
       ->capture_default_str();
   cmd->add_option("--attn-res", a.attn_res, "Diffusion: feature-map sizes with self-attention, e.g. 7 or 14,7")
       ->delimiter(',');
+  cmd->add_option("--prediction", d.model.prediction,
+                  "Diffusion: what the U-Net learns to output: eps (the noise), v (sqrt(abar) eps - sqrt(1 - abar) "
+                  "x0) or x0; every sampler works with each")
+      ->check(CLI::IsMember({"eps", "v", "x0"}))
+      ->capture_default_str();
   cmd->add_option("--ema-decay", d.ema_decay, "Diffusion: decay of the weights' moving average used to sample")
       ->capture_default_str();
   cmd->add_option("--p-uncond", d.p_uncond,

@@ -213,6 +213,19 @@ TEST(DiffusionTraining, LossFallsOnFashionMnist) {
   EXPECT_THROW(class_index("bag", {}, 0), Error);  // unconditional: no classes to ask for
 }
 
+// v- and x0-prediction train too, and the checkpoint keeps what the network predicts.
+TEST(DiffusionTraining, VAndX0PredictionLearn) {
+  for (const char* p : {"v", "x0"}) {
+    auto dir = aigc::testing::fresh_temp_dir(std::string("ddpm_") + p);
+    DiffusionTrainOptions o = tiny_run(dir.string(), 60);
+    o.model.prediction = p;
+    DiffusionTrainResult r = train_diffusion(o);
+    std::printf("[ ddpm ] %s-prediction, 60 steps: loss %.4f -> %.4f\n", p, r.first_loss, r.last_loss);
+    EXPECT_LT(r.last_loss, 0.7f * r.first_loss) << p;  // measured: v 0.55x, x0 0.32x
+    EXPECT_EQ(load_diffusion(r.checkpoint).net->config().prediction, p);
+  }
+}
+
 TEST(DiffusionTraining, ResumeIsExact) {
   auto a = aigc::testing::fresh_temp_dir("ddpm_straight"), b = aigc::testing::fresh_temp_dir("ddpm_resumed");
   train_diffusion(tiny_run(a.string(), 6));

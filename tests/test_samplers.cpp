@@ -7,12 +7,15 @@
 #include <cmath>
 #include <cstdio>
 
+#include "aigc/autograd.h"
 #include "aigc/diffusion.h"
 #include "aigc/error.h"
 #include "aigc/models/unet.h"
 #include "aigc/ops.h"
+#include "aigc/params.h"
 #include "aigc/rng.h"
 #include "aigc/samplers.h"
+#include "test_util.h"
 
 using namespace aigc;
 
@@ -145,4 +148,48 @@ TEST(Samplers, EverySamplerRunsOnAUNet) {
       EXPECT_EQ(a.to_vector(), b.to_vector()) << sampler << " " << spacing;
       for (float v : a.to_vector()) ASSERT_TRUE(std::isfinite(v) && v >= -1.0f && v <= 1.0f) << sampler;
     }
+}
+
+// The training targets (eps, v, x0) and the noise estimate each implies at x_t are exact inverses, and v is
+// Salimans & Ho's sqrt(abar) eps - sqrt(1 - abar) x0.
+TEST(Prediction, TargetsInvertToTheNoise) {
+  Rng rng(8);
+  const int64_t n = 4;
+  Tensor x0 = randn({n, 1, 3, 3}, rng), eps = randn({n, 1, 3, 3}, rng);
+  const std::vector<double> ab = {0.9999, 0.7, 0.2, 0.004};
+  std::vector<float> a, b;
+  for (double v : ab) a.push_back(float(std::sqrt(v))), b.push_back(float(std::sqrt(1 - v)));
+  Tensor xt = ops::combine_rows(a, x0, b, eps);
+  for (const char* p : {"eps", "v", "x0"}) {
+    Tensor target = prediction_target(p, x0, eps, ab);
+    EXPECT_LT(aigc::testing::max_abs_diff(eps_from_prediction(p, target, xt, ab), eps), 2e-3) << p;
+  }
+  std::vector<float> v = prediction_target("v", x0, eps, ab).to_vector(), e = eps.to_vector(), x = x0.to_vector();
+  for (size_t i = 0; i < v.size(); i++) {
+    const size_t s = i / 9;
+    ASSERT_NEAR(v[i], std::sqrt(ab[s]) * e[i] - std::sqrt(1 - ab[s]) * x[i], 1e-5);
+  }
+  EXPECT_THROW(prediction_target("score", x0, eps, ab), Error);
+}
+
+// A U-Net with zero weights outputs zero: as an x0-predictor it claims the clean image is 0 everywhere, so every
+// sampler must end exactly there. That holds only if each converts the output to noise at the signal level of the
+// x it fed the network (the ODE samplers' scaled inputs included).
+TEST(Prediction, EverySamplerHonoursAnX0Predictor) {
+  UNetConfig c;
+  c.image_size = 8, c.channels = 1, c.ch = 8, c.ch_mult = {1, 2}, c.num_res_blocks = 1, c.attn_resolutions = {};
+  c.groups = 4, c.prediction = "x0";
+  UNet net(c, 3);
+  {
+    NoGradGuard ng;
+    for (const Param& p : net.params().params()) init::constant(p.value, 0.0f);
+  }
+  const NoiseSchedule s = NoiseSchedule::make("linear", 50);
+  for (const char* sampler : {"ddpm", "ddim", "euler", "euler-a", "heun", "dpm++2m"}) {
+    SamplerOptions o;
+    o.sampler = sampler, o.steps = 7, o.clip = false;
+    Rng rng(6);
+    Tensor x = diffusion_sample(net, s, 2, Tensor(), o, rng);
+    for (float v : x.to_vector()) ASSERT_NEAR(v, 0.0f, 1e-4) << sampler;
+  }
 }

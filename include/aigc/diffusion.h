@@ -43,8 +43,17 @@ struct TrainingDraws {
 TrainingDraws draw_training_noise(const NoiseSchedule& s, const Tensor& x0, const Tensor& labels, Rng& rng,
                                   float p_uncond, int64_t n_classes);
 
-// One L_simple minibatch loss: draws as above, noises x0, predicts the noise. labels may be undefined
-// (unconditional).
+// The network's training target for its config's prediction (eps, v or x0), from x0, the noise and abar_t per
+// sample; and back: the noise estimate that an output `out` at x_t implies (x_t = sqrt(abar) x0 + sqrt(1 - abar)
+// eps, v = sqrt(abar) eps - sqrt(1 - abar) x0, so eps = sqrt(abar) v + sqrt(1 - abar) x_t and, from x0,
+// eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)). Every sampler works on that noise estimate.
+Tensor prediction_target(const std::string& prediction, const Tensor& x0, const Tensor& eps,
+                         const std::vector<double>& abar);
+Tensor eps_from_prediction(const std::string& prediction, const Tensor& out, const Tensor& xt,
+                           const std::vector<double>& abar);
+
+// One L_simple minibatch loss: draws as above, noises x0, and regresses the network's output on its target (the
+// noise, v or x0). labels may be undefined (unconditional).
 Tensor diffusion_loss(UNet& net, const NoiseSchedule& s, const Tensor& x0, const Tensor& labels, Rng& rng,
                       float p_uncond, uint64_t dropout_seed);
 

@@ -50,7 +50,8 @@ class DiffusionTask : public TrainTask {
     return "ddpm: U-Net " + std::to_string(net_.params().numel()) + " parameters; " + std::to_string(data_.n) +
            " training images " + std::to_string(data_.channels) + "x" + std::to_string(data_.height) + "x" +
            std::to_string(data_.width) + (cfg_.n_classes ? ", class-conditional" : "") + "; " + sched_.kind +
-           " schedule, T = " + std::to_string(sched_.T()) + "; batch " + std::to_string(opt_.batch_size);
+           " schedule, T = " + std::to_string(sched_.T()) + ", predicts " + cfg_.prediction + "; batch " +
+           std::to_string(opt_.batch_size);
   }
 
   int64_t start_step() const override { return start_; }

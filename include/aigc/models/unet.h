@@ -32,6 +32,9 @@ struct UNetConfig {
   int64_t n_head = 1;
   float dropout = 0.1f;
   int64_t n_classes = 0;  // 0: unconditional
+  // What the network outputs (diffusion.h): "eps" the noise (Ho et al.), "v" = sqrt(abar) eps - sqrt(1 - abar) x0
+  // (Salimans & Ho) or "x0" the clean image.
+  std::string prediction = "eps";
   std::string to_json() const;
   static UNetConfig from_json(const std::string& json);  // validates every field
   void validate() const;

@@ -69,15 +69,22 @@ Tensor stack_batch(const Tensor& x, const Tensor& y) {
 
 // The network's noise estimate at timestep index t (fractional between the trained ones for the ODE samplers),
 // with classifier-free guidance when asked for: the conditional and the "no class" halves run as one batch of 2n.
-Tensor predict_eps(UNet& net, const Tensor& x, double t, const Tensor& labels, double w) {
+// abar is x's signal level (x = sqrt(abar) x0 + sqrt(1 - abar) eps); guidance mixes the outputs, which is the same
+// as mixing the noise estimates since each is affine in the output with the same coefficients.
+Tensor predict_eps(UNet& net, const Tensor& x, double t, double abar, const Tensor& labels, double w) {
   const int64_t n = x.size(0);
   const bool guided = w != 0.0 && labels.defined() && net.config().n_classes > 0;
-  if (!guided) return net.forward(x, timesteps(n, t), labels, false);
-  std::vector<int32_t> lab(labels.i32(), labels.i32() + n);
-  lab.resize(size_t(2 * n), int32_t(net.config().n_classes));
-  Tensor e = net.forward(stack_batch(x, x), timesteps(2 * n, t), Tensor::from_ints(lab, {2 * n}), false);
-  return ops::combine_rows(std::vector<float>(size_t(n), float(1.0 + w)), e.narrow0(0, n),
-                           std::vector<float>(size_t(n), float(-w)), e.narrow0(n, n));
+  Tensor out;
+  if (!guided) {
+    out = net.forward(x, timesteps(n, t), labels, false);
+  } else {
+    std::vector<int32_t> lab(labels.i32(), labels.i32() + n);
+    lab.resize(size_t(2 * n), int32_t(net.config().n_classes));
+    Tensor e = net.forward(stack_batch(x, x), timesteps(2 * n, t), Tensor::from_ints(lab, {2 * n}), false);
+    out = ops::combine_rows(std::vector<float>(size_t(n), float(1.0 + w)), e.narrow0(0, n),
+                            std::vector<float>(size_t(n), float(-w)), e.narrow0(n, n));
+  }
+  return eps_from_prediction(net.config().prediction, out, x, std::vector<double>(size_t(n), abar));
 }
 
 std::vector<float> fill(int64_t n, double v) { return std::vector<float>(size_t(n), float(v)); }
@@ -92,7 +99,7 @@ Tensor ode_sample_unet(UNet& net, const NoiseSchedule& s, int64_t n, const Tenso
   Denoiser denoise = [&](const Tensor& x, double sigma) {
     const double k = 1.0 / std::sqrt(1.0 + sigma * sigma);
     Tensor eps = predict_eps(net, ops::combine_rows(fill(n, k), x, fill(n, 0.0), x), timestep_of_sigma(sched, sigma),
-                             labels, o.guidance);
+                             k * k, labels, o.guidance);
     Tensor d = ops::combine_rows(fill(n, 1.0), x, fill(n, -sigma), eps);
     return o.clip ? ops::clamp(d, -1.0f, 1.0f) : d;
   };
@@ -135,7 +142,48 @@ Tensor diffusion_loss(UNet& net, const NoiseSchedule& s, const Tensor& x0, const
     NoGradGuard ng;  // the noised input is data, not a function of the weights
     xt = q_sample(s, x0, d.t, d.eps);
   }
-  return ops::mse_loss(net.forward(xt, timesteps(d.t), d.labels, true, dropout_seed), d.eps);
+  Tensor target = d.eps;
+  if (net.config().prediction != "eps") {
+    NoGradGuard ng;
+    std::vector<double> ab;
+    for (int64_t ti : d.t) ab.push_back(s.alpha_bar[size_t(ti)]);
+    target = prediction_target(net.config().prediction, x0, d.eps, ab);
+  }
+  return ops::mse_loss(net.forward(xt, timesteps(d.t), d.labels, true, dropout_seed), target);
+}
+
+namespace {
+
+std::vector<float> coef(const std::vector<double>& abar, double (*f)(double)) {
+  std::vector<float> c;
+  for (double a : abar) c.push_back(float(f(a)));
+  return c;
+}
+
+void check_prediction(const std::string& p, int64_t n, const std::vector<double>& abar) {
+  AIGC_CHECK(p == "eps" || p == "v" || p == "x0", "unknown prediction '" + p + "' (eps, v, x0)");
+  AIGC_CHECK(int64_t(abar.size()) == n, "prediction: one abar per sample");
+  for (double a : abar) AIGC_CHECK(a > 0 && a < 1, "prediction: abar must lie in (0, 1)");
+}
+
+}  // namespace
+
+Tensor prediction_target(const std::string& p, const Tensor& x0, const Tensor& eps, const std::vector<double>& abar) {
+  check_prediction(p, x0.size(0), abar);
+  if (p == "eps") return eps;
+  if (p == "x0") return x0;
+  return ops::combine_rows(coef(abar, [](double a) { return std::sqrt(a); }), eps,
+                           coef(abar, [](double a) { return -std::sqrt(1.0 - a); }), x0);
+}
+
+Tensor eps_from_prediction(const std::string& p, const Tensor& out, const Tensor& xt, const std::vector<double>& abar) {
+  check_prediction(p, out.size(0), abar);
+  if (p == "eps") return out;
+  if (p == "v")
+    return ops::combine_rows(coef(abar, [](double a) { return std::sqrt(a); }), out,
+                             coef(abar, [](double a) { return std::sqrt(1.0 - a); }), xt);
+  return ops::combine_rows(coef(abar, [](double a) { return 1.0 / std::sqrt(1.0 - a); }), xt,
+                           coef(abar, [](double a) { return -std::sqrt(a / (1.0 - a)); }), out);
 }
 
 Tensor diffusion_sample(UNet& net, const NoiseSchedule& s, int64_t n, const Tensor& labels, const SamplerOptions& o,
@@ -160,7 +208,7 @@ Tensor diffusion_sample(UNet& net, const NoiseSchedule& s, int64_t n, const Tens
   for (size_t k = 0; k < ts.size(); k++) {
     const int64_t i = ts[k], prev = k + 1 < ts.size() ? ts[k + 1] : -1;
     const double ab = s.alpha_bar[size_t(i)], ab_prev = prev >= 0 ? s.alpha_bar[size_t(prev)] : 1.0;
-    Tensor eps = predict_eps(net, x, double(i), labels, o.guidance);
+    Tensor eps = predict_eps(net, x, double(i), ab, labels, o.guidance);
     // The implied clean image: x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t).
     Tensor x0 = ops::combine_rows(fill(n, 1.0 / std::sqrt(ab)), x, fill(n, -std::sqrt(1.0 - ab) / std::sqrt(ab)), eps);
     if (o.clip) x0 = ops::clamp(x0, -1.0f, 1.0f);

@@ -24,6 +24,8 @@ void UNetConfig::validate() const {
   AIGC_CHECK(num_res_blocks >= 1 && num_res_blocks <= 8, "unet: num_res_blocks must be 1 to 8");
   AIGC_CHECK(groups >= 1 && ch % groups == 0, "unet: ch must be divisible by groups");
   AIGC_CHECK(n_head >= 1, "unet: n_head must be positive");
+  AIGC_CHECK(prediction == "eps" || prediction == "v" || prediction == "x0",
+             "unet: prediction must be eps, v or x0, not '" + prediction + "'");
   for (int64_t m : ch_mult)
     AIGC_CHECK((ch * m) % n_head == 0, "unet: every level's channels must be divisible by n_head");
   AIGC_CHECK(dropout >= 0.0f && dropout < 1.0f, "unet: dropout must be in [0, 1)");
@@ -40,7 +42,8 @@ std::string UNetConfig::to_json() const {
                         {"groups", groups},
                         {"n_head", n_head},
                         {"dropout", dropout},
-                        {"n_classes", n_classes}}
+                        {"n_classes", n_classes},
+                        {"prediction", prediction}}
       .dump();
 }
 
@@ -70,6 +73,10 @@ UNetConfig UNetConfig::from_json(const std::string& text) {
   }
   AIGC_CHECK(j.contains("dropout") && j["dropout"].is_number(), "unet config: 'dropout' must be a number");
   c.dropout = j["dropout"].get<float>();
+  if (j.contains("prediction")) {  // optional: older checkpoints predict the noise
+    AIGC_CHECK(j["prediction"].is_string(), "unet config: 'prediction' must be a string");
+    c.prediction = j["prediction"].get<std::string>();
+  }
   c.validate();
   return c;
 }
