@@ -120,7 +120,8 @@ class StepContext {
   // metrics and progress when a family updates several (the GAN's "d" and "g").
   bool apply(ParamStore& params, Optimizer& opt, double loss, const std::string& model = "");
   bool skipped() const { return skipped_; }
-  // Gradient norms (before clipping) of the models applied so far, in order, with their names.
+  // Gradient norms (before clipping) of the models applied so far, in order, with their names (a model applied
+  // more than once: its last).
   const std::vector<std::pair<std::string, double>>& grad_norms() const { return norms_; }
 
  private:

@@ -4,7 +4,13 @@ same Adam settings, batch and step structure (one D update on a real and a gener
 non-saturating loss), on Fashion-MNIST read from Debian's dataset-fashion-mnist. Prints one JSON line with the
 median images/s over the timed steps.
 Usage: torch_dcgan_bench.py THREADS STEPS WARMUP [BATCH NZ NGF NDF] [--save-samples DIR N] [--grid PNG] [--seed S]
-                            [--streams FILE]
+                            [--streams FILE] [--channels-last]
+Configured for speed: torch.set_num_threads(THREADS) (the caller sets OMP_NUM_THREADS and OPENBLAS_NUM_THREADS to
+THREADS too, so no pool oversubscribes), oneDNN (mkldnn) on, sampling under torch.inference_mode(), and with
+--channels-last both networks and the images in the channels-last memory format. The JSON line also carries
+"train_flop_per_image": the multiply-adds of the convolutions and embeddings one training step spends per image,
+times 2 (D runs forward 3 times and backward 3 times, G forward twice and backward once; a backward costs two
+forwards), counted with forward hooks.
 --streams trains on the initial weights, batches and noise of an aigc run (written by aigc_gan_streams) instead of
 its own random draws; the JSON line then also carries the first step's losses, to check against aigc's.
 --save-samples writes N generated images (labels cycling 0-9) after training as an IDX test split in DIR
@@ -105,10 +111,31 @@ def load_aigc_weights(g, d, tensors):
             sys.exit("tensor counts differ for " + prefix)
 
 
+def forward_macs(net, *inputs):
+    """Multiply-adds per sample of one forward pass through net's convolutions and linear layers."""
+    macs, hooks = [0], []
+
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            macs[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.ConvTranspose2d):
+            macs[0] += inp[0].numel() * m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            macs[0] += out.numel() * m.in_features
+
+    for m in net.modules():
+        hooks.append(m.register_forward_hook(hook))
+    with torch.inference_mode():
+        net(*inputs)
+    for h in hooks:
+        h.remove()
+    return macs[0] / inputs[0].shape[0]
+
+
 def save_samples(g, nz, out_dir, n):
     os.makedirs(out_dir, exist_ok=True)
     g.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         y = torch.arange(n) % 10
         x = torch.cat([g(torch.randn(min(500, n - i), nz), y[i:i + 500]) for i in range(0, n, 500)])
     pix = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy().reshape(n, 28, 28)
@@ -133,7 +160,7 @@ def write_png(path, pix):
 
 def save_grid(g, nz, path):
     g.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         x = g(torch.randn(64, nz), torch.arange(64) % 10)
     pix = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy().reshape(8, 8, 28, 28)
     pad = np.zeros((8, 8, 30, 30), np.uint8)  # a 2-pixel black border between cells
@@ -144,6 +171,9 @@ def save_grid(g, nz, path):
 def main():
     args = sys.argv[1:]
     save, grid, seed, streams = None, None, 0, None
+    channels_last = "--channels-last" in args
+    if channels_last:
+        args.remove("--channels-last")
     if "--streams" in args:
         i = args.index("--streams")
         streams = args[i + 1]
@@ -163,6 +193,7 @@ def main():
     threads, steps, warmup = (int(a) for a in args[0:3])
     B, nz, ngf, ndf = (int(a) for a in (args[3:7] if len(args) > 3 else (64, 64, 64, 64)))
     torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = True
     torch.manual_seed(seed)
     x_all, y_all = load()
     g, d = G(nz, ngf), D(ndf)
@@ -180,6 +211,10 @@ def main():
         if st["real"].shape[0] < warmup + steps or st["real"].shape[1] != B:
             sys.exit("%s holds %d steps of batch %d; this run needs %d of batch %d"
                      % (streams, st["real"].shape[0], st["real"].shape[1], warmup + steps, B))
+    y0 = torch.arange(2) % 10
+    flop = 2 * (9 * forward_macs(d, torch.zeros(2, 1, 28, 28), y0) + 4 * forward_macs(g, torch.zeros(2, nz), y0))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    g, d = g.to(memory_format=fmt), d.to(memory_format=fmt)
     og = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     ones, zeros = torch.ones(B), torch.zeros(B)
@@ -194,8 +229,9 @@ def main():
         else:
             real, y = next(data)
             z_d, z_g = torch.randn(B, nz), torch.randn(B, nz)
+        real = real.contiguous(memory_format=fmt)
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad():  # not inference_mode: D's backward reads fake
             fake = g(z_d, y)
         od.zero_grad(set_to_none=True)
         loss_d = (F.binary_cross_entropy_with_logits(d(real, y), ones)
@@ -216,7 +252,9 @@ def main():
     if grid:
         save_grid(g, nz, grid)
     print(json.dumps({"images_per_s": B / med, "step_s": med, "loss_d": loss_d.item(), "loss_g": loss_g.item(),
-                      "first_loss_d": first[0], "first_loss_g": first[1], "torch": torch.__version__}))
+                      "first_loss_d": first[0], "first_loss_g": first[1], "torch": torch.__version__,
+                      "train_flop_per_image": flop, "channels_last": channels_last,
+                      "threads": torch.get_num_threads(), "mkldnn": torch.backends.mkldnn.is_available()}))
 
 
 if __name__ == "__main__":

@@ -293,7 +293,7 @@ GanStep gan_update(Generator& g, Discriminator& d, Optimizer& og, Optimizer& od,
       loss_k += l.item();
       ctx.backward(l, d.params(), int64_t(m));
     }
-    ctx.apply(d.params(), od, loss_k * scale, k + 1 == obj.n_critic ? "d" : "d" + std::to_string(k + 1));
+    ctx.apply(d.params(), od, loss_k * scale, "d");
     stats_g.merge(), stats_d.merge();
   }
   const double per_d = scale / double(obj.n_critic);

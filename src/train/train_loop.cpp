@@ -1,6 +1,7 @@
 // The training loop shared by every family (see train_loop.h for the policy it implements).
 #include "aigc/train_loop.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -93,7 +94,12 @@ bool StepContext::apply(ParamStore& params, Optimizer& optim, double loss, const
     loss /= sync_->world();
   }
   const double norm = clip_grad_norm(params, opt_ ? opt_->grad_clip : 0.0);
-  norms_.emplace_back(model, norm);
+  // A model updated several times in one step (a GAN's critic) reports its last update's norm.
+  auto same = std::find_if(norms_.begin(), norms_.end(), [&](const auto& e) { return e.first == model; });
+  if (same != norms_.end())
+    same->second = norm;
+  else
+    norms_.emplace_back(model, norm);
   if (!std::isfinite(loss) || !std::isfinite(norm)) {
     skipped_ = true;
     return false;

@@ -163,7 +163,7 @@ std::vector<float> coef(const std::vector<double>& abar, double (*f)(double)) {
 void check_prediction(const std::string& p, int64_t n, const std::vector<double>& abar) {
   AIGC_CHECK(p == "eps" || p == "v" || p == "x0", "unknown prediction '" + p + "' (eps, v, x0)");
   AIGC_CHECK(int64_t(abar.size()) == n, "prediction: one abar per sample");
-  for (double a : abar) AIGC_CHECK(a > 0 && a < 1, "prediction: abar must lie in (0, 1)");
+  for (double a : abar) AIGC_CHECK(a >= 0 && a <= 1, "prediction: abar must lie in [0, 1]");
 }
 
 }  // namespace
@@ -182,6 +182,7 @@ Tensor eps_from_prediction(const std::string& p, const Tensor& out, const Tensor
   if (p == "v")
     return ops::combine_rows(coef(abar, [](double a) { return std::sqrt(a); }), out,
                              coef(abar, [](double a) { return std::sqrt(1.0 - a); }), xt);
+  for (double a : abar) AIGC_CHECK(a < 1, "x0-prediction: no noise estimate at abar = 1 (no noise)");
   return ops::combine_rows(coef(abar, [](double a) { return 1.0 / std::sqrt(1.0 - a); }), xt,
                            coef(abar, [](double a) { return -std::sqrt(a / (1.0 - a)); }), out);
 }
