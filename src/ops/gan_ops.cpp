@@ -46,7 +46,7 @@ Tensor slice_channels(const Tensor& x, int64_t start, int64_t len) {
   be(x).concat_channels_backward(head ? out.f32() : nullptr, head ? nullptr : out.f32(), x.f32(), N, Ca, Cb, S, false,
                                  false);
   // The gradient is the slice's gradient with zeros for the other channels: concat_channels with a zero block.
-  auto pad = [N, S, Ca, Cb, head](const Tensor& g) {
+  auto pad = [Ca, Cb, head](const Tensor& g) {
     Shape zs = g.shape();
     zs[1] = head ? Cb : Ca;
     return head ? concat_channels(g, Tensor::zeros(zs)) : concat_channels(Tensor::zeros(zs), g);
