@@ -21,6 +21,17 @@ inline Tensor run_backward(const std::function<Tensor()>& f, const Tensor& dout)
   return out;
 }
 
+// (loss(p + h) - loss(p - h)) / 2h for one element p of an input; p is restored.
+inline double central_difference(float& p, float h, const std::function<double()>& loss) {
+  const float orig = p;
+  p = orig + h;
+  const double lp = loss();
+  p = orig - h;
+  const double lm = loss();
+  p = orig;
+  return (lp - lm) / (2.0 * h);
+}
+
 // Central differences of sum(f() * dout) against each input's analytic gradient.
 inline void grad_check(const std::function<Tensor()>& f, std::vector<Tensor> inputs, const Tensor& dout,
                        double tol = 2e-2, float h = 1e-2f) {
@@ -38,13 +49,7 @@ inline void grad_check(const std::function<Tensor()>& f, std::vector<Tensor> inp
     std::vector<float> g = inputs[k].grad().to_vector();
     float* p = inputs[k].f32();
     for (int64_t i = 0; i < inputs[k].numel(); i++) {
-      const float orig = p[i];
-      p[i] = orig + h;
-      double lp = loss();
-      p[i] = orig - h;
-      double lm = loss();
-      p[i] = orig;
-      double num = (lp - lm) / (2.0 * h);
+      const double num = central_difference(p[i], h, loss);
       ASSERT_NEAR(g[size_t(i)], num, tol * std::max(1.0, std::abs(num))) << "input " << k << " element " << i;
     }
   }

@@ -73,14 +73,7 @@ TEST(GradGraph, FirstGradientMatchesFiniteDifferences) {
   };
   const float h = 1e-2f;
   for (int64_t i = 0; i < x.numel(); i++) {
-    float& p = x.f32()[i];
-    const float orig = p;
-    p = orig + h;
-    const double lp = loss();
-    p = orig - h;
-    const double lm = loss();
-    p = orig;
-    const double num = (lp - lm) / (2.0 * h);
+    const double num = aigc::testing::central_difference(x.f32()[i], h, loss);
     ASSERT_NEAR(g[size_t(i)], num, 2e-2 * std::max(1.0, std::abs(num))) << "element " << i;
   }
 }
@@ -105,14 +98,7 @@ TEST(GradGraph, PenaltyGradientsMatchFiniteDifferences) {
       Tensor& w = *ws[k];
       std::vector<float> g = w.grad().defined() ? w.grad().to_vector() : std::vector<float>(size_t(w.numel()), 0.0f);
       for (int64_t i = 0; i < w.numel(); i++) {
-        float& p = w.f32()[i];
-        const float orig = p;
-        p = orig + h;
-        const double lp = loss();
-        p = orig - h;
-        const double lm = loss();
-        p = orig;
-        const double num = (lp - lm) / (2.0 * h);
+        const double num = aigc::testing::central_difference(w.f32()[i], h, loss);
         ASSERT_NEAR(g[size_t(i)], num, 2e-2 * std::max(1.0, std::abs(num))) << Critic::names()[k] << " element " << i;
       }
     }
