@@ -30,6 +30,36 @@ GPTConfig preset_config(const std::string& name) {
   fail("unknown --preset \"" + name + "\" (" + names + ")");
 }
 
+const std::vector<GanPreset>& gan_presets() {
+  // fmnist-10min: the lowest FID-FMNIST after 10 minutes of training on a 2-core CPU among the recipes measured
+  // (docs/gan.md, "Quality per hour"): the conditional DCGAN, non-saturating loss, as many updates as the time allows.
+  static const std::vector<GanPreset> presets = {
+      {"fmnist-10min",
+       "conditional DCGAN, non-saturating, batch 64, Adam 2e-4, stops after 10 minutes: the best FID-FMNIST "
+       "measured for 10 minutes on 2 cores",
+       true, 64, 1000000, 2e-4f, 10},
+  };
+  return presets;
+}
+
+void apply_gan_preset(const std::string& name, GanTrainOptions& o) {
+  std::string names;
+  for (const GanPreset& p : gan_presets()) {
+    names += (names.empty() ? "" : ", ") + p.name;
+    if (p.name != name) continue;
+    o.conditional = p.conditional, o.batch_size = p.batch_size, o.steps = p.steps, o.lr = p.lr;
+    o.max_minutes = p.max_minutes;
+    return;
+  }
+  fail("unknown DCGAN --preset \"" + name + "\" (" + names + ")");
+}
+
+std::string gan_presets_help() {
+  std::string out;
+  for (const GanPreset& p : gan_presets()) out += "  " + p.name + "\n      " + p.about + "\n";
+  return out;
+}
+
 std::string presets_help() {
   std::string out;
   for (const GptPreset& p : gpt_presets()) {

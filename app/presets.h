@@ -1,9 +1,11 @@
-// Named GPT shapes for `aigc train gpt --preset NAME`, as data: `aigc train --help` lists them.
+// Named GPT shapes for `aigc train gpt --preset NAME`, and named DCGAN recipes for `aigc train dcgan --preset NAME`,
+// as data: `aigc train --help` lists them.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "aigc/gan_trainer.h"
 #include "aigc/models/gpt.h"
 
 namespace aigc::cli {
@@ -17,5 +19,18 @@ struct GptPreset {
 const std::vector<GptPreset>& gpt_presets();
 GPTConfig preset_config(const std::string& name);  // aigc::Error listing the presets when unknown
 std::string presets_help();                        // one line per preset
+
+// A whole DCGAN training recipe; the flags given on the command line still override its values.
+struct GanPreset {
+  std::string name, about;
+  bool conditional;
+  int64_t batch_size, steps;
+  float lr;
+  double max_minutes;  // 0: no time limit
+};
+
+const std::vector<GanPreset>& gan_presets();
+void apply_gan_preset(const std::string& name, GanTrainOptions& o);  // aigc::Error listing them when unknown
+std::string gan_presets_help();
 
 }  // namespace aigc::cli

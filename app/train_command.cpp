@@ -45,6 +45,10 @@ void add_shared(CLI::App* cmd, TrainArgs& a) {
                   "Images: a dataset directory (IDX, CIFAR-10 or image folders) or fashion-mnist (the default)");
   cmd->add_option("--steps", t.steps, "Optimizer updates (classifier: epochs); family default when not given");
   cmd->add_option("--stop-after", t.stop_after, "Stop (and save) after this update, e.g. to --resume later");
+  cmd->add_option("--max-minutes", t.max_minutes,
+                  "Stop (and save) after the update that ends past this many minutes of training (this invocation; "
+                  "--resume to go on). With a cosine schedule, --steps still sets its length")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--batch", t.batch_size, "Examples per micro-batch; family default when not given");
   cmd->add_option("--grad-accum", t.grad_accum, "Micro-batches per update")->capture_default_str();
   cmd->add_option("--lr", t.optim.lr, "Peak learning rate; family default when not given");
@@ -76,7 +80,8 @@ void add_gpt(CLI::App* cmd, TrainArgs& a) {
   TrainOptions& t = a.gpt;
   cmd->add_option("--tokenizer", t.tokenizer, "GPT: bytes | char | path to a BPE tokenizer (vocab.json+merges.txt)")
       ->capture_default_str();
-  cmd->add_option("--preset", a.preset, "GPT: model shape (see the list below)")->capture_default_str();
+  cmd->add_option("--preset", a.preset, "GPT: model shape; DCGAN: a whole recipe (see the lists below)")
+      ->capture_default_str();
   cmd->add_option("--arch", a.arch, "GPT: gpt2 (pre-LN, GELU, tied) or transformer (post-LN, ReLU, untied head)");
   cmd->add_option("--n-layer", a.over.n_layer, "GPT: transformer blocks");
   cmd->add_option("--n-head", a.over.n_head, "GPT: attention heads");
@@ -179,12 +184,18 @@ void shared_to(const TrainArgs& a, Options& o) {
   if (a.given("--out")) o.out_dir = t.out_dir;
   if (a.given("--log-interval")) o.log_interval = t.log_interval;
   if (a.given("--sample-interval")) o.sample_interval = a.gan.sample_interval;
-  o.grad_accum = t.grad_accum, o.stop_after = t.stop_after, o.seed = t.seed, o.resume = t.resume;
+  o.grad_accum = t.grad_accum, o.stop_after = t.stop_after;
+  if (a.given("--max-minutes")) o.max_minutes = t.max_minutes;
+  o.seed = t.seed, o.resume = t.resume;
   o.rank = t.rank, o.world = t.world, o.quiet = t.quiet;
 }
 
 void train_dcgan_family(TrainArgs& a) {
   GanTrainOptions o = a.gan;
+  if (a.given("--preset")) {
+    apply_gan_preset(a.preset, o);
+    if (a.given("--conditional")) o.conditional = true;
+  }
   if (o.objective.loss == "wgan-gp") {  // Gulrajani et al.'s Adam settings, unless given
     if (!a.given("--lr")) o.lr = 1e-4f;
     if (!a.given("--beta1")) o.beta1 = 0.0f;
@@ -199,6 +210,7 @@ void train_dcgan_family(TrainArgs& a) {
 }
 
 void train_ddpm_family(TrainArgs& a) {
+  AIGC_CHECK(!a.given("--preset"), "--preset names a GPT shape or a DCGAN recipe; DDPM has none");
   DiffusionTrainOptions o = a.ddpm;
   shared_to(a, o);
   if (a.given("--warmup")) o.warmup = a.gpt.warmup;
@@ -304,7 +316,8 @@ Command train_command(CLI::App& app) {
       "Each run directory holds ckpt.safetensors (written atomically, enough to --resume exactly), metrics.jsonl\n"
       "(one line per update), config.json and samples/. Ctrl-C saves and stops.\n"
       "GPT presets (--preset):\n" +
-      presets_help());
+      presets_help() + "DCGAN presets (aigc train dcgan --preset NAME; flags given override them):\n" +
+      gan_presets_help());
   return {cmd, [a] { run(*a); }};
 }
 

@@ -222,6 +222,28 @@ TEST(TrainLoop, RunFolderKeepsOneMetricsLinePerStepAcrossResume) {
   fs::remove_all(d);
 }
 
+// --max-minutes: the run stops after the update that ends past the limit, saves, and --resume goes on from there.
+TEST(TrainLoop, TimeLimitStopsAfterTheUpdatePastItAndSaves) {
+  fs::path d = aigc::testing::fresh_temp_dir("loop_time");
+  GanTrainOptions o = gan_run(d);
+  o.steps = 100000, o.max_minutes = 1e-9;  // passed during the first update
+  GanTrainResult r = train_dcgan(o);
+  EXPECT_EQ(r.steps_done, 1);
+  EXPECT_EQ(metrics_of(d / "run").size(), 1u);
+  o.steps = 3, o.max_minutes = 0, o.resume = true;
+  r = train_dcgan(o);
+  EXPECT_EQ(r.steps_done, 3);
+  EXPECT_EQ(metrics_of(d / "run").size(), 3u);
+  o.max_minutes = -1, o.steps = 4;
+  try {
+    train_dcgan(o);
+    ADD_FAILURE() << "a negative --max-minutes was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("max-minutes"), std::string::npos) << e.what();
+  }
+  fs::remove_all(d);
+}
+
 // GPT runs can write text samples as they train.
 TEST(TrainLoop, GptWritesTextSamples) {
   fs::path d = aigc::testing::fresh_temp_dir("loop_text");

@@ -26,6 +26,7 @@ struct DiffusionTrainOptions {
   int64_t batch_size = 64;
   int64_t steps = 4000;
   int64_t stop_after = 0;  // stop (and save) after this step; 0 = run to `steps`
+  double max_minutes = 0;  // stop (and save) once this invocation has trained this long; 0 = no limit
   int64_t grad_accum = 1;  // micro-batches per update
   int max_bad_steps = 5;   // consecutive non-finite updates before the run stops
   float lr = 2e-4f;

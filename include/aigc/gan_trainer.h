@@ -35,6 +35,7 @@ struct GanTrainOptions {
   int64_t batch_size = 64;
   int64_t steps = 2000;    // one step = one D update + one G update
   int64_t stop_after = 0;  // stop (and save) after this step; 0 = run to `steps`
+  double max_minutes = 0;  // stop (and save) once this invocation has trained this long; 0 = no limit
   int64_t grad_accum = 1;  // micro-batches per update (each network's gradients summed over them)
   float grad_clip = 0;     // max global gradient norm per network (0 = off, as in the DCGAN paper)
   int max_bad_steps = 5;   // consecutive non-finite updates before the run stops

@@ -54,6 +54,8 @@ class GradSync {
 struct LoopOptions {
   int64_t steps = 1000;                  // total updates (the LR schedule spans these)
   int64_t stop_after = 0;                // stop (and save) after this update; 0 = run to `steps`
+  double max_minutes = 0;                // stop (and save) after the update that ends past this much training
+                                         // time in this invocation; 0 = no limit
   int64_t grad_accum = 1;                // micro-batches per update
   float lr = 1e-3f;                      // peak learning rate
   std::string lr_schedule = "constant";  // "constant" or "cosine" (to min_lr_ratio * lr at `steps`)

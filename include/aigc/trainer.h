@@ -20,6 +20,7 @@ struct TrainOptions {
   int64_t grad_accum = 1;              // micro-batches per update
   int64_t steps = 1000;                // total updates (the LR schedule spans these)
   int64_t stop_after = 0;              // stop (and save) after this step; 0 = run to `steps`
+  double max_minutes = 0;              // stop (and save) once this invocation has trained this long; 0 = none
   std::string lr_schedule = "cosine";  // "cosine" (after warmup) or "constant"
   float min_lr_ratio = 0.1f;
   int64_t warmup = 50;

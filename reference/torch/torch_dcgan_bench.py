@@ -4,7 +4,7 @@ same Adam settings, batch and step structure (one D update on a real and a gener
 non-saturating loss), on Fashion-MNIST read from Debian's dataset-fashion-mnist. Prints one JSON line with the
 median images/s over the timed steps.
 Usage: torch_dcgan_bench.py THREADS STEPS WARMUP [BATCH NZ NGF NDF] [--save-samples DIR N] [--grid PNG] [--seed S]
-                            [--streams FILE] [--channels-last]
+                            [--streams FILE] [--channels-last] [--minutes M1,M2,... --mark-dir DIR N]
 Configured for speed: torch.set_num_threads(THREADS) (the caller sets OMP_NUM_THREADS and OPENBLAS_NUM_THREADS to
 THREADS too, so no pool oversubscribes), oneDNN (mkldnn) on, sampling under torch.inference_mode(), and with
 --channels-last both networks and the images in the channels-last memory format. The JSON line also carries
@@ -15,6 +15,10 @@ forwards), counted with forward hooks.
 its own random draws; the JSON line then also carries the first step's losses, to check against aigc's.
 --save-samples writes N generated images (labels cycling 0-9) after training as an IDX test split in DIR
 (t10k-images-idx3-ubyte + labels), which `aigc fid --fake DIR` scores with the same FID-FMNIST as aigc's models.
+--minutes trains by the clock instead, up to the last mark (STEPS is then only an upper bound): when the training
+time (every step's whole iteration, batch drawing included; the clock stops while samples are written) passes each
+mark, N samples go to DIR/<M>min as with --save-samples and a grid to DIR/<M>min.png; the JSON line carries the
+steps reached at each mark.
 --grid writes an 8x8 sample grid (classes cycling 0-9, as aigc's grids) as a grayscale PNG.
 Like aigc: every weight (label embeddings included) starts N(0, 0.02), BatchNorm scales N(1, 0.02), and batches
 walk a fresh shuffle of the training set each epoch."""
@@ -190,6 +194,14 @@ def main():
         i = args.index("--save-samples")
         save = (args[i + 1], int(args[i + 2]))
         del args[i:i + 3]
+    marks, mark_dir, mark_n, reached = [], None, 0, {}
+    if "--minutes" in args:
+        i = args.index("--minutes")
+        marks = sorted(float(m) for m in args[i + 1].split(","))
+        del args[i:i + 2]
+        i = args.index("--mark-dir")
+        mark_dir, mark_n = args[i + 1], int(args[i + 2])
+        del args[i:i + 3]
     threads, steps, warmup = (int(a) for a in args[0:3])
     B, nz, ngf, ndf = (int(a) for a in (args[3:7] if len(args) > 3 else (64, 64, 64, 64)))
     torch.set_num_threads(threads)
@@ -221,7 +233,9 @@ def main():
     times = []
     data = batches(x_all, y_all, B)
     first = None
+    clock = 0.0  # training seconds, for --minutes
     for i in range(warmup + steps):
+        t_iter = time.perf_counter()
         if streams:
             real = torch.from_numpy(st["real"][i].astype(np.float32) / 127.5 - 1.0)
             y = torch.from_numpy(st["labels"][i].astype(np.int64))
@@ -246,6 +260,16 @@ def main():
             first = (loss_d.item(), loss_g.item())
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+        clock += time.perf_counter() - t_iter
+        if marks and clock >= marks[0] * 60:
+            m = marks.pop(0)
+            name = os.path.join(mark_dir, "%gmin" % m)
+            save_samples(g, nz, name, mark_n)
+            save_grid(g, nz, name + ".png")
+            g.train()
+            reached["%g" % m] = {"steps": i + 1, "seconds": clock}
+            if not marks:
+                break
     med = statistics.median(times)
     if save:
         save_samples(g, nz, *save)
@@ -254,7 +278,8 @@ def main():
     print(json.dumps({"images_per_s": B / med, "step_s": med, "loss_d": loss_d.item(), "loss_g": loss_g.item(),
                       "first_loss_d": first[0], "first_loss_g": first[1], "torch": torch.__version__,
                       "train_flop_per_image": flop, "channels_last": channels_last,
-                      "threads": torch.get_num_threads(), "mkldnn": torch.backends.mkldnn.is_available()}))
+                      "threads": torch.get_num_threads(), "mkldnn": torch.backends.mkldnn.is_available(),
+                      "marks": reached}))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ Usage: torch_diffusion_bench.py THREADS STEPS [options]
   --save-model PATH      the trained weights (model and EMA) as an aigc diffusion checkpoint, so that aigc's samplers
                          and `aigc fid` can score this model too (in aigc's parameter order, which the U-Net parity
                          test checks against reference/torch/torch_unet.py's UNet.aigc_parameters())
+  --minutes M1,M2,... --mark-dir DIR
+                         train by the clock up to the last mark (STEPS is then an upper bound): when the training
+                         time (whole iterations, batch drawing included; the clock stops while writing) passes each
+                         mark, the weights go to DIR/<M>min.safetensors as with --save-model; the JSON line
+                         carries the steps reached at each mark
   --classes JSON         the class names a conditional model's checkpoint records (aigc's "aigc.classes")
   --streams FILE         train on the random streams of an aigc run (written by aigc_diffusion_streams): its initial
                          weights, batches, timesteps, noise and labels, and its dropout masks (recomputed here from
@@ -148,6 +153,10 @@ def main():
     while "--save-samples" in args:
         saves.append(option(args, "--save-samples", None, str, 4))
     grid = option(args, "--grid", None)
+    marks = sorted(float(m) for m in option(args, "--minutes", "").split(",") if m)
+    mark_dir = option(args, "--mark-dir", None)
+    if marks and not (mark_dir and cfg):
+        sys.exit("--minutes needs --mark-dir and --config")
     save_model = option(args, "--save-model", None)
     classes = json.loads(option(args, "--classes", "[]"))
     streams = option(args, "--streams", None)
@@ -196,8 +205,20 @@ def main():
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     times, losses = [], []
     data = batches(x_all, y_all, B)
+
+    def write_model(path):
+        flat = {k: torch.cat([p.detach().reshape(-1) for _, p in m.aigc_parameters()]).numpy()
+                for k, m in (("model", model), ("ema", ema))}
+        meta = {"format": "aigc-ddpm-1", "aigc.config": json.dumps(cfg),
+                "aigc.schedule": json.dumps({"kind": "linear", "T": 1000}),
+                "aigc.classes": json.dumps(classes if n_classes else []),
+                "aigc.trained_by": "PyTorch " + torch.__version__ + " (reference/torch/torch_diffusion_bench.py)"}
+        write_safetensors(path, flat, meta)  # atomic: a temp file renamed into place
+
+    clock, reached = 0.0, {}  # training seconds, for --minutes
     model.train()
     for step in range(steps):
+        t_iter = time.perf_counter()
         if streams:
             x0 = torch.from_numpy(st["real"][step].astype(np.float32) / 127.5 - 1.0)
             t, eps = torch.from_numpy(st["t"][step].astype(np.int64)), torch.from_numpy(st["eps"][step])
@@ -226,7 +247,14 @@ def main():
                 pe.mul_(d).add_(pm, alpha=1 - d)
         times.append(time.perf_counter() - t0)
         losses.append(loss.item())
-    res = {"images_per_s": B / statistics.median(times[3:] or times), "first_loss": losses[0],
+        clock += time.perf_counter() - t_iter
+        if marks and clock >= marks[0] * 60:
+            m = marks.pop(0)
+            write_model(os.path.join(mark_dir, "%gmin.safetensors" % m))
+            reached["%g" % m] = {"steps": step + 1, "seconds": clock}
+            if not marks:
+                break
+    res = {"images_per_s": B / statistics.median(times[3:] or times), "first_loss": losses[0], "marks": reached,
            "last_loss": statistics.mean(losses[-20:]), "first_losses": losses[:10], "torch": torch.__version__,
            "forward_flop_per_image": 2 * forward_macs(ema, n_classes), "channels_last": channels_last,
            "threads": torch.get_num_threads(), "mkldnn": torch.backends.mkldnn.is_available()}
@@ -255,13 +283,7 @@ def main():
         pad[:, :, 1:29, 1:29] = pix
         write_png(grid, pad.transpose(0, 2, 1, 3).reshape(240, 240))
     if save_model:
-        flat = {k: torch.cat([p.detach().reshape(-1) for _, p in m.aigc_parameters()]).numpy()
-                for k, m in (("model", model), ("ema", ema))}
-        meta = {"format": "aigc-ddpm-1", "aigc.config": json.dumps(cfg),
-                "aigc.schedule": json.dumps({"kind": "linear", "T": 1000}),
-                "aigc.classes": json.dumps(classes if n_classes else []),
-                "aigc.trained_by": "PyTorch " + torch.__version__ + " (reference/torch/torch_diffusion_bench.py)"}
-        write_safetensors(save_model, flat, meta)  # atomic: a temp file renamed into place
+        write_model(save_model)
     print(json.dumps(res))
 
 

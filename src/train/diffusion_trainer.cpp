@@ -133,7 +133,7 @@ Rng diffusion_noise_rng(uint64_t seed, int64_t batch) {
 
 LoopOptions DiffusionTrainOptions::loop() const {
   LoopOptions l;
-  l.steps = steps, l.stop_after = stop_after, l.grad_accum = grad_accum;
+  l.steps = steps, l.stop_after = stop_after, l.max_minutes = max_minutes, l.grad_accum = grad_accum;
   l.lr = lr, l.lr_schedule = "constant", l.warmup = warmup, l.grad_clip = grad_clip, l.max_bad_steps = max_bad_steps;
   l.log_interval = log_interval, l.sample_interval = sample_interval, l.ckpt_interval = ckpt_interval;
   l.out_dir = out_dir, l.resume = resume, l.quiet = quiet;

@@ -130,6 +130,7 @@ struct LoopRunner {
   nlohmann::json loop_json() const {
     return {{"steps", opt.steps},
             {"stop_after", opt.stop_after},
+            {"max_minutes", opt.max_minutes},
             {"grad_accum", opt.grad_accum},
             {"lr", opt.lr},
             {"lr_schedule", opt.lr_schedule},
@@ -171,8 +172,10 @@ struct LoopRunner {
                     (long long)opt.grad_accum, world);
       line += buf;
     }
+    double eta = elapsed / double(done) * double(last - step);
+    if (opt.max_minutes > 0) eta = std::max(0.0, std::min(eta, opt.max_minutes * 60 - elapsed));
     std::snprintf(buf, sizeof buf, " | %.0f %s/s | ETA %s", ups, task.unit() == "tokens" ? "tok" : "img",
-                  format_duration(elapsed / double(done) * double(last - step)).c_str());
+                  format_duration(eta).c_str());
     log(line + buf);
   }
 
@@ -181,6 +184,7 @@ struct LoopRunner {
     AIGC_CHECK(opt.grad_accum >= 1, "grad-accum must be at least 1");
     AIGC_CHECK(opt.log_interval >= 1, "log-interval must be at least 1");
     AIGC_CHECK(opt.max_bad_steps >= 1, "max-bad-steps must be at least 1");
+    AIGC_CHECK(opt.max_minutes >= 0, "max-minutes must not be negative");
     int64_t step = task.start_step();
     res.first_step = step;
     res.checkpoint = run.checkpoint();
@@ -204,8 +208,10 @@ struct LoopRunner {
     const auto t0 = std::chrono::steady_clock::now();
     int bad_in_a_row = 0;
     bool sampled_last = false, saved_last = false;
-    bool stop = false;  // Ctrl-C; with ranks, on any of them (so all stop after the same update)
-    while (step < last && !stop) {
+    // Ctrl-C, or the time limit passed; with ranks, on any of them (so all stop after the same update).
+    bool stop = false, time_up = false;
+    auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+    while (step < last && !stop && !time_up) {
       StepContext ctx;
       ctx.opt_ = &opt;
       ctx.sync_ = sync;
@@ -214,7 +220,8 @@ struct LoopRunner {
       ctx.lr = lr_at(opt.lr_schedule, step, opt.lr, opt.lr * opt.min_lr_ratio, opt.warmup, opt.steps);
       StepValues v = task.update(ctx);
       stop = interrupt.requested();
-      if (sync) mean_over_ranks(v, stop);
+      time_up = opt.max_minutes > 0 && seconds() >= opt.max_minutes * 60;
+      if (sync) mean_over_ranks(v, stop, time_up);
       step++;
       if (ctx.skipped()) {
         bad_in_a_row++;
@@ -229,7 +236,7 @@ struct LoopRunner {
         bad_in_a_row = 0;
       }
       const int64_t done = step - res.first_step;
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double elapsed = seconds();
       res.units_per_s = elapsed > 0 ? double(done * task.units_per_update() * world) / elapsed : 0;
 
       nlohmann::json m = {{"step", step}};
@@ -245,7 +252,7 @@ struct LoopRunner {
       }
       res.history.push_back(v);
 
-      if (every(step, opt.log_interval) || step == last || done == 1)
+      if (every(step, opt.log_interval) || step == last || done == 1 || time_up)
         progress(step, last, v, ctx.lr, norms, res.units_per_s, elapsed, done);
       const bool evaluated_last = every(step, opt.eval_interval) || (opt.eval_interval > 0 && step == last);
       if (evaluated_last) {
@@ -263,6 +270,12 @@ struct LoopRunner {
     res.interrupted = stop;
     res.steps_done = step;
     if (step > res.first_step || res.interrupted) {
+      if (time_up) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%g", opt.max_minutes);
+        log("time limit: " + format_duration(seconds()) + " of training reached --max-minutes " + buf + " at step " +
+            std::to_string(step));
+      }
       if (!saved_last) save(step);
       if (opt.sample_interval > 0 && !sampled_last && step > res.first_step) log("samples: " + task.sample(run, step));
       log(std::string(res.interrupted ? "interrupted: " : "") + "saved '" + run.checkpoint() + "' at step " +
@@ -297,14 +310,16 @@ struct LoopRunner {
   }
 
   // Each rank's values are of its own micro-batches; the update's are their mean. The same message carries
-  // whether any rank was interrupted.
-  void mean_over_ranks(StepValues& v, bool& stop) const {
+  // whether any rank was interrupted or out of time.
+  void mean_over_ranks(StepValues& v, bool& stop, bool& time_up) const {
     std::vector<double> x;
     for (const auto& [k, val] : v.items) x.push_back(val);
     x.push_back(stop ? 1 : 0);
+    x.push_back(time_up ? 1 : 0);
     sync->all_reduce(x.data(), int64_t(x.size()), GradSync::Op::Sum);
     for (size_t i = 0; i < v.items.size(); i++) v.items[i].second = x[i] / world;
-    stop = x.back() > 0;
+    stop = x[x.size() - 2] > 0;
+    time_up = x.back() > 0;
   }
 };
 

@@ -159,7 +159,7 @@ class GptTask : public TrainTask {
 
 LoopOptions TrainOptions::loop() const {
   LoopOptions l;
-  l.steps = steps, l.stop_after = stop_after, l.grad_accum = grad_accum;
+  l.steps = steps, l.stop_after = stop_after, l.max_minutes = max_minutes, l.grad_accum = grad_accum;
   l.lr = optim.lr, l.lr_schedule = lr_schedule, l.min_lr_ratio = min_lr_ratio, l.warmup = warmup;
   l.grad_clip = grad_clip, l.max_bad_steps = max_bad_steps;
   l.log_interval = log_interval, l.eval_interval = eval_interval, l.ckpt_interval = eval_interval;
