@@ -23,7 +23,9 @@ Command sample_command(CLI::App& app);
 Command fid_command(CLI::App& app);
 Command serve_command(CLI::App& app);
 Command tokenize_command(CLI::App& app);
-Command tokenizer_command(CLI::App& app);  // `aigc tokenizer train`
+Command tokenizer_command(CLI::App& app);
+Command convert_command(CLI::App& app);   // `aigc convert` (GGUF)
+Command quantize_command(CLI::App& app);  // `aigc quantize` (GGUF, quantized)  // `aigc tokenizer train`
 
 // --threads/-t: CPU threads for the kernels, applied before the command runs.
 void add_threads(CLI::App* cmd);

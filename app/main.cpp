@@ -19,11 +19,12 @@ int main(int argc, char** argv) {
       "  aigc generate --ckpt runs/gpt/ckpt.safetensors -p \"The \" -n 200\n"
       "  aigc train ddpm --steps 4000 --out runs/ddpm                # diffusion on Fashion-MNIST\n"
       "  aigc sample --ckpt runs/ddpm/ckpt.safetensors --steps 50 --n 64 --out grid.png\n"
+      "  aigc convert --ckpt runs/gpt/ckpt.safetensors --type q8_0 --out gpt.gguf   # for llama.cpp\n"
       "  aigc serve --ckpt runs/gpt/ckpt.safetensors --image-ckpt runs/ddpm/ckpt.safetensors\n"
       "Run `aigc COMMAND --help` for each command's options.");
-  const std::vector<Command> commands = {train_command(app),    generate_command(app), eval_command(app),
-                                         sample_command(app),   fid_command(app),      serve_command(app),
-                                         tokenize_command(app), tokenizer_command(app)};
+  const std::vector<Command> commands = {
+      train_command(app), generate_command(app), eval_command(app),      sample_command(app),  fid_command(app),
+      serve_command(app), tokenize_command(app), tokenizer_command(app), convert_command(app), quantize_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

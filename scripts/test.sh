@@ -23,9 +23,10 @@ AIGC_BF16_EMULATE=1 ./build/aigc_tests --gtest_filter='Bf16*' --gtest_brief=1  #
 bench/run --quick  # the benchmark is not a test: this only checks that it runs
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DAIGC_SANITIZE=ON -DAIGC_NATIVE=OFF >/dev/null
-ninja -C build-asan -j "$jobs" aigc_tests aigc_fuzz_http
+ninja -C build-asan -j "$jobs" aigc_tests aigc_fuzz_http aigc_fuzz_gguf
 export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-./build-asan/aigc_tests --gtest_filter='SafeTensors*:Tokenizer*:Checkpoint*:ImageData*:Server*'
+./build-asan/aigc_tests --gtest_filter='SafeTensors*:Gguf*:Tokenizer*:Checkpoint*:ImageData*:Server*'
 # The HTTP fuzz target's own mutator, briefly (docs/server.md has the long runs and how to repeat them).
 ./build-asan/aigc_fuzz_http 30000 "$(date +%s)"
+./build-asan/aigc_fuzz_gguf 20000 "$(date +%s)"
 echo "all tests passed"

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "aigc/gguf.h"
 #include "aigc/models/gpt.h"
 #include "aigc/optim.h"
 #include "aigc/tokenizer.h"
@@ -22,6 +23,15 @@ void save_checkpoint(const std::string& path, GPT& model, const Tokenizer& token
 
 // path: an aigc checkpoint file, or a directory with config.json + model.safetensors (+ vocab.json/merges.txt).
 LoadedModel load_model(const std::string& path);
+
+// GGUF files in llama.cpp's "gpt2" architecture (GPT-2-style models: pre-LN, GELU). save_gguf writes matrices
+// as `type` (f32, f16, bf16, q8_0, q4_0; matrices whose rows do not fit the blocks fall back to f16) and vectors
+// as f32; the tokenizer must be byte-level BPE or bytes. load_gguf_model converts every tensor to f32.
+void save_gguf(const std::string& path, GPT& model, const Tokenizer& tokenizer, GgmlType type, const std::string& name);
+LoadedModel load_gguf_model(const std::string& path);
+LoadedModel load_gguf_model(const GgufReader& file);
+// Whether the file starts with GGUF's magic.
+bool is_gguf_file(const std::string& path);
 
 // Restores m, v and the step counter saved by save_checkpoint (for --resume).
 void load_optimizer_state(const std::string& path, GPT& model, Optimizer& optimizer);

@@ -63,6 +63,9 @@ void save_bpe_tokenizer(const Tokenizer& bpe, const std::string& dir);
 // For the command line: "bytes", "char" (built from corpus_for_char), or a BPE path as for load_bpe_tokenizer.
 std::unique_ptr<Tokenizer> load_tokenizer_spec(const std::string& spec, std::string_view corpus_for_char);
 
+// GPT-2's byte-level alphabet: the text standing for each byte value 0..255 in its vocabulary files.
+std::vector<std::string> gpt2_byte_alphabet();
+
 // GPT-2's pre-tokenization of text into chunks (views into text that together cover it exactly), as the
 // reference JavaScript encoder splits it. Exposed for tests and tools.
 std::vector<std::string_view> gpt2_split(std::string_view text);

@@ -137,6 +137,7 @@ LoadedModel load_model(const std::string& path) {
     AIGC_CHECK(fs::exists(f), "directory '" + path + "' holds neither config.json nor model.safetensors");
     return load_model(f.string());
   }
+  if (is_gguf_file(path)) return load_gguf_model(path);
   SafeTensorsReader st(path);
   AIGC_CHECK(meta_field(st, path, "format") == kFormat,
              "'" + path + "': unsupported checkpoint format \"" + meta_field(st, path, "format") + "\"");
@@ -176,6 +177,7 @@ void load_optimizer_state(const std::string& path, GPT& model, Optimizer& optimi
 namespace aigc {
 
 std::string checkpoint_kind(const std::string& path) {
+  if (is_gguf_file(path)) return "gpt";
   SafeTensorsReader st(path);
   auto it = st.metadata().find("format");
   if (it == st.metadata().end()) return "";

@@ -10,6 +10,7 @@
 #include "aigc/error.h"
 #include "aigc/file_util.h"
 #include "aigc/tensor.h"  // shape_str
+#include "half.h"
 
 namespace aigc {
 
@@ -183,19 +184,6 @@ StTensorInfo parse_entry(const std::string& name, const Json& v, const std::stri
   return t;
 }
 
-float f16_to_f32(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  if (exp == 0) {  // zero or subnormal: man * 2^-24, exact in float
-    float f = std::ldexp(float(man), -24);
-    return sign ? -f : f;
-  }
-  // Normal numbers rebias the exponent (15 -> 127); inf/NaN keep an all-ones exponent and their payload.
-  uint32_t u = sign | (exp == 31 ? 0x7f800000u : (exp + 112u) << 23) | man << 13;
-  return std::bit_cast<float>(u);
-}
-
-float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(uint32_t(h) << 16); }
-
 }  // namespace
 
 size_t st_dtype_bits(StDType dt) { return entry_of(dt).bits; }
@@ -327,7 +315,7 @@ void SafeTensorsReader::read_f32_into(const std::string& name, float* dst,
       for (size_t i = 0; i < n; i++) {
         uint16_t h;
         std::memcpy(&h, p + 2 * i, 2);  // the data section need not be 2-byte aligned
-        dst[i] = bf ? bf16_to_f32(h) : f16_to_f32(h);
+        dst[i] = bf ? io::bf16_to_f32(h) : io::f16_to_f32(h);
       }
       return;
     }

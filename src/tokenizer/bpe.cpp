@@ -67,6 +67,18 @@ std::optional<std::string> gpt2_text_to_bytes(std::string_view s) {
   return out;
 }
 
+}  // namespace aigc::tok
+
+namespace aigc {
+std::vector<std::string> gpt2_byte_alphabet() {
+  std::vector<std::string> out;
+  for (int b = 0; b < 256; b++) out.push_back(tok::bytes_to_gpt2_text(std::string(1, char(b))));
+  return out;
+}
+}  // namespace aigc
+
+namespace aigc::tok {
+
 // ---- BpeTokenizer ----
 
 BpeTokenizer::BpeTokenizer(std::vector<std::string> vocab, const std::vector<std::pair<int, int>>& merges,

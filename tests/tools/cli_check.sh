@@ -8,7 +8,7 @@ check() {  # description, command...; the command must succeed
   local what="$1"; shift
   if ! "$@" >/dev/null 2>&1; then echo "FAIL: $what"; fails=$((fails + 1)); fi
 }
-for c in train generate eval sample fid serve tokenize "tokenizer train"; do
+for c in train generate eval sample fid serve tokenize "tokenizer train" convert quantize; do
   # shellcheck disable=SC2086
   check "aigc $c --help shows an example" bash -c "'$aigc' $c --help | grep -q 'aigc $c'"
 done
@@ -28,4 +28,14 @@ cmp -s "$tmp/a/ckpt.safetensors" "$tmp/b/ckpt.safetensors" || { echo "FAIL: alia
 for f in ckpt.safetensors metrics.jsonl config.json; do
   [ -s "$tmp/a/$f" ] || { echo "FAIL: the run folder lacks $f"; fails=$((fails + 1)); }
 done
+# A GGUF of a trained model generates what its checkpoint does (f32: the same weights), and quantized ones run.
+check "train gpt (bytes) runs" "$aigc" train gpt --preset tiny --tokenizer bytes --steps 20 --out "$tmp/c" -t 1
+check "convert writes a GGUF" "$aigc" convert --ckpt "$tmp/c/ckpt.safetensors" --out "$tmp/c.gguf"
+check "quantize writes a q4_0 GGUF" "$aigc" quantize --model "$tmp/c.gguf" --type q4_0 --out "$tmp/c-q4.gguf"
+a=$("$aigc" generate --ckpt "$tmp/c/ckpt.safetensors" -p "The " -n 24 --temp 0 -t 1 2>/dev/null)
+b=$("$aigc" generate --model "$tmp/c.gguf" -p "The " -n 24 --temp 0 -t 1 2>/dev/null)
+[ -n "$a" ] && [ "$a" = "$b" ] || { echo "FAIL: the GGUF generates differently: '$a' vs '$b'"; fails=$((fails + 1)); }
+check "generate runs a q4_0 GGUF" "$aigc" generate -m "$tmp/c-q4.gguf" -p "The " -n 8 -t 1
+out=$("$aigc" convert --ckpt "$tmp/c.gguf" --type q3 --out "$tmp/x.gguf" 2>&1) && { echo "FAIL: --type q3 accepted"; fails=$((fails + 1)); }
+grep -q 'got "q3"' <<<"$out" || { echo "FAIL: bad --type: $out"; fails=$((fails + 1)); }
 [ "$fails" = 0 ] && echo "PASS" || exit 1

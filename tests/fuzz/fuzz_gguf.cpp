@@ -1,0 +1,119 @@
+// Fuzz target: untrusted bytes as a GGUF file, through the container reader, every tensor's decoding, and the
+// gpt2 model loader (hyperparameters, vocabulary, merges, weights). Any outcome but success or an aigc::Error
+// (a crash, a sanitizer report, another exception type) fails the run.
+//
+// Two drivers, one target (as fuzz_http.cpp):
+//  - clang with -fsanitize=fuzzer: libFuzzer calls LLVMFuzzerTestOneInput.
+//  - otherwise: the main() below mutates valid files (a tiny GPT with a BPE vocabulary, in f32, q8_0 and q4_0):
+//      aigc_fuzz_gguf [EXECUTIONS] [SEED]     (prints executions, accepted, executions/s)
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "aigc/checkpoint.h"
+#include "aigc/error.h"
+#include "aigc/file_util.h"
+#include "aigc/gguf.h"
+
+using namespace aigc;
+
+namespace {
+uint64_t g_accepted = 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  try {
+    GgufReader r = GgufReader::from_bytes("fuzz.gguf", std::string(reinterpret_cast<const char*>(data), size));
+    std::vector<float> buf;
+    for (const GgufTensorInfo& t : r.tensors()) {
+      buf.resize(size_t(t.numel()));
+      r.read_f32_into(t.name, buf.data(), t.dims);
+    }
+    if (r.get_string_opt("general.architecture") == "gpt2") load_gguf_model(r);
+    g_accepted++;
+  } catch (const Error&) {
+    // a clear refusal: what untrusted input should get
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fuzz_gguf: an exception other than aigc::Error: %s\n", e.what());
+    std::abort();
+  }
+  return 0;
+}
+
+#ifndef AIGC_LIBFUZZER
+namespace {
+
+struct Rand {  // splitmix64
+  uint64_t s;
+  uint64_t next() {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  size_t below(size_t n) { return n ? size_t(next() % n) : 0; }
+};
+
+std::vector<std::string> seeds() {
+  const auto dir = std::filesystem::temp_directory_path() / "aigc_fuzz_gguf_seeds";
+  std::filesystem::create_directories(dir);
+  GPTConfig c;
+  c.n_layer = 1, c.n_head = 2, c.n_embd = 32, c.block_size = 8, c.vocab_size = 270;
+  GPT m(c);
+  m.init_weights(1);
+  auto tok = train_bpe_tokenizer("aa ab ba bb, aa ab; 12 123", 262);
+  std::vector<std::string> out;
+  for (const char* type : {"f32", "q8_0", "q4_0"}) {
+    const std::string p = (dir / (std::string(type) + ".gguf")).string();
+    save_gguf(p, m, *tok, *ggml_type_from_name(type), "seed");
+    out.push_back(read_file(p));
+  }
+  std::filesystem::remove_all(dir);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const long n = argc > 1 ? std::atol(argv[1]) : 20000;
+  Rand rng{argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1};
+  const std::vector<std::string> base = seeds();
+  const uint64_t interesting[] = {
+      0, 1, 2, 3, 4, 7, 8, 9, 12, 30, 31, 32, 33, 255, 256, 0x7fffffff, 0xffffffffull, 1ull << 32, 1ull << 62, ~0ull};
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long i = 0; i < n; i++) {
+    std::string f = base[rng.below(base.size())];
+    switch (rng.below(4)) {
+      case 0:  // cut or grow
+        f.resize(rng.below(f.size() + 64), char(rng.next()));
+        break;
+      case 1: {  // an interesting integer at a random place, 1, 4 or 8 bytes wide (mostly in the header)
+        const size_t at = rng.below(rng.below(2) ? std::min<size_t>(f.size(), 4096) : f.size());
+        const uint64_t v = interesting[rng.below(std::size(interesting))];
+        const size_t widths[] = {1, 4, 8};
+        std::memcpy(f.data() + at, &v, std::min(f.size() - at, widths[rng.below(3)]));
+        break;
+      }
+      case 2:  // random bytes
+        for (int e = 0, k = 1 + int(rng.below(8)); e < k; e++) f[rng.below(f.size())] = char(rng.next());
+        break;
+      default: {  // copy a slice of the header over another place in it
+        const size_t h = std::min<size_t>(f.size(), 4096), len = 1 + rng.below(16);
+        const size_t from = rng.below(h), to = rng.below(h);
+        if (from + len <= f.size() && to + len <= f.size()) std::memmove(f.data() + to, f.data() + from, len);
+      }
+    }
+    LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(f.data()), f.size());
+  }
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("fuzz_gguf: %ld executions, %llu accepted, %.0f executions/s\n", n, (unsigned long long)g_accepted,
+              double(n) / dt);
+  return 0;
+}
+#endif

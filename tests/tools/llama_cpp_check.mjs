@@ -1,0 +1,57 @@
+// llama.cpp on a GGUF file, through node-llama-cpp's prebuilt CPU binary: the oracle for aigc's GGUF writer,
+// tokenizer and forward pass. Prints one JSON object:
+//   tokens      llama.cpp's tokenization of the prompt (no BOS added)
+//   positions   per prompt position, the next-token log-probabilities of the `top` most likely tokens
+//               (temperature 0 leaves the logits untouched: these are log_softmax of the raw logits)
+//   greedy      `n` tokens of greedy continuation
+//   prompt_tok_s, decode_tok_s   llama.cpp's speed on this machine for the prompt and the continuation
+//
+//   node llama_cpp_check.mjs --package DIR --model M.gguf --prompt-file P.txt [--n 16] [--top 20] [--threads 1]
+//                            [--kv f32|f16] [--ctx 256]
+// DIR holds node_modules/node-llama-cpp (scripts/setup.sh installs it into third_party/llama_cpp).
+import {readFileSync} from "node:fs";
+import {pathToFileURL} from "node:url";
+
+const args = {n: "16", top: "20", threads: "1", kv: "f16", ctx: "256"};
+for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, "")] = process.argv[i + 1];
+for (const k of ["package", "model", "prompt-file"])
+  if (!args[k]) throw new Error(`--${k} is required`);
+const {getLlama, LlamaLogLevel} =
+    await import(pathToFileURL(`${args.package}/node_modules/node-llama-cpp/dist/index.js`).href);
+
+const threads = Number(args.threads), n = Number(args.n), top = Number(args.top);
+const llama = await getLlama({gpu: false, build: "never", skipDownload: true, maxThreads: threads,
+                              logLevel: LlamaLogLevel.error});
+const model = await llama.loadModel({modelPath: args.model, gpuLayers: 0});
+const prompt = readFileSync(args["prompt-file"], "utf8");
+const tokens = [...model.tokenize(prompt)];
+const kvType = args.kv.toUpperCase();
+const context = await model.createContext({contextSize: Number(args.ctx), batchSize: Number(args.ctx), threads,
+                                           sequences: 1, flashAttention: false,
+                                           experimentalKvCacheKeyType: kvType, experimentalKvCacheValueType: kvType});
+const seq = context.getSequence();
+
+let t0 = performance.now();
+const res = await seq.controlledEvaluate(tokens.map(t => [t, {generateNext: {probabilities: true}}]));
+const promptMs = performance.now() - t0;
+const positions = res.map(r => [...r.next.probabilities.entries()].slice(0, top).map(([t, p]) => [t, Math.log(p)]));
+
+await seq.clearHistory();
+const greedy = [];
+let tFirst = 0;
+t0 = performance.now();
+for await (const t of seq.evaluate(tokens, {temperature: 0, yieldEogToken: true})) {
+  if (greedy.length === 0) tFirst = performance.now();
+  greedy.push(t);
+  if (greedy.length >= n) break;
+}
+const tEnd = performance.now();
+console.log(JSON.stringify({
+  n_vocab: model.fileInsights?.vocabularySize ?? null,
+  tokens, positions, greedy,
+  prompt_tok_s: tokens.length / promptMs * 1000,
+  decode_tok_s: greedy.length > 1 ? (greedy.length - 1) / (tEnd - tFirst) * 1000 : null,
+}));
+await context.dispose();
+await model.dispose();
+await llama.dispose();
