@@ -13,9 +13,19 @@ void add_threads(CLI::App* cmd) { cmd->add_option("--threads,-t", g_threads, "CP
 int threads() { return g_threads; }
 
 void add_dtype(CLI::App* cmd, std::string& dtype) {
-  cmd->add_option("--dtype", dtype, "Weights for inference: f32, or bf16 (half the bytes per token)")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->capture_default_str();
+  cmd->add_option("--dtype", dtype,
+                  "Weights for inference: f32, bf16 (half the bytes per token), q8_0 or q4_0 (ggml's 8- and 4-bit "
+                  "blocks); default: the checkpoint's (a GGUF file's matrix type, else f32)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}));
+}
+
+void apply_dtype(GPT& model, const std::string& dtype) {
+  if (dtype.empty()) return;
+  const DType d = dtype == "bf16"   ? DType::BF16
+                  : dtype == "q8_0" ? DType::Q8_0
+                  : dtype == "q4_0" ? DType::Q4_0
+                                    : DType::F32;
+  model.set_inference_dtype(d);
 }
 
 void add_sampler(CLI::App* cmd, SamplerOptions& so) {

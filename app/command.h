@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "aigc/diffusion.h"
+#include "aigc/models/gpt.h"
 
 namespace CLI {
 class App;
@@ -32,6 +33,7 @@ void add_threads(CLI::App* cmd);
 int threads();
 // --dtype for inference weights (generate, eval).
 void add_dtype(CLI::App* cmd, std::string& dtype);
+void apply_dtype(GPT& model, const std::string& dtype);  // "" keeps the model's
 // The diffusion sampler's options (sample, fid).
 void add_sampler(CLI::App* cmd, SamplerOptions& so);
 

@@ -13,7 +13,7 @@ namespace aigc::cli {
 
 Command eval_command(CLI::App& app) {
   struct Args {
-    std::string ckpt, data, dtype = "f32";
+    std::string ckpt, data, dtype;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd =
@@ -27,7 +27,7 @@ Command eval_command(CLI::App& app) {
   cmd->footer("Example:\n  aigc eval --ckpt runs/gpt/ckpt.safetensors --data poems");
   return {cmd, [a] {
             LoadedModel lm = load_model(a->ckpt);
-            if (a->dtype == "bf16") lm.model->set_inference_dtype(DType::BF16);
+            apply_dtype(*lm.model, a->dtype);
             std::vector<int> ids = lm.tokenizer->encode(read_text_corpus(resolve_corpus({a->data})));
             auto t0 = std::chrono::steady_clock::now();
             EvalResult r = evaluate_tokens(*lm.model, std::vector<int32_t>(ids.begin(), ids.end()));

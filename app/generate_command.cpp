@@ -14,7 +14,7 @@ namespace aigc::cli {
 
 namespace {
 struct GenerateArgs {
-  std::string ckpt, prompt, dtype = "f32";
+  std::string ckpt, prompt, dtype;
   GenerateOptions opt;
   int64_t seed = -1;
 };
@@ -45,7 +45,7 @@ Command generate_command(CLI::App& app) {
       "  aigc generate --ckpt gpt2/ -p \"Hello\" --stop \"\\n\" --dtype bf16   # a Hugging Face GPT-2 directory");
   return {cmd, [a] {
             LoadedModel lm = load_model(a->ckpt);
-            if (a->dtype == "bf16") lm.model->set_inference_dtype(DType::BF16);
+            apply_dtype(*lm.model, a->dtype);
             GenerateOptions opt = a->opt;
             opt.sampling.seed = a->seed >= 0 ? uint64_t(a->seed) : std::random_device{}();
             std::cout << a->prompt << std::flush;

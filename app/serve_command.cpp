@@ -18,7 +18,7 @@ namespace aigc::cli {
 namespace {
 
 struct ServeArgs {
-  std::string ckpt, image_ckpt, dtype = "f32";
+  std::string ckpt, image_ckpt, dtype;
   int drain_s = 30;
   serve::ServerOptions server;
 };
@@ -52,9 +52,7 @@ void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   cmd->add_option("--model-name", o.model_name, "Text model id in the API (default: from the checkpoint path)");
   cmd->add_option("--drain", a.drain_s, "On SIGTERM/SIGINT: seconds to let running requests finish")
       ->capture_default_str();
-  cmd->add_option("--dtype", a.dtype, "Text model weights for inference: f32, or bf16 (half the bytes per token)")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->capture_default_str();
+  add_dtype(cmd, a.dtype);
   cmd->add_flag("--quiet,-q", o.quiet, "No request log on stderr");
   cmd->footer(
       "Examples:\n"
@@ -73,7 +71,7 @@ void serve(ServeArgs a) {
   std::signal(SIGPIPE, SIG_IGN);
 
   LoadedModel text = load_model(a.ckpt);
-  if (a.dtype == "bf16") text.model->set_inference_dtype(DType::BF16);
+  apply_dtype(*text.model, a.dtype);
   if (a.server.model_name.empty()) a.server.model_name = serve::model_id_from_path(a.ckpt);
   std::unique_ptr<ImageModel> image;
   if (!a.image_ckpt.empty()) {

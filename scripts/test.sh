@@ -20,6 +20,10 @@ if [ "$skipped" != 0 ] && [ -z "${AIGC_ALLOW_MISSING:-}" ]; then
 fi
 echo "skipped tests: $skipped"
 AIGC_BF16_EMULATE=1 ./build/aigc_tests --gtest_filter='Bf16*' --gtest_brief=1  # the fallback for CPUs without bf16
+for isa in avx2 scalar; do  # the quantized kernels' narrower paths, for CPUs without AVX-512 VNNI (or AVX2)
+  AIGC_QUANT_ISA=$isa ./build/aigc_tests --gtest_filter='BackendOps.FastBackendMatchesReferenceOnEveryCase:Quant*' \
+    --gtest_brief=1
+done
 bench/run --quick  # the benchmark is not a test: this only checks that it runs
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DAIGC_SANITIZE=ON -DAIGC_NATIVE=OFF >/dev/null

@@ -39,6 +39,7 @@ inline constexpr Tolerance kConv{2e-4, 1e-4, "oneDNN's blocked fp32 convolutions
 inline constexpr Tolerance kWinograd{1e-3, 1e-3,
                                      "oneDNN may pick Winograd F(4x4,3x3) here: its transforms cost digits"};
 inline constexpr Tolerance kAttention{1e-4, 1e-4, "blocked fp32 gemms, online softmax with a polynomial exp"};
+inline constexpr Tolerance kQuantDot{1e-5, 1e-5, "exact integer block dots; fp32 sums of scaled blocks vs double"};
 inline constexpr Tolerance kBf16Operands{2e-2, 1e-2,
                                          "oneDNN's bf16 matmul rounds the fp32 input to bf16 (2^-9 per product)"};
 

@@ -6,13 +6,13 @@
 #include <cstring>
 #include <random>
 
-#include "../src/io/half.h"
 #include "aigc/autograd.h"
 #include "aigc/checkpoint.h"
 #include "aigc/checkpoint_kind.h"
 #include "aigc/error.h"
 #include "aigc/file_util.h"
 #include "aigc/gguf.h"
+#include "aigc/half.h"
 #include "test_util.h"
 
 using namespace aigc;

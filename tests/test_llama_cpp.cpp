@@ -86,10 +86,11 @@ std::vector<std::vector<double>> log_probs(const Tensor& logits) {
 }  // namespace
 
 // Per type: the largest |log p| difference over llama.cpp's 20 most likely tokens at every prompt position, and
-// a margin for its greedy picks. llama.cpp computes f16 matrices with activations rounded to f16, and q8_0 /
-// q4_0 matrices with activations quantized to q8_0 blocks; aigc multiplies the same weight values in f32. GELU
-// goes through a f16 lookup table in ggml. The bounds are about 3x the differences measured (docs/gguf.md:
-// 1.7e-3, 7.8e-3, 0.16, 0.15).
+// a margin for its greedy picks. Both engines quantize activations to q8_0 blocks for q8_0 / q4_0 matrices;
+// llama.cpp rounds them to f16 for f16 matrices (aigc reads f16 files as f32), and its GELU goes through an f16
+// lookup table, whose small differences flip some activations to the next quantization step. The KV cache is
+// f32 except for the f16 file. The bounds are about 3x the differences measured (docs/gguf.md: 1.7e-3, 7.8e-3,
+// 0.089, 0.070).
 TEST(LlamaCpp, ReadsAigcGgufFilesAndAgreesOnTokensLogitsAndGreedyText) {
   AIGC_NEEDS("node-llama-cpp", oracle_missing());
   const fs::path dir = aigc::testing::fresh_temp_dir("aigc_llama_cpp");
@@ -114,7 +115,7 @@ TEST(LlamaCpp, ReadsAigcGgufFilesAndAgreesOnTokensLogitsAndGreedyText) {
     const char* type;
     const char* kv;
     double logp_tol;
-  } cases[] = {{"f32", "f32", 0.005}, {"f16", "f16", 0.025}, {"q8_0", "f16", 0.5}, {"q4_0", "f16", 0.5}};
+  } cases[] = {{"f32", "f32", 0.005}, {"f16", "f16", 0.025}, {"q8_0", "f32", 0.25}, {"q4_0", "f32", 0.25}};
   for (const auto& k : cases) {
     SCOPED_TRACE(k.type);
     const fs::path file = dir / (std::string(k.type) + ".gguf");
@@ -139,10 +140,10 @@ TEST(LlamaCpp, ReadsAigcGgufFilesAndAgreesOnTokensLogitsAndGreedyText) {
         weights_effect = std::max(weights_effect, std::fabs(lp32[t][size_t(id)] - l));
       }
     EXPECT_LE(worst, k.logp_tol);
-    // q4_0's weights move the log-probabilities by ~3 here: agreeing 20x closer than that means aigc decodes
-    // the same weights as llama.cpp, and the rest is llama.cpp's 8-bit activations.
+    // q4_0's weights move the log-probabilities by ~3 here: agreeing 40x closer than that means aigc decodes
+    // the same weights, with the same 8-bit activations, as llama.cpp.
     if (std::string(k.type) == "q4_0") {
-      EXPECT_LE(worst, weights_effect / 5);
+      EXPECT_LE(worst, weights_effect / 10);
     }
     // Each greedy pick of llama.cpp is aigc's most likely token, or within the tolerance of it (a near tie).
     int exact = 0;

@@ -53,6 +53,12 @@ class Backend {
   // The same product with weights stored as bf16 (inference only).
   virtual void linear_forward_bf16w(float* out, const float* inp, const uint16_t* w, const float* bias, int64_t N,
                                     int64_t C_in, int64_t C_out) = 0;
+  // The same product with weights in ggml's Q8_0 or Q4_0 blocks (wtype; aigc/quant.h), C_in a multiple of 32, as
+  // llama.cpp computes it: each input row is first quantized to Q8_0 blocks (quantize_activation_block), then
+  // every pair of blocks adds
+  // d_w d_x sum(q_w q_x), the sum exact in integers (inference only).
+  virtual void linear_forward_quant(float* out, const float* inp, const void* w, DType wtype, const float* bias,
+                                    int64_t N, int64_t C_in, int64_t C_out) = 0;
 
   // 2-D convolution. With accumulate the result is added to the output instead of replacing it (the backward
   // kernels of the ops always accumulate; a transposed convolution's forward pass is backward_data).
@@ -229,6 +235,9 @@ MatmulPrecision matmul_precision();
 // Whether bf16 products run on native bf16 instructions here (else they are emulated in fp32: same values,
 // no speed-up).
 bool bf16_is_native();
+// The instructions the CPU backend's quantized dot products use here: "avx512-vnni", "avx2" or "scalar"
+// (AIGC_QUANT_ISA=avx2|scalar forces a narrower one).
+const char* quant_kernel_isa();
 
 // Every kernel name of Backend (for supports() and the op-case table's coverage check).
 const std::vector<const char*>& backend_kernels();

@@ -15,6 +15,8 @@ Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
 // A bfloat16 copy of an fp32 tensor (no gradient): inference weights at half the bytes.
 Tensor to_bf16(const Tensor& x);
+// Weights (out, in) in ggml's Q8_0 or Q4_0 blocks along `in` (a multiple of 32), for linear() at inference.
+Tensor quantize(const Tensor& x, DType dtype);
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps = 1e-5f);
 Tensor gelu(const Tensor& x);

@@ -10,6 +10,7 @@ const std::vector<const char*>& backend_kernels() {
                                                  "linear_forward",
                                                  "linear_backward",
                                                  "linear_forward_bf16w",
+                                                 "linear_forward_quant",
                                                  "conv2d_forward",
                                                  "conv2d_backward_data",
                                                  "conv2d_backward_weights",
@@ -87,6 +88,9 @@ bool host_backend_supports(const char* kernel, DType dtype) {
       return false;
     case DType::BF16:  // bf16 weights for inference, and the conversion that makes them
       return std::strcmp(kernel, "linear_forward_bf16w") == 0 || std::strcmp(kernel, "convert_f32_to_bf16") == 0;
+    case DType::Q8_0:  // quantized weights for inference
+    case DType::Q4_0:
+      return std::strcmp(kernel, "linear_forward_quant") == 0;
     default:
       return false;  // no fp16 kernels
   }

@@ -18,8 +18,19 @@ size_t dtype_size(DType dt) {
       return 2;
     case DType::F16:
       return 2;
+    case DType::Q8_0:
+    case DType::Q4_0:
+      return 0;
   }
   return 0;
+}
+
+bool is_quantized(DType dt) { return dt == DType::Q8_0 || dt == DType::Q4_0; }
+
+size_t dtype_bytes(DType dt, int64_t numel) {
+  if (dt == DType::Q8_0) return size_t(numel / 32) * 34;
+  if (dt == DType::Q4_0) return size_t(numel / 32) * 18;
+  return size_t(numel) * dtype_size(dt);
 }
 
 const char* dtype_name(DType dt) {
@@ -32,6 +43,10 @@ const char* dtype_name(DType dt) {
       return "bf16";
     case DType::F16:
       return "f16";
+    case DType::Q8_0:
+      return "q8_0";
+    case DType::Q4_0:
+      return "q4_0";
   }
   return "?";
 }
@@ -76,7 +91,11 @@ Storage::~Storage() {
 static Tensor make(const Shape& shape, DType dtype, Device device, bool zero) {
   for (int64_t d : shape) AIGC_CHECK(d >= 0, "negative dimension in shape " + shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
-  size_t nbytes = size_t(numel_of(shape)) * dtype_size(dtype);
+  if (is_quantized(dtype))
+    AIGC_CHECK(
+        !shape.empty() && shape.back() % 32 == 0,
+        std::string(dtype_name(dtype)) + " tensors need a last dimension of whole 32-blocks, got " + shape_str(shape));
+  size_t nbytes = dtype_bytes(dtype, numel_of(shape));
   impl->storage = std::make_shared<Storage>(nbytes, device);
   if (zero && nbytes) backend_for(device).fill_zero(impl->storage->data, nbytes);
   impl->shape = shape;
@@ -116,6 +135,7 @@ bool Tensor::is_contiguous() const { return impl_->strides == contiguous_strides
 Layout Tensor::layout() const { return impl_->layout; }
 
 void* Tensor::raw() const {
+  AIGC_CHECK(!is_quantized(impl_->dtype) || impl_->offset == 0, "a view into quantized blocks cannot start mid-tensor");
   return static_cast<char*>(impl_->storage->data) + impl_->offset * int64_t(dtype_size(impl_->dtype));
 }
 float* Tensor::f32() const {

@@ -8,7 +8,6 @@
 
 #include "aigc/error.h"
 #include "aigc/file_util.h"
-#include "half.h"
 
 namespace aigc {
 
@@ -220,98 +219,6 @@ void write_value(std::string& out, const GgufValue& v) {
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 }  // namespace
-
-// ---- types ----
-
-std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type) {
-  switch (GgmlType(type)) {
-    case GgmlType::F32:
-      return GgmlTypeInfo{"f32", 1, 4};
-    case GgmlType::F16:
-      return GgmlTypeInfo{"f16", 1, 2};
-    case GgmlType::BF16:
-      return GgmlTypeInfo{"bf16", 1, 2};
-    case GgmlType::Q8_0:
-      return GgmlTypeInfo{"q8_0", 32, 34};
-    case GgmlType::Q4_0:
-      return GgmlTypeInfo{"q4_0", 32, 18};
-  }
-  return std::nullopt;
-}
-
-std::optional<GgmlType> ggml_type_from_name(const std::string& name) {
-  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0})
-    if (name == ggml_type_info(uint32_t(t))->name) return t;
-  return std::nullopt;
-}
-
-const char* gguf_kind_name(GgufKind k) {
-  static const char* names[] = {"uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
-                                "bool",  "string", "array",  "uint64", "int64",  "float64"};
-  return uint32_t(k) <= 12 ? names[uint32_t(k)] : "unknown";
-}
-
-GgufValue GgufValue::of_u32(uint32_t v) {
-  GgufValue x;
-  x.kind = GgufKind::U32;
-  x.u = v;
-  return x;
-}
-GgufValue GgufValue::of_i32(int32_t v) {
-  GgufValue x;
-  x.kind = GgufKind::I32;
-  x.i = v;
-  return x;
-}
-GgufValue GgufValue::of_u64(uint64_t v) {
-  GgufValue x;
-  x.kind = GgufKind::U64;
-  x.u = v;
-  return x;
-}
-GgufValue GgufValue::of_f32(float v) {
-  GgufValue x;
-  x.kind = GgufKind::F32;
-  x.f = v;
-  return x;
-}
-GgufValue GgufValue::of_bool(bool v) {
-  GgufValue x;
-  x.kind = GgufKind::BOOL;
-  x.u = v;
-  return x;
-}
-GgufValue GgufValue::of_string(std::string v) {
-  GgufValue x;
-  x.kind = GgufKind::STRING;
-  x.s = std::move(v);
-  return x;
-}
-
-GgufValue GgufValue::of_strings(const std::vector<std::string>& v) {
-  GgufValue x;
-  x.kind = GgufKind::ARRAY, x.elem = GgufKind::STRING;
-  for (const std::string& s : v) x.arr.push_back(of_string(s));
-  return x;
-}
-GgufValue GgufValue::of_i32s(const std::vector<int32_t>& v) {
-  GgufValue x;
-  x.kind = GgufKind::ARRAY, x.elem = GgufKind::I32;
-  for (int32_t i : v) x.arr.push_back(of_i32(i));
-  return x;
-}
-GgufValue GgufValue::of_f32s(const std::vector<float>& v) {
-  GgufValue x;
-  x.kind = GgufKind::ARRAY, x.elem = GgufKind::F32;
-  for (float f : v) x.arr.push_back(of_f32(f));
-  return x;
-}
-
-int64_t GgufTensorInfo::numel() const {
-  int64_t n = 1;
-  for (int64_t d : dims) n *= d;
-  return n;
-}
 
 // ---- reader ----
 
@@ -570,100 +477,6 @@ void GgufWriter::write(const std::string& path) const {
     w.write(zeros.data(), size_t(align_up(t.nbytes, alignment_) - t.nbytes));
   }
   w.commit();
-}
-
-// ---- quantization ----
-
-std::string quantize_q8_0(const float* x, int64_t n) {
-  AIGC_CHECK(n % 32 == 0, "q8_0: the row length must be a multiple of 32");
-  std::string out(size_t(n / 32 * 34), '\0');
-  uint8_t* o = reinterpret_cast<uint8_t*>(out.data());
-  for (int64_t b = 0; b < n / 32; b++, o += 34, x += 32) {
-    float amax = 0;
-    for (int j = 0; j < 32; j++) amax = std::max(amax, std::fabs(x[j]));
-    const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
-    const uint16_t dh = io::f32_to_f16(d);
-    std::memcpy(o, &dh, 2);
-    for (int j = 0; j < 32; j++) o[2 + j] = uint8_t(int8_t(std::lround(x[j] * id)));
-  }
-  return out;
-}
-
-std::string quantize_q4_0(const float* x, int64_t n) {
-  AIGC_CHECK(n % 32 == 0, "q4_0: the row length must be a multiple of 32");
-  std::string out(size_t(n / 32 * 18), '\0');
-  uint8_t* o = reinterpret_cast<uint8_t*>(out.data());
-  for (int64_t b = 0; b < n / 32; b++, o += 18, x += 32) {
-    // The scale maps the value of largest magnitude to -8, so that side of the range is used whole.
-    float amax = 0, max = 0;
-    for (int j = 0; j < 32; j++)
-      if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
-    const float d = max / -8.0f, id = d ? 1.0f / d : 0.0f;
-    const uint16_t dh = io::f32_to_f16(d);
-    std::memcpy(o, &dh, 2);
-    for (int j = 0; j < 16; j++) {  // element j in the low nibble of byte j, element j + 16 in its high nibble
-      const int lo = std::min(15, int(x[j] * id + 8.5f)), hi = std::min(15, int(x[j + 16] * id + 8.5f));
-      o[2 + j] = uint8_t(lo | (hi << 4));
-    }
-  }
-  return out;
-}
-
-void dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t n) {
-  switch (type) {
-    case GgmlType::F32:
-      std::memcpy(dst, src, size_t(n) * 4);
-      return;
-    case GgmlType::F16:
-    case GgmlType::BF16:
-      for (int64_t i = 0; i < n; i++) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = type == GgmlType::F16 ? io::f16_to_f32(h) : io::bf16_to_f32(h);
-      }
-      return;
-    case GgmlType::Q8_0:
-      for (int64_t b = 0; b < n / 32; b++, src += 34, dst += 32) {
-        uint16_t dh;
-        std::memcpy(&dh, src, 2);
-        const float d = io::f16_to_f32(dh);
-        for (int j = 0; j < 32; j++) dst[j] = float(int8_t(src[2 + j])) * d;
-      }
-      return;
-    case GgmlType::Q4_0:
-      for (int64_t b = 0; b < n / 32; b++, src += 18, dst += 32) {
-        uint16_t dh;
-        std::memcpy(&dh, src, 2);
-        const float d = io::f16_to_f32(dh);
-        for (int j = 0; j < 16; j++) {
-          dst[j] = float((src[2 + j] & 0xf) - 8) * d;
-          dst[j + 16] = float((src[2 + j] >> 4) - 8) * d;
-        }
-      }
-      return;
-  }
-  fail("dequantize: unsupported ggml type " + std::to_string(uint32_t(type)));
-}
-
-std::string convert_from_f32(GgmlType type, const float* x, int64_t n) {
-  switch (type) {
-    case GgmlType::F32:
-      return std::string(reinterpret_cast<const char*>(x), size_t(n) * 4);
-    case GgmlType::F16:
-    case GgmlType::BF16: {
-      std::string out(size_t(n) * 2, '\0');
-      for (int64_t i = 0; i < n; i++) {
-        const uint16_t h = type == GgmlType::F16 ? io::f32_to_f16(x[i]) : io::f32_to_bf16(x[i]);
-        std::memcpy(out.data() + 2 * i, &h, 2);
-      }
-      return out;
-    }
-    case GgmlType::Q8_0:
-      return quantize_q8_0(x, n);
-    case GgmlType::Q4_0:
-      return quantize_q4_0(x, n);
-  }
-  fail("convert_from_f32: unsupported ggml type " + std::to_string(uint32_t(type)));
 }
 
 }  // namespace aigc

@@ -196,6 +196,12 @@ LoadedModel load_gguf_model(const GgufReader& g) {
   lm.model = std::make_unique<GPT>(c);
   for (const Param& p : lm.model->params().params())
     g.read_f32_into(ggml_name(p.name), p.value.f32(), ggml_dims(p.value.shape()));
+  // Inference runs on the file's matrix type. Quantizing the dequantized values gives back the file's blocks bit
+  // for bit (each block's largest value sits exactly on a step), so nothing is lost by the f32 detour.
+  const GgmlType mt = g.find("blk.0.attn_qkv.weight") ? g.find("blk.0.attn_qkv.weight")->type : GgmlType::F32;
+  if (mt == GgmlType::Q8_0) lm.model->set_inference_dtype(DType::Q8_0);
+  if (mt == GgmlType::Q4_0) lm.model->set_inference_dtype(DType::Q4_0);
+  if (mt == GgmlType::BF16) lm.model->set_inference_dtype(DType::BF16);
   return lm;
 }
 

@@ -9,8 +9,8 @@
 
 #include "aigc/error.h"
 #include "aigc/file_util.h"
+#include "aigc/half.h"
 #include "aigc/tensor.h"  // shape_str
-#include "half.h"
 
 namespace aigc {
 

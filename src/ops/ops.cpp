@@ -3,6 +3,7 @@
 #include "aigc/autograd.h"
 #include "aigc/backend.h"
 #include "aigc/error.h"
+#include "aigc/quant.h"
 #include "op_util.h"
 
 namespace aigc::ops {
@@ -41,7 +42,7 @@ Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   check_f32(x, "linear", "input");
-  if (w.dtype() != DType::BF16) check_f32(w, "linear", "weight");
+  if (w.dtype() != DType::BF16 && !is_quantized(w.dtype())) check_f32(w, "linear", "weight");
   AIGC_CHECK(w.dim() == 2, "linear: weight must be 2-D (out, in)");
   int64_t C_in = w.size(1), C_out = w.size(0);
   AIGC_CHECK(x.size(-1) == C_in,
@@ -51,6 +52,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Shape oshape = x.shape();
   oshape.back() = C_out;
   Tensor out = Tensor::empty(oshape);
+  if (is_quantized(w.dtype())) {  // inference with Q8_0 / Q4_0 weights
+    AIGC_CHECK(!needs_grad({&x, &w, &b}), "linear: quantized weights are for inference; run it under NoGradGuard");
+    be(x).linear_forward_quant(out.f32(), x.f32(), w.raw(), w.dtype(), b.defined() ? b.f32() : nullptr, N, C_in, C_out);
+    return out;
+  }
   if (w.dtype() == DType::BF16) {  // inference with bf16 weights
     AIGC_CHECK(!needs_grad({&x, &w, &b}), "linear: bf16 weights are for inference; run it under NoGradGuard");
     be(x).linear_forward_bf16w(out.f32(), x.f32(), static_cast<const uint16_t*>(w.raw()),
@@ -79,6 +85,22 @@ Tensor to_bf16(const Tensor& x) {
   check_f32(x, "to_bf16", "input");
   Tensor out = Tensor::empty(x.shape(), DType::BF16, x.device());
   be(x).convert_f32_to_bf16(static_cast<uint16_t*>(out.raw()), x.f32(), x.numel());
+  return out;
+}
+
+Tensor quantize(const Tensor& x, DType dtype) {
+  check_f32(x, "quantize", "input");
+  AIGC_CHECK(is_quantized(dtype), std::string("quantize: ") + dtype_name(dtype) + " is not a quantized type");
+  Tensor out = Tensor::empty(x.shape(), dtype, x.device());  // checks the rows fill whole blocks
+  const std::vector<float> v = x.to_vector();
+  std::vector<char> blocks(dtype_bytes(dtype, x.numel()));
+  for (int64_t b = 0; b < x.numel() / kQuantBlock; b++) {
+    if (dtype == DType::Q8_0)
+      quantize_block(v.data() + b * kQuantBlock, reinterpret_cast<BlockQ8_0*>(blocks.data())[b]);
+    else
+      quantize_block(v.data() + b * kQuantBlock, reinterpret_cast<BlockQ4_0*>(blocks.data())[b]);
+  }
+  backend_for(x.device()).from_host(out.raw(), blocks.data(), blocks.size());
   return out;
 }
 

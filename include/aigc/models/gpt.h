@@ -66,9 +66,11 @@ class GPT {
   // yet the weights are read once for all of them. Returns logits (B,V).
   Tensor forward_decode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& slots,
                         const std::vector<int32_t>& pos, KVCache& cache);
-  // Weights used by inference (no-grad) forwards: F32 (the parameters themselves) or BF16 (rounded copies of
-  // every matrix, read at half the bytes per token; training always uses the fp32 parameters).
+  // Weights used by inference (no-grad) forwards: F32 (the parameters themselves), BF16 (rounded copies of every
+  // matrix, read at half the bytes per token), or Q8_0 / Q4_0 (ggml's blocks: ~1.06 and ~0.56 bytes per weight,
+  // multiplied as llama.cpp does; aigc/backend.h). Training always uses the fp32 parameters.
   void set_inference_dtype(DType dtype);
+  DType inference_dtype() const { return inference_dtype_; }
 
   const GPTConfig& config() const { return config_; }
   ParamStore& params() { return params_; }
@@ -94,7 +96,8 @@ class GPT {
   ParamStore params_;
   Tensor wte_, wpe_, ln_f_w_, ln_f_b_, lm_head_w_, lm_head_b_;
   std::vector<Block> blocks_;
-  std::unordered_map<const TensorImpl*, Tensor> bf16_weights_;  // parameter -> its bf16 copy
+  std::unordered_map<const TensorImpl*, Tensor> inference_weights_;  // parameter -> its bf16 or quantized copy
+  DType inference_dtype_ = DType::F32;
 };
 
 }  // namespace aigc

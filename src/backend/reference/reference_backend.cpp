@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "aigc/error.h"
+#include "aigc/quant.h"
 #include "reference_backend.h"
 
 namespace aigc::ref {
@@ -91,6 +92,41 @@ void ReferenceBackend::linear_forward_bf16w(float* out, const float* inp, const 
       for (int64_t i = 0; i < C_in; i++) sum += double(inp[n * C_in + i]) * double(bf16_to_float(w[o * C_in + i]));
       out[n * C_out + o] = float(sum);
     }
+}
+
+// Quantized weights: each input row becomes Q8_0 blocks, and each output is the sum over blocks of
+// d_w d_x sum_j q_w[j] q_x[j], the inner sums in integers, the rest in double.
+template <typename Block>
+static void linear_quant(float* out, const float* inp, const Block* w, const float* bias, int64_t N, int64_t C_in,
+                         int64_t C_out) {
+  const int64_t nb = C_in / kQuantBlock;
+  std::vector<BlockQ8_0> xq(static_cast<size_t>(nb));
+  for (int64_t n = 0; n < N; n++) {
+    for (int64_t b = 0; b < nb; b++) quantize_activation_block(inp + n * C_in + b * kQuantBlock, xq[size_t(b)]);
+    for (int64_t o = 0; o < C_out; o++) {
+      double sum = bias ? double(bias[o]) : 0.0;
+      for (int64_t b = 0; b < nb; b++) {
+        int qw[32], qx[32];
+        block_ints(w[o * nb + b], qw);
+        block_ints(xq[size_t(b)], qx);
+        int64_t dot = 0;
+        for (int j = 0; j < 32; j++) dot += qw[j] * qx[j];
+        sum += double(io::f16_to_f32(w[o * nb + b].d)) * double(io::f16_to_f32(xq[size_t(b)].d)) * double(dot);
+      }
+      out[n * C_out + o] = float(sum);
+    }
+  }
+}
+
+void ReferenceBackend::linear_forward_quant(float* out, const float* inp, const void* w, DType wtype, const float* bias,
+                                            int64_t N, int64_t C_in, int64_t C_out) {
+  AIGC_CHECK(C_in % kQuantBlock == 0, "linear_forward_quant: C_in must be a multiple of 32");
+  if (wtype == DType::Q8_0)
+    linear_quant(out, inp, static_cast<const BlockQ8_0*>(w), bias, N, C_in, C_out);
+  else if (wtype == DType::Q4_0)
+    linear_quant(out, inp, static_cast<const BlockQ4_0*>(w), bias, N, C_in, C_out);
+  else
+    fail(std::string("linear_forward_quant: weights of type ") + dtype_name(wtype) + " are not quantized");
 }
 
 // ---- 2-D convolution ----

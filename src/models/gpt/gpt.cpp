@@ -67,21 +67,27 @@ void GPT::init_weights(uint64_t seed) {
 }
 
 Tensor GPT::linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  if (!bf16_weights_.empty() && !grad_enabled()) {
-    auto it = bf16_weights_.find(w.impl());
-    if (it != bf16_weights_.end()) return ops::linear(x, it->second, b);
+  if (!inference_weights_.empty() && !grad_enabled()) {
+    auto it = inference_weights_.find(w.impl());
+    if (it != inference_weights_.end()) return ops::linear(x, it->second, b);
   }
   return ops::linear(x, w, b);
 }
 
 void GPT::set_inference_dtype(DType dtype) {
-  AIGC_CHECK(dtype == DType::F32 || dtype == DType::BF16, "inference weights must be f32 or bf16");
-  bf16_weights_.clear();
+  AIGC_CHECK(dtype == DType::F32 || dtype == DType::BF16 || is_quantized(dtype),
+             std::string("inference weights must be f32, bf16, q8_0 or q4_0, got ") + dtype_name(dtype));
+  inference_weights_.clear();
+  inference_dtype_ = dtype;
   if (dtype == DType::F32) return;
   NoGradGuard ng;
   std::vector<Tensor> mats = {config_.tie_embeddings ? wte_ : lm_head_w_};
   for (const Block& b : blocks_) mats.insert(mats.end(), {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w});
-  for (const Tensor& w : mats) bf16_weights_[w.impl()] = ops::to_bf16(w);
+  for (const Tensor& w : mats) {
+    // A matrix whose rows do not fill whole blocks stays bf16 (as GGUF files fall back to f16).
+    const bool blocks = w.size(1) % 32 == 0;
+    inference_weights_[w.impl()] = is_quantized(dtype) && blocks ? ops::quantize(w, dtype) : ops::to_bf16(w);
+  }
 }
 
 Tensor GPT::attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache,

@@ -1,0 +1,81 @@
+// Quantized inference: the kernel path the CPU takes, GPT decoding from Q8_0 / Q4_0 blocks, and GGUF files that
+// keep their blocks through aigc. The kernels themselves are checked against the reference backend in the op-case
+// table (test_backend_ops.cpp), on every path.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "aigc/autograd.h"
+#include "aigc/backend.h"
+#include "aigc/checkpoint.h"
+#include "aigc/error.h"
+#include "aigc/file_util.h"
+#include "aigc/ops.h"
+#include "test_util.h"
+
+using namespace aigc;
+
+TEST(Quant, KernelPathIsTheWidestTheCpuHasUnlessNarrowed) {
+  std::string want = "scalar";
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) want = "avx2";
+  if (want == "avx2" && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+    want = "avx512-vnni";
+#endif
+  const char* env = std::getenv("AIGC_QUANT_ISA");
+  if (env && std::string(env) == "scalar") want = "scalar";
+  if (env && std::string(env) == "avx2" && want == "avx512-vnni") want = "avx2";
+  EXPECT_EQ(quant_kernel_isa(), want);
+  std::printf("[ quant ] kernel path: %s\n", quant_kernel_isa());
+}
+
+TEST(Quant, LinearRefusesGradientsAndPartialBlocks) {
+  // 127 is a whole step of a block whose scale is exactly 1 (amax / 127).
+  Tensor w = Tensor::from_vector(std::vector<float>(64, 127.0f), {2, 32});
+  Tensor q = ops::quantize(w, DType::Q8_0);
+  EXPECT_EQ(q.dtype(), DType::Q8_0);
+  Tensor x = Tensor::from_vector(std::vector<float>(32, 127.0f), {1, 32});
+  x.set_requires_grad(true);
+  EXPECT_THROW(ops::linear(x, q, Tensor()), Error);  // inference only
+  {
+    NoGradGuard ng;
+    Tensor y = ops::linear(x, q, Tensor());
+    EXPECT_EQ(y.to_vector()[0], 32.0f * 127 * 127);
+  }
+  EXPECT_THROW(ops::quantize(Tensor::from_vector(std::vector<float>(40, 1.0f), {2, 20}), DType::Q4_0), Error);
+}
+
+TEST(Quant, GptDecodesFromBlocksAndGgufFilesKeepThem) {
+  GPTConfig c;
+  c.n_layer = 2, c.n_head = 2, c.n_embd = 64, c.block_size = 32, c.vocab_size = 256;
+  GPT m(c);
+  m.init_weights(3);
+  const std::vector<int32_t> ids = {5, 17, 250, 3, 99, 100, 7};
+  NoGradGuard ng;
+  const Tensor ref = m.forward(Tensor::from_ints(ids, {1, 7}));
+  auto bytes = make_bytes_tokenizer();
+  const auto dir = aigc::testing::fresh_temp_dir("aigc_quant");
+  for (DType q : {DType::Q8_0, DType::Q4_0}) {
+    SCOPED_TRACE(dtype_name(q));
+    m.set_inference_dtype(q);
+    const Tensor got = m.forward(Tensor::from_ints(ids, {1, 7}));
+    const double err = aigc::testing::max_abs_diff(got, ref);
+    EXPECT_GT(err, 0);  // the blocks are used
+    EXPECT_LT(err, q == DType::Q8_0 ? 0.02 : 0.1);
+    // The KV-cache path gives the same logits as the full forward (the same kernels).
+    KVCache cache = m.make_cache(1, 32);
+    const Tensor last = m.forward_cached(Tensor::from_ints(ids, {1, 7}), cache);
+    const std::vector<float> a = last.to_vector(), full = got.to_vector();
+    for (int64_t v = 0; v < 256; v++) EXPECT_NEAR(a[size_t(v)], full[size_t(6 * 256 + v)], 1e-4);
+    // A GGUF of this type loads into the same blocks: written again, it is the same file.
+    const std::string p = (dir / "m.gguf").string(), p2 = (dir / "m2.gguf").string();
+    m.set_inference_dtype(DType::F32);
+    save_gguf(p, m, *bytes, q == DType::Q8_0 ? GgmlType::Q8_0 : GgmlType::Q4_0, "m");
+    LoadedModel lm = load_model(p);
+    EXPECT_EQ(lm.model->inference_dtype(), q);
+    save_gguf(p2, *lm.model, *lm.tokenizer, q == DType::Q8_0 ? GgmlType::Q8_0 : GgmlType::Q4_0, "m");
+    EXPECT_TRUE(read_file(p) == read_file(p2));
+    m.set_inference_dtype(q);
+  }
+  std::filesystem::remove_all(dir);
+}
