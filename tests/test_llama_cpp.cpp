@@ -4,6 +4,7 @@
 // the same file.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "aigc/autograd.h"
@@ -160,6 +161,59 @@ TEST(LlamaCpp, ReadsAigcGgufFilesAndAgreesOnTokensLogitsAndGreedyText) {
         "[ llama.cpp ] %-5s max |dlogp| %.2e over top-20 x %zu positions (vs aigc's f32 weights: %.2e); "
         "greedy %d/%zu exact argmax\n",
         k.type, worst, o.positions.size(), weights_effect, exact, o.greedy.size());
+  }
+  fs::remove_all(dir);
+}
+
+// Merge semantics on vocabularies made to break them: pairs around commas (the npm gpt-3-encoder keys ranks by
+// the joined string first + "," + second, so there a pair can borrow another merge's rank; aigc, like GPT-2's
+// encoder.py, Hugging Face and llama.cpp, keys them by the pair). Every string over {'!', ',', '?'} up to length
+// 7 must tokenize as llama.cpp tokenizes it, on two hand-made merge lists.
+TEST(LlamaCpp, TokenizesLikeLlamaCppWhereCommaKeyedRanksWouldDiffer) {
+  AIGC_NEEDS("node-llama-cpp", oracle_missing());
+  std::vector<std::string> cases;
+  for (int len = 1; len <= 7; len++) {
+    int n = 1;
+    for (int k = 0; k < len; k++) n *= 3;
+    for (int code = 0; code < n; code++) {
+      std::string s;
+      for (int k = 0, c = code; k < len; k++, c /= 3) s += "!,?"[c % 3];
+      cases.push_back(s);
+    }
+  }
+  const std::vector<std::vector<std::string>> merge_sets = {
+      {", ?", "! ,", "! ,?", "? !", ", ,", ",, ,", "! ,,", "?! ,", "!, !", "!, ?", "!,, ?"},
+      // '?,?'+'?' and '?'+'?,?' join to one key "?,?,?": keyed by the string they would share a rank.
+      {"! ,", ", ?", "? !", "? ,?", ",? ?", ",? ?,?", "?,? ?!", ", ,?", "?! ,?", "! ?!,?", "?,? ?", "? ?,?"},
+  };
+  const fs::path dir = aigc::testing::fresh_temp_dir("aigc_llama_tok");
+  write_file_atomic((dir / "cases.json").string(), nlohmann::json(cases).dump());
+  for (size_t set = 0; set < merge_sets.size(); set++) {
+    nlohmann::json vocab = nlohmann::json::array(), merges = nlohmann::json::array();
+    for (const std::string& b : gpt2_byte_alphabet()) vocab.push_back(b);
+    for (const std::string& m : merge_sets[set]) {
+      const std::string joined = m.substr(0, m.find(' ')) + m.substr(m.find(' ') + 1);
+      if (std::find(vocab.begin(), vocab.end(), joined) == vocab.end()) vocab.push_back(joined);
+      merges.push_back(m);
+    }
+    auto tok = tokenizer_from_json(nlohmann::json{{"kind", "bpe"}, {"vocab", vocab}, {"merges", merges}}.dump());
+    GPTConfig c;
+    c.n_layer = 1, c.n_head = 1, c.n_embd = 32, c.block_size = 16, c.vocab_size = tok->vocab_size();
+    GPT m(c);
+    const fs::path file = dir / "tok.gguf", out = dir / "tokenized.json";
+    save_gguf(file.string(), m, *tok, GgmlType::F32, "tok");
+    const std::string cmd = "node \"" + kTool.string() + "\" --package \"" + kLlamaPackage.string() + "\" --model \"" +
+                            file.string() + "\" --tokenize-file \"" + (dir / "cases.json").string() + "\" > \"" +
+                            out.string() + "\"";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const auto theirs =
+        nlohmann::json::parse(read_file(out.string()))["tokenized"].get<std::vector<std::vector<int>>>();
+    ASSERT_EQ(theirs.size(), cases.size());
+    int mismatches = 0;
+    for (size_t i = 0; i < cases.size(); i++)
+      if (tok->encode(cases[i]) != theirs[i] && ++mismatches <= 5)
+        ADD_FAILURE() << "set " << set << ": \"" << cases[i] << "\"";
+    EXPECT_EQ(mismatches, 0) << "merge set " << set << ", " << cases.size() << " strings";
   }
   fs::remove_all(dir);
 }

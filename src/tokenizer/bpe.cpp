@@ -1,12 +1,9 @@
-// Byte-level BPE as GPT-2 does it, with the reference JavaScript encoder (gpt-3-encoder) as the oracle.
-//
-// Merge semantics follow the reference exactly: repeatedly take the adjacent pair of lowest rank and merge every
-// occurrence of it left to right (non-overlapping), until no pair has a rank. One quirk is kept on purpose: the
-// reference looks ranks up by the string first + "," + second, so a pair whose joined key equals a real merge's
-// key (possible only around commas, e.g. '",' + '"' vs '"' + ',"') gets that merge's rank. GPT-2's vocabulary has
-// 11 such aliases, all producing the same token as the real merge; a search over short punctuation runs found no
-// input where they change GPT-2's ids, but a vocabulary can be built where they do (see the parity test).
-// Python's encoder.py does not have them.
+// Byte-level BPE as GPT-2 does it: repeatedly take the adjacent pair of lowest rank and merge every occurrence of
+// it left to right (non-overlapping), until no pair has a rank. Ranks are keyed by the pair itself, as in GPT-2's
+// encoder.py, Hugging Face tokenizers and llama.cpp. (The npm gpt-3-encoder, the first oracle, keys them by the
+// string first + "," + second, so around commas a pair can borrow another merge's rank; aigc does not copy that:
+// on GPT-2's vocabulary no input is known where it changes the ids, and llama.cpp is the oracle for vocabularies
+// where it would, tests/test_llama_cpp.cpp.)
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -108,28 +105,16 @@ BpeTokenizer::BpeTokenizer(std::vector<std::string> vocab, const std::vector<std
   }
   if (auto it = id_of.find("<|endoftext|>"); it != id_of.end()) eos_ = it->second;
 
-  // Ranks keyed like the reference (joined with ','); a later merge with an equal key wins, as in the reference.
-  std::unordered_map<std::string, uint32_t> key_rank;
-  key_rank.reserve(merges_.size() * 2);
+  // (left, right) -> rank and result; a pair listed twice takes its later rank, as a Python dict would.
+  table_.reserve(merges_.size() * 2);
   for (size_t r = 0; r < merges_.size(); r++) {
     auto [a, b] = merges_[r];
     AIGC_CHECK(a >= 0 && b >= 0 && size_t(a) < text_.size() && size_t(b) < text_.size(),
                source + ": merge " + std::to_string(r) + " names an unknown token id");
-    AIGC_CHECK(id_of.count(text_[size_t(a)] + text_[size_t(b)]),
+    auto xy = id_of.find(text_[size_t(a)] + text_[size_t(b)]);
+    AIGC_CHECK(xy != id_of.end(),
                source + ": merge result \"" + text_[size_t(a)] + text_[size_t(b)] + "\" is not in the vocabulary");
-    key_rank[text_[size_t(a)] + "," + text_[size_t(b)]] = uint32_t(r);
-  }
-  table_.reserve(key_rank.size() * 2);
-  for (const auto& [k, rank] : key_rank) {
-    // Every split of the key at a comma is a pair the reference would rank (',' never occurs inside a multi-byte
-    // UTF-8 character, so byte positions are safe).
-    for (size_t j = k.find(',', 1); j != std::string::npos && j + 1 < k.size(); j = k.find(',', j + 1)) {
-      auto x = id_of.find(k.substr(0, j)), y = id_of.find(k.substr(j + 1));
-      if (x == id_of.end() || y == id_of.end()) continue;
-      auto xy = id_of.find(x->first + y->first);
-      if (xy == id_of.end()) continue;  // the reference would emit an undefined id here; nothing to match
-      table_[key(x->second, y->second)] = Merge{rank, xy->second};
-    }
+    table_[key(a, b)] = Merge{uint32_t(r), xy->second};
   }
 }
 
@@ -140,9 +125,8 @@ std::string BpeTokenizer::decode_token(int id) const {
   return tokens_[size_t(id)];
 }
 
-// Merges lowest rank first over a linked list, with a heap of (rank, position). Each round takes every pair of
-// the lowest rank, and like the reference merges only the pair found last among them (a round can hold two
-// pairs of one rank only through the comma aliases), left to right, skipping overlaps.
+// Merges lowest rank first over a linked list, with a heap of (rank, position). Each round takes every place the
+// lowest-ranked pair occurs (one rank is one pair) and merges them left to right, skipping overlaps.
 void BpeTokenizer::apply_merges(std::vector<int>& sym) const {
   const int n = int(sym.size());
   if (n < 2) return;

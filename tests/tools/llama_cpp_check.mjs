@@ -8,13 +8,15 @@
 //
 //   node llama_cpp_check.mjs --package DIR --model M.gguf --prompt-file P.txt [--n 16] [--top 20] [--threads 1]
 //                            [--kv f32|f16] [--ctx 256]
+//   node llama_cpp_check.mjs --package DIR --model M.gguf --tokenize-file CASES.json
+//                            (only tokenization: {"tokenized": [ids of each string in the JSON array]})
 // DIR holds node_modules/node-llama-cpp (scripts/setup.sh installs it into third_party/llama_cpp).
 import {readFileSync} from "node:fs";
 import {pathToFileURL} from "node:url";
 
 const args = {n: "16", top: "20", threads: "1", kv: "f16", ctx: "256"};
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, "")] = process.argv[i + 1];
-for (const k of ["package", "model", "prompt-file"])
+for (const k of ["package", "model", ...(args["tokenize-file"] ? [] : ["prompt-file"])])
   if (!args[k]) throw new Error(`--${k} is required`);
 const {getLlama, LlamaLogLevel} =
     await import(pathToFileURL(`${args.package}/node_modules/node-llama-cpp/dist/index.js`).href);
@@ -23,6 +25,13 @@ const threads = Number(args.threads), n = Number(args.n), top = Number(args.top)
 const llama = await getLlama({gpu: false, build: "never", skipDownload: true, maxThreads: threads,
                               logLevel: LlamaLogLevel.error});
 const model = await llama.loadModel({modelPath: args.model, gpuLayers: 0});
+if (args["tokenize-file"]) {
+  const cases = JSON.parse(readFileSync(args["tokenize-file"], "utf8"));
+  console.log(JSON.stringify({tokenized: cases.map(s => [...model.tokenize(s)])}));
+  await model.dispose();
+  await llama.dispose();
+  process.exit(0);
+}
 const prompt = readFileSync(args["prompt-file"], "utf8");
 const tokens = [...model.tokenize(prompt)];
 const kvType = args.kv.toUpperCase();
