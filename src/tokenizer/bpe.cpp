@@ -146,7 +146,7 @@ void BpeTokenizer::apply_merges(std::vector<int>& sym) const {
     if (r >= 0) heap.push((uint64_t(r) << 32) | uint32_t(p));
   };
   for (int i = 0; i + 1 < n; i++) push(i);
-  std::vector<int> cand, keep;
+  std::vector<int> cand;
   while (!heap.empty()) {
     const uint64_t r = heap.top() >> 32;
     cand.clear();
@@ -156,25 +156,18 @@ void BpeTokenizer::apply_merges(std::vector<int>& sym) const {
       if ((cand.empty() || cand.back() != p) && rank_at(p) == int64_t(r)) cand.push_back(p);
     }
     if (cand.empty()) continue;
-    const int a = sym[cand.back()], b = sym[next[cand.back()]];
-    const int result = find_merge(a, b)->result;
-    keep.clear();
+    const int result = find_merge(sym[cand.back()], sym[next[cand.back()]])->result;
     for (int p : cand) {
+      // A candidate still holds the pair unless the merge just left of it took its first symbol.
       const int q = next[p];
       if (sym[p] < 0 || q < 0) continue;
-      if (sym[p] == a && sym[q] == b) {
-        sym[p] = result;
-        sym[q] = -1;
-        next[p] = next[q];
-        if (next[q] >= 0) prev[next[q]] = p;
-        push(prev[p]);
-        push(p);
-      } else {
-        keep.push_back(p);
-      }
+      sym[p] = result;
+      sym[q] = -1;
+      next[p] = next[q];
+      if (next[q] >= 0) prev[next[q]] = p;
+      push(prev[p]);
+      push(p);
     }
-    for (int p : keep)
-      if (rank_at(p) == int64_t(r)) heap.push((r << 32) | uint32_t(p));
   }
   sym.erase(std::remove(sym.begin(), sym.end(), -1), sym.end());
 }
