@@ -20,6 +20,7 @@
 #include "aigc/error.h"
 #include "aigc/file_util.h"
 #include "aigc/gguf.h"
+#include "aigc/rng.h"
 
 using namespace aigc;
 
@@ -49,17 +50,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 #ifndef AIGC_LIBFUZZER
 namespace {
 
-struct Rand {  // splitmix64
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  size_t below(size_t n) { return n ? size_t(next() % n) : 0; }
-};
-
 std::vector<std::string> seeds() {
   const auto dir = std::filesystem::temp_directory_path() / "aigc_fuzz_gguf_seeds";
   std::filesystem::create_directories(dir);
@@ -82,30 +72,31 @@ std::vector<std::string> seeds() {
 
 int main(int argc, char** argv) {
   const long n = argc > 1 ? std::atol(argv[1]) : 20000;
-  Rand rng{argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1};
+  Rng gen(argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1);
+  auto below = [&gen](size_t n) { return n ? size_t(gen.next_u64() % n) : size_t(0); };
   const std::vector<std::string> base = seeds();
   const uint64_t interesting[] = {
       0, 1, 2, 3, 4, 7, 8, 9, 12, 30, 31, 32, 33, 255, 256, 0x7fffffff, 0xffffffffull, 1ull << 32, 1ull << 62, ~0ull};
   const auto t0 = std::chrono::steady_clock::now();
   for (long i = 0; i < n; i++) {
-    std::string f = base[rng.below(base.size())];
-    switch (rng.below(4)) {
+    std::string f = base[below(base.size())];
+    switch (below(4)) {
       case 0:  // cut or grow
-        f.resize(rng.below(f.size() + 64), char(rng.next()));
+        f.resize(below(f.size() + 64), char(gen.next_u64()));
         break;
       case 1: {  // an interesting integer at a random place, 1, 4 or 8 bytes wide (mostly in the header)
-        const size_t at = rng.below(rng.below(2) ? std::min<size_t>(f.size(), 4096) : f.size());
-        const uint64_t v = interesting[rng.below(std::size(interesting))];
+        const size_t at = below(below(2) ? std::min<size_t>(f.size(), 4096) : f.size());
+        const uint64_t v = interesting[below(std::size(interesting))];
         const size_t widths[] = {1, 4, 8};
-        std::memcpy(f.data() + at, &v, std::min(f.size() - at, widths[rng.below(3)]));
+        std::memcpy(f.data() + at, &v, std::min(f.size() - at, widths[below(3)]));
         break;
       }
       case 2:  // random bytes
-        for (int e = 0, k = 1 + int(rng.below(8)); e < k; e++) f[rng.below(f.size())] = char(rng.next());
+        for (int e = 0, k = 1 + int(below(8)); e < k; e++) f[below(f.size())] = char(gen.next_u64());
         break;
       default: {  // copy a slice of the header over another place in it
-        const size_t h = std::min<size_t>(f.size(), 4096), len = 1 + rng.below(16);
-        const size_t from = rng.below(h), to = rng.below(h);
+        const size_t h = std::min<size_t>(f.size(), 4096), len = 1 + below(16);
+        const size_t from = below(h), to = below(h);
         if (from + len <= f.size() && to + len <= f.size()) std::memmove(f.data() + to, f.data() + from, len);
       }
     }
