@@ -158,5 +158,7 @@ inline void add_activation_cases(std::vector<OpCase>& table, const std::string& 
 // (LeakyReLU, tanh, sigmoid, SiLU, batch and group normalization, concat, BCE, upsampling, Blocked16, transpose,
 // timestep embedding, combine_rows, MSE, clamp, EMA).
 void add_image_cases(std::vector<OpCase>& table);
+// The cases of backend_op_cases_llama.cpp: RMS normalization, SwiGLU, the rotary embedding with grouped-query heads.
+void add_llama_cases(std::vector<OpCase>& table);
 
 }  // namespace aigc::backend_ops

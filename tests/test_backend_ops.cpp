@@ -411,6 +411,7 @@ const std::vector<OpCase>& all_cases() {
     add_attention_cases(t);
     add_optimizer_cases(t);
     add_image_cases(t);
+    add_llama_cases(t);
     return t;
   }();
   return table;

@@ -1,5 +1,6 @@
-// Parity with PyTorch (the oracle: reference/torch/torch_gpt_oracle.py, run in float64 by Debian's python3-torch):
-// logits, loss, every parameter's gradient, and every parameter after one AdamW step, for both GPT variants.
+// Parity with PyTorch (the oracles: reference/torch/torch_gpt_oracle.py, and torch_llama_oracle.py, a twin of
+// Hugging Face's LlamaForCausalLM with its state-dict keys; run in float64 by Debian's python3-torch): logits,
+// loss, every parameter's gradient, and every parameter after one AdamW step, for every GPT variant.
 #include <gtest/gtest.h>
 
 #include "test_util.h"
@@ -26,16 +27,22 @@ struct MaxErr {
   std::string where;
 };
 
-// Largest |a - b| / (|b| + floor) over all elements; floor keeps near-zero entries from dominating.
+// Largest |a - b| / (|b| + floor) over all elements; floor keeps near-zero entries from dominating. An element that
+// cancels far below its tensor's scale (a tied embedding's row summed from terms near the tensor's peak) keeps the
+// rounding of those terms, so the floor is at least 1e-3 of the tensor's largest value.
 void compare(const std::string& what, const std::vector<float>& got, const std::vector<float>& want, double rtol,
              double floor, MaxErr& worst, const std::vector<bool>* mask = nullptr) {
   ASSERT_EQ(got.size(), want.size()) << what;
+  double peak = 0;
+  for (float w : want) peak = std::max(peak, std::abs(double(w)));
+  floor = std::max(floor, 1e-3 * peak);
   for (size_t i = 0; i < got.size(); i++) {
     if (mask && !(*mask)[i]) continue;
     double d = std::abs(double(got[i]) - double(want[i]));
     double rel = d / (std::abs(double(want[i])) + floor);
     if (rel > worst.rel) worst = {d, rel, what + "[" + std::to_string(i) + "]"};
-    ASSERT_LE(rel, rtol) << what << "[" << i << "]: aigc " << got[i] << " vs torch " << want[i];
+    ASSERT_LE(rel, rtol) << what << "[" << i << "]: aigc " << got[i] << " vs torch " << want[i]
+                         << " (largest |value| of the tensor " << peak << ")";
   }
 }
 
@@ -59,7 +66,8 @@ void run_parity(GPTConfig cfg, const char* label) {
       {"lr", oc.lr}, {"beta1", oc.beta1}, {"beta2", oc.beta2}, {"eps", oc.eps}, {"weight_decay", oc.weight_decay}};
   write_safetensors((dir / "in.safetensors").string(), tensors, {{"config", cfg.to_json()}, {"optim", oj.dump()}});
 
-  std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/reference/torch/torch_gpt_oracle.py " +
+  const char* oracle = cfg.is_llama() ? "torch_llama_oracle.py " : "torch_gpt_oracle.py ";
+  std::string cmd = "/usr/bin/python3 " + std::string(AIGC_SOURCE_DIR) + "/reference/torch/" + oracle +
                     (dir / "in.safetensors").string() + " " + (dir / "out.safetensors").string();
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "the PyTorch oracle failed (is python3-torch installed? run "
                                             "scripts/setup.sh): "
@@ -105,3 +113,19 @@ GPTConfig small(GPTConfig c) {
 
 TEST(Parity, Gpt2VariantMatchesPyTorch) { run_parity(small(GPTConfig::gpt2_style()), "gpt2"); }
 TEST(Parity, TransformerVariantMatchesPyTorch) { run_parity(small(GPTConfig::transformer_style()), "transformer"); }
+
+// Llama: 4 query heads sharing 2 kv heads, an untied head, llama3 frequency scaling (all three bands occur).
+TEST(Parity, LlamaGroupedQueryMatchesPyTorch) {
+  GPTConfig c = small(GPTConfig::llama_style());
+  c.n_head = 4, c.n_kv_head = 2, c.n_hidden = 40, c.rope_theta = 500000.0f;
+  c.rope_scaling = {"llama3", 8.0f, 1.0f, 4.0f, 64};
+  run_parity(c, "llama-gqa");
+}
+
+// Multi-query attention (one kv head), a tied head, a head size unlike n_embd / n_head, linear scaling.
+TEST(Parity, LlamaTiedMultiQueryMatchesPyTorch) {
+  GPTConfig c = small(GPTConfig::llama_style());
+  c.n_head = 2, c.n_kv_head = 1, c.head_dim = 12, c.tie_embeddings = true, c.ln_eps = 1e-6f;
+  c.rope_scaling = {"linear", 2.0f};
+  run_parity(c, "llama-mqa");
+}

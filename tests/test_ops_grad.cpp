@@ -105,6 +105,27 @@ TEST(GradCheck, CausalSelfAttention) {
   grad_check([](std::vector<Tensor>& in) { return ops::causal_self_attention(in[0], 2); }, {randn({2, 5, 12}, rng)});
 }
 
+TEST(GradCheck, RmsNorm) {
+  Rng rng(21);
+  grad_check([](std::vector<Tensor>& in) { return ops::rmsnorm(in[0], in[1], 1e-5f); },
+             {randn({3, 8}, rng), randn({8}, rng)});
+}
+
+TEST(GradCheck, SwiGlu) {
+  Rng rng(22);
+  grad_check([](std::vector<Tensor>& in) { return ops::swiglu(in[0], in[1]); },
+             {randn({30}, rng, 2.0f), randn({30}, rng)});
+}
+
+TEST(GradCheck, RopeQkvWithGroupedHeads) {
+  Rng rng(23);
+  // 4 query heads share 2 kv heads; rows at scattered positions, frequencies from 1 down.
+  Tensor pos = Tensor::from_ints({0, 5, 17, 2, 1000, 3}, {6});
+  Tensor f = Tensor::from_vector({1.0f, 0.3f, 0.01f}, {3});
+  grad_check([pos, f](std::vector<Tensor>& in) { return ops::rope_qkv(in[0], in[1], in[2], pos, f, 4, 2); },
+             {randn({2, 3, 24}, rng), randn({2, 3, 12}, rng), randn({2, 3, 12}, rng)});
+}
+
 TEST(GradCheck, CrossEntropy) {
   Rng rng(10);
   Tensor tg = Tensor::from_ints({0, 4, 2, -1, 3, 1}, {2, 3});  // one ignored position

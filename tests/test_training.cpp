@@ -104,10 +104,22 @@ TEST(Training, SmokeValidationLossDrops) {
   fs::remove_all(d);
 }
 
-TEST(Training, GreedyKvCacheMatchesFullForward) {
-  // Greedy decoding with the KV cache must pick the same tokens as re-running the whole sequence each step.
+namespace {
+GPTConfig tiny_gpt() {
   GPTConfig c;
   c.n_layer = 2, c.n_head = 2, c.n_embd = 16, c.block_size = 24, c.vocab_size = 13;
+  return c;
+}
+// Llama with grouped-query heads (4 query heads, 2 kv heads) and a large rope base.
+GPTConfig tiny_llama() {
+  GPTConfig c = GPTConfig::llama_style();
+  c.n_layer = 2, c.n_head = 4, c.n_kv_head = 2, c.n_embd = 16, c.block_size = 24, c.vocab_size = 13;
+  c.rope_theta = 500000.0f;
+  return c;
+}
+
+// Greedy decoding with the KV cache must pick the same tokens as re-running the whole sequence each step.
+void check_greedy_kv_cache(const GPTConfig& c) {
   GPT m(c);
   m.init_weights(5);
   std::vector<int32_t> seq = {1, 2, 3};
@@ -123,6 +135,10 @@ TEST(Training, GreedyKvCacheMatchesFullForward) {
     logits = m.forward_cached(Tensor::from_ints({next}, {1, 1}), cache);
   }
 }
+}  // namespace
+
+TEST(Training, GreedyKvCacheMatchesFullForward) { check_greedy_kv_cache(tiny_gpt()); }
+TEST(Training, LlamaGreedyKvCacheMatchesFullForward) { check_greedy_kv_cache(tiny_llama()); }
 
 TEST(Training, NonFiniteLossStopsTheRunClearly) {
   fs::path d = aigc::testing::fresh_temp_dir("nan");
@@ -140,11 +156,10 @@ TEST(Training, NonFiniteLossStopsTheRunClearly) {
   fs::remove_all(d);
 }
 
-TEST(Training, BatchedDecodeMatchesOneSequenceAtATime) {
-  // Continuous batching: three sequences of different lengths in slots 2, 0, 3 of a 4-slot cache, decoded in one
-  // batch per step, give the logits each gets alone with a batch-1 cache.
-  GPTConfig c;
-  c.n_layer = 2, c.n_head = 2, c.n_embd = 16, c.block_size = 24, c.vocab_size = 13;
+namespace {
+// Continuous batching: three sequences of different lengths in slots 2, 0, 3 of a 4-slot cache, decoded in one
+// batch per step, give the logits each gets alone with a batch-1 cache.
+void check_batched_decode(const GPTConfig& c) {
   GPT m(c);
   m.init_weights(7);
   const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4}, {5, 6, 7, 8, 9}};
@@ -175,3 +190,7 @@ TEST(Training, BatchedDecodeMatchesOneSequenceAtATime) {
   EXPECT_THROW(m.forward_decode({1, 2}, {0, 0}, {3, 3}, batch), Error);  // one slot twice
   EXPECT_THROW(m.forward_decode({1}, {4}, {3}, batch), Error);           // no slot 4
 }
+}  // namespace
+
+TEST(Training, BatchedDecodeMatchesOneSequenceAtATime) { check_batched_decode(tiny_gpt()); }
+TEST(Training, LlamaBatchedDecodeMatchesOneSequenceAtATime) { check_batched_decode(tiny_llama()); }

@@ -94,6 +94,27 @@ class Backend {
   virtual void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                                   const float* w, const float* mean, const float* rstd, int64_t N, int64_t C) = 0;
 
+  // ---- Llama-family blocks ----
+  // RMS normalization over the last dim: out = w x / sqrt(mean(x^2) + eps); rstd (N) saved for backward (may be
+  // null). Backward: dinp += ..., dw += ... (dw may be null).
+  virtual void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int64_t N, int64_t C,
+                               float eps) = 0;
+  virtual void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                                const float* rstd, int64_t N, int64_t C) = 0;
+  // SwiGLU's gate: out = silu(gate) up, elementwise; backward adds into dgate and dup.
+  virtual void swiglu_forward(float* out, const float* gate, const float* up, int64_t n) = 0;
+  virtual void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
+                               int64_t n) = 0;
+  // Rotary position embedding and grouped-query heads, packed for the attention kernels: q (N, NH*HS),
+  // k and v (N, NKV*HS) of N rows at positions pos (N) -> qkv (N, 3*NH*HS) = rot(q) | rot(k) | v, where k and v
+  // heads repeat so that query head h reads kv head h / (NH / NKV). rot turns each pair (x_i, x_{i+HS/2}) of a
+  // head by the angle pos * inv_freq[i] (HS/2 frequencies; the "rotate half" form of Hugging Face's Llama), the
+  // angle rounded to fp32 as there. Backward adds the inverse rotation and sums the repeats into dq, dk, dv.
+  virtual void rope_qkv_forward(float* qkv, const float* q, const float* k, const float* v, const int32_t* pos,
+                                const float* inv_freq, int64_t N, int64_t NH, int64_t NKV, int64_t HS) = 0;
+  virtual void rope_qkv_backward(float* dq, float* dk, float* dv, const float* dqkv, const int32_t* pos,
+                                 const float* inv_freq, int64_t N, int64_t NH, int64_t NKV, int64_t HS) = 0;
+
   // GELU (tanh approximation) and ReLU.
   virtual void gelu_forward(float* out, const float* inp, int64_t n) = 0;
   virtual void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) = 0;

@@ -67,6 +67,17 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets);
 // Mean softmax cross-entropy of logits (..., V) against targets (...) i32; targets < 0 are ignored.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
 
+// ---- Llama-family layers (src/ops/llama_ops.cpp) ----
+// RMS normalization over the last dim: w x / sqrt(mean(x^2) + eps).
+Tensor rmsnorm(const Tensor& x, const Tensor& w, float eps);
+// silu(gate) * up, elementwise (the SwiGLU MLP's gate).
+Tensor swiglu(const Tensor& gate, const Tensor& up);
+// q (..., NH*HS), k and v (..., NKV*HS), one i32 position per row -> (..., 3*NH*HS) for the attention ops: q and k
+// turned by the rotary embedding (frequencies inv_freq, HS/2 of them; Hugging Face's "rotate half" pairs), k and
+// v heads repeated NH/NKV times (grouped-query attention).
+Tensor rope_qkv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& pos, const Tensor& inv_freq,
+                int64_t n_head, int64_t n_kv_head);
+
 // ---- GAN objectives (src/ops/gan_ops.cpp) ----
 // g times leaky_relu's slope at x (1 where x > 0, else slope): leaky_relu's backward as an op, for grad_graph.
 Tensor leaky_relu_grad(const Tensor& x, const Tensor& g, float slope);

@@ -25,6 +25,12 @@ const std::vector<const char*>& backend_kernels() {
                                                  "copy",
                                                  "layernorm_forward",
                                                  "layernorm_backward",
+                                                 "rmsnorm_forward",
+                                                 "rmsnorm_backward",
+                                                 "swiglu_forward",
+                                                 "swiglu_backward",
+                                                 "rope_qkv_forward",
+                                                 "rope_qkv_backward",
                                                  "gelu_forward",
                                                  "gelu_backward",
                                                  "relu_forward",
@@ -83,7 +89,7 @@ bool host_backend_supports(const char* kernel, DType dtype) {
       return true;    // every kernel computes in fp32
     case DType::I32:  // token ids, labels, cache slots and positions
       for (const char* k : {"embedding_forward", "embedding_backward", "cross_entropy_forward",
-                            "cross_entropy_backward", "attention_decode"})
+                            "cross_entropy_backward", "attention_decode", "rope_qkv_forward", "rope_qkv_backward"})
         if (std::strcmp(k, kernel) == 0) return true;
       return false;
     case DType::BF16:  // bf16 weights for inference, and the conversion that makes them

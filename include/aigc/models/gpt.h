@@ -1,10 +1,13 @@
-// GPT: a decoder-only transformer language model, in two flavours chosen by GPTConfig:
+// GPT: a decoder-only transformer language model, in the flavours GPTConfig chooses:
 //  - "gpt2": pre-LN blocks, GELU (tanh), tied input/output embeddings, GPT-2 initialization;
 //  - "transformer": the classic post-LN TransformerLM (x = LN(x + MHA(x)); x = LN(x + FFN(x)), ReLU FFN),
 //    with a final LayerNorm and an untied linear head. Unlike the reference PyTorch code it descends from,
 //    attention here is causal (a teacher-forced LM must not see the token it predicts) and runs per sequence
-//    over (B,T,C) tensors (the reference fed (B,T,C) to a (T,B,C) module and so attended across the batch).
-// Parameter names follow GPT-2's checkpoint keys (wte, wpe, h.N.attn.c_attn, ...); Linear weights are (out, in).
+//    over (B,T,C) tensors (the reference fed (B,T,C) to a (T,B,C) module and so attended across the batch);
+//  - arch "llama" (src/models/gpt/llama.cpp): pre-RMSNorm blocks, rotary position embeddings, grouped-query
+//    attention, a SwiGLU MLP, no biases, a tied or untied head: Llama, Mistral, SmolLM, TinyLlama.
+// Parameter names follow the checkpoint keys (GPT-2's wte, wpe, h.N.attn.c_attn, ...; Hugging Face's
+// model.layers.N.self_attn.q_proj, ... for llama); Linear weights are (out, in).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -16,7 +19,16 @@
 
 namespace aigc {
 
+// Rotary embedding frequency scaling, as Hugging Face's rope_scaling: "none", "linear" (every frequency divided
+// by factor) or "llama3" (low frequencies divided by factor, high ones kept, a smooth ramp between).
+struct RopeScaling {
+  std::string type = "none";
+  float factor = 1.0f, low_freq_factor = 1.0f, high_freq_factor = 4.0f;
+  int64_t original_max_position = 8192;
+};
+
 struct GPTConfig {
+  std::string arch = "gpt";  // "gpt" (GPT-2 / TransformerLM blocks) or "llama"
   int64_t n_layer = 6;
   int64_t n_head = 6;
   int64_t n_embd = 384;
@@ -27,13 +39,28 @@ struct GPTConfig {
   bool tie_embeddings = true;       // lm_head shares wte
   bool lm_head_bias = false;        // only for an untied head
   float dropout = 0.0f;
-  float ln_eps = 1e-5f;
+  float ln_eps = 1e-5f;  // LayerNorm's epsilon, or RMSNorm's for llama
+  // llama only:
+  int64_t n_kv_head = 0;  // key/value heads (grouped-query attention), dividing n_head; 0 = n_head
+  int64_t head_dim = 0;   // 0 = n_embd / n_head
+  int64_t n_hidden = 0;   // the SwiGLU MLP's hidden size; 0 = 8/3 n_embd rounded up to a multiple of 32
+  float rope_theta = 10000.0f;
+  RopeScaling rope_scaling;
 
   static GPTConfig gpt2_style();         // pre-LN, GELU, tied
   static GPTConfig transformer_style();  // post-LN, ReLU, untied head with bias, 512 positions
+  static GPTConfig llama_style();        // arch llama, untied head, RMSNorm eps 1e-5
+  bool is_llama() const { return arch == "llama"; }
+  int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
+  int64_t head_size() const { return head_dim > 0 ? head_dim : n_embd / n_head; }
+  int64_t hidden_size() const;               // the MLP's hidden width
+  std::vector<float> rope_inv_freq() const;  // head_size() / 2 rotary frequencies, scaled (fp32 as Hugging Face)
   std::string to_json() const;
   static GPTConfig from_json(const std::string& json);  // validates every field
   void validate() const;
+
+ private:
+  void validate_llama() const;
 };
 
 struct KVCache {
@@ -80,6 +107,7 @@ class GPT {
   struct Block {
     Tensor ln_1_w, ln_1_b, attn_w, attn_b, attn_proj_w, attn_proj_b;
     Tensor ln_2_w, ln_2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;
+    Tensor q_w, k_w, v_w, o_w, gate_w, up_w, down_w;  // llama (its norms are ln_1_w and ln_2_w)
   };
   struct Decode {  // forward_decode's rows: cache slot and position of each, i32 (B)
     Tensor slots, pos;
@@ -89,12 +117,20 @@ class GPT {
   Tensor attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache,
                    const Decode* decode);
   Tensor mlp(const Block& blk, const Tensor& x, bool train, uint64_t seed);
+  // Attention over qkv (B,T,3 NH HS): causal, or against the KV cache (incremental, or per-row decoding).
+  Tensor attend(const Tensor& qkv, size_t layer, KVCache* cache, const Decode* decode);
   Tensor head(const Tensor& x);
+  // The llama blocks (llama.cpp).
+  void add_llama_params();
+  Tensor hidden_llama(const Tensor& idx, KVCache* cache, const Decode* decode);
+  Tensor llama_attention(const Block& blk, const Tensor& x, const Tensor& pos, size_t layer, KVCache* cache,
+                         const Decode* decode);
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);  // ops::linear with the inference weights
 
   GPTConfig config_;
   ParamStore params_;
   Tensor wte_, wpe_, ln_f_w_, ln_f_b_, lm_head_w_, lm_head_b_;
+  Tensor inv_freq_;  // llama: the rotary frequencies
   std::vector<Block> blocks_;
   std::unordered_map<const TensorImpl*, Tensor> inference_weights_;  // parameter -> its bf16 or quantized copy
   DType inference_dtype_ = DType::F32;

@@ -1,5 +1,7 @@
 // GPTConfig presets, validation and JSON (stored in checkpoint metadata).
+#include <cmath>
 #include <nlohmann/json.hpp>
+#include <numbers>
 
 #include "aigc/error.h"
 #include "aigc/models/gpt.h"
@@ -18,6 +20,48 @@ GPTConfig GPTConfig::transformer_style() {
   return c;
 }
 
+GPTConfig GPTConfig::llama_style() {
+  GPTConfig c;
+  c.arch = "llama";
+  c.norm = "rms";
+  c.activation = "swiglu";
+  c.tie_embeddings = false;
+  return c;
+}
+
+int64_t GPTConfig::hidden_size() const {
+  if (!is_llama()) return 4 * n_embd;
+  if (n_hidden > 0) return n_hidden;
+  return (8 * n_embd / 3 + 31) / 32 * 32;  // SwiGLU's three matrices hold about as much as a 4x GELU MLP's two
+}
+
+std::vector<float> GPTConfig::rope_inv_freq() const {
+  const int64_t hs = head_size();
+  std::vector<float> f(size_t(hs / 2));
+  for (int64_t i = 0; i < hs / 2; i++) {
+    // fp32 throughout, as Hugging Face computes them: 1 / theta^(2i / hs).
+    const float e = float(2 * i) / float(hs);
+    f[size_t(i)] = 1.0f / std::pow(rope_theta, e);
+  }
+  const RopeScaling& s = rope_scaling;
+  if (s.type == "linear") {
+    for (float& v : f) v /= s.factor;
+  } else if (s.type == "llama3") {
+    const float old = float(s.original_max_position);
+    const float low_wavelen = old / s.low_freq_factor, high_wavelen = old / s.high_freq_factor;
+    for (float& v : f) {
+      const float wavelen = 2.0f * std::numbers::pi_v<float> / v;
+      if (wavelen > low_wavelen) {
+        v /= s.factor;  // low frequencies: stretched
+      } else if (!(wavelen < high_wavelen)) {
+        const float smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        v = (1.0f - smooth) * v / s.factor + smooth * v;
+      }
+    }
+  }
+  return f;
+}
+
 void GPTConfig::validate() const {
   auto pos = [](int64_t v, const char* f) {
     AIGC_CHECK(v > 0, std::string("model config: ") + f + " must be positive, got " + std::to_string(v));
@@ -27,14 +71,45 @@ void GPTConfig::validate() const {
   pos(n_embd, "n_embd");
   pos(block_size, "block_size");
   pos(vocab_size, "vocab_size");
+  AIGC_CHECK(arch == "gpt" || arch == "llama", "model config: arch must be \"gpt\" or \"llama\", got \"" + arch + "\"");
+  AIGC_CHECK(dropout >= 0.0f && dropout < 1.0f, "model config: dropout must be in [0, 1)");
+  AIGC_CHECK(ln_eps > 0.0f, "model config: ln_eps must be positive");
+  if (is_llama()) {
+    validate_llama();
+    return;
+  }
   AIGC_CHECK(n_embd % n_head == 0, "model config: n_embd (" + std::to_string(n_embd) +
                                        ") must be divisible by n_head (" + std::to_string(n_head) + ")");
   AIGC_CHECK(norm == "pre" || norm == "post", "model config: norm must be \"pre\" or \"post\", got \"" + norm + "\"");
   AIGC_CHECK(activation == "gelu" || activation == "relu",
              "model config: activation must be \"gelu\" or \"relu\", got \"" + activation + "\"");
-  AIGC_CHECK(dropout >= 0.0f && dropout < 1.0f, "model config: dropout must be in [0, 1)");
   AIGC_CHECK(!(tie_embeddings && lm_head_bias), "model config: lm_head_bias needs an untied head");
-  AIGC_CHECK(ln_eps > 0.0f, "model config: ln_eps must be positive");
+}
+
+void GPTConfig::validate_llama() const {
+  auto str = [](auto v) { return std::to_string(v); };
+  AIGC_CHECK(norm == "rms" && activation == "swiglu",
+             "model config: arch llama has norm \"rms\" and activation \"swiglu\", got \"" + norm + "\" and \"" +
+                 activation + "\"");
+  AIGC_CHECK(dropout == 0.0f, "model config: arch llama has no dropout; set dropout to 0");
+  AIGC_CHECK(!lm_head_bias, "model config: arch llama has no lm_head bias");
+  AIGC_CHECK(n_kv_head >= 0 && n_head % kv_heads() == 0,
+             "model config: n_head (" + str(n_head) + ") must be a multiple of n_kv_head (" + str(n_kv_head) + ")");
+  AIGC_CHECK(head_dim > 0 || n_embd % n_head == 0, "model config: n_embd (" + str(n_embd) +
+                                                       ") must be divisible by n_head (" + str(n_head) +
+                                                       ") unless head_dim is given");
+  AIGC_CHECK(head_dim >= 0 && head_size() % 2 == 0,
+             "model config: the head size must be even for the rotary embedding, got " + str(head_size()));
+  AIGC_CHECK(n_hidden >= 0, "model config: n_hidden must not be negative");
+  AIGC_CHECK(rope_theta > 0.0f && std::isfinite(rope_theta), "model config: rope_theta must be positive");
+  const RopeScaling& s = rope_scaling;
+  AIGC_CHECK(s.type == "none" || s.type == "linear" || s.type == "llama3",
+             "model config: rope_scaling type must be \"none\", \"linear\" or \"llama3\", got \"" + s.type + "\"");
+  AIGC_CHECK(s.factor > 0.0f && std::isfinite(s.factor), "model config: rope_scaling factor must be positive");
+  if (s.type == "llama3")
+    AIGC_CHECK(s.low_freq_factor > 0.0f && s.high_freq_factor > s.low_freq_factor && s.original_max_position > 0,
+               "model config: llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor and a positive "
+               "original_max_position_embeddings");
 }
 
 std::string GPTConfig::to_json() const {
@@ -49,6 +124,18 @@ std::string GPTConfig::to_json() const {
                       {"lm_head_bias", lm_head_bias},
                       {"dropout", dropout},
                       {"ln_eps", ln_eps}};
+  if (is_llama()) {
+    j["arch"] = arch;
+    j["n_kv_head"] = kv_heads();
+    j["head_dim"] = head_size();
+    j["n_hidden"] = hidden_size();
+    j["rope_theta"] = rope_theta;
+    j["rope_scaling"] = {{"type", rope_scaling.type},
+                         {"factor", rope_scaling.factor},
+                         {"low_freq_factor", rope_scaling.low_freq_factor},
+                         {"high_freq_factor", rope_scaling.high_freq_factor},
+                         {"original_max_position_embeddings", rope_scaling.original_max_position}};
+  }
   return j.dump();
 }
 
@@ -61,14 +148,17 @@ GPTConfig GPTConfig::from_json(const std::string& text) {
   }
   AIGC_CHECK(j.is_object(), "model config: expected a JSON object");
   GPTConfig c;
-  auto get = [&](const char* key, auto& field) {
-    if (!j.contains(key)) return;
+  auto get_in = [&](const nlohmann::json& obj, const char* key, auto& field) {
+    if (!obj.contains(key)) return;
     try {
-      j.at(key).get_to(field);
+      obj.at(key).get_to(field);
     } catch (const std::exception&) {
-      fail(std::string("model config: field \"") + key + "\" has the wrong type: " + j.at(key).dump());
+      fail(std::string("model config: field \"") + key + "\" has the wrong type: " + obj.at(key).dump());
     }
   };
+  auto get = [&](const char* key, auto& field) { get_in(j, key, field); };
+  get("arch", c.arch);
+  if (c.arch == "llama") c = llama_style();
   get("n_layer", c.n_layer);
   get("n_head", c.n_head);
   get("n_embd", c.n_embd);
@@ -80,6 +170,19 @@ GPTConfig GPTConfig::from_json(const std::string& text) {
   get("lm_head_bias", c.lm_head_bias);
   get("dropout", c.dropout);
   get("ln_eps", c.ln_eps);
+  get("n_kv_head", c.n_kv_head);
+  get("head_dim", c.head_dim);
+  get("n_hidden", c.n_hidden);
+  get("rope_theta", c.rope_theta);
+  if (j.contains("rope_scaling")) {
+    const nlohmann::json& s = j.at("rope_scaling");
+    AIGC_CHECK(s.is_object(), "model config: rope_scaling must be an object");
+    get_in(s, "type", c.rope_scaling.type);
+    get_in(s, "factor", c.rope_scaling.factor);
+    get_in(s, "low_freq_factor", c.rope_scaling.low_freq_factor);
+    get_in(s, "high_freq_factor", c.rope_scaling.high_freq_factor);
+    get_in(s, "original_max_position_embeddings", c.rope_scaling.original_max_position);
+  }
   c.validate();
   return c;
 }

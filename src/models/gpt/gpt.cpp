@@ -12,6 +12,12 @@ namespace aigc {
 
 GPT::GPT(const GPTConfig& config) : config_(config) {
   config_.validate();
+  if (config_.is_llama()) {
+    add_llama_params();
+    params_.finalize();
+    init_weights(0);
+    return;
+  }
   const int64_t C = config_.n_embd, V = config_.vocab_size;
   wte_ = params_.add("wte.weight", {V, C}, true);                   // (V, C)
   wpe_ = params_.add("wpe.weight", {config_.block_size, C}, true);  // (block_size, C)
@@ -47,15 +53,19 @@ void GPT::init_weights(uint64_t seed) {
   NoGradGuard ng;
   for (const Param& p : params_.params()) {
     const Tensor& t = p.value;
-    bool is_gain = p.name.find("ln_") != std::string::npos && p.name.ends_with(".weight");
+    bool is_gain =
+        (p.name.find("ln_") != std::string::npos || p.name.ends_with("norm.weight")) && p.name.ends_with(".weight");
     if (is_gain) {
       init::constant(t, 1.0f);
     } else if (p.name.ends_with(".bias")) {
       init::constant(t, 0.0f);
-    } else if (config_.norm == "pre") {
-      // GPT-2: residual-stream projections are scaled down so the residual's variance does not grow with depth.
+    } else if (config_.norm != "post") {
+      // GPT-2 (and llama): residual-stream projections are scaled down so the residual's variance does not grow
+      // with depth.
       float std = 0.02f;
-      if (p.name.ends_with("c_proj.weight")) std /= std::sqrt(2.0f * float(config_.n_layer));
+      if (p.name.ends_with("c_proj.weight") || p.name.ends_with("o_proj.weight") ||
+          p.name.ends_with("down_proj.weight"))
+        std /= std::sqrt(2.0f * float(config_.n_layer));
       init::normal(t, 0.0f, std, rng);
     } else if (p.name == "wte.weight" || p.name == "wpe.weight") {
       init::normal(t, 0.0f, 1.0f, rng);  // nn.Embedding's default
@@ -82,7 +92,11 @@ void GPT::set_inference_dtype(DType dtype) {
   if (dtype == DType::F32) return;
   NoGradGuard ng;
   std::vector<Tensor> mats = {config_.tie_embeddings ? wte_ : lm_head_w_};
-  for (const Block& b : blocks_) mats.insert(mats.end(), {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w});
+  for (const Block& b : blocks_)
+    if (config_.is_llama())
+      mats.insert(mats.end(), {b.q_w, b.k_w, b.v_w, b.o_w, b.gate_w, b.up_w, b.down_w});
+    else
+      mats.insert(mats.end(), {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w});
   for (const Tensor& w : mats) {
     // A matrix whose rows do not fill whole blocks stays bf16 (as GGUF files fall back to f16).
     const bool blocks = w.size(1) % 32 == 0;
@@ -93,12 +107,15 @@ void GPT::set_inference_dtype(DType dtype) {
 Tensor GPT::attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache,
                       const Decode* decode) {
   Tensor qkv = linear(x, blk.attn_w, blk.attn_b);  // (B,T,3C)
-  Tensor y =
-      decode  ? ops::attention_decode(qkv, config_.n_head, cache->k[layer], cache->v[layer], decode->slots, decode->pos)
-      : cache ? ops::attention_cached(qkv, config_.n_head, cache->k[layer], cache->v[layer], cache->pos)
-              : ops::causal_self_attention(qkv, config_.n_head);  // (B,T,C)
-  y = linear(y, blk.attn_proj_w, blk.attn_proj_b);
+  Tensor y = linear(attend(qkv, layer, cache, decode), blk.attn_proj_w, blk.attn_proj_b);
   return train ? ops::dropout(y, config_.dropout, seed) : y;
+}
+
+Tensor GPT::attend(const Tensor& qkv, size_t layer, KVCache* cache, const Decode* decode) {
+  const int64_t nh = config_.n_head;
+  return decode  ? ops::attention_decode(qkv, nh, cache->k[layer], cache->v[layer], decode->slots, decode->pos)
+         : cache ? ops::attention_cached(qkv, nh, cache->k[layer], cache->v[layer], cache->pos)
+                 : ops::causal_self_attention(qkv, nh);  // (B,T,NH HS)
 }
 
 Tensor GPT::mlp(const Block& blk, const Tensor& x, bool train, uint64_t seed) {
@@ -109,8 +126,9 @@ Tensor GPT::mlp(const Block& blk, const Tensor& x, bool train, uint64_t seed) {
 }
 
 Tensor GPT::hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache, const Decode* decode) {
-  const float eps = config_.ln_eps;
   if (grad_enabled()) params_.ensure_grads();  // gradients must land in the flat buffer
+  if (config_.is_llama()) return hidden_llama(idx, cache, decode);
+  const float eps = config_.ln_eps;
   // Token + position embeddings (B,T,C); decoding rows each sit at their own position.
   Tensor x = decode ? ops::add(ops::embedding(idx, wte_, Tensor()),
                                ops::embedding(decode->pos.view({idx.size(0), 1}), wpe_, Tensor()))
@@ -147,7 +165,7 @@ KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
   AIGC_CHECK(capacity <= config_.block_size, "KV cache capacity exceeds the model's context length");
   KVCache c;
   c.capacity = capacity;
-  const int64_t hs = config_.n_embd / config_.n_head;
+  const int64_t hs = config_.head_size();
   for (int64_t l = 0; l < config_.n_layer; l++) {
     c.k.push_back(Tensor::zeros({batch, config_.n_head, capacity, hs}));
     c.v.push_back(Tensor::zeros({batch, config_.n_head, capacity, hs}));

@@ -1,0 +1,65 @@
+// The Llama family's blocks, read top to bottom like Hugging Face's LlamaForCausalLM, whose state-dict keys the
+// parameters carry: token embedding -> n_layer blocks of
+//   x = x + o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = RMSNorm(x)   (input_layernorm)
+//   x = x + down_proj(silu(gate_proj(h)) * up_proj(h)),                       h = RMSNorm(x) (post_attention_layernorm)
+// -> RMSNorm (model.norm) -> lm_head (or the embedding, tied). Keys and values may have fewer heads than queries
+// (grouped-query attention); ops::rope_qkv repeats them into the layout the attention kernels and KV cache use.
+#include "aigc/models/gpt.h"
+#include "aigc/ops.h"
+
+namespace aigc {
+
+void GPT::add_llama_params() {
+  const int64_t C = config_.n_embd, V = config_.vocab_size, H = config_.hidden_size();
+  const int64_t Cq = config_.n_head * config_.head_size(), Ckv = config_.kv_heads() * config_.head_size();
+  wte_ = params_.add("model.embed_tokens.weight", {V, C}, true);
+  for (int64_t l = 0; l < config_.n_layer; l++) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    Block b;
+    b.ln_1_w = params_.add(p + "input_layernorm.weight", {C}, false);
+    b.q_w = params_.add(p + "self_attn.q_proj.weight", {Cq, C}, true);
+    b.k_w = params_.add(p + "self_attn.k_proj.weight", {Ckv, C}, true);
+    b.v_w = params_.add(p + "self_attn.v_proj.weight", {Ckv, C}, true);
+    b.o_w = params_.add(p + "self_attn.o_proj.weight", {C, Cq}, true);
+    b.ln_2_w = params_.add(p + "post_attention_layernorm.weight", {C}, false);
+    b.gate_w = params_.add(p + "mlp.gate_proj.weight", {H, C}, true);
+    b.up_w = params_.add(p + "mlp.up_proj.weight", {H, C}, true);
+    b.down_w = params_.add(p + "mlp.down_proj.weight", {C, H}, true);
+    blocks_.push_back(b);
+  }
+  ln_f_w_ = params_.add("model.norm.weight", {C}, false);
+  if (!config_.tie_embeddings) lm_head_w_ = params_.add("lm_head.weight", {V, C}, true);
+  const std::vector<float> f = config_.rope_inv_freq();
+  inv_freq_ = Tensor::from_vector(f, {int64_t(f.size())});
+}
+
+Tensor GPT::llama_attention(const Block& blk, const Tensor& x, const Tensor& pos, size_t layer, KVCache* cache,
+                            const Decode* decode) {
+  Tensor q = linear(x, blk.q_w, Tensor()), k = linear(x, blk.k_w, Tensor()), v = linear(x, blk.v_w, Tensor());
+  Tensor qkv = ops::rope_qkv(q, k, v, pos, inv_freq_, config_.n_head, config_.kv_heads());  // (B,T,3 NH HS)
+  return linear(attend(qkv, layer, cache, decode), blk.o_w, Tensor());
+}
+
+Tensor GPT::hidden_llama(const Tensor& idx, KVCache* cache, const Decode* decode) {
+  const float eps = config_.ln_eps;
+  const int64_t B = idx.size(0), T = idx.size(1);
+  // Each row's position: its own in decoding, else pos0 + t.
+  Tensor pos = decode ? decode->pos : Tensor();
+  if (!decode) {
+    std::vector<int32_t> p(size_t(B * T));
+    for (int64_t i = 0; i < B * T; i++) p[size_t(i)] = int32_t((cache ? cache->pos : 0) + i % T);
+    pos = Tensor::from_ints(p, {B * T});
+  }
+  Tensor x = ops::embedding(idx, wte_, Tensor());  // (B,T,C)
+  for (size_t l = 0; l < blocks_.size(); l++) {
+    const Block& b = blocks_[l];
+    x = ops::add(x, llama_attention(b, ops::rmsnorm(x, b.ln_1_w, eps), pos, l, cache, decode));
+    Tensor h = ops::rmsnorm(x, b.ln_2_w, eps);
+    x = ops::add(x,
+                 linear(ops::swiglu(linear(h, b.gate_w, Tensor()), linear(h, b.up_w, Tensor())), b.down_w, Tensor()));
+  }
+  if (cache && !decode) cache->pos += T;
+  return ops::rmsnorm(x, ln_f_w_, eps);
+}
+
+}  // namespace aigc
