@@ -1,4 +1,4 @@
-// `aigc convert` and `aigc quantize`: a GPT model (aigc checkpoint, Hugging Face GPT-2 directory or GGUF) to a GGUF
+// `aigc convert` and `aigc quantize`: a GPT or Llama model (aigc checkpoint, Hugging Face directory or GGUF) to a GGUF
 // file that llama.cpp and other ggml engines run, with its matrices in f32, f16, bf16, q8_0 or q4_0.
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -18,7 +18,8 @@ struct ConvertArgs {
 };
 
 void add_convert_options(CLI::App* cmd, ConvertArgs& a, const char* type_help) {
-  cmd->add_option("--ckpt,--model,-m", a.ckpt, "aigc checkpoint, GGUF file, or Hugging Face GPT-2 directory")
+  cmd->add_option("--ckpt,--model,-m", a.ckpt,
+                  "aigc checkpoint, GGUF file, or Hugging Face directory (GPT-2, Llama, Mistral)")
       ->required();
   cmd->add_option("--out,-o", a.out, "Output .gguf file")->required();
   cmd->add_option("--type", a.type, type_help)->capture_default_str();
@@ -42,7 +43,8 @@ void run_convert(const ConvertArgs& a) {
 Command convert_command(CLI::App& app) {
   auto a = std::make_shared<ConvertArgs>();
   a->type = "f32";
-  CLI::App* cmd = app.add_subcommand("convert", "Write a GPT model as a GGUF file (llama.cpp's \"gpt2\" architecture)");
+  CLI::App* cmd = app.add_subcommand(
+      "convert", "Write a GPT or Llama model as a GGUF file (llama.cpp's \"gpt2\" or \"llama\" architecture)");
   add_convert_options(cmd, *a,
                       "Matrix type: f32, f16, bf16, q8_0 (8-bit blocks), q4_0 (4-bit blocks); vectors stay f32");
   cmd->footer(

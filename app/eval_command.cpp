@@ -18,7 +18,8 @@ Command eval_command(CLI::App& app) {
   auto a = std::make_shared<Args>();
   CLI::App* cmd =
       app.add_subcommand("eval", "Mean next-token cross-entropy and perplexity of a checkpoint on a text file");
-  cmd->add_option("--ckpt,--model,-m", a->ckpt, "aigc checkpoint, GGUF file (gpt2), or Hugging Face GPT-2 directory")
+  cmd->add_option("--ckpt,--model,-m", a->ckpt,
+                  "aigc checkpoint, GGUF file (gpt2, llama), or Hugging Face directory (GPT-2, Llama, Mistral)")
       ->required();
   cmd->add_option("--data", a->data, "Text file, or a built-in corpus (fortune files are cleaned as in training)")
       ->required();

@@ -23,7 +23,8 @@ struct GenerateArgs {
 Command generate_command(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a checkpoint (streams tokens as they come)");
-  cmd->add_option("--ckpt,--model,-m", a->ckpt, "aigc checkpoint, GGUF file (gpt2), or Hugging Face GPT-2 directory")
+  cmd->add_option("--ckpt,--model,-m", a->ckpt,
+                  "aigc checkpoint, GGUF file (gpt2, llama), or Hugging Face directory (GPT-2, Llama, Mistral)")
       ->required();
   cmd->add_option("--prompt,-p", a->prompt, "Text to continue");
   cmd->add_option("--max-tokens,-n", a->opt.max_tokens, "Tokens to generate")->capture_default_str();

@@ -14,6 +14,12 @@ const std::vector<GptPreset>& gpt_presets() {
       {"gpt2-124m", "GPT-2 small: 12 layers, 768 wide, context 1024", "gpt2", 12, 12, 768, 1024},
       {"transformer", "the original Transformer's decoder: post-LN, ReLU, 4 layers, 128 wide, context 512",
        "transformer", 4, 4, 128, 512},
+      {"llama-tiny", "Llama blocks: 2 layers, 64 wide, 4 query / 2 kv heads, context 64", "llama", 2, 4, 64, 64, 2},
+      {"llama-small",
+       "Llama blocks: 4 layers, 128 wide, 4 query / 2 kv heads, context 128 (aigc train llama's default)", "llama", 4,
+       4, 128, 128, 2},
+      {"smollm-135m", "SmolLM-135M's shape: 30 layers, 576 wide, 9 query / 3 kv heads, SwiGLU 1536, tied, context 2048",
+       "llama", 30, 9, 576, 2048, 3, 1536, true},
   };
   return presets;
 }
@@ -21,8 +27,11 @@ const std::vector<GptPreset>& gpt_presets() {
 GPTConfig preset_config(const std::string& name) {
   for (const GptPreset& p : gpt_presets()) {
     if (p.name != name) continue;
-    GPTConfig c = p.arch == "transformer" ? GPTConfig::transformer_style() : GPTConfig::gpt2_style();
+    GPTConfig c = p.arch == "transformer" ? GPTConfig::transformer_style()
+                  : p.arch == "llama"     ? GPTConfig::llama_style()
+                                          : GPTConfig::gpt2_style();
     c.n_layer = p.n_layer, c.n_head = p.n_head, c.n_embd = p.n_embd, c.block_size = p.block_size;
+    if (p.arch == "llama") c.n_kv_head = p.n_kv_head, c.n_hidden = p.n_hidden, c.tie_embeddings = p.tied;
     return c;
   }
   std::string names;

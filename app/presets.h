@@ -1,5 +1,5 @@
-// Named GPT shapes for `aigc train gpt --preset NAME`, and named DCGAN recipes for `aigc train dcgan --preset NAME`,
-// as data: `aigc train --help` lists them.
+// Named GPT and Llama shapes for `aigc train gpt|llama --preset NAME`, and named DCGAN recipes for `aigc train dcgan
+// --preset NAME`, as data: `aigc train --help` lists them.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -12,8 +12,11 @@ namespace aigc::cli {
 
 struct GptPreset {
   std::string name, about;
-  std::string arch;  // "gpt2" (pre-LN, GELU, tied head) or "transformer" (post-LN, ReLU, untied head with bias)
+  // "gpt2" (pre-LN, GELU, tied head), "transformer" (post-LN, ReLU, untied head with bias) or "llama"
+  std::string arch;
   int64_t n_layer, n_head, n_embd, block_size;
+  int64_t n_kv_head = 0, n_hidden = 0;  // llama: grouped-query heads, the SwiGLU width (0: the defaults)
+  bool tied = false;                    // llama: tie the head to the embedding
 };
 
 const std::vector<GptPreset>& gpt_presets();

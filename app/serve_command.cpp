@@ -26,7 +26,8 @@ struct ServeArgs {
 void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   serve::ServerOptions& o = a.server;
   cmd->add_option("--ckpt,--model,-m", a.ckpt,
-                  "Text model: an aigc GPT checkpoint, a GGUF file (gpt2) or a Hugging Face GPT-2 directory")
+                  "Text model: an aigc checkpoint, a GGUF file (gpt2, llama) or a Hugging Face directory (GPT-2, "
+                  "Llama, Mistral)")
       ->required();
   cmd->add_option("--image-ckpt", a.image_ckpt, "Image model for /v1/images/generations (DCGAN or diffusion)");
   cmd->add_option("--host", o.host, "Address to listen on (loopback unless you say otherwise)")->capture_default_str();

@@ -82,7 +82,9 @@ void add_gpt(CLI::App* cmd, TrainArgs& a) {
       ->capture_default_str();
   cmd->add_option("--preset", a.preset, "GPT: model shape; DCGAN: a whole recipe (see the lists below)")
       ->capture_default_str();
-  cmd->add_option("--arch", a.arch, "GPT: gpt2 (pre-LN, GELU, tied) or transformer (post-LN, ReLU, untied head)");
+  cmd->add_option("--arch", a.arch,
+                  "GPT: gpt2 (pre-LN, GELU, tied), transformer (post-LN, ReLU, untied head) or llama (RMSNorm, "
+                  "rotary, grouped-query, SwiGLU)");
   cmd->add_option("--n-layer", a.over.n_layer, "GPT: transformer blocks");
   cmd->add_option("--n-head", a.over.n_head, "GPT: attention heads");
   cmd->add_option("--n-embd", a.over.n_embd, "GPT: embedding width");
@@ -151,13 +153,24 @@ void add_images(CLI::App* cmd, TrainArgs& a) {
       ->capture_default_str();
 }
 
+// gpt and llama: the same trainer, the blocks chosen by the preset (or --arch).
 void train_gpt_family(TrainArgs& a) {
+  const bool llama = a.family == "llama" || a.arch == "llama";
+  if (llama && !a.given("--preset")) a.preset = "llama-small";
   GPTConfig c = preset_config(a.preset);
+  AIGC_CHECK(c.is_llama() == llama || a.arch == "llama",
+             "--preset " + a.preset +
+                 (llama ? " is not a Llama shape (llama-tiny, llama-small, smollm-135m)"
+                        : " is a Llama shape: use aigc train llama"));
   if (a.arch == "transformer") {
     GPTConfig t = GPTConfig::transformer_style();
     c.norm = t.norm, c.activation = t.activation, c.tie_embeddings = t.tie_embeddings, c.lm_head_bias = t.lm_head_bias;
-  } else if (!a.arch.empty() && a.arch != "gpt2") {
-    fail("--arch must be gpt2 or transformer");
+  } else if (a.arch == "llama" && !c.is_llama()) {
+    GPTConfig l = GPTConfig::llama_style();
+    l.n_layer = c.n_layer, l.n_head = c.n_head, l.n_embd = c.n_embd, l.block_size = c.block_size;
+    c = l;
+  } else if (!a.arch.empty() && a.arch != "gpt2" && a.arch != "llama") {
+    fail("--arch must be gpt2, transformer or llama");
   }
   if (a.over.n_layer) c.n_layer = a.over.n_layer;
   if (a.over.n_head) c.n_head = a.over.n_head;
@@ -254,7 +267,7 @@ void run(TrainArgs& a) {
     AIGC_CHECK(a.family != "classifier", "the FID classifier trains in one process; run it without mpirun");
     return run_ranks(a);
   }
-  if (a.family == "gpt") return train_gpt_family(a);
+  if (a.family == "gpt" || a.family == "llama") return train_gpt_family(a);
   if (a.family == "dcgan") return train_dcgan_family(a);
   if (a.family == "ddpm") return train_ddpm_family(a);
   return train_classifier_family(a);
@@ -280,7 +293,7 @@ void run_ranks(TrainArgs& a) {
     std::fprintf(stderr, "data parallel: %d ranks, %d threads each; rank 0 writes the run folder\n", world,
                  get_num_threads());
   try {
-    if (a.family == "gpt") return train_gpt_family(a);
+    if (a.family == "gpt" || a.family == "llama") return train_gpt_family(a);
     if (a.family == "dcgan") return train_dcgan_family(a);
     return train_ddpm_family(a);
   } catch (const std::exception& e) {
@@ -298,11 +311,13 @@ Command train_command(CLI::App& app) {
   a->over.dropout = -1;
   CLI::App* cmd = app.add_subcommand(
       "train",
-      "Train a model: a GPT on text (gpt, the default), a DCGAN or DDPM diffusion model on images, or the "
-      "FID feature classifier");
+      "Train a model: a GPT or Llama-family language model on text (gpt, the default; llama), a DCGAN or DDPM "
+      "diffusion model on images, or the FID feature classifier");
   a->cmd = cmd;
-  const auto families = CLI::IsMember({"gpt", "dcgan", "ddpm", "classifier"});
-  cmd->add_option("family", a->family, "gpt | dcgan | ddpm | classifier")->check(families)->capture_default_str();
+  const auto families = CLI::IsMember({"gpt", "llama", "dcgan", "ddpm", "classifier"});
+  cmd->add_option("family", a->family, "gpt | llama | dcgan | ddpm | classifier")
+      ->check(families)
+      ->capture_default_str();
   cmd->add_option("--model", a->model_alias, "The family, as a flag (same as the positional FAMILY)")->check(families);
   add_shared(cmd, *a);
   add_gpt(cmd, *a);
@@ -310,12 +325,13 @@ Command train_command(CLI::App& app) {
   cmd->footer(
       "Examples:\n"
       "  aigc train gpt --data poems --preset small --steps 2000 --out runs/poems   # a GPT on Tang/Song poems\n"
+      "  aigc train llama --data fortunes --steps 2000 --out runs/llama           # Llama blocks (llama-small)\n"
       "  aigc train dcgan --conditional --steps 3000 --out runs/dcgan             # a class-conditional GAN\n"
       "  aigc train ddpm --schedule cosine --steps 4000 --out runs/ddpm           # diffusion, cosine betas\n"
       "  aigc train ddpm --steps 8000 --out runs/ddpm --resume                    # continue where it stopped\n"
       "Each run directory holds ckpt.safetensors (written atomically, enough to --resume exactly), metrics.jsonl\n"
       "(one line per update), config.json and samples/. Ctrl-C saves and stops.\n"
-      "GPT presets (--preset):\n" +
+      "GPT and Llama presets (--preset):\n" +
       presets_help() + "DCGAN presets (aigc train dcgan --preset NAME; flags given override them):\n" +
       gan_presets_help());
   return {cmd, [a] { run(*a); }};

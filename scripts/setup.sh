@@ -6,6 +6,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config git
   libdnnl-dev                      # oneDNN: matmul (and later convolution) on the CPU
   nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev libstb-dev libcpp-httplib-dev zlib1g-dev
+  libicu-dev                       # Unicode normalization for Hugging Face tokenizers (Qwen2's NFC)
   libgtest-dev libgmock-dev
   python3 python3-torch python3-numpy   # numerical oracle for the parity tests and the benchmark peer
   python3-matplotlib                   # the FID-vs-sampling-steps plot (bench/diffusion_steps)
@@ -53,12 +54,17 @@ fetch_npm openai 6.49.0 index.mjs  # OpenAI's official SDK: the server's black-b
 # llama.cpp, prebuilt, through node-llama-cpp 3.21.1: the oracle for aigc's GGUF files. A real install (its
 # JavaScript needs its dependencies) from the committed lockfile; the optional packages (CUDA, Vulkan and ARM
 # builds) are left out and no install script runs: the CPU binary ships in @node-llama-cpp/linux-x64.
-npm_ci() {  # SOURCE_DIR NAME CHECK_FILE
+npm_ci() {  # SOURCE_DIR NAME CHECK_FILE [--omit=optional]
   local dst="$here/third_party/$2"
   [ -f "$dst/node_modules/$3" ] && cmp -s "$here/$1/package-lock.json" "$dst/package-lock.json" && return 0
   rm -rf "$dst" && mkdir -p "$dst" && cp "$here/$1/package.json" "$here/$1/package-lock.json" "$dst/"
-  (cd "$dst" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --silent) \
+  (cd "$dst" && npm ci ${4:-} --ignore-scripts --no-audit --no-fund --silent) \
     || { echo "setup: error: could not install the npm packages of $1" >&2; exit 1; }
 }
-npm_ci tests/tools/llama_cpp llama_cpp node-llama-cpp/package.json
+npm_ci tests/tools/llama_cpp llama_cpp node-llama-cpp/package.json --omit=optional
+# Hugging Face's tokenizers in JavaScript, @huggingface/transformers 4.3.2: the oracle for tokenizer.json files and
+# chat templates (tests/tools/hf_tokenize.mjs). No install script runs (onnxruntime-node's would download GPU
+# libraries; tokenizing needs none); optional packages stay in, as the library imports sharp, whose Linux binary is
+# one of them.
+npm_ci tests/tools/hf_tokenizers hf_tokenizers @huggingface/transformers/package.json
 echo "setup: done"

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <random>
 
+#include "aigc/chat_template.h"
 #include "aigc/error.h"
 
 namespace aigc::serve {
@@ -112,6 +113,20 @@ std::string chat_prompt(const json& messages) {
   return (system.empty() ? "" : system + "\n\n") + turns + "Assistant:";
 }
 
+std::string chat_text(const json& messages, const Tokenizer& tok) {
+  if (tok.chat_template().empty()) return chat_prompt(messages);
+  chat_prompt(messages);  // the same checks of roles and contents
+  std::vector<ChatMessage> msgs;
+  for (size_t i = 0; i < messages.size(); i++)
+    msgs.push_back({messages[i]["role"].get<std::string>(), content_text(messages[i], i)});
+  try {
+    return render_chat(tok, msgs, true);
+  } catch (const Error& e) {
+    throw ApiError(400, std::string("this model's chat template cannot be used: ") + e.what(), "messages",
+                   "unsupported_chat_template");
+  }
+}
+
 TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, const Limits& lim) {
   if (!b.is_object()) throw ApiError(400, "the request body must be a JSON object");
   TextRequest r;
@@ -128,7 +143,7 @@ TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, c
   std::vector<std::vector<int>> given_ids;
   if (chat) {
     if (!b.contains("messages")) bad("messages", "is required");
-    texts.push_back(chat_prompt(b["messages"]));
+    texts.push_back(chat_text(b["messages"], tok));
   } else {
     if (!b.contains("prompt")) bad("prompt", "is required");
     const json& p = b["prompt"];
@@ -154,14 +169,12 @@ TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, c
   for (const std::string& t : texts) {
     std::vector<int> ids;
     try {
-      ids = tok.encode(t);
+      // A chat template's text carries its own special tokens; a plain prompt gets the tokenizer's (BOS).
+      ids = chat && !tok.chat_template().empty() ? tok.encode(t) : tok.encode_prompt(t);
     } catch (const Error& e) {  // a character the vocabulary lacks: the client's text, not a server fault
       throw ApiError(400,
                      std::string(chat ? "'messages'" : "'prompt'") + " has text this model cannot read: " + e.what(),
                      chat ? "messages" : "prompt", "unsupported_character");
-    }
-    if (ids.empty()) {  // an empty prompt starts from end-of-text when the vocabulary has it, else a newline
-      ids = tok.eos_id() ? std::vector<int>{*tok.eos_id()} : tok.encode("\n");
     }
     given_ids.push_back(std::move(ids));
   }
@@ -199,7 +212,7 @@ TextRequest parse_text_request(const json& b, bool chat, const Tokenizer& tok, c
     s.seed = std::random_device{}() * 0x9E3779B97F4A7C15ull + std::random_device{}();
   }
   r.gen.stop = stop_strings(b);
-  if (chat) r.gen.stop.push_back(kChatStop);
+  if (chat && tok.chat_template().empty()) r.gen.stop.push_back(kChatStop);
   const int64_t work = choices * r.gen.max_tokens;
   if (work > lim.max_request_tokens)
     throw ApiError(400,

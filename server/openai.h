@@ -56,6 +56,9 @@ struct TextRequest {
 // turn, "User: ..." / "Assistant: ...", ending with "Assistant:" for the model to continue. Generation stops at
 // "\nUser:" (added to the request's stop strings).
 std::string chat_prompt(const json& messages);
+// The prompt of a chat request: the tokenizer's own chat template when it has one (ChatML, Llama-3; the text
+// spells the special tokens out), else chat_prompt's transcript. An unsupported template is a 400 naming it.
+std::string chat_text(const json& messages, const Tokenizer& tok);
 constexpr const char* kChatStop = "\nUser:";
 
 TextRequest parse_text_request(const json& body, bool chat, const Tokenizer& tok, const Limits& limits);

@@ -367,6 +367,45 @@ TEST_F(Gguf, GptRoundTripsThroughEveryType) {
   EXPECT_EQ(lt.tokenizer->encode(text), bytes->encode(text));
 }
 
+TEST_F(Gguf, LlamaRoundTripsWithPermutedRotaryRowsAndFrequencyFactors) {
+  // Grouped-query heads, a head size unlike n_embd / n_head, llama3 scaling (written as rope_freqs.weight).
+  GPTConfig c = GPTConfig::llama_style();
+  c.n_layer = 2, c.n_head = 4, c.n_kv_head = 2, c.head_dim = 8, c.n_embd = 32, c.n_hidden = 64;
+  c.block_size = 32, c.vocab_size = 320, c.rope_theta = 500000.0f;
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8.0f, c.rope_scaling.original_max_position = 16;
+  GPT m(c);
+  m.init_weights(9);
+  auto tok = train_bpe_tokenizer("the cat sat on the mat, then the cat sat on the hat; 12 345 6789", 300);
+  const std::vector<int32_t> ids = {1, 40, 260, 7, 299, 3, 17, 5};
+  const Tensor ref = logits_of(m, ids);
+  save_gguf(path("llama.gguf"), m, *tok, GgmlType::F32, "tiny-llama");
+  GgufReader r(path("llama.gguf"));
+  EXPECT_EQ(r.get_string("general.architecture"), "llama");
+  EXPECT_EQ(r.get_uint("llama.attention.head_count_kv"), 2u);
+  EXPECT_EQ(r.get_uint("llama.attention.key_length"), 8u);
+  EXPECT_EQ(r.find("blk.1.attn_k.weight")->dims, (std::vector<int64_t>{32, 16}));
+  ASSERT_NE(r.find("rope_freqs.weight"), nullptr);
+  // attn_q's rows are in llama.cpp's adjacent-pair order: row 2j + s of a head is aigc's row s hd/2 + j.
+  std::vector<float> q(32 * 32);
+  r.read_f32_into("blk.0.attn_q.weight", q.data(), {32, 32});
+  const float* w = m.params().find("model.layers.0.self_attn.q_proj.weight")->value.f32();
+  EXPECT_EQ(q[(8 + 2 * 3 + 1) * 32 + 5], w[(8 + 4 + 3) * 32 + 5]);  // head 1, j = 3, s = 1, column 5
+  EXPECT_EQ(q[(8 + 2 * 3) * 32 + 5], w[(8 + 3) * 32 + 5]);
+  LoadedModel lm = load_model(path("llama.gguf"));
+  const GPTConfig& back = lm.model->config();
+  EXPECT_TRUE(back.is_llama());
+  EXPECT_EQ(back.kv_heads(), 2);
+  EXPECT_EQ(back.head_size(), 8);
+  EXPECT_EQ(back.rope_scaling.type, "factors");  // llama3 as GGUF carries it: one divisor per frequency
+  const std::vector<float> f0 = c.rope_inv_freq(), f1 = back.rope_inv_freq();
+  for (size_t i = 0; i < f0.size(); i++) EXPECT_NEAR(f1[i], f0[i], 1e-7f * f0[i]) << i;
+  EXPECT_LE(aigc::testing::max_abs_diff(logits_of(*lm.model, ids), ref), 1e-5);
+  // A second trip keeps the factors as they are.
+  save_gguf(path("llama2.gguf"), *lm.model, *lm.tokenizer, GgmlType::F32, "again");
+  EXPECT_EQ(load_model(path("llama2.gguf")).model->config().to_json(), back.to_json());
+}
+
 TEST_F(Gguf, UnsupportedModelsAreRefusedClearly) {
   GPTConfig post = GPTConfig::transformer_style();
   post.n_layer = 1, post.n_head = 2, post.n_embd = 32, post.block_size = 16, post.vocab_size = 256;

@@ -118,7 +118,8 @@ TEST(Parity, TransformerVariantMatchesPyTorch) { run_parity(small(GPTConfig::tra
 TEST(Parity, LlamaGroupedQueryMatchesPyTorch) {
   GPTConfig c = small(GPTConfig::llama_style());
   c.n_head = 4, c.n_kv_head = 2, c.n_hidden = 40, c.rope_theta = 500000.0f;
-  c.rope_scaling = {"llama3", 8.0f, 1.0f, 4.0f, 64};
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8.0f, c.rope_scaling.original_max_position = 64;
   run_parity(c, "llama-gqa");
 }
 
@@ -126,6 +127,7 @@ TEST(Parity, LlamaGroupedQueryMatchesPyTorch) {
 TEST(Parity, LlamaTiedMultiQueryMatchesPyTorch) {
   GPTConfig c = small(GPTConfig::llama_style());
   c.n_head = 2, c.n_kv_head = 1, c.head_dim = 12, c.tie_embeddings = true, c.ln_eps = 1e-6f;
-  c.rope_scaling = {"linear", 2.0f};
+  c.rope_scaling.type = "linear";
+  c.rope_scaling.factor = 2.0f;
   run_parity(c, "llama-mqa");
 }

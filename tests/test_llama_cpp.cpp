@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <nlohmann/json.hpp>
 
 #include "aigc/autograd.h"
@@ -84,31 +85,25 @@ std::vector<std::vector<double>> log_probs(const Tensor& logits) {
   return out;
 }
 
-}  // namespace
+// Random weights 10x the init's scale: peaked next-token distributions and attention that is far from uniform, so
+// that a wrong layout or formula shows.
+void scale_matrices(GPT& m) {
+  NoGradGuard ng;
+  for (const Param& p : m.params().params())
+    if (p.value.dim() == 2) {
+      float* w = p.value.f32();
+      for (int64_t i = 0; i < p.value.numel(); i++) w[i] *= 10;
+    }
+}
 
-// Per type: the largest |log p| difference over llama.cpp's 20 most likely tokens at every prompt position, and
-// a margin for its greedy picks. Both engines quantize activations to q8_0 blocks for q8_0 / q4_0 matrices;
-// llama.cpp rounds them to f16 for f16 matrices (aigc reads f16 files as f32), and its GELU goes through an f16
-// lookup table, whose small differences flip some activations to the next quantization step. The KV cache is
-// f32 except for the f16 file. The bounds are about 3x the differences measured (docs/gguf.md: 1.7e-3, 7.8e-3,
-// 0.089, 0.070).
-TEST(LlamaCpp, ReadsAigcGgufFilesAndAgreesOnTokensLogitsAndGreedyText) {
-  AIGC_NEEDS("node-llama-cpp", oracle_missing());
-  const fs::path dir = aigc::testing::fresh_temp_dir("aigc_llama_cpp");
-  GPTConfig c;
-  c.n_layer = 2, c.n_head = 4, c.n_embd = 64, c.block_size = 128, c.vocab_size = 50257;
-  GPT m(c);
-  m.init_weights(11);
-  {
-    // Random weights 10x GPT-2's scale: peaked next-token distributions and attention that is far from uniform,
-    // so that a wrong layout or formula shows.
-    NoGradGuard ng;
-    for (const Param& p : m.params().params())
-      if (p.value.dim() == 2) {
-        float* w = p.value.f32();
-        for (int64_t i = 0; i < p.value.numel(); i++) w[i] *= 10;
-      }
-  }
+// Writes m in every type, runs llama.cpp on each file and compares. Per type: the largest |log p| difference over
+// llama.cpp's 20 most likely tokens at every prompt position, and a margin for its greedy picks. Both engines
+// quantize activations to q8_0 blocks for q8_0 / q4_0 matrices; llama.cpp rounds them to f16 for f16 matrices
+// (aigc reads f16 files as f32), and its GELU goes through an f16 lookup table, whose small differences flip some
+// activations to the next quantization step. The KV cache is f32 except for the f16 file. The bounds are about 3x
+// the differences measured (docs/gguf.md). tol: the bounds for f32, f16, q8_0 and q4_0.
+void check_against_llama_cpp(GPT& m, const char* arch, const std::array<double, 4>& tol) {
+  const fs::path dir = aigc::testing::fresh_temp_dir(std::string("aigc_llama_cpp_") + arch);
   std::unique_ptr<Tokenizer> tok = load_bpe_tokenizer(kGpt2Vocab.string());
   const std::vector<int> ours = tok->encode(kPrompt);
 
@@ -116,7 +111,7 @@ TEST(LlamaCpp, ReadsAigcGgufFilesAndAgreesOnTokensLogitsAndGreedyText) {
     const char* type;
     const char* kv;
     double logp_tol;
-  } cases[] = {{"f32", "f32", 0.005}, {"f16", "f16", 0.025}, {"q8_0", "f32", 0.25}, {"q4_0", "f32", 0.25}};
+  } cases[] = {{"f32", "f32", tol[0]}, {"f16", "f16", tol[1]}, {"q8_0", "f32", tol[2]}, {"q4_0", "f32", tol[3]}};
   for (const auto& k : cases) {
     SCOPED_TRACE(k.type);
     const fs::path file = dir / (std::string(k.type) + ".gguf");
@@ -158,11 +153,40 @@ TEST(LlamaCpp, ReadsAigcGgufFilesAndAgreesOnTokensLogitsAndGreedyText) {
       EXPECT_EQ(exact, int(o.greedy.size()));
     }
     std::printf(
-        "[ llama.cpp ] %-5s max |dlogp| %.2e over top-20 x %zu positions (vs aigc's f32 weights: %.2e); "
+        "[ llama.cpp ] %-5s %-5s max |dlogp| %.2e over top-20 x %zu positions (vs aigc's f32 weights: %.2e); "
         "greedy %d/%zu exact argmax\n",
-        k.type, worst, o.positions.size(), weights_effect, exact, o.greedy.size());
+        arch, k.type, worst, o.positions.size(), weights_effect, exact, o.greedy.size());
   }
   fs::remove_all(dir);
+}
+
+}  // namespace
+
+TEST(LlamaCpp, ReadsAigcGgufFilesAndAgreesOnTokensLogitsAndGreedyText) {
+  AIGC_NEEDS("node-llama-cpp", oracle_missing());
+  GPTConfig c;
+  c.n_layer = 2, c.n_head = 4, c.n_embd = 64, c.block_size = 128, c.vocab_size = 50257;
+  GPT m(c);
+  m.init_weights(11);
+  scale_matrices(m);
+  check_against_llama_cpp(m, "gpt2", {0.005, 0.025, 0.25, 0.25});  // measured 1.7e-3, 7.8e-3, 0.089, 0.070
+}
+
+// The llama architecture: grouped-query attention (4 query heads, 2 kv heads), rotary embeddings with llama3's
+// frequency scaling (written as rope_freqs.weight; every band occurs), an untied head, GPT-2's vocabulary.
+TEST(LlamaCpp, ReadsAigcLlamaGgufFilesAndAgreesOnTokensLogitsAndGreedyText) {
+  AIGC_NEEDS("node-llama-cpp", oracle_missing());
+  GPTConfig c = GPTConfig::llama_style();
+  c.n_layer = 2, c.n_head = 4, c.n_kv_head = 2, c.n_embd = 64, c.n_hidden = 160, c.block_size = 128;
+  c.vocab_size = 50257, c.rope_theta = 500000.0f;
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8.0f, c.rope_scaling.original_max_position = 32;
+  GPT m(c);
+  m.init_weights(12);
+  scale_matrices(m);
+  // Measured 2.3e-5, 0.014, 1.6e-5, 0.18: no GELU table here, so f32 and q8_0 agree to float rounding; llama.cpp
+  // multiplies q4_0 through its own repacked layout on x86, whose activation rounding differs at a few steps.
+  check_against_llama_cpp(m, "llama", {1e-4, 0.05, 1e-4, 0.5});
 }
 
 // Merge semantics on vocabularies made to break them: pairs around commas (the npm gpt-3-encoder keys ranks by

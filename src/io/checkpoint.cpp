@@ -38,89 +38,6 @@ void save_checkpoint(const std::string& path, GPT& model, const Tokenizer& token
   write_safetensors(path, out, meta);
 }
 
-// --- Hugging Face GPT-2 -------------------------------------------------------------------------------------
-
-static nlohmann::json read_json_file(const std::string& path) {
-  try {
-    return nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail("'" + path + "' is not valid JSON: " + e.what());
-  }
-}
-
-static int64_t json_int(const nlohmann::json& j, const std::string& file, std::initializer_list<const char*> keys) {
-  for (const char* k : keys)
-    if (j.contains(k) && j[k].is_number_integer()) return j[k].get<int64_t>();
-  fail("'" + file + "': missing integer field \"" + std::string(*keys.begin()) + "\"");
-}
-
-static LoadedModel load_hf_gpt2(const std::string& dir) {
-  std::string cfg_path = (fs::path(dir) / "config.json").string();
-  std::string st_path = (fs::path(dir) / "model.safetensors").string();
-  AIGC_CHECK(fs::exists(cfg_path), "'" + dir + "' has no config.json (expected a Hugging Face GPT-2 directory)");
-  AIGC_CHECK(fs::exists(st_path), "'" + dir + "' has no model.safetensors");
-  nlohmann::json j = read_json_file(cfg_path);
-  GPTConfig c = GPTConfig::gpt2_style();
-  c.n_layer = json_int(j, cfg_path, {"n_layer", "num_hidden_layers"});
-  c.n_head = json_int(j, cfg_path, {"n_head", "num_attention_heads"});
-  c.n_embd = json_int(j, cfg_path, {"n_embd", "hidden_size"});
-  c.block_size = json_int(j, cfg_path, {"n_positions", "n_ctx", "max_position_embeddings"});
-  c.vocab_size = json_int(j, cfg_path, {"vocab_size"});
-  if (j.contains("layer_norm_epsilon") && j["layer_norm_epsilon"].is_number())
-    c.ln_eps = j["layer_norm_epsilon"].get<float>();
-  if (j.contains("activation_function") && j["activation_function"].is_string()) {
-    std::string act = j["activation_function"];
-    AIGC_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "relu",
-               "'" + cfg_path + "': activation_function \"" + act + "\" is not supported (gelu_new, relu)");
-    c.activation = act == "relu" ? "relu" : "gelu";
-  }
-
-  SafeTensorsReader st(st_path);
-  // Keys may carry a "transformer." prefix; attention mask buffers are not parameters.
-  std::map<std::string, const StTensorInfo*> by_name;
-  for (const StTensorInfo& t : st.tensors()) {
-    std::string n = t.name.starts_with("transformer.") ? t.name.substr(12) : t.name;
-    if (n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias")) continue;
-    by_name[n] = &t;
-  }
-  auto lm = by_name.find("lm_head.weight");
-  bool untied = false;
-  if (lm != by_name.end()) {
-    auto wte = by_name.find("wte.weight");
-    AIGC_CHECK(wte != by_name.end(), "'" + st_path + "': missing tensor wte.weight");
-    std::vector<float> a = st.read_f32(lm->second->name), b = st.read_f32(wte->second->name);
-    untied = a != b;
-  }
-  c.tie_embeddings = !untied;
-  c.validate();
-
-  LoadedModel lmodel;
-  lmodel.model = std::make_unique<GPT>(c);
-  for (const Param& p : lmodel.model->params().params()) {
-    auto it = by_name.find(p.name);
-    AIGC_CHECK(it != by_name.end(), "'" + st_path + "': missing tensor " + p.name);
-    const Shape& shape = p.value.shape();
-    // GPT-2 stores its projections as Conv1D, (in, out); aigc's Linear weights are (out, in).
-    bool conv1d = p.name.ends_with(".weight") &&
-                  (p.name.find(".attn.") != std::string::npos || p.name.find(".mlp.") != std::string::npos);
-    if (!conv1d) {
-      st.read_f32_into(it->second->name, p.value.f32(), shape);
-      continue;
-    }
-    std::vector<float> w = st.read_f32(it->second->name);
-    AIGC_CHECK(it->second->shape == Shape({shape[1], shape[0]}),
-               "'" + st_path + "': tensor " + it->second->name + " has shape " + shape_str(it->second->shape) +
-                   ", expected " + shape_str({shape[1], shape[0]}) + " (Conv1D layout)");
-    float* dst = p.value.f32();
-    for (int64_t i = 0; i < shape[1]; i++)
-      for (int64_t o = 0; o < shape[0]; o++) dst[o * shape[1] + i] = w[size_t(i * shape[0] + o)];
-  }
-  lmodel.tokenizer = load_bpe_tokenizer(dir);
-  AIGC_CHECK(lmodel.tokenizer->vocab_size() <= c.vocab_size,
-             "'" + dir + "': the tokenizer has more tokens than the model's vocab_size");
-  return lmodel;
-}
-
 // --- aigc checkpoints -----------------------------------------------------------------------------------------
 
 static std::string meta_field(const SafeTensorsReader& st, const std::string& path, const std::string& key) {
@@ -132,7 +49,7 @@ static std::string meta_field(const SafeTensorsReader& st, const std::string& pa
 LoadedModel load_model(const std::string& path) {
   AIGC_CHECK(fs::exists(path), "checkpoint '" + path + "' does not exist");
   if (fs::is_directory(path)) {
-    if (fs::exists(fs::path(path) / "config.json")) return load_hf_gpt2(path);
+    if (fs::exists(fs::path(path) / "config.json")) return load_hf_model(path);
     fs::path f = fs::path(path) / "model.safetensors";
     AIGC_CHECK(fs::exists(f), "directory '" + path + "' holds neither config.json nor model.safetensors");
     return load_model(f.string());

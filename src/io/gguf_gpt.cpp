@@ -1,6 +1,8 @@
-// GPT models as GGUF files in llama.cpp's "gpt2" architecture: the same tensors under ggml's names, the
-// hyperparameters as "gpt2.*" keys, and the byte-level BPE vocabulary and merges as "tokenizer.ggml.*".
-// aigc's Linear weights are (out, in) row-major, which is ggml's dims {in, out} with the same bytes: no transposes.
+// GPT models as GGUF files in llama.cpp's "gpt2" and "llama" architectures: the same tensors under ggml's names,
+// the hyperparameters as "<arch>.*" keys, and the byte-level BPE vocabulary and merges as "tokenizer.ggml.*".
+// aigc's Linear weights are (out, in) row-major, which is ggml's dims {in, out} with the same bytes: no transposes,
+// except that llama.cpp's llama rotates adjacent pairs where aigc (as Hugging Face) rotates (i, i + d/2): the rows
+// of attn_q and attn_k are permuted within each head on the way out and back.
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string_view>
@@ -16,27 +18,66 @@ namespace {
 // aigc parameter name -> ggml tensor name, for block l or the model-wide tensors.
 std::string ggml_name(const std::string& p) {
   static const std::pair<const char*, const char*> block[] = {
-      {"ln_1.weight", "attn_norm.weight"},          {"ln_1.bias", "attn_norm.bias"},
-      {"attn.c_attn.weight", "attn_qkv.weight"},    {"attn.c_attn.bias", "attn_qkv.bias"},
-      {"attn.c_proj.weight", "attn_output.weight"}, {"attn.c_proj.bias", "attn_output.bias"},
-      {"ln_2.weight", "ffn_norm.weight"},           {"ln_2.bias", "ffn_norm.bias"},
-      {"mlp.c_fc.weight", "ffn_up.weight"},         {"mlp.c_fc.bias", "ffn_up.bias"},
-      {"mlp.c_proj.weight", "ffn_down.weight"},     {"mlp.c_proj.bias", "ffn_down.bias"},
+      {"ln_1.weight", "attn_norm.weight"},
+      {"ln_1.bias", "attn_norm.bias"},
+      {"attn.c_attn.weight", "attn_qkv.weight"},
+      {"attn.c_attn.bias", "attn_qkv.bias"},
+      {"attn.c_proj.weight", "attn_output.weight"},
+      {"attn.c_proj.bias", "attn_output.bias"},
+      {"ln_2.weight", "ffn_norm.weight"},
+      {"ln_2.bias", "ffn_norm.bias"},
+      {"mlp.c_fc.weight", "ffn_up.weight"},
+      {"mlp.c_fc.bias", "ffn_up.bias"},
+      {"mlp.c_proj.weight", "ffn_down.weight"},
+      {"mlp.c_proj.bias", "ffn_down.bias"},
+      // llama
+      {"input_layernorm.weight", "attn_norm.weight"},
+      {"self_attn.q_proj.weight", "attn_q.weight"},
+      {"self_attn.k_proj.weight", "attn_k.weight"},
+      {"self_attn.v_proj.weight", "attn_v.weight"},
+      {"self_attn.o_proj.weight", "attn_output.weight"},
+      {"post_attention_layernorm.weight", "ffn_norm.weight"},
+      {"mlp.gate_proj.weight", "ffn_gate.weight"},
+      {"mlp.up_proj.weight", "ffn_up.weight"},
+      {"mlp.down_proj.weight", "ffn_down.weight"},
   };
   static const std::pair<const char*, const char*> global[] = {
-      {"wte.weight", "token_embd.weight"},   {"wpe.weight", "position_embd.weight"},
-      {"ln_f.weight", "output_norm.weight"}, {"ln_f.bias", "output_norm.bias"},
-      {"lm_head.weight", "output.weight"},
+      {"wte.weight", "token_embd.weight"},         {"wpe.weight", "position_embd.weight"},
+      {"ln_f.weight", "output_norm.weight"},       {"ln_f.bias", "output_norm.bias"},
+      {"lm_head.weight", "output.weight"},         {"model.embed_tokens.weight", "token_embd.weight"},
+      {"model.norm.weight", "output_norm.weight"},
   };
-  if (p.starts_with("h.")) {
-    const size_t dot = p.find('.', 2);
-    const std::string rest = p.substr(dot + 1);
-    for (auto [a, g] : block)
-      if (rest == a) return "blk." + p.substr(2, dot - 2) + "." + g;
-  }
+  for (const char* prefix : {"h.", "model.layers."})
+    if (p.starts_with(prefix)) {
+      const size_t at = std::string_view(prefix).size(), dot = p.find('.', at);
+      const std::string rest = p.substr(dot + 1);
+      for (auto [a, g] : block)
+        if (rest == a) return "blk." + p.substr(at, dot - at) + "." + g;
+    }
   for (auto [a, g] : global)
     if (p == a) return g;
   fail("GGUF: no ggml name for parameter " + p);
+}
+
+// The heads (of head size hd) whose rows a llama q or k projection holds, or 0 for any other parameter.
+int64_t rope_heads(const std::string& p, const GPTConfig& c) {
+  if (!c.is_llama()) return 0;
+  if (p.ends_with("self_attn.q_proj.weight")) return c.n_head;
+  if (p.ends_with("self_attn.k_proj.weight")) return c.kv_heads();
+  return 0;
+}
+
+// Row r of head h is pair element s = r / (hd/2) of frequency j = r % (hd/2) in aigc's order; llama.cpp's puts it
+// at 2 j + s. to_ggml: aigc -> llama.cpp, else back.
+std::vector<float> permute_rope_rows(const float* w, int64_t heads, int64_t hd, int64_t in, bool to_ggml) {
+  std::vector<float> out(size_t(heads * hd * in));
+  for (int64_t h = 0; h < heads; h++)
+    for (int64_t r = 0; r < hd; r++) {
+      const int64_t g = 2 * (r % (hd / 2)) + r / (hd / 2);  // llama.cpp's row for aigc's row r
+      const int64_t src = h * hd + (to_ggml ? r : g), dst = h * hd + (to_ggml ? g : r);
+      std::copy_n(w + src * in, in, out.data() + dst * in);
+    }
+  return out;
 }
 
 // ggml dims of an aigc tensor of this shape: reversed.
@@ -82,11 +123,52 @@ bool is_gguf_file(const std::string& path) {
   return f.read(magic, 4) && std::string_view(magic, 4) == "GGUF";
 }
 
+namespace {
+
+// The hyperparameters under "<arch>.": gpt2's, or llama's with its rotary and grouped-query keys.
+void write_hparams(GgufWriter& w, const GPTConfig& c) {
+  const std::string a = c.is_llama() ? "llama." : "gpt2.";
+  auto u32 = [&](const char* k, int64_t v) { w.set(a + k, GgufValue::of_u32(uint32_t(v))); };
+  u32("context_length", c.block_size);
+  u32("embedding_length", c.n_embd);
+  u32("feed_forward_length", c.hidden_size());
+  u32("block_count", c.n_layer);
+  u32("attention.head_count", c.n_head);
+  if (!c.is_llama()) {
+    w.set(a + "attention.layer_norm_epsilon", GgufValue::of_f32(c.ln_eps));
+    return;
+  }
+  u32("attention.head_count_kv", c.kv_heads());
+  u32("attention.key_length", c.head_size());
+  u32("attention.value_length", c.head_size());
+  u32("rope.dimension_count", c.head_size());
+  u32("vocab_size", c.vocab_size);
+  w.set(a + "attention.layer_norm_rms_epsilon", GgufValue::of_f32(c.ln_eps));
+  w.set(a + "rope.freq_base", GgufValue::of_f32(c.rope_theta));
+  if (c.rope_scaling.type == "linear") {
+    w.set(a + "rope.scaling.type", GgufValue::of_string("linear"));
+    w.set(a + "rope.scaling.factor", GgufValue::of_f32(c.rope_scaling.factor));
+  }
+}
+
+// llama3's (or any per-frequency) scaling as GGUF carries it: rope_freqs.weight, each frequency's divisor.
+std::vector<float> rope_freq_factors(const GPTConfig& c) {
+  if (c.rope_scaling.type != "llama3" && c.rope_scaling.type != "factors") return {};
+  GPTConfig plain = c;
+  plain.rope_scaling = RopeScaling{};
+  const std::vector<float> base = plain.rope_inv_freq(), scaled = c.rope_inv_freq();
+  std::vector<float> f(base.size());
+  for (size_t i = 0; i < f.size(); i++) f[i] = base[i] / scaled[i];
+  return f;
+}
+
+}  // namespace
+
 void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgmlType type, const std::string& name) {
   const GPTConfig& c = model.config();
-  AIGC_CHECK(c.norm == "pre" && c.activation == "gelu" && !c.lm_head_bias,
-             "GGUF export supports GPT-2-style models (pre-LN, GELU, no head bias); this one is norm \"" + c.norm +
-                 "\", activation \"" + c.activation + "\"");
+  AIGC_CHECK(c.is_llama() || (c.norm == "pre" && c.activation == "gelu" && !c.lm_head_bias),
+             "GGUF export supports GPT-2-style models (pre-LN, GELU, no head bias) and llama; this one is norm \"" +
+                 c.norm + "\", activation \"" + c.activation + "\"");
   std::vector<std::string> vocab, merges;
   tokenizer_texts(tok, vocab, merges);
   AIGC_CHECK(int64_t(vocab.size()) <= c.vocab_size, "GGUF export: the tokenizer has more tokens than the model");
@@ -100,16 +182,11 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgmlTy
   }
 
   GgufWriter w;
-  w.set("general.architecture", GgufValue::of_string("gpt2"));
+  w.set("general.architecture", GgufValue::of_string(c.is_llama() ? "llama" : "gpt2"));
   w.set("general.name", GgufValue::of_string(name));
   w.set("general.file_type", GgufValue::of_u32(file_type(type)));
   w.set("general.quantization_version", GgufValue::of_u32(2));
-  w.set("gpt2.context_length", GgufValue::of_u32(uint32_t(c.block_size)));
-  w.set("gpt2.embedding_length", GgufValue::of_u32(uint32_t(c.n_embd)));
-  w.set("gpt2.feed_forward_length", GgufValue::of_u32(uint32_t(4 * c.n_embd)));
-  w.set("gpt2.block_count", GgufValue::of_u32(uint32_t(c.n_layer)));
-  w.set("gpt2.attention.head_count", GgufValue::of_u32(uint32_t(c.n_head)));
-  w.set("gpt2.attention.layer_norm_epsilon", GgufValue::of_f32(c.ln_eps));
+  write_hparams(w, c);
   w.set("tokenizer.ggml.model", GgufValue::of_string("gpt2"));
   w.set("tokenizer.ggml.pre", GgufValue::of_string("gpt-2"));
   w.set("tokenizer.ggml.tokens", GgufValue::of_strings(vocab));
@@ -126,35 +203,75 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgmlTy
     // Matrices take the requested type (when their rows fit its blocks); vectors stay f32, as in llama.cpp.
     GgmlType tt = t.dim() == 2 ? type : GgmlType::F32;
     if (t.dim() == 2 && t.size(1) % ggml_type_info(uint32_t(tt))->block_elems) tt = GgmlType::F16;
-    if (tt == GgmlType::F32)
-      w.add_tensor(ggml_name(p.name), tt, ggml_dims(t.shape()), t.f32(), size_t(t.numel()) * 4);
+    std::vector<float> permuted;
+    const float* data = t.f32();
+    if (const int64_t heads = rope_heads(p.name, c)) {
+      permuted = permute_rope_rows(data, heads, c.head_size(), t.size(1), true);
+      data = permuted.data();
+    }
+    if (tt == GgmlType::F32 && permuted.empty())
+      w.add_tensor(ggml_name(p.name), tt, ggml_dims(t.shape()), data, size_t(t.numel()) * 4);
     else
-      w.add_tensor_owned(ggml_name(p.name), tt, ggml_dims(t.shape()), convert_from_f32(tt, t.f32(), t.numel()));
+      w.add_tensor_owned(ggml_name(p.name), tt, ggml_dims(t.shape()), convert_from_f32(tt, data, t.numel()));
   }
+  const std::vector<float> factors = rope_freq_factors(c);
+  if (!factors.empty())
+    w.add_tensor_owned("rope_freqs.weight", GgmlType::F32, {int64_t(factors.size())},
+                       convert_from_f32(GgmlType::F32, factors.data(), int64_t(factors.size())));
   w.write(path);
 }
 
 LoadedModel load_gguf_model(const std::string& path) { return load_gguf_model(GgufReader(path)); }
 
-LoadedModel load_gguf_model(const GgufReader& g) {
+namespace {
+
+// The model's hyperparameters from the file, checked against its tensors before anything is allocated.
+GPTConfig read_config(const GgufReader& g, const std::string& arch) {
   const std::string& path = g.path();
-  const std::string arch = g.get_string("general.architecture");
-  AIGC_CHECK(arch == "gpt2", path + ": architecture \"" + arch + "\" is not supported (gpt2 is)");
+  const std::string a = arch + ".";
   auto dim = [&](const char* key) {
-    uint64_t v = g.get_uint(std::string("gpt2.") + key);
-    AIGC_CHECK(v >= 1 && v <= (1u << 24), path + ": gpt2." + key + " = " + std::to_string(v) + " is out of range");
+    uint64_t v = g.get_uint(a + key);
+    AIGC_CHECK(v >= 1 && v <= (1u << 24), path + ": " + a + key + " = " + std::to_string(v) + " is out of range");
     return int64_t(v);
   };
-  GPTConfig c = GPTConfig::gpt2_style();
+  GPTConfig c = arch == "llama" ? GPTConfig::llama_style() : GPTConfig::gpt2_style();
   c.n_layer = dim("block_count");
   c.n_head = dim("attention.head_count");
   c.n_embd = dim("embedding_length");
   c.block_size = dim("context_length");
-  c.ln_eps = g.get_float("gpt2.attention.layer_norm_epsilon");
-  AIGC_CHECK(c.ln_eps > 0, path + ": gpt2.attention.layer_norm_epsilon must be positive");
-  if (auto ff = g.get_uint_opt("gpt2.feed_forward_length"))
-    AIGC_CHECK(int64_t(*ff) == 4 * c.n_embd, path + ": gpt2.feed_forward_length " + std::to_string(*ff) +
-                                                 " is not 4 x embedding_length, which aigc's GPT requires");
+  if (arch == "gpt2") {
+    c.ln_eps = g.get_float("gpt2.attention.layer_norm_epsilon");
+    if (auto ff = g.get_uint_opt("gpt2.feed_forward_length"))
+      AIGC_CHECK(int64_t(*ff) == 4 * c.n_embd, path + ": gpt2.feed_forward_length " + std::to_string(*ff) +
+                                                   " is not 4 x embedding_length, which aigc's GPT requires");
+  } else {
+    c.ln_eps = g.get_float("llama.attention.layer_norm_rms_epsilon");
+    c.n_hidden = dim("feed_forward_length");
+    c.n_kv_head = g.has("llama.attention.head_count_kv") ? dim("attention.head_count_kv") : c.n_head;
+    if (g.has("llama.attention.key_length")) c.head_dim = dim("attention.key_length");
+    const int64_t hs = c.head_size();
+    AIGC_CHECK(!g.has("llama.attention.value_length") || dim("attention.value_length") == hs,
+               path + ": llama.attention.value_length differs from key_length, which aigc does not support");
+    AIGC_CHECK(!g.has("llama.rope.dimension_count") || dim("rope.dimension_count") == hs,
+               path + ": llama.rope.dimension_count differs from the head size (partial rotary is not supported)");
+    c.rope_theta = g.get_float_opt("llama.rope.freq_base").value_or(10000.0f);
+    const std::string st = g.get_string_opt("llama.rope.scaling.type").value_or("none");
+    AIGC_CHECK(st == "none" || st == "linear",
+               path + ": llama.rope.scaling.type \"" + st + "\" is not supported (none, linear)");
+    if (st == "linear") {
+      c.rope_scaling.type = "linear";
+      c.rope_scaling.factor = g.get_float("llama.rope.scaling.factor");
+    }
+    if (const GgufTensorInfo* rf = g.find("rope_freqs.weight")) {
+      AIGC_CHECK(rf->dims.size() == 1 && rf->dims[0] == hs / 2,
+                 path + ": rope_freqs.weight must hold head_size / 2 = " + std::to_string(hs / 2) + " values");
+      AIGC_CHECK(st == "none", path + ": rope_freqs.weight and a rope.scaling.type at once are not supported");
+      c.rope_scaling.type = "factors";
+      c.rope_scaling.freq_factors.resize(size_t(hs / 2));
+      g.read_f32_into("rope_freqs.weight", c.rope_scaling.freq_factors.data(), rf->dims);
+    }
+  }
+  AIGC_CHECK(c.ln_eps > 0, path + ": the normalization epsilon must be positive");
   const GgufTensorInfo* te = g.find("token_embd.weight");
   AIGC_CHECK(te && te->dims.size() == 2, path + ": tensor \"token_embd.weight\" is missing or not a matrix");
   c.vocab_size = te->dims[1];
@@ -162,13 +279,26 @@ LoadedModel load_gguf_model(const GgufReader& g) {
   c.validate();
   // Every parameter must be in the file, so a header cannot make the model larger than the file's tensors: refuse
   // before allocating (the per-tensor dims are checked as each is read).
-  const double C = double(c.n_embd), need = double(c.vocab_size) * C * (c.tie_embeddings ? 1 : 2) +
-                                            double(c.block_size) * C + double(c.n_layer) * (12 * C * C + 13 * C) +
-                                            2 * C;
+  const double C = double(c.n_embd), V = double(c.vocab_size), H = double(c.hidden_size());
+  const double Cq = double(c.n_head * c.head_size()), Ckv = double(c.kv_heads() * c.head_size());
+  const double per_layer = c.is_llama() ? 2 * C + 2 * Cq * C + 2 * Ckv * C + 3 * H * C : 12 * C * C + 13 * C;
+  const double need = V * C * (c.tie_embeddings ? 1 : 2) + (c.is_llama() ? 0 : double(c.block_size) * C) +
+                      double(c.n_layer) * per_layer + (c.is_llama() ? C : 2 * C);
   double have = 0;
   for (const GgufTensorInfo& t : g.tensors()) have += double(t.numel());
-  AIGC_CHECK(need <= have, path + ": the gpt2 hyperparameters need " + std::to_string(int64_t(need)) +
+  AIGC_CHECK(need <= have, path + ": the " + arch + " hyperparameters need " + std::to_string(int64_t(need)) +
                                " parameters but the file's tensors hold " + std::to_string(int64_t(have)));
+  return c;
+}
+
+}  // namespace
+
+LoadedModel load_gguf_model(const GgufReader& g) {
+  const std::string& path = g.path();
+  const std::string arch = g.get_string("general.architecture");
+  AIGC_CHECK(arch == "gpt2" || arch == "llama",
+             path + ": architecture \"" + arch + "\" is not supported (gpt2 and llama are)");
+  const GPTConfig c = read_config(g, arch);
 
   // The tokenizer: byte-level BPE in GPT-2's alphabet; trailing unused placeholders belong to the model only.
   const std::string tm = g.get_string("tokenizer.ggml.model");
@@ -194,11 +324,17 @@ LoadedModel load_gguf_model(const GgufReader& g) {
              path + ": the tokenizer has more tokens than token_embd.weight has rows");
 
   lm.model = std::make_unique<GPT>(c);
-  for (const Param& p : lm.model->params().params())
+  for (const Param& p : lm.model->params().params()) {
     g.read_f32_into(ggml_name(p.name), p.value.f32(), ggml_dims(p.value.shape()));
+    if (const int64_t heads = rope_heads(p.name, c)) {
+      const std::vector<float> back = permute_rope_rows(p.value.f32(), heads, c.head_size(), p.value.size(1), false);
+      std::copy(back.begin(), back.end(), p.value.f32());
+    }
+  }
   // Inference runs on the file's matrix type. Quantizing the dequantized values gives back the file's blocks bit
   // for bit (each block's largest value sits exactly on a step), so nothing is lost by the f32 detour.
-  const GgmlType mt = g.find("blk.0.attn_qkv.weight") ? g.find("blk.0.attn_qkv.weight")->type : GgmlType::F32;
+  const GgufTensorInfo* first = g.find(c.is_llama() ? "blk.0.attn_q.weight" : "blk.0.attn_qkv.weight");
+  const GgmlType mt = first ? first->type : GgmlType::F32;
   if (mt == GgmlType::Q8_0) lm.model->set_inference_dtype(DType::Q8_0);
   if (mt == GgmlType::Q4_0) lm.model->set_inference_dtype(DType::Q4_0);
   if (mt == GgmlType::BF16) lm.model->set_inference_dtype(DType::BF16);

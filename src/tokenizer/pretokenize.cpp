@@ -19,7 +19,12 @@ namespace {
 
 const char* const kWs = R"(\t\n\x{0B}\f\r\x{2028}\x{2029}\x{FEFF}\p{Zs})";
 
-// Letters (Lu Ll Lt Lm Lo) and numbers (Nd Nl No) of Unicode 15.0-17.0 that PCRE2 10.42 does not know yet.
+}  // namespace
+
+namespace tok {
+
+// Letters (Lu Ll Lt Lm Lo) and numbers (Nd Nl No) of Unicode 15.0-17.0 that PCRE2 10.42 does not know yet
+// (declared in tokenizer_internal.h: the tokenizer.json Split regexes use them too).
 const char* const kNewLetters =
     R"(\x{88F}\x{C5C}\x{CDC}\x{1C89}-\x{1C8A}\x{A7CB}-\x{A7CF}\x{A7D2}\x{A7D4}\x{A7DA}-\x{A7DC}\x{A7F1})"
     R"(\x{105C0}-\x{105F3}\x{10940}-\x{10959}\x{10D4A}-\x{10D65}\x{10D6F}-\x{10D85}\x{10EC2}-\x{10EC7})"
@@ -35,6 +40,13 @@ const char* const kNewNumbers =
     R"(\x{10D40}-\x{10D49}\x{116D0}-\x{116E3}\x{11BF0}-\x{11BF9}\x{11DE0}-\x{11DE9}\x{11F50}-\x{11F59})"
     R"(\x{16130}-\x{16139}\x{16D70}-\x{16D79}\x{16FF4}-\x{16FF6}\x{1CCF0}-\x{1CCF9}\x{1D2C0}-\x{1D2D3})"
     R"(\x{1E4F0}-\x{1E4F9}\x{1E5F1}-\x{1E5FA})";
+
+}  // namespace tok
+
+namespace {
+
+using tok::kNewLetters;
+using tok::kNewNumbers;
 
 struct Gpt2Regex {
   pcre2_code* code = nullptr;

@@ -15,6 +15,18 @@ std::string Tokenizer::decode(const std::vector<int>& ids) const {
 }
 
 std::optional<int> Tokenizer::eos_id() const { return std::nullopt; }
+std::optional<int> Tokenizer::bos_id() const { return std::nullopt; }
+std::vector<int> Tokenizer::prefix_ids() const { return {}; }
+
+std::vector<int> Tokenizer::encode_prompt(std::string_view text) const {
+  std::vector<int> ids = prefix_ids(), body = encode(text);
+  ids.insert(ids.end(), body.begin(), body.end());
+  if (ids.empty()) ids = eos_id() ? std::vector<int>{*eos_id()} : encode("\n");
+  return ids;
+}
+std::vector<int> Tokenizer::suffix_ids() const { return {}; }
+std::string Tokenizer::decode_text(const std::vector<int>& ids) const { return decode(ids); }
+std::string Tokenizer::chat_template() const { return {}; }
 
 namespace {
 
@@ -211,7 +223,8 @@ std::unique_ptr<Tokenizer> tokenizer_from_json(const std::string& json) {
   if (kind == "bytes") return make_bytes_tokenizer();
   if (kind == "char") return char_from_json(j);
   if (kind == "bpe") return bpe_from_json(j);
-  fail("tokenizer JSON: unknown kind \"" + kind + "\" (expected bytes, char or bpe)");
+  if (kind == "hf") return tok::hf_from_json(j);
+  fail("tokenizer JSON: unknown kind \"" + kind + "\" (expected bytes, char, bpe or hf)");
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer_spec(const std::string& spec, std::string_view corpus_for_char) {

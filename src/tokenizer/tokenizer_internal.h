@@ -3,7 +3,9 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,6 +32,9 @@ void append_utf8(std::string& out, char32_t cp);
 std::string describe_symbol(std::string_view sym);
 
 // ---- GPT-2 pre-tokenization (pretokenize.cpp) ----
+// PCRE2 class ranges (for inside [...]) of the letters and numbers that Node.js knows and PCRE2 10.42 does not.
+extern const char* const kNewLetters;
+extern const char* const kNewNumbers;
 // Calls fn on each chunk of gpt2_split(text), in order, without collecting them.
 void gpt2_split_each(std::string_view text, const std::function<void(std::string_view)>& fn);
 
@@ -87,5 +92,9 @@ class BpeTokenizer final : public Tokenizer {
 std::unique_ptr<Tokenizer> bpe_from_texts(const std::vector<std::string>& vocab_text,
                                           const std::vector<std::string>& merge_lines,
                                           const std::vector<std::string>& merge_where, const std::string& source);
+
+// ---- Hugging Face tokenizer.json (hf_tokenizer.cpp) ----
+// The "hf" kind of tokenizer_from_json(): {"kind": "hf", "tokenizer": tokenizer.json's text, "config": {...}}.
+std::unique_ptr<Tokenizer> hf_from_json(const nlohmann::json& j);
 
 }  // namespace aigc::tok

@@ -20,11 +20,13 @@
 namespace aigc {
 
 // Rotary embedding frequency scaling, as Hugging Face's rope_scaling: "none", "linear" (every frequency divided
-// by factor) or "llama3" (low frequencies divided by factor, high ones kept, a smooth ramp between).
+// by factor), "llama3" (low frequencies divided by factor, high ones kept, a smooth ramp between), or "factors"
+// (frequency i divided by freq_factors[i]: how GGUF files carry llama3's scaling, as the tensor rope_freqs).
 struct RopeScaling {
   std::string type = "none";
   float factor = 1.0f, low_freq_factor = 1.0f, high_freq_factor = 4.0f;
   int64_t original_max_position = 8192;
+  std::vector<float> freq_factors;
 };
 
 struct GPTConfig {

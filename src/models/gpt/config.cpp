@@ -46,6 +46,8 @@ std::vector<float> GPTConfig::rope_inv_freq() const {
   const RopeScaling& s = rope_scaling;
   if (s.type == "linear") {
     for (float& v : f) v /= s.factor;
+  } else if (s.type == "factors") {
+    for (size_t i = 0; i < f.size(); i++) f[i] /= s.freq_factors[i];
   } else if (s.type == "llama3") {
     const float old = float(s.original_max_position);
     const float low_wavelen = old / s.low_freq_factor, high_wavelen = old / s.high_freq_factor;
@@ -103,8 +105,16 @@ void GPTConfig::validate_llama() const {
   AIGC_CHECK(n_hidden >= 0, "model config: n_hidden must not be negative");
   AIGC_CHECK(rope_theta > 0.0f && std::isfinite(rope_theta), "model config: rope_theta must be positive");
   const RopeScaling& s = rope_scaling;
-  AIGC_CHECK(s.type == "none" || s.type == "linear" || s.type == "llama3",
-             "model config: rope_scaling type must be \"none\", \"linear\" or \"llama3\", got \"" + s.type + "\"");
+  AIGC_CHECK(s.type == "none" || s.type == "linear" || s.type == "llama3" || s.type == "factors",
+             "model config: rope_scaling type must be \"none\", \"linear\", \"llama3\" or \"factors\", got \"" +
+                 s.type + "\"");
+  if (s.type == "factors") {
+    AIGC_CHECK(int64_t(s.freq_factors.size()) == head_size() / 2,
+               "model config: rope_scaling freq_factors needs head_size / 2 = " + str(head_size() / 2) +
+                   " values, got " + str(s.freq_factors.size()));
+    for (float v : s.freq_factors)
+      AIGC_CHECK(v > 0.0f && std::isfinite(v), "model config: rope_scaling freq_factors must be positive");
+  }
   AIGC_CHECK(s.factor > 0.0f && std::isfinite(s.factor), "model config: rope_scaling factor must be positive");
   if (s.type == "llama3")
     AIGC_CHECK(s.low_freq_factor > 0.0f && s.high_freq_factor > s.low_freq_factor && s.original_max_position > 0,
@@ -135,6 +145,7 @@ std::string GPTConfig::to_json() const {
                          {"low_freq_factor", rope_scaling.low_freq_factor},
                          {"high_freq_factor", rope_scaling.high_freq_factor},
                          {"original_max_position_embeddings", rope_scaling.original_max_position}};
+    if (rope_scaling.type == "factors") j["rope_scaling"]["freq_factors"] = rope_scaling.freq_factors;
   }
   return j.dump();
 }
@@ -182,6 +193,7 @@ GPTConfig GPTConfig::from_json(const std::string& text) {
     get_in(s, "low_freq_factor", c.rope_scaling.low_freq_factor);
     get_in(s, "high_freq_factor", c.rope_scaling.high_freq_factor);
     get_in(s, "original_max_position_embeddings", c.rope_scaling.original_max_position);
+    get_in(s, "freq_factors", c.rope_scaling.freq_factors);
   }
   c.validate();
   return c;

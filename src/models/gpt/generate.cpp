@@ -113,12 +113,7 @@ GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& pro
                         const std::function<void(const std::string&)>& on_text) {
   const int ctx = int(model.config().block_size);
   auto job = std::make_shared<DecodeJob>();
-  job->prompt = tok.encode(prompt);
-  if (job->prompt.empty()) {
-    // An empty prompt starts from the end-of-text token when there is one, else from a newline.
-    auto eos = tok.eos_id();
-    job->prompt = eos ? std::vector<int>{*eos} : tok.encode("\n");
-  }
+  job->prompt = tok.encode_prompt(prompt);
   AIGC_CHECK(int64_t(job->prompt.size()) < ctx, "the prompt has " + std::to_string(job->prompt.size()) +
                                                     " tokens; the model's context is " + std::to_string(ctx));
   GenerateResult res;

@@ -1,0 +1,216 @@
+// Hugging Face Llama directories: config.json with Hugging Face's field names, bf16 weights split over shards that
+// model.safetensors.index.json lists, loaded into the same logits; what aigc cannot run (a bias, a sliding window
+// shorter than the context, another model_type, a shard outside the directory) is refused with the field named.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "aigc/autograd.h"
+#include "aigc/chat_template.h"
+#include "aigc/checkpoint.h"
+#include "aigc/error.h"
+#include "aigc/safetensors.h"
+#include "openai.h"
+
+using namespace aigc;
+namespace fs = std::filesystem;
+
+namespace {
+
+GPTConfig tiny_llama() {
+  GPTConfig c = GPTConfig::llama_style();
+  c.n_layer = 2, c.n_head = 4, c.n_kv_head = 2, c.n_embd = 32, c.n_hidden = 48, c.block_size = 64;
+  c.vocab_size = 272, c.ln_eps = 1e-6f, c.rope_theta = 500000.0f;
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8.0f, c.rope_scaling.original_max_position = 16;
+  return c;
+}
+
+nlohmann::json hf_config(const GPTConfig& c) {
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"hidden_size", c.n_embd},
+          {"intermediate_size", c.n_hidden},
+          {"num_hidden_layers", c.n_layer},
+          {"num_attention_heads", c.n_head},
+          {"num_key_value_heads", c.n_kv_head},
+          {"max_position_embeddings", c.block_size},
+          {"vocab_size", c.vocab_size},
+          {"rms_norm_eps", c.ln_eps},
+          {"rope_theta", c.rope_theta},
+          {"rope_scaling",
+           {{"rope_type", "llama3"},
+            {"factor", 8.0},
+            {"low_freq_factor", 1.0},
+            {"high_freq_factor", 4.0},
+            {"original_max_position_embeddings", 16}}},
+          {"hidden_act", "silu"},
+          {"attention_bias", false},
+          {"tie_word_embeddings", false},
+          {"torch_dtype", "bfloat16"}};
+}
+
+uint16_t to_bf16(float f) {  // round to nearest even
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+// Writes m as bf16 shards of two tensors-groups (layer 0 + embedding / the rest) with their index; extra: more
+// tensors for the second shard. Rounds m's weights to bf16 in place so the logits can be compared exactly.
+void write_hf_llama(GPT& m, const fs::path& dir, const nlohmann::json& cfg,
+                    const std::vector<std::pair<std::string, Shape>>& extra = {}) {
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << cfg.dump(2);
+  std::vector<std::vector<uint16_t>> keep;
+  std::vector<StTensorOut> shard[2];
+  nlohmann::json map;
+  for (const Param& p : m.params().params()) {
+    std::vector<uint16_t> b(size_t(p.value.numel()));
+    float* w = p.value.f32();
+    for (size_t i = 0; i < b.size(); i++) {
+      b[i] = to_bf16(w[i]);
+      const uint32_t u = uint32_t(b[i]) << 16;
+      std::memcpy(&w[i], &u, 4);
+    }
+    keep.push_back(std::move(b));
+    const int s = p.name.find("layers.0.") != std::string::npos || p.name.find("embed") != std::string::npos ? 0 : 1;
+    shard[s].push_back({p.name, StDType::BF16, p.value.shape(), keep.back().data(), keep.back().size() * 2});
+    map[p.name] = "model-0000" + std::to_string(s + 1) + "-of-00002.safetensors";
+  }
+  for (const auto& [name, shape] : extra) {
+    keep.push_back(std::vector<uint16_t>(size_t(numel_of(shape))));
+    shard[1].push_back({name, StDType::BF16, shape, keep.back().data(), keep.back().size() * 2});
+    map[name] = "model-00002-of-00002.safetensors";
+  }
+  for (int s = 0; s < 2; s++)
+    write_safetensors((dir / ("model-0000" + std::to_string(s + 1) + "-of-00002.safetensors")).string(), shard[s],
+                      {{"format", "pt"}});
+  std::ofstream(dir / "model.safetensors.index.json") << nlohmann::json{{"metadata", {}}, {"weight_map", map}}.dump();
+  save_bpe_tokenizer(*train_bpe_tokenizer("the cat sat on the mat", 260), dir.string());  // vocab.json + merges.txt
+}
+
+std::vector<float> logits_of(GPT& m) {
+  NoGradGuard ng;
+  return m.forward(Tensor::from_ints({1, 50, 200, 7, 9, 255, 3, 3}, {1, 8})).to_vector();
+}
+
+std::string load_error(const fs::path& dir) {
+  try {
+    load_model(dir.string());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(loaded)";
+}
+
+}  // namespace
+
+TEST(HfCheckpoint, ShardedBf16LlamaLoadsToTheSameLogits) {
+  const fs::path dir = aigc::testing::fresh_temp_dir("hf_llama");
+  GPT m(tiny_llama());
+  m.init_weights(3);
+  write_hf_llama(m, dir, hf_config(m.config()));
+  LoadedModel lm = load_model(dir.string());
+  EXPECT_EQ(lm.model->config().to_json(), m.config().to_json());
+  EXPECT_EQ(logits_of(*lm.model), logits_of(m));
+  EXPECT_EQ(lm.tokenizer->kind(), "bpe");
+  fs::remove_all(dir);
+}
+
+TEST(HfCheckpoint, WhatAigcCannotRunIsRefusedByName) {
+  const fs::path root = aigc::testing::fresh_temp_dir("hf_llama_bad");
+  GPT m(tiny_llama());
+  struct Case {
+    const char* name;
+    std::function<void(nlohmann::json&)> edit;
+    std::vector<std::pair<std::string, Shape>> extra;
+    const char* error;
+  };
+  const Case cases[] = {
+      {"bias", [](nlohmann::json&) {}, {{"model.layers.1.self_attn.q_proj.bias", {32}}}, "q_proj.bias is not part"},
+      {"window", [](nlohmann::json& j) { j["sliding_window"] = 16; }, {}, "sliding_window 16"},
+      {"type", [](nlohmann::json& j) { j["model_type"] = "qwen3_moe"; }, {}, "model_type \"qwen3_moe\""},
+      {"act", [](nlohmann::json& j) { j["hidden_act"] = "gelu"; }, {}, "hidden_act \"gelu\""},
+      {"rope", [](nlohmann::json& j) { j["rope_scaling"]["rope_type"] = "yarn"; }, {}, "rope_scaling type \"yarn\""},
+      {"heads", [](nlohmann::json& j) { j["num_key_value_heads"] = 3; }, {}, "multiple of n_kv_head"},
+      {"int", [](nlohmann::json& j) { j["num_key_value_heads"] = "2"; }, {}, "\"num_key_value_heads\" has the wrong"},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.name);
+    nlohmann::json cfg = hf_config(m.config());
+    k.edit(cfg);
+    write_hf_llama(m, root / k.name, cfg, k.extra);
+    const std::string err = load_error(root / k.name);
+    EXPECT_NE(err.find(k.error), std::string::npos) << err;
+  }
+  // A shard named outside the directory is never opened.
+  const fs::path esc = root / "escape";
+  write_hf_llama(m, esc, hf_config(m.config()));
+  nlohmann::json idx = nlohmann::json::parse(std::ifstream(esc / "model.safetensors.index.json"));
+  idx["weight_map"]["model.norm.weight"] = "../bias/model-00002-of-00002.safetensors";
+  std::ofstream(esc / "model.safetensors.index.json") << idx.dump();
+  EXPECT_NE(load_error(esc).find("is not a file in the directory"), std::string::npos) << load_error(esc);
+  fs::remove_all(root);
+}
+
+// A directory as Hugging Face ships an instruct model: tokenizer.json (byte-level, ChatML's special tokens) and
+// tokenizer_config.json with a ChatML template. The chat endpoint renders the template and stops at <|im_end|>; a
+// completion prompt gets the tokenizer's BOS.
+TEST(HfCheckpoint, TokenizerJsonAndChatTemplateReachTheServer) {
+  const fs::path dir = aigc::testing::fresh_temp_dir("hf_llama_chat");
+  GPT m(tiny_llama());
+  write_hf_llama(m, dir, hf_config(m.config()));
+  fs::remove(dir / "vocab.json"), fs::remove(dir / "merges.txt");
+  nlohmann::json vocab = nlohmann::json::object();
+  const std::vector<std::string> bytes = gpt2_byte_alphabet();
+  for (size_t i = 0; i < bytes.size(); i++) vocab[bytes[i]] = i;
+  vocab["<|im_start|>"] = 256, vocab["<|im_end|>"] = 257, vocab["<s>"] = 258;
+  nlohmann::json added = nlohmann::json::array();
+  for (int id : {256, 257, 258})
+    added.push_back({{"id", id},
+                     {"content", id == 256   ? "<|im_start|>"
+                                 : id == 257 ? "<|im_end|>"
+                                             : "<s>"},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  nlohmann::json tj = {{"version", "1.0"},
+                       {"added_tokens", added},
+                       {"normalizer", nullptr},
+                       {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+                       {"post_processor", nullptr},
+                       {"decoder", {{"type", "ByteLevel"}}},
+                       {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
+  std::ofstream(dir / "tokenizer.json") << tj.dump();
+  const std::string tmpl =
+      "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+      "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+  std::ofstream(dir / "tokenizer_config.json") << nlohmann::json{
+      {"bos_token", "<s>"},
+      {"eos_token", "<|im_end|>"},
+      {"add_bos_token", true},
+      {"chat_template", tmpl}}.dump();
+  LoadedModel lm = load_model(dir.string());
+  ASSERT_EQ(lm.tokenizer->kind(), "hf");
+  EXPECT_EQ(lm.tokenizer->eos_id(), 257);
+
+  serve::Limits lim;
+  lim.model = "m", lim.ctx = 64;
+  const nlohmann::json chat = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 4}};
+  const serve::TextRequest r = serve::parse_text_request(chat, true, *lm.tokenizer, lim);
+  const std::string want = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+  EXPECT_EQ(r.prompts.at(0), lm.tokenizer->encode(want));
+  EXPECT_EQ(r.prompts[0].front(), 256);  // the special token itself, not its characters
+  EXPECT_EQ(std::count(r.gen.stop.begin(), r.gen.stop.end(), std::string(serve::kChatStop)), 0);
+  const serve::TextRequest c = serve::parse_text_request(nlohmann::json{{"prompt", "Hi"}}, false, *lm.tokenizer, lim);
+  EXPECT_EQ(c.prompts.at(0), (std::vector<int>{258, lm.tokenizer->encode("Hi")[0], lm.tokenizer->encode("Hi")[1]}));
+  fs::remove_all(dir);
+}
