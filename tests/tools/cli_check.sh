@@ -13,7 +13,7 @@ for c in train generate eval sample fid serve tokenize "tokenizer train" convert
   check "aigc $c --help shows an example" bash -c "'$aigc' $c --help | grep -q 'aigc $c'"
 done
 check "train --help lists the presets" bash -c "'$aigc' train --help | grep -q 'gpt2-124m'"
-check "train names its families" bash -c "'$aigc' train --help | grep -q 'gpt | dcgan | ddpm | classifier'"
+check "train names its families" bash -c "'$aigc' train --help | grep -q 'gpt | llama | dcgan | ddpm | classifier'"
 out=$("$aigc" train ddpm --model gpt --steps 1 2>&1) && { echo "FAIL: two families accepted"; fails=$((fails + 1)); }
 grep -q "give the family once" <<<"$out" || { echo "FAIL: two families: $out"; fails=$((fails + 1)); }
 out=$("$aigc" train vae 2>&1) && { echo "FAIL: an unknown family accepted"; fails=$((fails + 1)); }
@@ -36,6 +36,11 @@ a=$("$aigc" generate --ckpt "$tmp/c/ckpt.safetensors" -p "The " -n 24 --temp 0 -
 b=$("$aigc" generate --model "$tmp/c.gguf" -p "The " -n 24 --temp 0 -t 1 2>/dev/null)
 [ -n "$a" ] && [ "$a" = "$b" ] || { echo "FAIL: the GGUF generates differently: '$a' vs '$b'"; fails=$((fails + 1)); }
 check "generate runs a q4_0 GGUF" "$aigc" generate -m "$tmp/c-q4.gguf" -p "The " -n 8 -t 1
+check "train llama runs" "$aigc" train llama --preset llama-tiny --tokenizer bytes --steps 5 --out "$tmp/l" -t 1
+check "convert writes a llama q8_0 GGUF" "$aigc" convert -m "$tmp/l/ckpt.safetensors" --type q8_0 --out "$tmp/l.gguf"
+check "generate runs a llama GGUF" "$aigc" generate -m "$tmp/l.gguf" -p "The " -n 8 -t 1
+out=$("$aigc" train llama --preset small --steps 1 2>&1) && { echo "FAIL: a GPT preset taken for llama"; fails=$((fails + 1)); }
+check "train llama names the Llama presets" grep -q "llama-tiny, llama-small" <<< "$out"
 out=$("$aigc" convert --ckpt "$tmp/c.gguf" --type q3 --out "$tmp/x.gguf" 2>&1) && { echo "FAIL: --type q3 accepted"; fails=$((fails + 1)); }
 grep -q 'got "q3"' <<<"$out" || { echo "FAIL: bad --type: $out"; fails=$((fails + 1)); }
 [ "$fails" = 0 ] && echo "PASS" || exit 1
