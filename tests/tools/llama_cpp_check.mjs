@@ -13,8 +13,8 @@
 //   node llama_cpp_check.mjs --package DIR --model M.gguf --tokenize-file CASES.json
 //                            (only tokenization: {"tokenized": [ids of each string in the JSON array]})
 //   node llama_cpp_check.mjs --package DIR --model M.gguf --perplexity-file TEXT [--ctx 256] [--threads 1]
-//                            (perplexity as `aigc eval` computes it: the text's tokens in non-overlapping windows
-//                            of ctx, each predicting its tokens 1.. from the ones before:
+//                            (perplexity as `aigc eval` computes it: the text's tokens in non-overlapping input
+//                            windows of ctx, each position predicting the token after it, every token but the first:
 //                            {"tokens": n predicted, "nll": mean -log p, "perplexity": exp(nll)})
 // DIR holds node_modules/node-llama-cpp (scripts/setup.sh installs it into third_party/llama_cpp).
 import {readFileSync} from "node:fs";
@@ -46,12 +46,11 @@ if (args["perplexity-file"]) {
   const seq = context.getSequence();
   let nll = 0, count = 0;
   for (let s = 0; s + 1 < ids.length; s += ctx) {
-    const win = ids.slice(s, s + ctx);
+    const win = ids.slice(s, Math.min(s + ctx, ids.length - 1));  // inputs; targets are one further
     await seq.clearHistory();
-    const res = await seq.controlledEvaluate(win.map((t, i) => i + 1 < win.length
-                                                     ? [t, {generateNext: {probabilities: true}}] : t));
-    for (let i = 0; i + 1 < win.length; i++) nll -= Math.log(res[i].next.probabilities.get(win[i + 1]));
-    count += win.length - 1;
+    const res = await seq.controlledEvaluate(win.map(t => [t, {generateNext: {probabilities: true}}]));
+    for (let i = 0; i < win.length; i++) nll -= Math.log(res[i].next.probabilities.get(ids[s + i + 1]));
+    count += win.length;
   }
   console.log(JSON.stringify({tokens: count, nll: nll / count, perplexity: Math.exp(nll / count)}));
   await context.dispose();
