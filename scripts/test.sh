@@ -27,10 +27,11 @@ done
 bench/run --quick  # the benchmark is not a test: this only checks that it runs
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DAIGC_SANITIZE=ON -DAIGC_NATIVE=OFF >/dev/null
-ninja -C build-asan -j "$jobs" aigc_tests aigc_fuzz_http aigc_fuzz_gguf
+ninja -C build-asan -j "$jobs" aigc_tests aigc_fuzz_http aigc_fuzz_gguf aigc_fuzz_hf
 export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-./build-asan/aigc_tests --gtest_filter='SafeTensors*:Gguf*:Tokenizer*:Checkpoint*:ImageData*:Server*'
+./build-asan/aigc_tests --gtest_filter='SafeTensors*:Gguf*:Tokenizer*:Checkpoint*:ImageData*:Server*:HfCheckpoint*:HfTokenizer.Malformed*:HfTokenizer.Config*:HfTokenizer.Encoding*:HfTokenizer.ChatTemplates'
 # The HTTP fuzz target's own mutator, briefly (docs/server.md has the long runs and how to repeat them).
 ./build-asan/aigc_fuzz_http 30000 "$(date +%s)"
 ./build-asan/aigc_fuzz_gguf 20000 "$(date +%s)"
+./build-asan/aigc_fuzz_hf 3000 "$(date +%s)"
 echo "all tests passed"

@@ -19,6 +19,7 @@
 #include <set>
 
 #include "aigc/gguf.h"
+#include "aigc/quant.h"
 #include "backend_op_cases.h"
 
 namespace aigc::backend_ops {
@@ -125,24 +126,31 @@ void add_linear_cases(std::vector<OpCase>& t) {
                });
   // Q8_0 / Q4_0 weights: both backends quantize the input with the same code, so the block dots are the same
   // integers; only the fp32 sums of scaled block dots differ from the reference's double sums. (scripts/test.sh
-  // also runs this table with AIGC_QUANT_ISA=avx2 and =scalar, the CPU's narrower paths.)
+  // also runs this table with AIGC_QUANT_ISA=avx2 and =scalar, the CPU's narrower paths.) Rows16 weights: the
+  // shapes cover groups of 16 with a tail of plain rows, 1 to 4 input rows per pass, and no whole group.
   for (DType q : {DType::Q8_0, DType::Q4_0})
-    for (const Shape& s : {Shape{1, 32, 5}, Shape{1, 768, 33}, Shape{3, 96, 17}, Shape{17, 64, 9}})
-      for (bool bias : {true, false})
-        add_case(t,
-                 cat("linear_forward_quant ", dtype_name(q), " N=", s.N, " C_in=", s.C_in, " C_out=", s.C_out,
-                     bias ? "" : " bias=null"),
-                 kQuantDot, [=](Backend& be, Rng& rng) {
-                   std::vector<float> x = normal(rng, s.N * s.C_in), b = normal(rng, s.C_out),
-                                      out = unset(s.N * s.C_out), wf = normal(rng, s.C_out * s.C_in, 0.1);
-                   x[0] = 0;  // zeros, and an all-zero block (scale 0)
-                   std::fill(wf.begin(), wf.begin() + 32, 0.0f);
-                   const std::string w = q == DType::Q8_0 ? quantize_q8_0(wf.data(), s.C_out * s.C_in)
-                                                          : quantize_q4_0(wf.data(), s.C_out * s.C_in);
-                   be.linear_forward_quant(out.data(), x.data(), w.data(), q, bias ? b.data() : nullptr, s.N, s.C_in,
-                                           s.C_out);
-                   return Outputs{{"out", out}};
-                 });
+    for (Layout layout : {Layout::Plain, Layout::Rows16})
+      for (const Shape& s : {Shape{1, 32, 5}, Shape{1, 768, 33}, Shape{3, 96, 17}, Shape{17, 64, 9}, Shape{6, 64, 48},
+                             Shape{7, 96, 32}, Shape{2, 32, 16}})
+        for (bool bias : {true, false})
+          add_case(t,
+                   cat("linear_forward_quant ", dtype_name(q), layout == Layout::Rows16 ? " rows16" : "", " N=", s.N,
+                       " C_in=", s.C_in, " C_out=", s.C_out, bias ? "" : " bias=null"),
+                   kQuantDot, [=](Backend& be, Rng& rng) {
+                     std::vector<float> x = normal(rng, s.N * s.C_in), b = normal(rng, s.C_out),
+                                        out = unset(s.N * s.C_out), wf = normal(rng, s.C_out * s.C_in, 0.1);
+                     x[0] = 0;  // zeros, and an all-zero block (scale 0)
+                     std::fill(wf.begin(), wf.begin() + 32, 0.0f);
+                     std::string w = q == DType::Q8_0 ? quantize_q8_0(wf.data(), s.C_out * s.C_in)
+                                                      : quantize_q4_0(wf.data(), s.C_out * s.C_in);
+                     if (layout == Layout::Rows16) {
+                       std::string plain = w;
+                       interleave_rows16(q, plain.data(), w.data(), s.C_out, s.C_in);
+                     }
+                     be.linear_forward_quant(out.data(), x.data(), w.data(), q, layout, bias ? b.data() : nullptr, s.N,
+                                             s.C_in, s.C_out);
+                     return Outputs{{"out", out}};
+                   });
 }
 
 // ---- Embeddings, conversions, flat buffers ----

@@ -123,6 +123,15 @@ TEST(HfCheckpoint, ShardedBf16LlamaLoadsToTheSameLogits) {
   fs::remove_all(dir);
 }
 
+// The loaders refuse a config larger than its weights by GPTConfig::param_count: it must be what a model holds.
+TEST(HfCheckpoint, ParamCountIsWhatTheModelHolds) {
+  GPTConfig untied = tiny_llama(), tied = tiny_llama(), gpt = GPTConfig::gpt2_style(),
+            tf = GPTConfig::transformer_style();
+  tied.tie_embeddings = true, tied.head_dim = 12, tied.n_kv_head = 1;
+  for (GPTConfig* c : {&gpt, &tf}) c->n_layer = 2, c->n_head = 2, c->n_embd = 16, c->block_size = 8, c->vocab_size = 40;
+  for (const GPTConfig& c : {untied, tied, gpt, tf}) EXPECT_EQ(c.param_count(), double(GPT(c, false).num_params()));
+}
+
 TEST(HfCheckpoint, WhatAigcCannotRunIsRefusedByName) {
   const fs::path root = aigc::testing::fresh_temp_dir("hf_llama_bad");
   GPT m(tiny_llama());
@@ -140,6 +149,11 @@ TEST(HfCheckpoint, WhatAigcCannotRunIsRefusedByName) {
       {"rope", [](nlohmann::json& j) { j["rope_scaling"]["rope_type"] = "yarn"; }, {}, "rope_scaling type \"yarn\""},
       {"heads", [](nlohmann::json& j) { j["num_key_value_heads"] = 3; }, {}, "multiple of n_kv_head"},
       {"int", [](nlohmann::json& j) { j["num_key_value_heads"] = "2"; }, {}, "\"num_key_value_heads\" has the wrong"},
+      // Sizes the weights do not hold are refused before anything is allocated (here ~10^15 parameters).
+      {"huge",
+       [](nlohmann::json& j) { j["num_hidden_layers"] = 1000000, j["intermediate_size"] = 1 << 24; },
+       {},
+       "parameters but the weights hold"},
   };
   for (const Case& k : cases) {
     SCOPED_TRACE(k.name);

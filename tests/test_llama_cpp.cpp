@@ -136,9 +136,11 @@ void check_against_llama_cpp(GPT& m, const char* arch, const std::array<double, 
         weights_effect = std::max(weights_effect, std::fabs(lp32[t][size_t(id)] - l));
       }
     EXPECT_LE(worst, k.logp_tol);
-    // q4_0's weights move the log-probabilities by ~3 here: agreeing 40x closer than that means aigc decodes
-    // the same weights, with the same 8-bit activations, as llama.cpp.
-    if (std::string(k.type) == "q4_0") {
+    // q4_0's weights move the log-probabilities by 3-6 here, q8_0's by 0.28: agreeing 10x closer than that
+    // (measured 17-65x) means aigc decodes the same weights, with the same 8-bit activations, as llama.cpp. (Not
+    // for gpt2's q8_0, where ggml's GELU table moves them about as much as the weights.)
+    const std::string type = k.type;
+    if (type == "q4_0" || (type == "q8_0" && std::string(arch) == "llama")) {
       EXPECT_LE(worst, weights_effect / 10);
     }
     // Each greedy pick of llama.cpp is aigc's most likely token, or within the tolerance of it (a near tie).
@@ -184,9 +186,11 @@ TEST(LlamaCpp, ReadsAigcLlamaGgufFilesAndAgreesOnTokensLogitsAndGreedyText) {
   GPT m(c);
   m.init_weights(12);
   scale_matrices(m);
-  // Measured 2.3e-5, 0.014, 1.6e-5, 0.18: no GELU table here, so f32 and q8_0 agree to float rounding; llama.cpp
-  // multiplies q4_0 through its own repacked layout on x86, whose activation rounding differs at a few steps.
-  check_against_llama_cpp(m, "llama", {1e-4, 0.05, 1e-4, 0.5});
+  // Measured 2.3e-5, 0.014, 4.3e-3, 0.18: no GELU table here, so f32 agrees to float rounding. For q8_0 and q4_0
+  // the engines add the same integer block products in different orders (aigc: each block's 32 products as one
+  // integer, 16 rows at a time; llama.cpp: 8 partial sums per row, or for q4_0 its repacked layout), and the last
+  // bits flip a few activations to the next 8-bit step in the following layer.
+  check_against_llama_cpp(m, "llama", {1e-4, 0.05, 0.02, 0.5});
 }
 
 // Merge semantics on vocabularies made to break them: pairs around commas (the npm gpt-3-encoder keys ranks by

@@ -10,7 +10,10 @@
 #include "aigc/checkpoint.h"
 #include "aigc/error.h"
 #include "aigc/file_util.h"
+#include "aigc/gguf.h"
 #include "aigc/ops.h"
+#include "aigc/quant.h"
+#include "aigc/rng.h"
 #include "test_util.h"
 
 using namespace aigc;
@@ -43,6 +46,43 @@ TEST(Quant, LinearRefusesGradientsAndPartialBlocks) {
     EXPECT_EQ(y.to_vector()[0], 32.0f * 127 * 127);
   }
   EXPECT_THROW(ops::quantize(Tensor::from_vector(std::vector<float>(40, 1.0f), {2, 20}), DType::Q4_0), Error);
+}
+
+TEST(Quant, Rows16IsTheSpecifiedReorderingOfTheBlocks) {
+  // Every byte of a Q8_0 / Q4_0 matrix with 2 whole groups and a tail of 5 rows lands where quant.h says, and
+  // reading the layout back gives the blocks again.
+  const int64_t rows = 37, cols = 96, nb = cols / 32;
+  Rng rng(11);
+  std::vector<float> v(size_t(rows * cols));
+  for (float& f : v) f = float(rng.normal());
+  for (DType q : {DType::Q8_0, DType::Q4_0}) {
+    SCOPED_TRACE(dtype_name(q));
+    const std::string plain =
+        q == DType::Q8_0 ? quantize_q8_0(v.data(), rows * cols) : quantize_q4_0(v.data(), rows * cols);
+    std::string packed(plain.size(), '\0'), back(plain.size(), '\0');
+    interleave_rows16(q, plain.data(), packed.data(), rows, cols);
+    const int64_t block = q == DType::Q8_0 ? 34 : 18, quads = (block - 2) / 4, tile = 16 * block;
+    for (int64_t r = 0; r < 32; r++)
+      for (int64_t b = 0; b < nb; b++) {
+        const int64_t p = (r * nb + b) * block, t = (r / 16 * nb + b) * tile;
+        EXPECT_EQ(packed.substr(size_t(t + 2 * (r % 16)), 2), plain.substr(size_t(p), 2)) << r << " " << b;
+        for (int64_t j = 0; j < quads; j++)
+          EXPECT_EQ(packed.substr(size_t(t + 32 + 64 * j + 4 * (r % 16)), 4), plain.substr(size_t(p + 2 + 4 * j), 4));
+      }
+    const size_t tail = size_t(32 * nb * block);
+    EXPECT_EQ(packed.substr(tail), plain.substr(tail));  // rows 32..36 stay plain
+    deinterleave_rows16(q, packed.data(), back.data(), rows, cols);
+    EXPECT_EQ(back, plain);
+    // linear reads either layout to the same outputs
+    Tensor w = Tensor::from_vector(v, {rows, cols}),
+           x = Tensor::from_vector(std::vector<float>(v.begin(), v.begin() + 3 * cols), {3, cols});
+    NoGradGuard ng;
+    const Tensor qw = ops::quantize(w, q), rw = ops::to_rows16(qw);
+    EXPECT_EQ(rw.layout(), Layout::Rows16);
+    const std::vector<float> a = ops::linear(x, qw, Tensor()).to_vector(), c = ops::linear(x, rw, Tensor()).to_vector();
+    for (size_t i = 0; i < a.size(); i++) EXPECT_NEAR(a[i], c[i], 1e-4f * (1 + std::fabs(a[i])));
+  }
+  EXPECT_THROW(ops::to_rows16(Tensor::from_vector(std::vector<float>(64, 1.0f), {2, 32})), Error);
 }
 
 TEST(Quant, GptDecodesFromBlocksAndGgufFilesKeepThem) {

@@ -56,9 +56,10 @@ class Backend {
   // The same product with weights in ggml's Q8_0 or Q4_0 blocks (wtype; aigc/quant.h), C_in a multiple of 32, as
   // llama.cpp computes it: each input row is first quantized to Q8_0 blocks (quantize_activation_block), then
   // every pair of blocks adds
-  // d_w d_x sum(q_w q_x), the sum exact in integers (inference only).
-  virtual void linear_forward_quant(float* out, const float* inp, const void* w, DType wtype, const float* bias,
-                                    int64_t N, int64_t C_in, int64_t C_out) = 0;
+  // d_w d_x sum(q_w q_x), the sum exact in integers (inference only). wlayout: Plain (ggml's rows of blocks) or
+  // Rows16 (quant.h).
+  virtual void linear_forward_quant(float* out, const float* inp, const void* w, DType wtype, Layout wlayout,
+                                    const float* bias, int64_t N, int64_t C_in, int64_t C_out) = 0;
 
   // 2-D convolution. With accumulate the result is added to the output instead of replacing it (the backward
   // kernels of the ops always accumulate; a transposed convolution's forward pass is backward_data).

@@ -17,6 +17,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
 Tensor to_bf16(const Tensor& x);
 // Weights (out, in) in ggml's Q8_0 or Q4_0 blocks along `in` (a multiple of 32), for linear() at inference.
 Tensor quantize(const Tensor& x, DType dtype);
+// A quantized matrix in the Rows16 layout (see Layout), as linear reads it fastest; w itself if it is already.
+Tensor to_rows16(const Tensor& w);
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps = 1e-5f);
 Tensor gelu(const Tensor& x);

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "aigc/half.h"
+#include "aigc/tensor.h"
 
 namespace aigc {
 
@@ -70,5 +71,17 @@ void dequantize_block(const Block& b, float* x) {
   const float d = io::f16_to_f32(b.d);
   for (int j = 0; j < 32; j++) x[j] = float(q[j]) * d;
 }
+
+// The Rows16 layout of a (rows, cols) Q8_0 / Q4_0 matrix: the same bytes as its blocks, reordered so that one
+// 64-byte load holds 4 consecutive quantized values of 16 rows. Rows come in groups of 16; in a group, block
+// column b is a tile: the 16 rows' scales d (16 halves), then the quantized bytes of the 16 rows' block b as
+// "quads" q: byte 64 j + 4 r + t is, for
+//   Q8_0: qs[4 j + t] of row r, j = 0..7 (values 4 j .. 4 j + 3);
+//   Q4_0: qs[4 j + t] of row r, j = 0..3 (low nibbles: values 4 j + t; high nibbles: values 16 + 4 j + t).
+// Tiles follow one another by b, then by group. The rows past the last whole group (rows % 16) keep ggml's
+// plain row-of-blocks layout after the groups. Sizes are the plain layout's: 16 blocks per tile.
+constexpr int kRowGroup = 16;
+void interleave_rows16(DType type, const void* plain, void* rows16, int64_t rows, int64_t cols);
+void deinterleave_rows16(DType type, const void* rows16, void* plain, int64_t rows, int64_t cols);
 
 }  // namespace aigc

@@ -59,7 +59,7 @@ LoadedModel load_model(const std::string& path) {
   AIGC_CHECK(meta_field(st, path, "format") == kFormat,
              "'" + path + "': unsupported checkpoint format \"" + meta_field(st, path, "format") + "\"");
   LoadedModel lm;
-  lm.model = std::make_unique<GPT>(GPTConfig::from_json(meta_field(st, path, "aigc.config")));
+  lm.model = std::make_unique<GPT>(GPTConfig::from_json(meta_field(st, path, "aigc.config")), false);
   lm.tokenizer = tokenizer_from_json(meta_field(st, path, "aigc.tokenizer"));
   AIGC_CHECK(lm.tokenizer->vocab_size() <= lm.model->config().vocab_size,
              "'" + path + "': the tokenizer has more tokens than the model's vocab_size");

@@ -279,11 +279,7 @@ GPTConfig read_config(const GgufReader& g, const std::string& arch) {
   c.validate();
   // Every parameter must be in the file, so a header cannot make the model larger than the file's tensors: refuse
   // before allocating (the per-tensor dims are checked as each is read).
-  const double C = double(c.n_embd), V = double(c.vocab_size), H = double(c.hidden_size());
-  const double Cq = double(c.n_head * c.head_size()), Ckv = double(c.kv_heads() * c.head_size());
-  const double per_layer = c.is_llama() ? 2 * C + 2 * Cq * C + 2 * Ckv * C + 3 * H * C : 12 * C * C + 13 * C;
-  const double need = V * C * (c.tie_embeddings ? 1 : 2) + (c.is_llama() ? 0 : double(c.block_size) * C) +
-                      double(c.n_layer) * per_layer + (c.is_llama() ? C : 2 * C);
+  const double need = c.param_count();
   double have = 0;
   for (const GgufTensorInfo& t : g.tensors()) have += double(t.numel());
   AIGC_CHECK(need <= have, path + ": the " + arch + " hyperparameters need " + std::to_string(int64_t(need)) +
@@ -323,7 +319,7 @@ LoadedModel load_gguf_model(const GgufReader& g) {
   AIGC_CHECK(lm.tokenizer->vocab_size() <= c.vocab_size,
              path + ": the tokenizer has more tokens than token_embd.weight has rows");
 
-  lm.model = std::make_unique<GPT>(c);
+  lm.model = std::make_unique<GPT>(c, false);  // every parameter is read below
   for (const Param& p : lm.model->params().params()) {
     g.read_f32_into(ggml_name(p.name), p.value.f32(), ggml_dims(p.value.shape()));
     if (const int64_t heads = rope_heads(p.name, c)) {

@@ -2,6 +2,7 @@
 // model.safetensors.index.json lists, and the tokenizer (vocab.json + merges.txt, or tokenizer.json). Two layouts:
 // GPT-2 (its projections stored as Conv1D, (in, out)) and Llama's (LlamaForCausalLM and the models sharing its
 // keys: Mistral without a sliding window, SmolLM, TinyLlama), whose keys are aigc's own parameter names.
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -97,6 +98,25 @@ class HfWeights {
   std::map<std::string, std::pair<const SafeTensorsReader*, const StTensorInfo*>> by_name_;
 };
 
+// The config's values, and its size: every parameter is read from the weights, so config.json cannot make the
+// model larger than they are. Refused before anything is allocated (each tensor's shape is checked as it is read).
+void validate(const GPTConfig& c, const HfWeights& w, const std::string& file) {
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail("'" + file + "': " + e.what());  // the file, then the field in aigc's words
+  }
+  double have = 0;
+  for (const auto& [name, where] : w.tensors()) {
+    double n = 1;
+    for (int64_t d : where.second->shape) n *= double(d);
+    have += n;
+  }
+  const double need = c.param_count();
+  AIGC_CHECK(need <= have, "'" + file + "': the config asks for " + std::to_string(int64_t(std::min(need, 9e18))) +
+                               " parameters but the weights hold " + std::to_string(int64_t(have)));
+}
+
 std::unique_ptr<Tokenizer> load_hf_dir_tokenizer(const fs::path& dir) {
   if (fs::exists(dir / "tokenizer.json")) return load_hf_tokenizer(dir.string());
   return load_bpe_tokenizer(dir.string());
@@ -132,10 +152,10 @@ LoadedModel load_gpt2(const fs::path& dir, const json& j, const std::string& fil
     return std::make_pair(st->read_f32(info->name), info->shape);
   };
   c.tie_embeddings = !key.count("lm_head.weight") || read_all("lm_head.weight").first == read_all("wte.weight").first;
-  c.validate();
+  validate(c, weights, file);
 
   LoadedModel lm;
-  lm.model = std::make_unique<GPT>(c);
+  lm.model = std::make_unique<GPT>(c, false);
   for (const Param& p : lm.model->params().params()) {
     const Shape& shape = p.value.shape();
     // GPT-2 stores its projections as Conv1D, (in, out); aigc's Linear weights are (out, in).
@@ -205,9 +225,9 @@ LoadedModel load_llama(const fs::path& dir, const json& j, const std::string& fi
   HfWeights weights(dir);
   // A checkpoint without lm_head.weight ties the head to the embedding whatever the config says.
   if (!weights.tensors().count("lm_head.weight")) c.tie_embeddings = true;
-  c.validate();
+  validate(c, weights, file);
   LoadedModel lm;
-  lm.model = std::make_unique<GPT>(c);
+  lm.model = std::make_unique<GPT>(c, false);
   std::map<std::string, bool> used;
   for (const Param& p : lm.model->params().params()) {
     weights.read(p.name, p.value.f32(), p.value.shape());

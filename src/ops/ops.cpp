@@ -54,7 +54,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Tensor out = Tensor::empty(oshape);
   if (is_quantized(w.dtype())) {  // inference with Q8_0 / Q4_0 weights
     AIGC_CHECK(!needs_grad({&x, &w, &b}), "linear: quantized weights are for inference; run it under NoGradGuard");
-    be(x).linear_forward_quant(out.f32(), x.f32(), w.raw(), w.dtype(), b.defined() ? b.f32() : nullptr, N, C_in, C_out);
+    be(x).linear_forward_quant(out.f32(), x.f32(), w.raw(), w.dtype(), w.layout(), b.defined() ? b.f32() : nullptr, N,
+                               C_in, C_out);
     return out;
   }
   if (w.dtype() == DType::BF16) {  // inference with bf16 weights
@@ -101,6 +102,20 @@ Tensor quantize(const Tensor& x, DType dtype) {
       quantize_block(v.data() + b * kQuantBlock, reinterpret_cast<BlockQ4_0*>(blocks.data())[b]);
   }
   backend_for(x.device()).from_host(out.raw(), blocks.data(), blocks.size());
+  return out;
+}
+
+Tensor to_rows16(const Tensor& w) {
+  AIGC_CHECK(is_quantized(w.dtype()) && w.dim() == 2,
+             std::string("to_rows16: needs a 2-D Q8_0 / Q4_0 matrix, got ") + dtype_name(w.dtype()));
+  if (w.layout() == Layout::Rows16) return w;
+  const size_t n = dtype_bytes(w.dtype(), w.numel());
+  std::vector<char> plain(n), rows16(n);
+  backend_for(w.device()).to_host(plain.data(), w.raw(), n);
+  interleave_rows16(w.dtype(), plain.data(), rows16.data(), w.size(0), w.size(1));
+  Tensor out = Tensor::empty(w.shape(), w.dtype(), w.device());
+  out.impl()->layout = Layout::Rows16;
+  backend_for(w.device()).from_host(out.raw(), rows16.data(), n);
   return out;
 }
 

@@ -55,7 +55,10 @@ struct GPTConfig {
   bool is_llama() const { return arch == "llama"; }
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
   int64_t head_size() const { return head_dim > 0 ? head_dim : n_embd / n_head; }
-  int64_t hidden_size() const;               // the MLP's hidden width
+  int64_t hidden_size() const;  // the MLP's hidden width
+  // The parameters a model of this shape holds (tied weights once), in double so that any header's sizes can be
+  // checked against a file's tensors before anything is allocated.
+  double param_count() const;
   std::vector<float> rope_inv_freq() const;  // head_size() / 2 rotary frequencies, scaled (fp32 as Hugging Face)
   std::string to_json() const;
   static GPTConfig from_json(const std::string& json);  // validates every field
@@ -76,7 +79,9 @@ struct KVCache {
 
 class GPT {
  public:
-  explicit GPT(const GPTConfig& config);
+  // random_init false leaves every parameter zero, for a loader that fills them all: the random init costs more
+  // than reading a large checkpoint.
+  explicit GPT(const GPTConfig& config, bool random_init = true);
 
   // GPT-2's init: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 n_layer), zero biases, unit LN gains.
   // The transformer style uses PyTorch's defaults for its modules instead.

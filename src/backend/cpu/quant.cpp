@@ -1,11 +1,18 @@
 // Linear layers with Q8_0 / Q4_0 weights (backend.h: linear_forward_quant). Decoding reads every weight once per
 // token, so the bytes are the cost: the weights stay in their blocks and are multiplied as integers. Each input
 // row is quantized to Q8_0 once (the same scalar code as the reference, so the integers agree exactly), then every
-// output is a sum over blocks of d_w d_x dot(q_w, q_x), with the 32-element integer dot in SIMD:
-//  - AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes and sums groups of four into int32 lanes; the
-//    signs move onto the input (|w| * sign(w) x), as the instruction wants one operand unsigned;
-//  - AVX2: the same with vpmaddubsw (pairs into int16; |q| <= 127 keeps them from saturating) and vpmaddwd;
-//  - scalar elsewhere.
+// output is a sum over blocks of d_w d_x dot(q_w, q_x), with the 32-element integer dots in SIMD.
+//
+// Weights in the Rows16 layout (quant.h; what models run) give 16 outputs per instruction: a 64-byte load holds
+// 4 values of 16 rows, and one int8 dot product against the input's 4 values, broadcast, advances all 16 sums.
+// No horizontal sums, and the weights unpacked once serve up to kTokens input rows (prefill):
+//  - AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes and sums groups of four into int32 lanes. Q4_0's
+//    nibbles are unsigned already (q - 8: subtract 8 sum(q_x) after); Q8_0's bytes get 128 added by a xor
+//    (subtract 128 sum(q_x));
+//  - AVX2: vpmaddubsw (pairs into int16) and vpmaddwd, 8 rows per register; Q8_0 moves the weights' signs onto
+//    the input instead, as |q| <= 127 keeps the pairs from saturating.
+// Weights in ggml's plain layout, and the rows past the last group of 16, take one row at a time: the same
+// instructions on a block's 32 values, then a horizontal sum.
 // The path is chosen once from the CPU; AIGC_QUANT_ISA=avx2|scalar forces a narrower one (tests run all three).
 #include <immintrin.h>
 #include <omp.h>
@@ -13,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "aigc/error.h"
@@ -64,6 +72,8 @@ float dot_scalar(const Block* w, const BlockQ8_0* x, int64_t nb) {
 }
 
 #if defined(__x86_64__)
+// GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_ps as the unused merge source).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #define AIGC_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AIGC_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
 
@@ -121,35 +131,212 @@ float dot(const Block* w, const BlockQ8_0* x, int64_t nb, Isa i) {
   return dot_scalar(w, x, nb);
 }
 
+// ---- Rows16 ----
+
+// The input rows as the Rows16 kernels read them: Q8_0 blocks, each block's scale as a float and the sum of its
+// values (the correction for the offset weights).
+struct Input {
+  const BlockQ8_0* q;
+  const float* d;
+  const int32_t* sum;
+  int64_t nb;
+};
+
+constexpr int kTokens = 4;  // input rows per pass over a group's weights
+
+inline int32_t quad(const BlockQ8_0& b, int j) {
+  int32_t v;
+  std::memcpy(&v, b.qs + 4 * j, 4);
+  return v;
+}
+
+// One group of 16 output rows for TN input rows from n: out[(n + i) * ldo + r] for r < 16.
 template <typename Block>
-void linear_quant(float* out, const float* inp, const Block* w, const float* bias, int64_t N, int64_t C_in,
+void group_scalar(float* out, int64_t ldo, const uint8_t* tiles, const Input& x, int64_t n, int TN) {
+  constexpr bool q4 = std::is_same_v<Block, BlockQ4_0>;
+  constexpr int64_t tile = kRowGroup * int64_t(sizeof(Block));
+  for (int i = 0; i < TN; i++)
+    for (int r = 0; r < kRowGroup; r++) {
+      float sum = 0;
+      for (int64_t b = 0; b < x.nb; b++) {
+        const uint8_t* t = tiles + b * tile;
+        uint16_t dw;
+        std::memcpy(&dw, t + 2 * r, 2);
+        const BlockQ8_0& xb = x.q[(n + i) * x.nb + b];
+        int dot = 0;
+        for (int j = 0; j < 32; j++) {
+          const uint8_t byte = t[2 * kRowGroup + 64 * (j % (q4 ? 16 : 32) / 4) + 4 * r + j % 4];
+          const int qw = q4 ? (j < 16 ? byte & 0xf : byte >> 4) - 8 : int(int8_t(byte));
+          dot += qw * int(xb.qs[j]);
+        }
+        sum += io::f16_to_f32(dw) * x.d[(n + i) * x.nb + b] * float(dot);
+      }
+      out[i * ldo + r] = sum;
+    }
+}
+
+#if defined(__x86_64__)
+template <typename Block, int TN>
+AIGC_VNNI void group_vnni(float* out, int64_t ldo, const uint8_t* tiles, const Input& x, int64_t n) {
+  constexpr bool q4 = std::is_same_v<Block, BlockQ4_0>;
+  constexpr int64_t tile = kRowGroup * int64_t(sizeof(Block));
+  constexpr int32_t offset = q4 ? 8 : 128;  // what the unsigned weights carry over q
+  __m512 acc[TN];
+  for (int i = 0; i < TN; i++) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < x.nb; b++) {
+    const uint8_t* t = tiles + b * tile;
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t)));
+    const uint8_t* q = t + 2 * kRowGroup;
+    __m512i w[8];  // w[j]: values 4 j .. 4 j + 3 of the 16 rows, as unsigned bytes
+    if constexpr (q4) {
+      const __m512i lo = _mm512_set1_epi8(0x0f);
+      for (int j = 0; j < 4; j++) {
+        const __m512i v = _mm512_loadu_si512(q + 64 * j);
+        w[j] = _mm512_and_si512(v, lo);
+        w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo);
+      }
+    } else {
+      for (int j = 0; j < 8; j++) w[j] = _mm512_xor_si512(_mm512_loadu_si512(q + 64 * j), _mm512_set1_epi8(char(0x80)));
+    }
+    for (int i = 0; i < TN; i++) {
+      const int64_t xi = (n + i) * x.nb + b;
+      const BlockQ8_0& xb = x.q[xi];
+      __m512i s0 = _mm512_set1_epi32(-offset * x.sum[xi]), s1 = _mm512_setzero_si512();
+      for (int j = 0; j < 8; j += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, w[j], _mm512_set1_epi32(quad(xb, j)));
+        s1 = _mm512_dpbusd_epi32(s1, w[j + 1], _mm512_set1_epi32(quad(xb, j + 1)));
+      }
+      const __m512 p = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+      acc[i] = _mm512_fmadd_ps(p, _mm512_mul_ps(dw, _mm512_set1_ps(x.d[xi])), acc[i]);
+    }
+  }
+  for (int i = 0; i < TN; i++) _mm512_storeu_ps(out + i * ldo, acc[i]);
+}
+
+template <typename Block, int TN>
+AIGC_AVX2 void group_avx2(float* out, int64_t ldo, const uint8_t* tiles, const Input& x, int64_t n) {
+  constexpr bool q4 = std::is_same_v<Block, BlockQ4_0>;
+  constexpr int64_t tile = kRowGroup * int64_t(sizeof(Block));
+  const __m256i ones = _mm256_set1_epi16(1), lo = _mm256_set1_epi8(0x0f);
+  for (int h = 0; h < 2; h++) {  // rows 8 h .. 8 h + 7
+    __m256 acc[TN];
+    for (int i = 0; i < TN; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < x.nb; b++) {
+      const uint8_t* t = tiles + b * tile;
+      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 16 * h)));
+      const uint8_t* q = t + 2 * kRowGroup + 32 * h;
+      __m256i w[8];
+      if constexpr (q4) {
+        for (int j = 0; j < 4; j++) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * j));
+          w[j] = _mm256_and_si256(v, lo);
+          w[j + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo);
+        }
+      } else {
+        for (int j = 0; j < 8; j++) w[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * j));
+      }
+      for (int i = 0; i < TN; i++) {
+        const int64_t xi = (n + i) * x.nb + b;
+        const BlockQ8_0& xb = x.q[xi];
+        __m256i p;
+        if constexpr (q4) {  // 8 pairs of nibble x byte stay within int16: 8 * 2 * 15 * 127 < 32768
+          __m256i p16 = _mm256_maddubs_epi16(w[0], _mm256_set1_epi32(quad(xb, 0)));
+          for (int j = 1; j < 8; j++)
+            p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(w[j], _mm256_set1_epi32(quad(xb, j))));
+          p = _mm256_sub_epi32(_mm256_madd_epi16(p16, ones), _mm256_set1_epi32(8 * x.sum[xi]));
+        } else {
+          p = _mm256_setzero_si256();
+          for (int j = 0; j < 8; j++) {
+            const __m256i xj = _mm256_sign_epi8(_mm256_set1_epi32(quad(xb, j)), w[j]);
+            p = _mm256_add_epi32(p, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w[j], w[j]), xj), ones));
+          }
+        }
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, _mm256_set1_ps(x.d[xi])), acc[i]);
+      }
+    }
+    for (int i = 0; i < TN; i++) _mm256_storeu_ps(out + i * ldo + 8 * h, acc[i]);
+  }
+}
+#endif
+
+template <typename Block, int TN>
+void group(float* out, int64_t ldo, const uint8_t* tiles, const Input& x, int64_t n, Isa path) {
+#if defined(__x86_64__)
+  if (path == Isa::Vnni) return group_vnni<Block, TN>(out, ldo, tiles, x, n);
+  if (path == Isa::Avx2) return group_avx2<Block, TN>(out, ldo, tiles, x, n);
+#endif
+  (void)path;
+  group_scalar<Block>(out, ldo, tiles, x, n, TN);
+}
+
+template <typename Block>
+void linear_quant(float* out, const float* inp, const Block* w, bool rows16, const float* bias, int64_t N, int64_t C_in,
                   int64_t C_out) {
   const int64_t nb = C_in / kQuantBlock;
-  static thread_local std::vector<BlockQ8_0> xq;  // the caller's; the threads below see it through x
-  xq.resize(size_t(N * nb));
-  BlockQ8_0* x = xq.data();
+  static thread_local std::vector<BlockQ8_0> xq;  // the caller's; the threads below see them through x
+  static thread_local std::vector<float> xd;
+  static thread_local std::vector<int32_t> xsum;
+  xq.resize(size_t(N * nb)), xd.resize(size_t(N * nb)), xsum.resize(size_t(N * nb));
+  const Input x{xq.data(), xd.data(), xsum.data(), nb};
+  BlockQ8_0* q = xq.data();
+  float* d = xd.data();
+  int32_t* sum = xsum.data();
 #pragma omp parallel for schedule(static) if (N * nb > 4096)
-  for (int64_t i = 0; i < N * nb; i++) quantize_activation_block(inp + i * kQuantBlock, x[i]);
+  for (int64_t i = 0; i < N * nb; i++) {
+    quantize_activation_block(inp + i * kQuantBlock, q[i]);
+    d[i] = io::f16_to_f32(q[i].d);
+    int32_t s = 0;
+    for (int j = 0; j < 32; j++) s += q[i].qs[j];
+    sum[i] = s;
+  }
   const Isa path = isa();
-  // Threads split the output features, so each weight row is read from memory once, by one thread, and stays in
-  // its cache for all N input rows.
+  // Threads split the output features (groups of 16, then single rows), so each weight row is read from memory
+  // once, by one thread, and stays in its cache for all N input rows.
+  const int64_t groups = rows16 ? C_out / kRowGroup : 0, first_row = groups * kRowGroup;
+  const int64_t tile = kRowGroup * int64_t(sizeof(Block));
+  const auto* tiles = reinterpret_cast<const uint8_t*>(w);
 #pragma omp parallel for schedule(static)
-  for (int64_t o = 0; o < C_out; o++) {
-    const Block* wr = w + o * nb;
-    const float bo = bias ? bias[o] : 0.0f;
-    for (int64_t n = 0; n < N; n++) out[n * C_out + o] = dot(wr, x + n * nb, nb, path) + bo;
+  for (int64_t u = 0; u < groups + (C_out - first_row); u++) {
+    if (u < groups) {
+      const uint8_t* gt = tiles + u * nb * tile;
+      float* o = out + u * kRowGroup;
+      int64_t n = 0;
+      for (; n + kTokens <= N; n += kTokens) group<Block, kTokens>(o + n * C_out, C_out, gt, x, n, path);
+      switch (N - n) {
+        case 3:
+          group<Block, 3>(o + n * C_out, C_out, gt, x, n, path);
+          break;
+        case 2:
+          group<Block, 2>(o + n * C_out, C_out, gt, x, n, path);
+          break;
+        case 1:
+          group<Block, 1>(o + n * C_out, C_out, gt, x, n, path);
+          break;
+      }
+      if (bias)
+        for (int64_t i = 0; i < N; i++)
+          for (int r = 0; r < kRowGroup; r++) o[i * C_out + r] += bias[u * kRowGroup + r];
+    } else {
+      const int64_t row = first_row + (u - groups);
+      const Block* wr = w + row * nb;
+      const float bo = bias ? bias[row] : 0.0f;
+      for (int64_t i = 0; i < N; i++) out[i * C_out + row] = dot(wr, q + i * nb, nb, path) + bo;
+    }
   }
 }
 
 }  // namespace
 
-void CpuBackend::linear_forward_quant(float* out, const float* inp, const void* w, DType wtype, const float* bias,
-                                      int64_t N, int64_t C_in, int64_t C_out) {
+void CpuBackend::linear_forward_quant(float* out, const float* inp, const void* w, DType wtype, Layout wlayout,
+                                      const float* bias, int64_t N, int64_t C_in, int64_t C_out) {
   AIGC_CHECK(C_in % kQuantBlock == 0, "linear_forward_quant: C_in must be a multiple of 32");
+  AIGC_CHECK(wlayout == Layout::Plain || wlayout == Layout::Rows16,
+             "linear_forward_quant: weights must be plain or Rows16");
+  const bool rows16 = wlayout == Layout::Rows16;
   if (wtype == DType::Q8_0)
-    linear_quant(out, inp, static_cast<const BlockQ8_0*>(w), bias, N, C_in, C_out);
+    linear_quant(out, inp, static_cast<const BlockQ8_0*>(w), rows16, bias, N, C_in, C_out);
   else if (wtype == DType::Q4_0)
-    linear_quant(out, inp, static_cast<const BlockQ4_0*>(w), bias, N, C_in, C_out);
+    linear_quant(out, inp, static_cast<const BlockQ4_0*>(w), rows16, bias, N, C_in, C_out);
   else
     fail(std::string("linear_forward_quant: weights of type ") + dtype_name(wtype) + " are not quantized");
 }

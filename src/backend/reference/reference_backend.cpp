@@ -118,9 +118,17 @@ static void linear_quant(float* out, const float* inp, const Block* w, const flo
   }
 }
 
-void ReferenceBackend::linear_forward_quant(float* out, const float* inp, const void* w, DType wtype, const float* bias,
-                                            int64_t N, int64_t C_in, int64_t C_out) {
+void ReferenceBackend::linear_forward_quant(float* out, const float* inp, const void* w, DType wtype, Layout wlayout,
+                                            const float* bias, int64_t N, int64_t C_in, int64_t C_out) {
   AIGC_CHECK(C_in % kQuantBlock == 0, "linear_forward_quant: C_in must be a multiple of 32");
+  std::vector<char> plain;
+  if (wlayout == Layout::Rows16) {  // the reference reads the blocks in ggml's order
+    plain.resize(dtype_bytes(wtype, C_out * C_in));
+    deinterleave_rows16(wtype, w, plain.data(), C_out, C_in);
+    w = plain.data();
+  } else {
+    AIGC_CHECK(wlayout == Layout::Plain, "linear_forward_quant: weights must be plain or Rows16");
+  }
   if (wtype == DType::Q8_0)
     linear_quant(out, inp, static_cast<const BlockQ8_0*>(w), bias, N, C_in, C_out);
   else if (wtype == DType::Q4_0)

@@ -35,6 +35,18 @@ int64_t GPTConfig::hidden_size() const {
   return (8 * n_embd / 3 + 31) / 32 * 32;  // SwiGLU's three matrices hold about as much as a 4x GELU MLP's two
 }
 
+double GPTConfig::param_count() const {
+  const double C = double(n_embd), V = double(vocab_size), H = double(hidden_size());
+  if (is_llama()) {
+    const double Cq = double(n_head * head_size()), Ckv = double(kv_heads() * head_size());
+    const double layer = 2 * C + 2 * Cq * C + 2 * Ckv * C + 3 * H * C;  // norms, q and o, k and v, the MLP
+    return V * C * (tie_embeddings ? 1 : 2) + double(n_layer) * layer + C;
+  }
+  const double layer = 4 * C + 4 * C * C + 4 * C + 2 * H * C + H + C;  // norms, attention, the MLP
+  const double head = tie_embeddings ? 0 : V * C + (lm_head_bias ? V : 0);
+  return V * C + double(block_size) * C + double(n_layer) * layer + 2 * C + head;
+}
+
 std::vector<float> GPTConfig::rope_inv_freq() const {
   const int64_t hs = head_size();
   std::vector<float> f(size_t(hs / 2));

@@ -10,12 +10,12 @@
 
 namespace aigc {
 
-GPT::GPT(const GPTConfig& config) : config_(config) {
+GPT::GPT(const GPTConfig& config, bool random_init) : config_(config) {
   config_.validate();
   if (config_.is_llama()) {
     add_llama_params();
     params_.finalize();
-    init_weights(0);
+    if (random_init) init_weights(0);
     return;
   }
   const int64_t C = config_.n_embd, V = config_.vocab_size;
@@ -45,7 +45,7 @@ GPT::GPT(const GPTConfig& config) : config_(config) {
     if (config_.lm_head_bias) lm_head_b_ = params_.add("lm_head.bias", {V}, false);
   }
   params_.finalize();
-  init_weights(0);
+  if (random_init) init_weights(0);
 }
 
 void GPT::init_weights(uint64_t seed) {
@@ -100,7 +100,8 @@ void GPT::set_inference_dtype(DType dtype) {
   for (const Tensor& w : mats) {
     // A matrix whose rows do not fill whole blocks stays bf16 (as GGUF files fall back to f16).
     const bool blocks = w.size(1) % 32 == 0;
-    inference_weights_[w.impl()] = is_quantized(dtype) && blocks ? ops::quantize(w, dtype) : ops::to_bf16(w);
+    inference_weights_[w.impl()] =
+        is_quantized(dtype) && blocks ? ops::to_rows16(ops::quantize(w, dtype)) : ops::to_bf16(w);
   }
 }
 
