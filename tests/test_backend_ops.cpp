@@ -321,37 +321,45 @@ void add_attention_cases(std::vector<OpCase>& t) {
       });
     }
 
-  // KV cache (B, NH, T_cap, HS): positions before pos0 hold earlier keys and values (random here); the kernel
-  // writes positions pos0 .. pos0 + T - 1 and leaves the rest alone.
+  // KV cache (B, NKV, T_cap, HS): positions before pos0 hold earlier keys and values (random here); the kernel
+  // writes positions pos0 .. pos0 + T - 1 and leaves the rest alone. NKV < NH: grouped-query attention (a
+  // group's cache head holds its first head's k, v; random qkv makes a wrong head show).
   struct Cached {
-    int64_t B, T, C, NH, pos0, T_cap;
+    int64_t B, T, C, NH, NKV, pos0, T_cap;
   };
-  for (const Cached& s :
-       {Cached{2, 3, 12, 3, 5, 11}, Cached{2, 4, 12, 2, 0, 6}, Cached{1, 1, 33, 3, 7, 8}, Cached{3, 5, 8, 1, 1, 9}})
-    add_case(
-        t, cat("attention_cached B=", s.B, " T=", s.T, " C=", s.C, " NH=", s.NH, " pos0=", s.pos0, " T_cap=", s.T_cap),
-        kAttention, [=](Backend& be, Rng& rng) {
-          std::vector<float> qkv = normal(rng, s.B * s.T * 3 * s.C), kc = normal(rng, s.B * s.T_cap * s.C),
-                             vc = normal(rng, s.B * s.T_cap * s.C), out = unset(s.B * s.T * s.C);
-          be.attention_cached(out.data(), qkv.data(), kc.data(), vc.data(), s.B, s.T, s.C, s.NH, s.pos0, s.T_cap);
-          return Outputs{{"out", out}, {"kcache", kc}, {"vcache", vc}};
-        });
+  for (const Cached& s : {Cached{2, 3, 12, 3, 3, 5, 11}, Cached{2, 4, 12, 2, 2, 0, 6}, Cached{1, 1, 33, 3, 3, 7, 8},
+                          Cached{3, 5, 8, 1, 1, 1, 9}, Cached{2, 3, 24, 6, 2, 4, 9}, Cached{1, 2, 16, 4, 1, 3, 7}})
+    add_case(t,
+             cat("attention_cached B=", s.B, " T=", s.T, " C=", s.C, " NH=", s.NH, " NKV=", s.NKV, " pos0=", s.pos0,
+                 " T_cap=", s.T_cap),
+             kAttention, [=](Backend& be, Rng& rng) {
+               const int64_t kv = s.B * s.T_cap * s.NKV * (s.C / s.NH);
+               std::vector<float> qkv = normal(rng, s.B * s.T * 3 * s.C), kc = normal(rng, kv), vc = normal(rng, kv),
+                                  out = unset(s.B * s.T * s.C);
+               be.attention_cached(out.data(), qkv.data(), kc.data(), vc.data(), s.B, s.T, s.C, s.NH, s.NKV, s.pos0,
+                                   s.T_cap);
+               return Outputs{{"out", out}, {"kcache", kc}, {"vcache", vc}};
+             });
   // Continuous batching: distinct cache slots (not in row order, one slot unused) and distinct positions.
   struct Decode {
     std::vector<int32_t> slot, pos;
-    int64_t S, C, NH, T_cap;
+    int64_t S, C, NH, NKV, T_cap;
   };
-  for (const Decode& d : {Decode{{2, 0, 3}, {0, 5, 9}, 4, 12, 3, 10}, Decode{{0}, {7}, 1, 33, 3, 8},
-                          Decode{{1, 0}, {3, 1}, 2, 16, 1, 4}}) {
+  for (const Decode& d : {Decode{{2, 0, 3}, {0, 5, 9}, 4, 12, 3, 3, 10}, Decode{{0}, {7}, 1, 33, 3, 3, 8},
+                          Decode{{1, 0}, {3, 1}, 2, 16, 1, 1, 4}, Decode{{1, 2}, {6, 2}, 3, 24, 6, 2, 8},
+                          Decode{{0}, {4}, 1, 16, 4, 1, 5}}) {
     const int64_t B = int64_t(d.slot.size());
     std::string pos;
     for (int32_t p : d.pos) pos += cat(pos.empty() ? "" : ",", p);
-    add_case(t, cat("attention_decode B=", B, " S=", d.S, " C=", d.C, " NH=", d.NH, " T_cap=", d.T_cap, " pos=", pos),
+    add_case(t,
+             cat("attention_decode B=", B, " S=", d.S, " C=", d.C, " NH=", d.NH, " NKV=", d.NKV, " T_cap=", d.T_cap,
+                 " pos=", pos),
              kAttention, [=](Backend& be, Rng& rng) {
-               std::vector<float> qkv = normal(rng, B * 3 * d.C), kc = normal(rng, d.S * d.T_cap * d.C),
-                                  vc = normal(rng, d.S * d.T_cap * d.C), out = unset(B * d.C);
+               const int64_t kv = d.S * d.T_cap * d.NKV * (d.C / d.NH);
+               std::vector<float> qkv = normal(rng, B * 3 * d.C), kc = normal(rng, kv), vc = normal(rng, kv),
+                                  out = unset(B * d.C);
                be.attention_decode(out.data(), qkv.data(), kc.data(), vc.data(), d.slot.data(), d.pos.data(), B, d.C,
-                                   d.NH, d.T_cap);
+                                   d.NH, d.NKV, d.T_cap);
                return Outputs{{"out", out}, {"kcache", kc}, {"vcache", vc}};
              });
   }

@@ -215,14 +215,16 @@ class Backend {
   virtual void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
                                   int64_t B, int64_t T, int64_t C, int64_t NH, bool causal) = 0;
   // Incremental attention with a KV cache: qkv (B,T,3C) holds T new positions starting at pos0; their k, v are
-  // written into kcache/vcache (B,NH,T_cap,HS) first, then each query attends to positions [0, pos0 + t].
+  // written into kcache/vcache (B,NKV,T_cap,HS) first, then each query attends to positions [0, pos0 + t].
+  // Grouped-query attention: NKV divides NH, and query head h reads cache head h / (NH / NKV), whose k and v are
+  // those of qkv's head (h / (NH / NKV)) * (NH / NKV), the first of its group (the others repeat it).
   virtual void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T,
-                                int64_t C, int64_t NH, int64_t pos0, int64_t T_cap) = 0;
+                                int64_t C, int64_t NH, int64_t NKV, int64_t pos0, int64_t T_cap) = 0;
   // One decoding step of B independent sequences (continuous batching): qkv (B,1,3C) holds one new position per
-  // row; row b's sequence lives in cache slot slot[b] of kcache/vcache (S,NH,T_cap,HS) and the new position is
+  // row; row b's sequence lives in cache slot slot[b] of kcache/vcache (S,NKV,T_cap,HS) and the new position is
   // pos[b]. Its k, v are stored there, then its query attends to positions [0, pos[b]] of that slot.
   virtual void attention_decode(float* out, const float* qkv, float* kcache, float* vcache, const int32_t* slot,
-                                const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t T_cap) = 0;
+                                const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t NKV, int64_t T_cap) = 0;
 
   // Softmax cross-entropy per row. losses (N), lse (N) = log-sum-exp saved for backward. Rows whose target is
   // negative are ignored (loss 0, no gradient).

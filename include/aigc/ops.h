@@ -28,10 +28,11 @@ Tensor dropout(const Tensor& x, float p, uint64_t seed);
 // qkv (B,T,3C) -> multi-head attention output (B,T,C); causal: position t sees positions 0..t only.
 Tensor self_attention(const Tensor& qkv, int64_t n_head, bool causal);
 inline Tensor causal_self_attention(const Tensor& qkv, int64_t n_head) { return self_attention(qkv, n_head, true); }
-// Inference only: qkv (B,T,3C) for positions pos0..pos0+T-1; appends k,v to the caches (B,NH,T_cap,HS).
+// Inference only: qkv (B,T,3C) for positions pos0..pos0+T-1; appends k,v to the caches (B,NKV,T_cap,HS), where
+// NKV, the caches' key/value heads, divides n_head (grouped-query attention; Backend::attention_cached).
 Tensor attention_cached(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tensor& vcache, int64_t pos0);
 // Inference only, continuous batching: qkv (B,1,3C) holds one new position for each of B independent sequences;
-// row b continues the sequence in cache slot slots[b] (caches (S,NH,T_cap,HS)) at position pos[b] (both i32 (B)).
+// row b continues the sequence in cache slot slots[b] (caches (S,NKV,T_cap,HS)) at position pos[b] (both i32 (B)).
 Tensor attention_decode(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tensor& vcache, const Tensor& slots,
                         const Tensor& pos);
 // 2-D convolutions over (N, C, H, W), with PyTorch's semantics and weight layouts:

@@ -220,12 +220,15 @@ Tensor self_attention(const Tensor& qkv, int64_t n_head, bool causal) {
 Tensor attention_cached(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tensor& vcache, int64_t pos0) {
   check_f32(qkv, "attention_cached", "qkv");
   int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3;
-  AIGC_CHECK(kcache.dim() == 4 && kcache.size(0) == B && kcache.size(1) == n_head, "attention_cached: bad cache shape");
+  AIGC_CHECK(kcache.dim() == 4 && kcache.size(0) == B && kcache.size(1) > 0 && n_head % kcache.size(1) == 0 &&
+                 kcache.shape() == vcache.shape(),
+             "attention_cached: bad cache shape");
   int64_t T_cap = kcache.size(2);
   AIGC_CHECK(pos0 + T <= T_cap, "attention_cached: the KV cache holds " + std::to_string(T_cap) + " positions; " +
                                     std::to_string(pos0 + T) + " needed");
   Tensor out = Tensor::empty({B, T, C});
-  be(qkv).attention_cached(out.f32(), qkv.f32(), kcache.f32(), vcache.f32(), B, T, C, n_head, pos0, T_cap);
+  be(qkv).attention_cached(out.f32(), qkv.f32(), kcache.f32(), vcache.f32(), B, T, C, n_head, kcache.size(1), pos0,
+                           T_cap);
   return out;
 }
 
@@ -235,8 +238,9 @@ Tensor attention_decode(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tenso
   AIGC_CHECK(qkv.dim() == 3 && qkv.size(1) == 1,
              "attention_decode: qkv must be (B,1,3C), got " + shape_str(qkv.shape()));
   const int64_t B = qkv.size(0), C = qkv.size(2) / 3;
-  AIGC_CHECK(kcache.dim() == 4 && kcache.size(1) == n_head && kcache.shape() == vcache.shape(),
-             "attention_decode: bad cache shape");
+  AIGC_CHECK(
+      kcache.dim() == 4 && kcache.size(1) > 0 && n_head % kcache.size(1) == 0 && kcache.shape() == vcache.shape(),
+      "attention_decode: bad cache shape");
   AIGC_CHECK(slots.dtype() == DType::I32 && pos.dtype() == DType::I32 && slots.numel() == B && pos.numel() == B,
              "attention_decode: slots and pos must be i32 with one entry per row");
   const int64_t S = kcache.size(0), T_cap = kcache.size(2);
@@ -253,7 +257,7 @@ Tensor attention_decode(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tenso
   }
   Tensor out = Tensor::empty({B, 1, C});
   be(qkv).attention_decode(out.f32(), qkv.f32(), kcache.f32(), vcache.f32(), slots.i32(), pos.i32(), B, C, n_head,
-                           T_cap);
+                           kcache.size(1), T_cap);
   return out;
 }
 

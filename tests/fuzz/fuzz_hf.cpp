@@ -9,6 +9,7 @@
 //  - otherwise: the main() below mutates valid files, as text and as JSON trees (a node replaced by a value of
 //    another type, an extreme number, or a copy of another node):
 //      aigc_fuzz_hf [EXECUTIONS] [SEED]     (prints executions, accepted, executions/s)
+#include <unistd.h>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -18,7 +19,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "aigc/chat_template.h"
@@ -40,7 +40,7 @@ const std::string kSpace = "\xE2\x96\x81";  // ▁
 void spit(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
 
 json added(int id, const std::string& content) {
-  return {{"id", id},         {"content", content},   {"single_word", false}, {"lstrip", false},
+  return {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
           {"rstrip", false}, {"normalized", false}, {"special", true}};
 }
 
@@ -64,8 +64,12 @@ json byte_level_tokenizer() {
           {"post_processor", nullptr},
           {"decoder", level},
           {"model",
-           {{"type", "BPE"}, {"unk_token", nullptr}, {"byte_fallback", false}, {"ignore_merges", true},
-            {"vocab", vocab}, {"merges", merges}}}};
+           {{"type", "BPE"},
+            {"unk_token", nullptr},
+            {"byte_fallback", false},
+            {"ignore_merges", true},
+            {"vocab", vocab},
+            {"merges", merges}}}};
 }
 
 // A SentencePiece-style tokenizer.json: characters, byte fallback, "▁" for spaces, BOS by a template.
@@ -76,44 +80,61 @@ json sentencepiece_tokenizer() {
     std::snprintf(hex, sizeof hex, "<0x%02X>", b);
     vocab[hex] = 3 + b;
   }
-  for (const std::string& p : {kSpace, std::string("t"), std::string("h"), std::string("e"), kSpace + "t",
-                               std::string("he"), kSpace + "the"})
+  for (const std::string& p :
+       {kSpace, std::string("t"), std::string("h"), std::string("e"), kSpace + "t", std::string("he"), kSpace + "the"})
     vocab[p] = int(vocab.size());
   const json replace = {{"type", "Replace"}, {"pattern", {{"String", kSpace}}}, {"content", " "}};
   const int n = int(vocab.size());
-  return {{"version", "1.0"},
-          {"added_tokens",
-           {added(0, "<unk>"), added(1, "<s>"), added(2, "</s>"), added(n, "<|im_start|>"), added(n + 1, "<|im_end|>")}},
-          {"normalizer",
-           {{"type", "Sequence"},
-            {"normalizers",
-             {{{"type", "Prepend"}, {"prepend", kSpace}},
-              {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSpace}}}}}},
-          {"pre_tokenizer", nullptr},
-          {"post_processor",
-           {{"type", "TemplateProcessing"},
-            {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-            {"pair", json::array()},
-            {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
-          {"decoder",
-           {{"type", "Sequence"},
-            {"decoders",
-             {replace,
-              {{"type", "ByteFallback"}},
-              {{"type", "Fuse"}},
-              {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
-          {"model",
-           {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true},
-            {"vocab", vocab}, {"merges", {kSpace + " t", "h e", kSpace + "t he"}}}}};
+  return {
+      {"version", "1.0"},
+      {"added_tokens",
+       {added(0, "<unk>"), added(1, "<s>"), added(2, "</s>"), added(n, "<|im_start|>"), added(n + 1, "<|im_end|>")}},
+      {"normalizer",
+       {{"type", "Sequence"},
+        {"normalizers",
+         {{{"type", "Prepend"}, {"prepend", kSpace}},
+          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSpace}}}}}},
+      {"pre_tokenizer", nullptr},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single",
+         {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"pair", json::array()},
+        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
+      {"decoder",
+       {{"type", "Sequence"},
+        {"decoders",
+         {replace,
+          {{"type", "ByteFallback"}},
+          {{"type", "Fuse"}},
+          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+      {"model",
+       {{"type", "BPE"},
+        {"unk_token", "<unk>"},
+        {"fuse_unk", true},
+        {"byte_fallback", true},
+        {"vocab", vocab},
+        {"merges", {kSpace + " t", "h e", kSpace + "t he"}}}}};
 }
 
 json llama_config() {
-  return {{"model_type", "llama"},       {"hidden_size", 16},         {"intermediate_size", 32},
-          {"num_hidden_layers", 1},      {"num_attention_heads", 2},  {"num_key_value_heads", 1},
-          {"max_position_embeddings", 32}, {"vocab_size", 512},       {"rms_norm_eps", 1e-6},
-          {"rope_theta", 10000.0},       {"tie_word_embeddings", true},
-          {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                            {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8}}}};
+  return {{"model_type", "llama"},
+          {"hidden_size", 16},
+          {"intermediate_size", 32},
+          {"num_hidden_layers", 1},
+          {"num_attention_heads", 2},
+          {"num_key_value_heads", 1},
+          {"max_position_embeddings", 32},
+          {"vocab_size", 512},
+          {"rms_norm_eps", 1e-6},
+          {"rope_theta", 10000.0},
+          {"tie_word_embeddings", true},
+          {"rope_scaling",
+           {{"rope_type", "llama3"},
+            {"factor", 8.0},
+            {"low_freq_factor", 1.0},
+            {"high_freq_factor", 4.0},
+            {"original_max_position_embeddings", 8}}}};
 }
 
 // The fixed files of both directories, once per process.
@@ -160,7 +181,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (data[0] % 2 == 0) {
       spit(d.tok / "tokenizer.json", bytes);
       std::unique_ptr<Tokenizer> t = load_hf_tokenizer(d.tok.string());
-      for (const char* text : {"the cat, 12 345!", " \xE2\x96\x81 <s> <|im_end|>x", "\xff\xfe caf\xC3\xA9 \xF0\x9F\x98\x80"}) {
+      for (const char* text :
+           {"the cat, 12 345!", " \xE2\x96\x81 <s> <|im_end|>x", "\xff\xfe caf\xC3\xA9 \xF0\x9F\x98\x80"}) {
         const std::vector<int> ids = t->encode(text);
         t->decode(ids);
         for (int id : ids) t->decode_token(id);
@@ -203,9 +225,32 @@ void nodes(json& j, std::vector<json*>& out) {
 }
 
 json replacement(Gen& g, const std::vector<json*>& all) {
-  static const json values[] = {nullptr, true, false, 0, -1, 1, 2, 255, 256, 65536, 2147483647, -2147483648LL,
-                                9223372036854775807LL, 1e300, -1e300, 0.5, "", " ", "<s>", "\xc3\xa9",
-                                json::array(), json::object(), json::array({1, 2}), "BPE", "Sequence", "llama3"};
+  static const json values[] = {nullptr,
+                                true,
+                                false,
+                                0,
+                                -1,
+                                1,
+                                2,
+                                255,
+                                256,
+                                65536,
+                                2147483647,
+                                -2147483648LL,
+                                9223372036854775807LL,
+                                1e300,
+                                -1e300,
+                                0.5,
+                                "",
+                                " ",
+                                "<s>",
+                                "\xc3\xa9",
+                                json::array(),
+                                json::object(),
+                                json::array({1, 2}),
+                                "BPE",
+                                "Sequence",
+                                "llama3"};
   if (g.below(3) == 0) return *all[g.below(all.size())];  // another node's value
   return values[g.below(std::size(values))];
 }

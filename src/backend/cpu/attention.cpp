@@ -178,16 +178,16 @@ static inline void store_kv(const float* row, float* kc, float* vc, int64_t h, i
 }
 
 void CpuBackend::attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T,
-                                  int64_t C, int64_t NH, int64_t pos0, int64_t T_cap) {
-  const int64_t HS = C / NH, C3 = 3 * C, L = pos0 + T;
+                                  int64_t C, int64_t NH, int64_t NKV, int64_t pos0, int64_t T_cap) {
+  const int64_t HS = C / NH, C3 = 3 * C, L = pos0 + T, rep = NH / NKV;
   const float scale = 1.0f / std::sqrt(float(HS));
-  // Append the new keys and values: cache layout (B, NH, T_cap, HS).
+  // Append the new keys and values: cache layout (B, NKV, T_cap, HS), each group's from its first head.
 #pragma omp parallel for schedule(static)
   for (int64_t bt = 0; bt < B * T; bt++) {
     int64_t b = bt / T, t = bt % T;
-    for (int64_t h = 0; h < NH; h++) {
-      const int64_t at = ((b * NH + h) * T_cap + pos0 + t) * HS;
-      store_kv(qkv + bt * C3, kcache + at, vcache + at, h, HS, C);
+    for (int64_t g = 0; g < NKV; g++) {
+      const int64_t at = ((b * NKV + g) * T_cap + pos0 + t) * HS;
+      store_kv(qkv + bt * C3, kcache + at, vcache + at, g * rep, HS, C);
     }
   }
   if (pos0 == 0) {  // a prompt into an empty cache is plain causal attention over the prompt: use the blocked kernel
@@ -201,8 +201,8 @@ void CpuBackend::attention_cached(float* out, const float* qkv, float* kcache, f
     for (int64_t bh = 0; bh < B * NH; bh++) {
       int64_t b = bh / NH, h = bh % NH;
       const float* q = qkv + b * T * C3 + h * HS;
-      const float* kc = kcache + bh * T_cap * HS;
-      const float* vc = vcache + bh * T_cap * HS;
+      const float* kc = kcache + (b * NKV + h / rep) * T_cap * HS;
+      const float* vc = vcache + (b * NKV + h / rep) * T_cap * HS;
       gemm(false, true, T, L, HS, scale, q, C3, kc, HS, 0.0f, S.data(), L);
       for (int64_t i = 0; i < T; i++) masked_softmax_row(S.data() + i * L, pos0 + i + 1, L);
       gemm(false, false, T, HS, L, 1.0f, S.data(), L, vc, HS, 0.0f, out + b * T * C + h * HS, C);
@@ -211,9 +211,15 @@ void CpuBackend::attention_cached(float* out, const float* qkv, float* kcache, f
 }
 
 void CpuBackend::attention_decode(float* out, const float* qkv, float* kcache, float* vcache, const int32_t* slot,
-                                  const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t T_cap) {
-  const int64_t HS = C / NH, C3 = 3 * C;
+                                  const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t NKV, int64_t T_cap) {
+  const int64_t HS = C / NH, C3 = 3 * C, rep = NH / NKV;
   const float scale = 1.0f / std::sqrt(float(HS));
+  // Store every row's new keys and values first (a group's heads all read them): B NKV HS floats each.
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t g = 0; g < NKV; g++) {
+      const int64_t at = ((int64_t(slot[b]) * NKV + g) * T_cap + pos[b]) * HS;
+      store_kv(qkv + b * C3, kcache + at, vcache + at, g * rep, HS, C);
+    }
 #pragma omp parallel
   {
     std::vector<float> S(static_cast<size_t>(T_cap));
@@ -222,12 +228,25 @@ void CpuBackend::attention_decode(float* out, const float* qkv, float* kcache, f
     for (int64_t bh = 0; bh < B * NH; bh++) {
       const int64_t b = bh / NH, h = bh % NH, L = int64_t(pos[b]) + 1;
       const float* row = qkv + b * C3;
-      float* kc = kcache + (int64_t(slot[b]) * NH + h) * T_cap * HS;
-      float* vc = vcache + (int64_t(slot[b]) * NH + h) * T_cap * HS;
-      store_kv(row, kc + (L - 1) * HS, vc + (L - 1) * HS, h, HS, C);
-      gemm(false, true, 1, L, HS, scale, row + h * HS, C3, kc, HS, 0.0f, S.data(), L);
+      const float* kc = kcache + (int64_t(slot[b]) * NKV + h / rep) * T_cap * HS;
+      const float* vc = vcache + (int64_t(slot[b]) * NKV + h / rep) * T_cap * HS;
+      // One query row: plain vector loops, as a 1-row GEMM call costs more to set up than the row's work.
+      const float* q = row + h * HS;
+      for (int64_t j = 0; j < L; j++) {
+        const float* k = kc + j * HS;
+        float dot = 0;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t d = 0; d < HS; d++) dot += q[d] * k[d];
+        S[size_t(j)] = dot * scale;
+      }
       masked_softmax_row(S.data(), L, L);
-      gemm(false, false, 1, HS, L, 1.0f, S.data(), L, vc, HS, 0.0f, out + b * C + h * HS, C);
+      float* o = out + b * C + h * HS;
+      std::fill(o, o + HS, 0.0f);
+      for (int64_t j = 0; j < L; j++) {
+        const float p = S[size_t(j)], *v = vc + j * HS;
+#pragma omp simd
+        for (int64_t d = 0; d < HS; d++) o[d] += p * v[d];
+      }
     }
   }
 }

@@ -245,23 +245,23 @@ void ReferenceBackend::attention_backward(float* dqkv, const float* dout, const 
     }
 }
 
-// First kcache/vcache[b, h, pos0 + t, :] = k, v of row (b, t) for every new position; then query t attends to
-// cache positions 0 .. pos0 + t.
+// First kcache/vcache[b, g, pos0 + t, :] = k, v of row (b, t)'s head g * rep (the first of group g) for every new
+// position; then query t of head h attends to cache positions 0 .. pos0 + t of cache head h / rep.
 void ReferenceBackend::attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B,
-                                        int64_t T, int64_t C, int64_t NH, int64_t pos0, int64_t T_cap) {
-  const int64_t HS = C / NH, C3 = 3 * C;
+                                        int64_t T, int64_t C, int64_t NH, int64_t NKV, int64_t pos0, int64_t T_cap) {
+  const int64_t HS = C / NH, C3 = 3 * C, rep = NH / NKV;
   for (int64_t b = 0; b < B; b++)
     for (int64_t t = 0; t < T; t++)
-      for (int64_t h = 0; h < NH; h++)
+      for (int64_t g = 0; g < NKV; g++)
         for (int64_t d = 0; d < HS; d++) {
-          const int64_t at = ((b * NH + h) * T_cap + pos0 + t) * HS + d;
-          kcache[at] = qkv[(b * T + t) * C3 + C + h * HS + d];
-          vcache[at] = qkv[(b * T + t) * C3 + 2 * C + h * HS + d];
+          const int64_t at = ((b * NKV + g) * T_cap + pos0 + t) * HS + d;
+          kcache[at] = qkv[(b * T + t) * C3 + C + g * rep * HS + d];
+          vcache[at] = qkv[(b * T + t) * C3 + 2 * C + g * rep * HS + d];
         }
   for (int64_t b = 0; b < B; b++)
     for (int64_t h = 0; h < NH; h++)
       for (int64_t t = 0; t < T; t++) {
-        const int64_t head = (b * NH + h) * T_cap * HS;
+        const int64_t head = (b * NKV + h / rep) * T_cap * HS;
         attend(out + (b * T + t) * C + h * HS, qkv + (b * T + t) * C3 + h * HS, kcache + head, vcache + head, HS,
                pos0 + t + 1, HS);
       }
@@ -270,18 +270,19 @@ void ReferenceBackend::attention_cached(float* out, const float* qkv, float* kca
 // Row b: its new k, v go to cache slot slot[b] at position pos[b]; its query then attends to positions
 // 0 .. pos[b] of that slot.
 void ReferenceBackend::attention_decode(float* out, const float* qkv, float* kcache, float* vcache, const int32_t* slot,
-                                        const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t T_cap) {
-  const int64_t HS = C / NH, C3 = 3 * C;
+                                        const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t NKV,
+                                        int64_t T_cap) {
+  const int64_t HS = C / NH, C3 = 3 * C, rep = NH / NKV;
   for (int64_t b = 0; b < B; b++)
-    for (int64_t h = 0; h < NH; h++)
+    for (int64_t g = 0; g < NKV; g++)
       for (int64_t d = 0; d < HS; d++) {
-        const int64_t at = ((int64_t(slot[b]) * NH + h) * T_cap + pos[b]) * HS + d;
-        kcache[at] = qkv[b * C3 + C + h * HS + d];
-        vcache[at] = qkv[b * C3 + 2 * C + h * HS + d];
+        const int64_t at = ((int64_t(slot[b]) * NKV + g) * T_cap + pos[b]) * HS + d;
+        kcache[at] = qkv[b * C3 + C + g * rep * HS + d];
+        vcache[at] = qkv[b * C3 + 2 * C + g * rep * HS + d];
       }
   for (int64_t b = 0; b < B; b++)
     for (int64_t h = 0; h < NH; h++) {
-      const int64_t head = (int64_t(slot[b]) * NH + h) * T_cap * HS;
+      const int64_t head = (int64_t(slot[b]) * NKV + h / rep) * T_cap * HS;
       attend(out + b * C + h * HS, qkv + b * C3 + h * HS, kcache + head, vcache + head, HS, int64_t(pos[b]) + 1, HS);
     }
 }

@@ -166,10 +166,10 @@ KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
   AIGC_CHECK(capacity <= config_.block_size, "KV cache capacity exceeds the model's context length");
   KVCache c;
   c.capacity = capacity;
-  const int64_t hs = config_.head_size();
+  const int64_t hs = config_.head_size(), nkv = config_.kv_heads();  // grouped-query attention keeps NKV heads
   for (int64_t l = 0; l < config_.n_layer; l++) {
-    c.k.push_back(Tensor::zeros({batch, config_.n_head, capacity, hs}));
-    c.v.push_back(Tensor::zeros({batch, config_.n_head, capacity, hs}));
+    c.k.push_back(Tensor::zeros({batch, nkv, capacity, hs}));
+    c.v.push_back(Tensor::zeros({batch, nkv, capacity, hs}));
   }
   return c;
 }
