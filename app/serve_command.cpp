@@ -35,7 +35,7 @@ void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   cmd->add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' (not for /health or the playground)");
   cmd->add_option("--parallel", o.parallel, "Slots: requests decoded together in one batch per step")
       ->capture_default_str();
-  cmd->add_option("--ctx,-c", o.ctx, "Tokens per slot, prompt + completion (0: the model's context)")
+  cmd->add_option("--ctx,-c", o.ctx, "Tokens per slot, prompt + completion (0: the model's context, at most 4096)")
       ->capture_default_str();
   cmd->add_option("--max-tokens-cap", o.max_tokens_cap, "Largest max_tokens a request may ask for")
       ->capture_default_str();

@@ -120,7 +120,9 @@ Server::Impl::Impl(LoadedModel t, std::unique_ptr<ImageModel> img, ServerOptions
   AIGC_CHECK(opt.max_body_bytes >= 1024, "--max-body must be at least 1024 bytes");
   if (opt.max_queue < 0) opt.max_queue = 4 * opt.parallel;
   limits.model = opt.model_name;
-  limits.ctx = opt.ctx ? opt.ctx : model_ctx;
+  // Each slot's KV cache is allocated up front: by default at most kDefaultCtx positions, not the whole context of
+  // a long-context model (Llama 3.2 1B: 131,072 positions, 8.6 GB per slot in f32).
+  limits.ctx = opt.ctx ? opt.ctx : std::min(model_ctx, kDefaultCtx);
   limits.max_tokens_cap = opt.max_tokens_cap;
   limits.max_request_tokens = opt.max_request_tokens;
   limits.max_jobs = opt.parallel + opt.max_queue;

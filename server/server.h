@@ -13,12 +13,15 @@
 
 namespace aigc::serve {
 
+// Positions per slot when --ctx is 0, for models whose context is longer (as llama.cpp's server defaults to 4096).
+constexpr int kDefaultCtx = 4096;
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                  // 0: any free port (see Server::bind)
   std::string api_key;              // when set, every route but /health and the playground needs "Bearer KEY"
   int parallel = 4;                 // slots: requests decoded together
-  int ctx = 0;                      // positions per slot; 0 = the model's context
+  int ctx = 0;                      // positions per slot; 0 = the model's context, at most kDefaultCtx
   int max_tokens_cap = 4096;        // the largest max_tokens a request may ask for
   int max_request_tokens = 16384;   // the most tokens one request may ask for: choices x max_tokens
   int max_queue = -1;               // text jobs (and image requests) that may wait; more get 429. -1: 4 x parallel

@@ -322,13 +322,22 @@ void add_attention_cases(std::vector<OpCase>& t) {
     }
 
   // KV cache (B, NKV, T_cap, HS): positions before pos0 hold earlier keys and values (random here); the kernel
-  // writes positions pos0 .. pos0 + T - 1 and leaves the rest alone. NKV < NH: grouped-query attention (a
-  // group's cache head holds its first head's k, v; random qkv makes a wrong head show).
+  // writes positions pos0 .. pos0 + T - 1 and leaves the rest alone. NKV < NH: grouped-query attention; qkv
+  // repeats each group's k, v as rope_qkv writes them, and the cache's random earlier rows make a wrong head show.
+  const auto repeat_kv = [](std::vector<float>& qkv, int64_t rows, int64_t C, int64_t NH, int64_t NKV) {
+    const int64_t HS = C / NH, rep = NH / NKV;
+    for (int64_t n = 0; n < rows; n++)
+      for (int64_t part = 1; part <= 2; part++)  // k, then v
+        for (int64_t h = 0; h < NH; h++)
+          std::copy_n(&qkv[size_t(n * 3 * C + part * C + (h / rep) * rep * HS)], HS,
+                      &qkv[size_t(n * 3 * C + part * C + h * HS)]);
+  };
   struct Cached {
     int64_t B, T, C, NH, NKV, pos0, T_cap;
   };
   for (const Cached& s : {Cached{2, 3, 12, 3, 3, 5, 11}, Cached{2, 4, 12, 2, 2, 0, 6}, Cached{1, 1, 33, 3, 3, 7, 8},
-                          Cached{3, 5, 8, 1, 1, 1, 9}, Cached{2, 3, 24, 6, 2, 4, 9}, Cached{1, 2, 16, 4, 1, 3, 7}})
+                          Cached{3, 5, 8, 1, 1, 1, 9}, Cached{2, 3, 24, 6, 2, 4, 9}, Cached{1, 2, 16, 4, 1, 3, 7},
+                          Cached{2, 3, 24, 6, 2, 0, 9}})
     add_case(t,
              cat("attention_cached B=", s.B, " T=", s.T, " C=", s.C, " NH=", s.NH, " NKV=", s.NKV, " pos0=", s.pos0,
                  " T_cap=", s.T_cap),
@@ -336,6 +345,7 @@ void add_attention_cases(std::vector<OpCase>& t) {
                const int64_t kv = s.B * s.T_cap * s.NKV * (s.C / s.NH);
                std::vector<float> qkv = normal(rng, s.B * s.T * 3 * s.C), kc = normal(rng, kv), vc = normal(rng, kv),
                                   out = unset(s.B * s.T * s.C);
+               repeat_kv(qkv, s.B * s.T, s.C, s.NH, s.NKV);
                be.attention_cached(out.data(), qkv.data(), kc.data(), vc.data(), s.B, s.T, s.C, s.NH, s.NKV, s.pos0,
                                    s.T_cap);
                return Outputs{{"out", out}, {"kcache", kc}, {"vcache", vc}};
@@ -358,6 +368,7 @@ void add_attention_cases(std::vector<OpCase>& t) {
                const int64_t kv = d.S * d.T_cap * d.NKV * (d.C / d.NH);
                std::vector<float> qkv = normal(rng, B * 3 * d.C), kc = normal(rng, kv), vc = normal(rng, kv),
                                   out = unset(B * d.C);
+               repeat_kv(qkv, B, d.C, d.NH, d.NKV);
                be.attention_decode(out.data(), qkv.data(), kc.data(), vc.data(), d.slot.data(), d.pos.data(), B, d.C,
                                    d.NH, d.NKV, d.T_cap);
                return Outputs{{"out", out}, {"kcache", kc}, {"vcache", vc}};

@@ -132,6 +132,22 @@ TEST(HfCheckpoint, ParamCountIsWhatTheModelHolds) {
   for (const GPTConfig& c : {untied, tied, gpt, tf}) EXPECT_EQ(c.param_count(), double(GPT(c, false).num_params()));
 }
 
+// Untrusted JSON nested far deeper than any real file is refused while it is parsed.
+TEST(HfCheckpoint, DeeplyNestedJsonIsRefused) {
+  const fs::path dir = aigc::testing::fresh_temp_dir("hf_deep");
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  std::ofstream(dir / "config.json") << "{\"model_type\": " + deep + "}";
+  EXPECT_NE(load_error(dir).find("nested deeper than 64"), std::string::npos) << load_error(dir);
+  std::ofstream(dir / "tokenizer.json") << "{\"model\": " + deep + "}";
+  try {
+    load_hf_tokenizer(dir.string());
+    ADD_FAILURE() << "loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nested deeper than 64"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}
+
 TEST(HfCheckpoint, WhatAigcCannotRunIsRefusedByName) {
   const fs::path root = aigc::testing::fresh_temp_dir("hf_llama_bad");
   GPT m(tiny_llama());

@@ -442,6 +442,11 @@ TEST_F(SafeTensors, RejectsDuplicatesAndBadMetadata) {
   expect_rejected(make_file("{\"__metadata__\": {}, \"__metadata__\": {}}", ""), "duplicate");
   expect_rejected(make_file("{\"__metadata__\": {\"k\": 5}}", ""), "value for \"k\" is not a string");
   expect_rejected(make_file("{\"__metadata__\": {\"k\": {\"x\": \"y\"}}}", ""), "not a string");
+  // Nested values are named by kind, not written out (which recurses once per level); deeper than 16 levels the
+  // header is refused while it is parsed.
+  expect_rejected(make_file("{\"__metadata__\": {\"k\": [[[1]]]}}", ""), "not a string: an array of 1");
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  expect_rejected(make_file("{\"__metadata__\": {\"k\": " + deep + "}}", ""), "nests deeper than 16 levels");
   expect_rejected(make_file("{\"__metadata__\": [1]}", ""), "\"__metadata__\" must be an object of strings");
   expect_rejected(make_file("{\"__metadata__\": \"x\"}", ""), "\"__metadata__\" must be an object");
 }

@@ -217,7 +217,8 @@ class Backend {
   // Incremental attention with a KV cache: qkv (B,T,3C) holds T new positions starting at pos0; their k, v are
   // written into kcache/vcache (B,NKV,T_cap,HS) first, then each query attends to positions [0, pos0 + t].
   // Grouped-query attention: NKV divides NH, and query head h reads cache head h / (NH / NKV), whose k and v are
-  // those of qkv's head (h / (NH / NKV)) * (NH / NKV), the first of its group (the others repeat it).
+  // those of qkv's head (h / (NH / NKV)) * (NH / NKV), the first of its group. qkv must repeat each group's k and
+  // v in all its heads (as ops::rope_qkv writes them): a prompt into an empty cache may read them from qkv.
   virtual void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T,
                                 int64_t C, int64_t NH, int64_t NKV, int64_t pos0, int64_t T_cap) = 0;
   // One decoding step of B independent sequences (continuous batching): qkv (B,1,3C) holds one new position per

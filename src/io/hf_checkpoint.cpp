@@ -11,6 +11,7 @@
 #include "aigc/checkpoint.h"
 #include "aigc/error.h"
 #include "aigc/file_util.h"
+#include "aigc/json_brief.h"
 #include "aigc/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -22,7 +23,11 @@ namespace {
 
 json read_json_file(const std::string& path) {
   try {
-    return json::parse(read_file(path));
+    // config.json and the shard index nest a few levels; deeper is refused while parsing.
+    return json::parse(read_file(path), [&](int depth, json::parse_event_t, json&) {
+      if (depth > 64) fail("'" + path + "': JSON nested deeper than 64 levels");
+      return true;
+    });
   } catch (const json::exception& e) {
     fail("'" + path + "' is not valid JSON: " + e.what());
   }
@@ -43,7 +48,7 @@ T json_opt(const json& j, const std::string& file, const char* key, T fallback) 
                   : std::is_same_v<T, std::string> ? v.is_string()
                   : std::is_integral_v<T>          ? v.is_number_integer()
                                                    : v.is_number();
-  AIGC_CHECK(ok, "'" + file + "': field \"" + key + "\" has the wrong type: " + v.dump());
+  AIGC_CHECK(ok, "'" + file + "': field \"" + key + "\" has the wrong type: " + json_brief(v));
   return v.get<T>();
 }
 

@@ -10,6 +10,7 @@
 #include "aigc/error.h"
 #include "aigc/file_util.h"
 #include "aigc/half.h"
+#include "aigc/json_brief.h"
 #include "aigc/tensor.h"  // shape_str
 
 namespace aigc {
@@ -155,24 +156,24 @@ StTensorInfo parse_entry(const std::string& name, const Json& v, const std::stri
 
   StTensorInfo t;
   t.name = name;
-  AIGC_CHECK(jd.is_string(), tw + "\"dtype\" must be a string, got " + jd.dump());
+  AIGC_CHECK(jd.is_string(), tw + "\"dtype\" must be a string, got " + json_brief(jd));
   std::optional<StDType> dt = st_dtype_from_name(jd.get_ref<const std::string&>());
   AIGC_CHECK(dt.has_value(), tw + "unknown dtype " + jd.dump());
   t.dtype = *dt;
 
-  AIGC_CHECK(js.is_array(), tw + "\"shape\" must be an array of non-negative integers, got " + js.dump());
+  AIGC_CHECK(js.is_array(), tw + "\"shape\" must be an array of non-negative integers, got " + json_brief(js));
   std::vector<uint64_t> dims;
   for (const Json& d : js) {
     uint64_t u = 0;
-    AIGC_CHECK(json_u64(d, &u), tw + "\"shape\" entries must be non-negative integers, got " + d.dump());
+    AIGC_CHECK(json_u64(d, &u), tw + "\"shape\" entries must be non-negative integers, got " + json_brief(d));
     AIGC_CHECK(u <= uint64_t(INT64_MAX), tw + "dimension " + d.dump() + " is too large");
     dims.push_back(u);
     t.shape.push_back(int64_t(u));
   }
 
-  AIGC_CHECK(jo.is_array() && jo.size() == 2, tw + "\"data_offsets\" must be [begin, end], got " + jo.dump());
+  AIGC_CHECK(jo.is_array() && jo.size() == 2, tw + "\"data_offsets\" must be [begin, end], got " + json_brief(jo));
   AIGC_CHECK(json_u64(jo[0], &t.begin) && json_u64(jo[1], &t.end),
-             tw + "\"data_offsets\" must be non-negative integers, got " + jo.dump());
+             tw + "\"data_offsets\" must be non-negative integers, got " + json_brief(jo));
   AIGC_CHECK(t.begin <= t.end, tw + "\"data_offsets\" " + jo.dump() + " has begin > end");
 
   std::string why;
@@ -237,7 +238,7 @@ void SafeTensorsReader::parse_header(std::string_view header) {
       AIGC_CHECK(v.is_object(), where + "\"__metadata__\" must be an object of strings, got " + v.type_name());
       for (auto m = v.begin(); m != v.end(); ++m) {
         AIGC_CHECK(m.value().is_string(),
-                   where + "\"__metadata__\" value for \"" + m.key() + "\" is not a string: " + m.value().dump());
+                   where + "\"__metadata__\" value for \"" + m.key() + "\" is not a string: " + json_brief(m.value()));
         metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "aigc/error.h"
+#include "aigc/json_brief.h"
 #include "tokenizer_internal.h"
 
 namespace fs = std::filesystem;
@@ -273,7 +274,8 @@ std::vector<std::string> read_vocab_json(const fs::path& p) {
   std::vector<bool> used(j.size(), false);
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& tok = it.key();
-    AIGC_CHECK(it->is_number_integer(), name + ": token \"" + tok + "\": id must be an integer, got " + it->dump());
+    AIGC_CHECK(it->is_number_integer(),
+               name + ": token \"" + tok + "\": id must be an integer, got " + json_brief(*it));
     int64_t id = it->get<int64_t>();
     AIGC_CHECK(id >= 0 && id < int64_t(vocab.size()),
                name + ": token \"" + tok + "\" has id " + std::to_string(id) + "; ids must be dense, 0.." +

@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "aigc/error.h"
+#include "aigc/json_brief.h"
 #include "hf_internal.h"
 #include "tokenizer_internal.h"
 
@@ -18,17 +19,15 @@ namespace {
 
 constexpr int64_t kMaxId = 1 << 24;  // far above any real vocabulary; keeps a hostile id from sizing memory
 
-std::string show(const json& v) {
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
-  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
-}
+std::string show(const json& v) { return json_brief(v); }
 
 // nlohmann keeps the last of repeated keys silently; a vocabulary that lists a token twice must not load.
 json parse_json(const std::string& text, const std::string& file) {
   std::vector<std::unordered_set<std::string>> seen;
   std::vector<std::string> names;  // the key each open object sits under
   std::string last_key;
-  json::parser_callback_t cb = [&](int, json::parse_event_t ev, json& parsed) {
+  json::parser_callback_t cb = [&](int depth, json::parse_event_t ev, json& parsed) {
+    if (depth > 64) fail(file + ": JSON nested deeper than 64 levels");  // tokenizer.json needs about 6
     if (ev == json::parse_event_t::object_start) {
       seen.emplace_back();
       names.push_back(last_key);

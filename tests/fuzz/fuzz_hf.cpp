@@ -294,9 +294,11 @@ int main(int argc, char** argv) {
   const long n = argc > 1 ? std::atol(argv[1]) : 3000;
   Gen g{argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1};
   const std::string seeds[] = {byte_level_tokenizer().dump(), sentencepiece_tokenizer().dump(), llama_config().dump()};
+  // The first byte picks the file: 0 tokenizer.json, 1 config.json (the third seed).
+  const auto input = [](size_t seed, std::string body) { return body.insert(0, 1, char(seed == 2 ? 1 : 0)); };
   // The seeds themselves must load, or the mutations would explore nothing but the first refusal.
   for (size_t k = 0; k < std::size(seeds); k++) {
-    const std::string f = std::string(1, char(k == 2 ? 1 : 0)) + seeds[k];
+    const std::string f = input(k, seeds[k]);
     const uint64_t before = g_accepted;
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(f.data()), f.size());
     if (g_accepted == before) {
@@ -307,7 +309,7 @@ int main(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   for (long i = 0; i < n; i++) {
     const size_t which = g.below(std::size(seeds));
-    const std::string f = std::string(1, char(which == 2 ? 1 : 0)) + mutate(seeds[which], g);
+    const std::string f = input(which, mutate(seeds[which], g));
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(f.data()), f.size());
   }
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

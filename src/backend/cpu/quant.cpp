@@ -38,7 +38,9 @@ Isa detect_isa() {
 #if defined(__x86_64__)
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
     best = Isa::Avx2;
-  if (best == Isa::Avx2 && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) best = Isa::Vnni;
+  if (best == Isa::Avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+    best = Isa::Vnni;
 #endif
   const char* env = std::getenv("AIGC_QUANT_ISA");
   if (env && std::string(env) == "scalar") return Isa::Scalar;

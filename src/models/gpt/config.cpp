@@ -38,7 +38,7 @@ int64_t GPTConfig::hidden_size() const {
 double GPTConfig::param_count() const {
   const double C = double(n_embd), V = double(vocab_size), H = double(hidden_size());
   if (is_llama()) {
-    const double Cq = double(n_head * head_size()), Ckv = double(kv_heads() * head_size());
+    const double Cq = double(n_head) * double(head_size()), Ckv = double(kv_heads()) * double(head_size());
     const double layer = 2 * C + 2 * Cq * C + 2 * Ckv * C + 3 * H * C;  // norms, q and o, k and v, the MLP
     return V * C * (tie_embeddings ? 1 : 2) + double(n_layer) * layer + C;
   }
@@ -77,14 +77,21 @@ std::vector<float> GPTConfig::rope_inv_freq() const {
 }
 
 void GPTConfig::validate() const {
+  // Every size at most 2^24 (the largest models use 2^17 or so): products of two sizes cannot overflow, and a file
+  // cannot ask for absurd tables (rotary frequencies, caches) that its tensors do not bound.
+  constexpr int64_t kMax = int64_t(1) << 24;
   auto pos = [](int64_t v, const char* f) {
-    AIGC_CHECK(v > 0, std::string("model config: ") + f + " must be positive, got " + std::to_string(v));
+    AIGC_CHECK(v > 0 && v <= kMax, std::string("model config: ") + f + " must be in [1, " + std::to_string(kMax) +
+                                       "], got " + std::to_string(v));
   };
   pos(n_layer, "n_layer");
   pos(n_head, "n_head");
   pos(n_embd, "n_embd");
   pos(block_size, "block_size");
   pos(vocab_size, "vocab_size");
+  AIGC_CHECK(
+      n_kv_head >= 0 && n_kv_head <= kMax && head_dim >= 0 && head_dim <= kMax && n_hidden >= 0 && n_hidden <= kMax,
+      "model config: n_kv_head, head_dim and n_hidden must be in [0, " + std::to_string(kMax) + "]");
   AIGC_CHECK(arch == "gpt" || arch == "llama", "model config: arch must be \"gpt\" or \"llama\", got \"" + arch + "\"");
   AIGC_CHECK(dropout >= 0.0f && dropout < 1.0f, "model config: dropout must be in [0, 1)");
   AIGC_CHECK(ln_eps > 0.0f, "model config: ln_eps must be positive");

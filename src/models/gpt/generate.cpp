@@ -111,11 +111,15 @@ std::string TextStream::finish() {
 
 GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& prompt, const GenerateOptions& opt,
                         const std::function<void(const std::string&)>& on_text) {
-  const int ctx = int(model.config().block_size);
+  const int64_t model_ctx = model.config().block_size;
   auto job = std::make_shared<DecodeJob>();
   job->prompt = tok.encode_prompt(prompt);
-  AIGC_CHECK(int64_t(job->prompt.size()) < ctx, "the prompt has " + std::to_string(job->prompt.size()) +
-                                                    " tokens; the model's context is " + std::to_string(ctx));
+  AIGC_CHECK(int64_t(job->prompt.size()) < model_ctx, "the prompt has " + std::to_string(job->prompt.size()) +
+                                                          " tokens; the model's context is " +
+                                                          std::to_string(model_ctx));
+  // The KV cache holds what this call can use, not the model's whole context (131,072 positions for Llama 3.2:
+  // gigabytes): the prompt and the tokens asked for, within the model's context.
+  const int ctx = int(std::clamp<int64_t>(int64_t(job->prompt.size()) + std::max(opt.max_tokens, 1), 2, model_ctx));
   GenerateResult res;
   job->opt = opt;
   job->shift_context = true;
