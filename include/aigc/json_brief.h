@@ -10,7 +10,8 @@
 namespace aigc {
 
 inline std::string json_brief(const nlohmann::json& v) {
-  const bool flat = !v.is_structured() || std::none_of(v.begin(), v.end(), [](const auto& e) { return e.is_structured(); });
+  const bool flat =
+      !v.is_structured() || std::none_of(v.begin(), v.end(), [](const auto& e) { return e.is_structured(); });
   if (!flat) return (v.is_array() ? "an array of " : "an object of ") + std::to_string(v.size());
   const std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return s.size() > 80 ? s.substr(0, 77) + "..." : s;
