@@ -19,8 +19,6 @@ namespace {
 
 constexpr int64_t kMaxId = 1 << 24;  // far above any real vocabulary; keeps a hostile id from sizing memory
 
-std::string show(const json& v) { return json_brief(v); }
-
 // nlohmann keeps the last of repeated keys silently; a vocabulary that lists a token twice must not load.
 json parse_json(const std::string& text, const std::string& file) {
   std::vector<std::unordered_set<std::string>> seen;
@@ -67,7 +65,7 @@ struct Reader {
     fail(file + ": " + path + " " + what);
   }
   const json* get(const json& obj, const std::string& path, const char* key) const {
-    if (!obj.is_object()) bad(path, "must be an object, got " + show(obj));
+    if (!obj.is_object()) bad(path, "must be an object, got " + json_brief(obj));
     auto it = obj.find(key);
     return it == obj.end() || it->is_null() ? nullptr : &*it;
   }
@@ -77,13 +75,13 @@ struct Reader {
   bool boolean(const json& obj, const std::string& path, const char* key, bool dflt) const {
     const json* v = get(obj, path, key);
     if (!v) return dflt;
-    if (!v->is_boolean()) bad(sub(path, key), "must be true or false, got " + show(*v));
+    if (!v->is_boolean()) bad(sub(path, key), "must be true or false, got " + json_brief(*v));
     return v->get<bool>();
   }
   std::optional<std::string> string(const json& obj, const std::string& path, const char* key) const {
     const json* v = get(obj, path, key);
     if (!v) return std::nullopt;
-    if (!v->is_string()) bad(sub(path, key), "must be a string, got " + show(*v));
+    if (!v->is_string()) bad(sub(path, key), "must be a string, got " + json_brief(*v));
     return v->get<std::string>();
   }
   std::string type(const json& obj, const std::string& path) const {
@@ -101,13 +99,13 @@ struct Reader {
       return {*s, true};
     }
     if (auto r = string(*p, at, "Regex")) return {*r, false};
-    bad(at, "must be {\"String\": ...} or {\"Regex\": ...}, got " + show(*p));
+    bad(at, "must be {\"String\": ...} or {\"Regex\": ...}, got " + json_brief(*p));
   }
   int strip_count(const json& obj, const std::string& path, const char* key) const {
     const json* v = get(obj, path, key);
     if (!v) return 0;
     if (!v->is_number_integer() || v->get<int64_t>() < 0 || v->get<int64_t>() > 1000)
-      bad(sub(path, key), "must be an integer 0..1000, got " + show(*v));
+      bad(sub(path, key), "must be an integer 0..1000, got " + json_brief(*v));
     return int(v->get<int64_t>());
   }
 };
@@ -118,7 +116,7 @@ void read_model(const Reader& r, const json& root, HfSpec& spec, std::unordered_
   if (auto t = r.string(*m, "model", "type"); t && *t != "BPE")
     r.bad("model.type", "\"" + *t + "\" is not supported (BPE only)");
   if (const json* d = r.get(*m, "model", "dropout"); d && !(d->is_number() && d->get<double>() == 0))
-    r.bad("model.dropout", show(*d) + " is not supported (BPE dropout makes encoding random)");
+    r.bad("model.dropout", json_brief(*d) + " is not supported (BPE dropout makes encoding random)");
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (auto s = r.string(*m, "model", k); s && !s->empty())
       r.bad(std::string("model.") + k, "\"" + *s + "\" is not supported (only empty or null)");
@@ -136,7 +134,7 @@ void read_model(const Reader& r, const json& root, HfSpec& spec, std::unordered_
   for (auto it = vocab->begin(); it != vocab->end(); ++it) {
     const std::string& tok = it.key();
     const std::string at = "model.vocab[\"" + tok + "\"]";
-    if (!it->is_number_integer()) r.bad(at, "must be an integer id, got " + show(*it));
+    if (!it->is_number_integer()) r.bad(at, "must be an integer id, got " + json_brief(*it));
     const int64_t id = it->get<int64_t>();
     if (id < 0 || id >= n)
       r.bad(at, "is " + std::to_string(id) + "; ids must be dense, 0.." + std::to_string(n - 1) + " for " +
@@ -170,12 +168,12 @@ void read_model(const Reader& r, const json& root, HfSpec& spec, std::unordered_
       const std::string s = e.get<std::string>();
       const size_t sp = s.find(' ');
       if (sp == std::string::npos || sp == 0 || sp + 1 >= s.size() || s.find(' ', sp + 1) != std::string::npos)
-        r.bad(at, "must be two tokens separated by one space, got " + show(e));
+        r.bad(at, "must be two tokens separated by one space, got " + json_brief(e));
       a = s.substr(0, sp), b = s.substr(sp + 1);
     } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
       a = e[0].get<std::string>(), b = e[1].get<std::string>();
     } else {
-      r.bad(at, "must be \"left right\" or [\"left\", \"right\"], got " + show(e));
+      r.bad(at, "must be \"left right\" or [\"left\", \"right\"], got " + json_brief(e));
     }
     auto ia = id_of.find(a), ib = id_of.find(b);
     if (ia == id_of.end()) r.bad(at, "names \"" + a + "\", which is not in model.vocab");
@@ -361,7 +359,7 @@ void read_post_processor(const Reader& r, const json& p, const std::string& path
       continue;
     }
     const json* st = item.is_object() ? r.get(item, at, "SpecialToken") : nullptr;
-    if (!st) r.bad(at, "must be {\"SpecialToken\": ...} or {\"Sequence\": ...}, got " + show(item));
+    if (!st) r.bad(at, "must be {\"SpecialToken\": ...} or {\"Sequence\": ...}, got " + json_brief(item));
     auto name = r.string(*st, at + ".SpecialToken", "id");
     if (!name) r.bad(at + ".SpecialToken.id", "is missing");
     const json* def = specials ? r.get(*specials, path + ".special_tokens", name->c_str()) : nullptr;
@@ -369,7 +367,7 @@ void read_post_processor(const Reader& r, const json& p, const std::string& path
     if (!ids || !ids->is_array()) r.bad(path + ".special_tokens", "has no ids for \"" + *name + "\"");
     for (const json& v : *ids) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= int64_t(spec.text.size()))
-        r.bad(path + ".special_tokens." + *name + ".ids", "holds " + show(v) + ", not a token id");
+        r.bad(path + ".special_tokens." + *name + ".ids", "holds " + json_brief(v) + ", not a token id");
       (seen_a ? spec.suffix : spec.prefix).push_back(v.get<int>());
     }
   }
@@ -389,7 +387,8 @@ void read_added(const Reader& r, const json& root, HfSpec& spec, std::unordered_
     HfAddedToken t;
     const json* id = r.get(e, at, "id");
     if (!id || !id->is_number_integer() || id->get<int64_t>() < 0 || id->get<int64_t>() >= kMaxId)
-      r.bad(at + ".id", "must be an integer 0.." + std::to_string(kMaxId - 1) + ", got " + (id ? show(*id) : "none"));
+      r.bad(at + ".id",
+            "must be an integer 0.." + std::to_string(kMaxId - 1) + ", got " + (id ? json_brief(*id) : "none"));
     auto content = r.string(e, at, "content");
     if (!content || content->empty()) r.bad(at + ".content", "must be a non-empty string");
     t.id = int(id->get<int64_t>()), t.content = *content;
@@ -435,7 +434,7 @@ std::optional<std::string> config_token(const Reader& r, const json& config, con
   if (v->is_string()) return v->get<std::string>();
   if (v->is_object())
     if (auto c = r.string(*v, key, "content")) return *c;
-  r.bad(key, "must be a string or {\"content\": ...}, got " + show(*v));
+  r.bad(key, "must be a string or {\"content\": ...}, got " + json_brief(*v));
 }
 
 std::unique_ptr<Tokenizer> build(std::string json_text, const json& config, const std::string& file,
@@ -478,7 +477,7 @@ std::unique_ptr<Tokenizer> build(std::string json_text, const json& config, cons
     const json* v = c.get(config, "", key);
     kept[key] = v ? *v : json();
     if (!v) return;
-    if (!v->is_boolean()) c.bad(key, "must be true or false, got " + show(*v));
+    if (!v->is_boolean()) c.bad(key, "must be true or false, got " + json_brief(*v));
     if (v->get<bool>() && !tok)
       c.bad(key, std::string("is true, but there is no ") + (front ? "bos" : "eos") + "_token");
     if (tok) ids.erase(std::remove(ids.begin(), ids.end(), *tok), ids.end());
@@ -498,7 +497,7 @@ std::unique_ptr<Tokenizer> build(std::string json_text, const json& config, cons
         if (*name == "default") spec.chat_template = *text;
       }
     } else {
-      c.bad("chat_template", "must be a string or a list of {name, template}, got " + show(*t));
+      c.bad("chat_template", "must be a string or a list of {name, template}, got " + json_brief(*t));
     }
   }
   kept["chat_template"] = spec.chat_template;
