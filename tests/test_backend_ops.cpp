@@ -151,6 +151,22 @@ void add_linear_cases(std::vector<OpCase>& t) {
                                              s.C_in, s.C_out);
                      return Outputs{{"out", out}};
                    });
+  // Inputs on exact halves of the quantization step (amax 127: the step is 1), which round to even; a kernel that
+  // rounded them away from zero would move each such product by a whole weight.
+  for (DType q : {DType::Q8_0, DType::Q4_0})
+    add_case(t, cat("linear_forward_quant ", dtype_name(q), " rows16 input on halves"), kQuantDot,
+             [=](Backend& be, Rng& rng) {
+               const int64_t N = 2, C_in = 96, C_out = 32;
+               std::vector<float> x(size_t(N * C_in)), out = unset(N * C_out), wf = normal(rng, C_out * C_in, 0.1);
+               for (int64_t i = 0; i < N * C_in; i++)
+                 x[size_t(i)] = i % 32 == 0 ? 127.0f : float(int(rng.uniform() * 240) - 120) + 0.5f;
+               std::string plain = q == DType::Q8_0 ? quantize_q8_0(wf.data(), C_out * C_in)
+                                                    : quantize_q4_0(wf.data(), C_out * C_in),
+                           w = plain;
+               interleave_rows16(q, plain.data(), w.data(), C_out, C_in);
+               be.linear_forward_quant(out.data(), x.data(), w.data(), q, Layout::Rows16, nullptr, N, C_in, C_out);
+               return Outputs{{"out", out}};
+             });
 }
 
 // ---- Embeddings, conversions, flat buffers ----
@@ -357,7 +373,9 @@ void add_attention_cases(std::vector<OpCase>& t) {
   };
   for (const Decode& d : {Decode{{2, 0, 3}, {0, 5, 9}, 4, 12, 3, 3, 10}, Decode{{0}, {7}, 1, 33, 3, 3, 8},
                           Decode{{1, 0}, {3, 1}, 2, 16, 1, 1, 4}, Decode{{1, 2}, {6, 2}, 3, 24, 6, 2, 8},
-                          Decode{{0}, {4}, 1, 16, 4, 1, 5}}) {
+                          Decode{{0}, {4}, 1, 16, 4, 1, 5},
+                          // head sizes 64 and 128, which the CPU backend compiles separately
+                          Decode{{1, 0}, {37, 12}, 2, 256, 4, 2, 40}, Decode{{0}, {9}, 1, 256, 2, 1, 12}}) {
     const int64_t B = int64_t(d.slot.size());
     std::string pos;
     for (int32_t p : d.pos) pos += cat(pos.empty() ? "" : ",", p);

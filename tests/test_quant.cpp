@@ -48,6 +48,39 @@ TEST(Quant, LinearRefusesGradientsAndPartialBlocks) {
   EXPECT_THROW(ops::quantize(Tensor::from_vector(std::vector<float>(40, 1.0f), {2, 20}), DType::Q4_0), Error);
 }
 
+// Inference joins matrices that read the same input (q|k|v, gate|up) and splits the product after: one row gives
+// views, several rows copies; either way each piece is the product of its own rows.
+TEST(Quant, JoinedProductsSplitIntoEachMatrixsProduct) {
+  NoGradGuard ng;
+  Rng rng(3);
+  const std::vector<int64_t> rows = {48, 16, 32};
+  std::vector<Tensor> ws;
+  for (int64_t r : rows) {
+    std::vector<float> v(size_t(r * 64));
+    for (float& f : v) f = float(rng.uniform() - 0.5);
+    ws.push_back(Tensor::from_vector(v, {r, 64}));
+  }
+  const Tensor joined =
+      ops::concat_channels(ops::concat_channels(ws[0].view({1, -1}), ws[1].view({1, -1})), ws[2].view({1, -1}))
+          .view({96, 64});
+  for (int64_t n : {1, 3}) {
+    std::vector<float> xv(size_t(n * 64));
+    for (float& f : xv) f = float(rng.uniform() - 0.5);
+    const Tensor x = Tensor::from_vector(xv, {n, 1, 64});
+    const std::vector<Tensor> parts = ops::split_last(ops::linear(x, joined, Tensor()), rows);
+    ASSERT_EQ(parts.size(), rows.size());
+    for (size_t i = 0; i < rows.size(); i++) {
+      EXPECT_EQ(parts[i].shape(), (Shape{n, 1, rows[i]}));
+      // The same sums, though the product's kernel may block a wider matrix differently: equal to rounding.
+      const std::vector<float> got = parts[i].to_vector(), want = ops::linear(x, ws[i], Tensor()).to_vector();
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t j = 0; j < got.size(); j++) EXPECT_NEAR(got[j], want[j], 1e-5) << "piece " << i << ", n=" << n;
+    }
+  }
+  EXPECT_THROW(ops::split_last(Tensor::zeros({2, 10}), {4, 5}), Error);  // the sizes must cover the row
+  EXPECT_THROW(ops::split_last(Tensor::zeros({2, 10}), {10, 0}), Error);
+}
+
 TEST(Quant, Rows16IsTheSpecifiedReorderingOfTheBlocks) {
   // Every byte of a Q8_0 / Q4_0 matrix with 2 whole groups and a tail of 5 rows lands where quant.h says, and
   // reading the layout back gives the blocks again.

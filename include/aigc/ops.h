@@ -65,6 +65,8 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& r
                     bool training, float momentum = 0.1f, float eps = 1e-5f);
 // a (N, Ca, ...) and b (N, Cb, ...) joined along dim 1: (N, Ca + Cb, ...).
 Tensor concat_channels(const Tensor& a, const Tensor& b);
+// Inference only: x (..., sum(sizes)) cut along its last dim into (..., sizes[i]) pieces (views when x has one row).
+std::vector<Tensor> split_last(const Tensor& x, const std::vector<int64_t>& sizes);
 // Mean binary cross-entropy of logits against targets in [0, 1] (same shape), without overflow for any logit.
 Tensor bce_with_logits(const Tensor& logits, const Tensor& targets);
 // Mean softmax cross-entropy of logits (..., V) against targets (...) i32; targets < 0 are ignored.

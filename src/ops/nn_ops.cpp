@@ -110,6 +110,41 @@ Tensor concat_channels(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+std::vector<Tensor> split_last(const Tensor& x, const std::vector<int64_t>& sizes) {
+  check_f32(x, "split_last", "input");
+  AIGC_CHECK(!needs_grad({&x}), "split_last: for inference; run it under NoGradGuard");
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    AIGC_CHECK(s > 0, "split_last: sizes must be positive");
+    total += s;
+  }
+  AIGC_CHECK(x.dim() >= 1 && x.size(-1) == total,
+             "split_last: sizes add up to " + std::to_string(total) + ", the last dim of " + shape_str(x.shape()));
+  const int64_t N = x.numel() / total;
+  std::vector<Tensor> out;
+  Tensor rest = x;  // what is left of each row
+  int64_t left = total, at = 0;
+  for (size_t i = 0; i < sizes.size(); i++) {
+    Shape shape = x.shape();
+    shape.back() = sizes[i];
+    if (N == 1) {  // one row: each piece is contiguous already
+      out.push_back(x.view({total}).narrow0(at, sizes[i]).view(shape));
+    } else if (i + 1 == sizes.size()) {
+      out.push_back(rest);
+    } else {  // the piece, and the rest of each row (a split in two, as concat_channels' gradient is)
+      Shape rest_shape = x.shape();
+      rest_shape.back() = left - sizes[i];
+      Tensor piece = Tensor::empty(shape), next = Tensor::empty(rest_shape);
+      be(x).concat_channels_backward(piece.f32(), next.f32(), rest.f32(), N, sizes[i], left - sizes[i], 1, false,
+                                     false);
+      out.push_back(piece);
+      rest = next;
+    }
+    at += sizes[i], left -= sizes[i];
+  }
+  return out;
+}
+
 Tensor bce_with_logits(const Tensor& logits, const Tensor& targets) {
   check_f32(logits, "bce_with_logits", "logits");
   check_f32(targets, "bce_with_logits", "targets");

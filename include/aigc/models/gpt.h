@@ -133,6 +133,9 @@ class GPT {
   Tensor llama_attention(const Block& blk, const Tensor& x, const Tensor& pos, size_t layer, KVCache* cache,
                          const Decode* decode);
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);  // ops::linear with the inference weights
+  // x times each of ws (no bias): at inference, one product with their rows concatenated when set_inference_dtype
+  // joined them (llama's q|k|v and gate|up read the same input), its output split after.
+  std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& ws);
 
   GPTConfig config_;
   ParamStore params_;
@@ -140,6 +143,11 @@ class GPT {
   Tensor inv_freq_;  // llama: the rotary frequencies
   std::vector<Block> blocks_;
   std::unordered_map<const TensorImpl*, Tensor> inference_weights_;  // parameter -> its bf16 or quantized copy
+  struct Joined {  // matrices joined by rows for inference, keyed by the first; the rows each one holds
+    Tensor w;
+    std::vector<int64_t> rows;
+  };
+  std::unordered_map<const TensorImpl*, Joined> joined_weights_;
   DType inference_dtype_ = DType::F32;
 };
 

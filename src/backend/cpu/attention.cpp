@@ -210,6 +210,51 @@ void CpuBackend::attention_cached(float* out, const float* qkv, float* kcache, f
   }
 }
 
+namespace {
+
+// One query row against L cached keys and values, with S as scratch for L scores. With the head size known at
+// compile time (kHS: the common 64 and 128) the output row stays in registers across all L values; kHS 0 takes
+// any size. Four keys at a time: four independent sums hide the latency of each one's reduction.
+template <int64_t kHS>
+void decode_row(float* o, const float* q, const float* kc, const float* vc, int64_t L, int64_t hs, float scale,
+                float* S) {
+  const int64_t HS = kHS ? kHS : hs;
+  int64_t j = 0;
+  for (; j + 4 <= L; j += 4) {
+    const float *k0 = kc + j * HS, *k1 = k0 + HS, *k2 = k1 + HS, *k3 = k2 + HS;
+    float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+    for (int64_t d = 0; d < HS; d++) d0 += q[d] * k0[d], d1 += q[d] * k1[d], d2 += q[d] * k2[d], d3 += q[d] * k3[d];
+    S[j] = d0 * scale, S[j + 1] = d1 * scale, S[j + 2] = d2 * scale, S[j + 3] = d3 * scale;
+  }
+  for (; j < L; j++) {
+    const float* k = kc + j * HS;
+    float dot = 0;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t d = 0; d < HS; d++) dot += q[d] * k[d];
+    S[j] = dot * scale;
+  }
+  masked_softmax_row(S, L, L);
+  if constexpr (kHS > 0) {
+    float acc[kHS] = {};
+    for (j = 0; j < L; j++) {
+      const float p = S[j], *v = vc + j * kHS;
+#pragma omp simd
+      for (int64_t d = 0; d < kHS; d++) acc[d] += p * v[d];
+    }
+    std::copy(acc, acc + kHS, o);
+  } else {
+    std::fill(o, o + HS, 0.0f);
+    for (j = 0; j < L; j++) {
+      const float p = S[j], *v = vc + j * HS;
+#pragma omp simd
+      for (int64_t d = 0; d < HS; d++) o[d] += p * v[d];
+    }
+  }
+}
+
+}  // namespace
+
 void CpuBackend::attention_decode(float* out, const float* qkv, float* kcache, float* vcache, const int32_t* slot,
                                   const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t NKV, int64_t T_cap) {
   const int64_t HS = C / NH, C3 = 3 * C, rep = NH / NKV;
@@ -220,6 +265,7 @@ void CpuBackend::attention_decode(float* out, const float* qkv, float* kcache, f
       const int64_t at = ((int64_t(slot[b]) * NKV + g) * T_cap + pos[b]) * HS;
       store_kv(qkv + b * C3, kcache + at, vcache + at, g * rep, HS, C);
     }
+  auto row = HS == 64 ? decode_row<64> : HS == 128 ? decode_row<128> : decode_row<0>;
 #pragma omp parallel
   {
     std::vector<float> S(static_cast<size_t>(T_cap));
@@ -227,26 +273,9 @@ void CpuBackend::attention_decode(float* out, const float* qkv, float* kcache, f
 #pragma omp for schedule(dynamic)
     for (int64_t bh = 0; bh < B * NH; bh++) {
       const int64_t b = bh / NH, h = bh % NH, L = int64_t(pos[b]) + 1;
-      const float* row = qkv + b * C3;
-      const float* kc = kcache + (int64_t(slot[b]) * NKV + h / rep) * T_cap * HS;
-      const float* vc = vcache + (int64_t(slot[b]) * NKV + h / rep) * T_cap * HS;
+      const int64_t kv = (int64_t(slot[b]) * NKV + h / rep) * T_cap * HS;
       // One query row: plain vector loops, as a 1-row GEMM call costs more to set up than the row's work.
-      const float* q = row + h * HS;
-      for (int64_t j = 0; j < L; j++) {
-        const float* k = kc + j * HS;
-        float dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < HS; d++) dot += q[d] * k[d];
-        S[size_t(j)] = dot * scale;
-      }
-      masked_softmax_row(S.data(), L, L);
-      float* o = out + b * C + h * HS;
-      std::fill(o, o + HS, 0.0f);
-      for (int64_t j = 0; j < L; j++) {
-        const float p = S[size_t(j)], *v = vc + j * HS;
-#pragma omp simd
-        for (int64_t d = 0; d < HS; d++) o[d] += p * v[d];
-      }
+      row(out + b * C + h * HS, qkv + b * C3 + h * HS, kcache + kv, vcache + kv, L, HS, scale, S.data());
     }
   }
 }

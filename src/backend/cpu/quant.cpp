@@ -17,6 +17,7 @@
 #include <immintrin.h>
 #include <omp.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -131,6 +132,55 @@ float dot(const Block* w, const BlockQ8_0* x, int64_t nb, Isa i) {
 #endif
   (void)i;
   return dot_scalar(w, x, nb);
+}
+
+// An input block as quantize_activation_block gives it, with its scale as a float and the sum of its values. The
+// SIMD form makes the same integers: the same float products, and conversion rounds halves to even as
+// nearbyint does (the default rounding mode).
+inline void quantize_input_scalar(const float* x, BlockQ8_0& q, float& d, int32_t& sum) {
+  quantize_activation_block(x, q);
+  d = io::f16_to_f32(q.d);
+  sum = 0;
+  for (int j = 0; j < 32; j++) sum += q.qs[j];
+}
+
+#if defined(__x86_64__)
+AIGC_AVX2 void quantize_input_avx2(const float* x, BlockQ8_0& q, float& d, int32_t& sum) {
+  __m256 v[4];
+  __m256 m = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int k = 0; k < 4; k++) {
+    v[k] = _mm256_loadu_ps(x + 8 * k);
+    m = _mm256_max_ps(m, _mm256_and_ps(v[k], abs_mask));
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[k], v[k], _CMP_UNORD_Q));
+  }
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  const float amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+  if (!(amax > 0.0f) || !std::isfinite(amax) || _mm256_movemask_ps(nan))  // zeros, inf, NaN: as the reference
+    return quantize_input_scalar(x, q, d, sum);
+  const __m256 id = _mm256_set1_ps(127.0f / amax);
+  q.d = io::f32_to_f16(amax / 127.0f);
+  d = io::f16_to_f32(q.d);
+  __m256i i[4];
+  for (int k = 0; k < 4; k++) i[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], id));
+  // Packing interleaves 128-bit lanes: the permutation puts the 32 bytes back in order.
+  const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q.qs),
+                      _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  const __m256i s = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+  __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+  sum = _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1)));
+}
+#endif
+
+inline void quantize_input(const float* x, BlockQ8_0& q, float& d, int32_t& sum, Isa path) {
+#if defined(__x86_64__)
+  if (path != Isa::Scalar) return quantize_input_avx2(x, q, d, sum);
+#endif
+  (void)path;
+  quantize_input_scalar(x, q, d, sum);
 }
 
 // ---- Rows16 ----
@@ -283,15 +333,9 @@ void linear_quant(float* out, const float* inp, const Block* w, bool rows16, con
   BlockQ8_0* q = xq.data();
   float* d = xd.data();
   int32_t* sum = xsum.data();
-#pragma omp parallel for schedule(static) if (N * nb > 4096)
-  for (int64_t i = 0; i < N * nb; i++) {
-    quantize_activation_block(inp + i * kQuantBlock, q[i]);
-    d[i] = io::f16_to_f32(q[i].d);
-    int32_t s = 0;
-    for (int j = 0; j < 32; j++) s += q[i].qs[j];
-    sum[i] = s;
-  }
   const Isa path = isa();
+#pragma omp parallel for schedule(static) if (N * nb > 4096)
+  for (int64_t i = 0; i < N * nb; i++) quantize_input(inp + i * kQuantBlock, q[i], d[i], sum[i], path);
   // Threads split the output features (groups of 16, then single rows), so each weight row is read from memory
   // once, by one thread, and stays in its cache for all N input rows.
   const int64_t groups = rows16 ? C_out / kRowGroup : 0, first_row = groups * kRowGroup;

@@ -84,25 +84,51 @@ Tensor GPT::linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   return ops::linear(x, w, b);
 }
 
+std::vector<Tensor> GPT::linears(const Tensor& x, const std::vector<Tensor>& ws) {
+  if (!grad_enabled()) {
+    auto it = joined_weights_.find(ws.at(0).impl());
+    if (it != joined_weights_.end()) return ops::split_last(ops::linear(x, it->second.w, Tensor()), it->second.rows);
+  }
+  std::vector<Tensor> out;
+  for (const Tensor& w : ws) out.push_back(linear(x, w, Tensor()));
+  return out;
+}
+
 void GPT::set_inference_dtype(DType dtype) {
   AIGC_CHECK(dtype == DType::F32 || dtype == DType::BF16 || is_quantized(dtype),
              std::string("inference weights must be f32, bf16, q8_0 or q4_0, got ") + dtype_name(dtype));
   inference_weights_.clear();
+  joined_weights_.clear();
   inference_dtype_ = dtype;
   if (dtype == DType::F32) return;
   NoGradGuard ng;
-  std::vector<Tensor> mats = {config_.tie_embeddings ? wte_ : lm_head_w_};
+  // A matrix whose rows do not fill whole blocks stays bf16 (as GGUF files fall back to f16).
+  auto convert = [dtype](const Tensor& w) {
+    return is_quantized(dtype) && w.size(1) % 32 == 0 ? ops::to_rows16(ops::quantize(w, dtype)) : ops::to_bf16(w);
+  };
+  // Matrices that read the same input are joined by rows: a decoded token then makes one pass over them, not
+  // three (or two) small ones that each pay a fork and join of the threads and a cold start of the memory stream.
+  auto join = [&](const std::vector<Tensor>& ws) {
+    Joined j;
+    Tensor all = ws[0].view({1, ws[0].numel()});
+    j.rows.push_back(ws[0].size(0));
+    for (size_t i = 1; i < ws.size(); i++) {
+      all = ops::concat_channels(all, ws[i].view({1, ws[i].numel()}));
+      j.rows.push_back(ws[i].size(0));
+    }
+    j.w = convert(all.view({all.numel() / ws[0].size(1), ws[0].size(1)}));
+    joined_weights_[ws[0].impl()] = std::move(j);
+  };
+  inference_weights_[(config_.tie_embeddings ? wte_ : lm_head_w_).impl()] =
+      convert(config_.tie_embeddings ? wte_ : lm_head_w_);
   for (const Block& b : blocks_)
-    if (config_.is_llama())
-      mats.insert(mats.end(), {b.q_w, b.k_w, b.v_w, b.o_w, b.gate_w, b.up_w, b.down_w});
-    else
-      mats.insert(mats.end(), {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w});
-  for (const Tensor& w : mats) {
-    // A matrix whose rows do not fill whole blocks stays bf16 (as GGUF files fall back to f16).
-    const bool blocks = w.size(1) % 32 == 0;
-    inference_weights_[w.impl()] =
-        is_quantized(dtype) && blocks ? ops::to_rows16(ops::quantize(w, dtype)) : ops::to_bf16(w);
-  }
+    if (config_.is_llama()) {
+      join({b.q_w, b.k_w, b.v_w});
+      join({b.gate_w, b.up_w});
+      for (const Tensor& w : {b.o_w, b.down_w}) inference_weights_[w.impl()] = convert(w);
+    } else {
+      for (const Tensor& w : {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w}) inference_weights_[w.impl()] = convert(w);
+    }
 }
 
 Tensor GPT::attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache,

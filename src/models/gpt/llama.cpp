@@ -35,8 +35,8 @@ void GPT::add_llama_params() {
 
 Tensor GPT::llama_attention(const Block& blk, const Tensor& x, const Tensor& pos, size_t layer, KVCache* cache,
                             const Decode* decode) {
-  Tensor q = linear(x, blk.q_w, Tensor()), k = linear(x, blk.k_w, Tensor()), v = linear(x, blk.v_w, Tensor());
-  Tensor qkv = ops::rope_qkv(q, k, v, pos, inv_freq_, config_.n_head, config_.kv_heads());  // (B,T,3 NH HS)
+  const std::vector<Tensor> p = linears(x, {blk.q_w, blk.k_w, blk.v_w});
+  Tensor qkv = ops::rope_qkv(p[0], p[1], p[2], pos, inv_freq_, config_.n_head, config_.kv_heads());  // (B,T,3 NH HS)
   return linear(attend(qkv, layer, cache, decode), blk.o_w, Tensor());
 }
 
@@ -55,8 +55,8 @@ Tensor GPT::hidden_llama(const Tensor& idx, KVCache* cache, const Decode* decode
     const Block& b = blocks_[l];
     x = ops::add(x, llama_attention(b, ops::rmsnorm(x, b.ln_1_w, eps), pos, l, cache, decode));
     Tensor h = ops::rmsnorm(x, b.ln_2_w, eps);
-    x = ops::add(x,
-                 linear(ops::swiglu(linear(h, b.gate_w, Tensor()), linear(h, b.up_w, Tensor())), b.down_w, Tensor()));
+    const std::vector<Tensor> gu = linears(h, {b.gate_w, b.up_w});
+    x = ops::add(x, linear(ops::swiglu(gu[0], gu[1]), b.down_w, Tensor()));
   }
   if (cache && !decode) cache->pos += T;
   return ops::rmsnorm(x, ln_f_w_, eps);
