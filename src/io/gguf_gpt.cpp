@@ -3,6 +3,7 @@
 // aigc's Linear weights are (out, in) row-major, which is ggml's dims {in, out} with the same bytes: no transposes,
 // except that llama.cpp's llama rotates adjacent pairs where aigc (as Hugging Face) rotates (i, i + d/2): the rows
 // of attn_q and attn_k are permuted within each head on the way out and back.
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string_view>
@@ -108,8 +109,9 @@ void tokenizer_texts(const Tokenizer& tok, std::vector<std::string>& vocab, std:
     return;
   }
   AIGC_CHECK(tok.kind() == "bpe",
-             "GGUF holds byte-level BPE vocabularies (and raw bytes); this model's tokenizer is \"" + tok.kind() +
-                 "\", which llama.cpp cannot reproduce");
+             "GGUF export takes GPT-2-style byte-level BPE, raw bytes and SentencePiece-form "
+             "Hugging Face vocabularies; this model's tokenizer (\"" +
+                 tok.kind() + "\") is none of them");
   nlohmann::json j = nlohmann::json::parse(tok.to_json());
   vocab = j["vocab"].get<std::vector<std::string>>();
   merges = j["merges"].get<std::vector<std::string>>();
@@ -169,12 +171,19 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgmlTy
   AIGC_CHECK(c.is_llama() || (c.norm == "pre" && c.activation == "gelu" && !c.lm_head_bias),
              "GGUF export supports GPT-2-style models (pre-LN, GELU, no head bias) and llama; this one is norm \"" +
                  c.norm + "\", activation \"" + c.activation + "\"");
+  // A SentencePiece-form tokenizer goes as its tokens and scores; the others as byte-level BPE.
+  const std::optional<SpmVocab> spm = spm_vocab_of(tok);
   std::vector<std::string> vocab, merges;
-  tokenizer_texts(tok, vocab, merges);
-  AIGC_CHECK(int64_t(vocab.size()) <= c.vocab_size, "GGUF export: the tokenizer has more tokens than the model");
-  std::vector<int32_t> types(vocab.size(), 1);  // normal
+  std::vector<int32_t> types;
   std::optional<int> eos = tok.eos_id();
-  if (eos) types[size_t(*eos)] = 3;  // control
+  if (spm) {
+    vocab = spm->tokens, types = spm->types;
+  } else {
+    tokenizer_texts(tok, vocab, merges);
+    types.assign(vocab.size(), 1);     // normal
+    if (eos) types[size_t(*eos)] = 3;  // control
+  }
+  AIGC_CHECK(int64_t(vocab.size()) <= c.vocab_size, "GGUF export: the tokenizer has more tokens than the model");
   // A vocabulary padded past the tokenizer's (for speed) gets placeholder tokens llama.cpp marks unused.
   for (int64_t i = int64_t(vocab.size()); i < c.vocab_size; i++) {
     vocab.push_back("[PAD" + std::to_string(i) + "]");
@@ -187,16 +196,35 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgmlTy
   w.set("general.file_type", GgufValue::of_u32(file_type(type)));
   w.set("general.quantization_version", GgufValue::of_u32(2));
   write_hparams(w, c);
-  w.set("tokenizer.ggml.model", GgufValue::of_string("gpt2"));
-  w.set("tokenizer.ggml.pre", GgufValue::of_string("gpt-2"));
-  w.set("tokenizer.ggml.tokens", GgufValue::of_strings(vocab));
-  w.set("tokenizer.ggml.token_type", GgufValue::of_i32s(types));
-  w.set("tokenizer.ggml.merges", GgufValue::of_strings(merges));
-  if (eos) {
-    w.set("tokenizer.ggml.bos_token_id", GgufValue::of_u32(uint32_t(*eos)));
-    w.set("tokenizer.ggml.eos_token_id", GgufValue::of_u32(uint32_t(*eos)));
+  if (spm) {
+    std::vector<float> scores = spm->scores;
+    scores.resize(vocab.size(), -1e9f);
+    w.set("tokenizer.ggml.model", GgufValue::of_string("llama"));
+    w.set("tokenizer.ggml.pre", GgufValue::of_string("default"));
+    w.set("tokenizer.ggml.tokens", GgufValue::of_strings(vocab));
+    w.set("tokenizer.ggml.scores", GgufValue::of_f32s(scores));
+    w.set("tokenizer.ggml.token_type", GgufValue::of_i32s(types));
+    auto id = [&](const char* key, const std::optional<int>& t) {
+      if (t) w.set(key, GgufValue::of_u32(uint32_t(*t)));
+    };
+    id("tokenizer.ggml.unknown_token_id", spm->unk);
+    id("tokenizer.ggml.bos_token_id", spm->bos);
+    id("tokenizer.ggml.eos_token_id", spm->eos);
+    w.set("tokenizer.ggml.add_bos_token", GgufValue::of_bool(spm->add_bos));
+    w.set("tokenizer.ggml.add_eos_token", GgufValue::of_bool(spm->add_eos));
+    w.set("tokenizer.ggml.add_space_prefix", GgufValue::of_bool(spm->add_space_prefix));
+  } else {
+    w.set("tokenizer.ggml.model", GgufValue::of_string("gpt2"));
+    w.set("tokenizer.ggml.pre", GgufValue::of_string("gpt-2"));
+    w.set("tokenizer.ggml.tokens", GgufValue::of_strings(vocab));
+    w.set("tokenizer.ggml.token_type", GgufValue::of_i32s(types));
+    w.set("tokenizer.ggml.merges", GgufValue::of_strings(merges));
+    if (eos) {
+      w.set("tokenizer.ggml.bos_token_id", GgufValue::of_u32(uint32_t(*eos)));
+      w.set("tokenizer.ggml.eos_token_id", GgufValue::of_u32(uint32_t(*eos)));
+    }
+    w.set("tokenizer.ggml.add_bos_token", GgufValue::of_bool(false));
   }
-  w.set("tokenizer.ggml.add_bos_token", GgufValue::of_bool(false));
 
   for (const Param& p : model.params().params()) {
     const Tensor& t = p.value;
@@ -296,23 +324,52 @@ LoadedModel load_gguf_model(const GgufReader& g) {
              path + ": architecture \"" + arch + "\" is not supported (gpt2 and llama are)");
   const GPTConfig c = read_config(g, arch);
 
-  // The tokenizer: byte-level BPE in GPT-2's alphabet; trailing unused placeholders belong to the model only.
+  // The tokenizer: byte-level BPE in GPT-2's alphabet ("gpt2"), or SentencePiece's tokens and scores ("llama").
+  // Trailing unused placeholders belong to the model only.
   const std::string tm = g.get_string("tokenizer.ggml.model");
-  AIGC_CHECK(tm == "gpt2", path + ": tokenizer.ggml.model \"" + tm + "\" is not supported (gpt2 is)");
+  AIGC_CHECK(tm == "gpt2" || tm == "llama",
+             path + ": tokenizer.ggml.model \"" + tm + "\" is not supported (gpt2 and llama are)");
+  // Byte-level BPE splits text with a pre-tokenizer regex that llama.cpp names here; only GPT-2's is aigc's (a
+  // Llama-3 or Qwen2 file read with it would encode differently, silently).
+  if (const auto pre = g.get_string_opt("tokenizer.ggml.pre"); tm == "gpt2" && pre && *pre != "gpt-2")
+    fail(path + ": tokenizer.ggml.pre \"" + *pre + "\" is not supported for byte-level BPE (gpt-2 is)");
   std::vector<std::string> vocab = g.get_strings("tokenizer.ggml.tokens");
+  std::vector<int32_t> types;
   if (g.has("tokenizer.ggml.token_type")) {
-    std::vector<int64_t> types = g.get_ints("tokenizer.ggml.token_type");
+    for (int64_t t : g.get_ints("tokenizer.ggml.token_type")) types.push_back(int32_t(std::clamp<int64_t>(t, 0, 7)));
     AIGC_CHECK(types.size() == vocab.size(), path + ": tokenizer.ggml.token_type has " + std::to_string(types.size()) +
                                                  " entries for " + std::to_string(vocab.size()) + " tokens");
-    while (!vocab.empty() && types[vocab.size() - 1] == 5) vocab.pop_back();
+    while (!vocab.empty() && types[vocab.size() - 1] == 5) vocab.pop_back(), types.pop_back();
   }
-  nlohmann::json tj = {
-      {"kind", "bpe"},
-      {"vocab", vocab},
-      {"merges", g.has("tokenizer.ggml.merges") ? g.get_strings("tokenizer.ggml.merges") : std::vector<std::string>{}}};
   LoadedModel lm;
   try {
-    lm.tokenizer = tokenizer_from_json(tj.dump());
+    if (tm == "gpt2") {
+      nlohmann::json tj = {{"kind", "bpe"},
+                           {"vocab", vocab},
+                           {"merges", g.has("tokenizer.ggml.merges") ? g.get_strings("tokenizer.ggml.merges")
+                                                                     : std::vector<std::string>{}}};
+      lm.tokenizer = tokenizer_from_json(tj.dump());
+    } else {
+      SpmVocab v;
+      v.tokens = std::move(vocab);
+      v.scores = g.get_floats("tokenizer.ggml.scores");
+      AIGC_CHECK(v.scores.size() >= v.tokens.size(), "tokenizer.ggml.scores has " + std::to_string(v.scores.size()) +
+                                                         " entries for " + std::to_string(v.tokens.size()) + " tokens");
+      v.scores.resize(v.tokens.size());
+      v.types = std::move(types);
+      auto id = [&](const char* key) -> std::optional<int> {
+        const auto u = g.get_uint_opt(key);
+        if (u && *u >= v.tokens.size()) fail(std::string(key) + " is " + std::to_string(*u) + ", not a token");
+        return u ? std::optional<int>(int(*u)) : std::nullopt;
+      };
+      v.unk = id("tokenizer.ggml.unknown_token_id"), v.bos = id("tokenizer.ggml.bos_token_id");
+      v.eos = id("tokenizer.ggml.eos_token_id");
+      // llama.cpp's defaults for SentencePiece vocabularies: a bos token first, a space before the text.
+      v.add_bos = g.get_bool_opt("tokenizer.ggml.add_bos_token").value_or(true) && v.bos;
+      v.add_eos = g.get_bool_opt("tokenizer.ggml.add_eos_token").value_or(false) && v.eos;
+      v.add_space_prefix = g.get_bool_opt("tokenizer.ggml.add_space_prefix").value_or(true);
+      lm.tokenizer = tokenizer_from_spm(v);
+    }
   } catch (const std::exception& e) {
     fail(path + ": the vocabulary: " + e.what());
   }

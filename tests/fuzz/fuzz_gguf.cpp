@@ -36,7 +36,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       buf.resize(size_t(t.numel()));
       r.read_f32_into(t.name, buf.data(), t.dims);
     }
-    if (r.get_string_opt("general.architecture") == "gpt2") load_gguf_model(r);
+    const auto arch = r.get_string_opt("general.architecture");
+    if (arch == "gpt2" || arch == "llama") load_gguf_model(r);
     g_accepted++;
   } catch (const Error&) {
     // a clear refusal: what untrusted input should get
@@ -64,6 +65,31 @@ std::vector<std::string> seeds() {
     save_gguf(p, m, *tok, *ggml_type_from_name(type), "seed");
     out.push_back(read_file(p));
   }
+  // A llama model with a SentencePiece vocabulary (tokens and scores): the "llama" tokenizer path.
+  SpmVocab v;
+  v.tokens = {"<unk>", "<s>", "</s>"}, v.types = {2, 3, 3};
+  for (int b = 0; b < 256; b++) {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "<0x%02X>", b);
+    v.tokens.push_back(hex), v.types.push_back(6);
+  }
+  for (const char* t : {"\xE2\x96\x81", "a", "b",
+                        "\xE2\x96\x81"
+                        "a",
+                        "ab",
+                        "\xE2\x96\x81"
+                        "ab",
+                        "ba"})
+    v.tokens.push_back(t), v.types.push_back(1);
+  for (size_t i = 0; i < v.tokens.size(); i++) v.scores.push_back(-float(i));
+  v.unk = 0, v.bos = 1, v.eos = 2;
+  GPTConfig lc = GPTConfig::llama_style();
+  lc.n_layer = 1, lc.n_head = 2, lc.n_kv_head = 1, lc.n_embd = 32, lc.n_hidden = 64, lc.block_size = 8;
+  lc.vocab_size = int64_t(v.tokens.size());
+  GPT lm(lc);
+  const std::string p = (dir / "llama_spm.gguf").string();
+  save_gguf(p, lm, *tokenizer_from_spm(v), GgmlType::Q8_0, "seed");
+  out.push_back(read_file(p));
   std::filesystem::remove_all(dir);
   return out;
 }
