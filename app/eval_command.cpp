@@ -27,7 +27,7 @@ Command eval_command(CLI::App& app) {
   add_threads(cmd);
   cmd->footer("Example:\n  aigc eval --ckpt runs/gpt/ckpt.safetensors --data poems");
   return {cmd, [a] {
-            LoadedModel lm = load_model(a->ckpt);
+            LoadedModel lm = load_model(a->ckpt, a->dtype.empty());  // no other dtype: the file's blocks as they are
             apply_dtype(*lm.model, a->dtype);
             std::vector<int> ids = lm.tokenizer->encode(read_text_corpus(resolve_corpus({a->data})));
             auto t0 = std::chrono::steady_clock::now();

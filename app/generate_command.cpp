@@ -45,7 +45,7 @@ Command generate_command(CLI::App& app) {
       "  aigc generate --ckpt runs/gpt/ckpt.safetensors -p \"The \" -n 200 --temp 0.8 --seed 1\n"
       "  aigc generate --ckpt gpt2/ -p \"Hello\" --stop \"\\n\" --dtype bf16   # a Hugging Face GPT-2 directory");
   return {cmd, [a] {
-            LoadedModel lm = load_model(a->ckpt);
+            LoadedModel lm = load_model(a->ckpt, a->dtype.empty());  // no other dtype: the file's blocks as they are
             apply_dtype(*lm.model, a->dtype);
             GenerateOptions opt = a->opt;
             opt.sampling.seed = a->seed >= 0 ? uint64_t(a->seed) : std::random_device{}();

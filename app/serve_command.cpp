@@ -71,7 +71,7 @@ void serve(ServeArgs a) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  LoadedModel text = load_model(a.ckpt);
+  LoadedModel text = load_model(a.ckpt, a.dtype.empty());  // no other dtype: the file's blocks as they are
   apply_dtype(*text.model, a.dtype);
   if (a.server.model_name.empty()) a.server.model_name = serve::model_id_from_path(a.ckpt);
   std::unique_ptr<ImageModel> image;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <functional>
 
 #include "aigc/autograd.h"
 #include "aigc/backend.h"
@@ -150,5 +151,54 @@ TEST(Quant, GptDecodesFromBlocksAndGgufFilesKeepThem) {
     EXPECT_TRUE(read_file(p) == read_file(p2));
     m.set_inference_dtype(q);
   }
+  std::filesystem::remove_all(dir);
+}
+
+// Loaded for inference only, a q8_0 / q4_0 GGUF file's matrices are its blocks as they are (joined, reordered,
+// llama's q/k rows put back in aigc's order) and never f32: the same logits as the full load, which decodes the
+// blocks to f32 and quantizes them again. Such a model refuses what needs f32 weights, naming why.
+TEST(Quant, InferenceOnlyLoadsTakeTheFilesBlocksAsTheyAre) {
+  GPTConfig llama = GPTConfig::llama_style();
+  llama.n_layer = 2, llama.n_head = 4, llama.n_kv_head = 2, llama.n_embd = 64, llama.n_hidden = 96;
+  llama.block_size = 32, llama.vocab_size = 256;
+  GPTConfig gpt2;
+  gpt2.n_layer = 2, gpt2.n_head = 2, gpt2.n_embd = 64, gpt2.block_size = 32, gpt2.vocab_size = 256;
+  auto bytes = make_bytes_tokenizer();
+  const auto dir = aigc::testing::fresh_temp_dir("aigc_quant_blocks");
+  const std::vector<int32_t> ids = {5, 17, 250, 3, 99, 100, 7};
+  for (const GPTConfig& c : {llama, gpt2})
+    for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0}) {
+      SCOPED_TRACE(std::string(c.is_llama() ? "llama " : "gpt2 ") + (type == GgmlType::Q8_0 ? "q8_0" : "q4_0"));
+      GPT m(c);
+      m.init_weights(5);
+      const std::string file = (dir / "m.gguf").string();
+      save_gguf(file, m, *bytes, type, "m");
+      LoadedModel full = load_model(file), blocks = load_model(file, true);
+      EXPECT_FALSE(full.model->inference_only());
+      ASSERT_TRUE(blocks.model->inference_only());
+      EXPECT_EQ(blocks.model->inference_dtype(), full.model->inference_dtype());
+      {
+        NoGradGuard ng;
+        const Tensor x = Tensor::from_ints(ids, {1, 7});
+        EXPECT_EQ(blocks.model->forward(x).to_vector(), full.model->forward(x).to_vector());
+        KVCache a = full.model->make_cache(1, 16), b = blocks.model->make_cache(1, 16);
+        EXPECT_EQ(blocks.model->forward_cached(x, b).to_vector(), full.model->forward_cached(x, a).to_vector());
+        EXPECT_EQ(blocks.model->forward_decode({9}, {0}, {7}, b).to_vector(),
+                  full.model->forward_decode({9}, {0}, {7}, a).to_vector());
+      }
+      auto refuses = [](const std::function<void()>& f, const std::string& want) {
+        try {
+          f();
+          ADD_FAILURE() << "no error naming: " << want;
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+        }
+      };
+      GPT& bm = *blocks.model;
+      refuses([&] { bm.set_inference_dtype(DType::BF16); }, "loaded for inference");
+      refuses([&] { save_gguf((dir / "again.gguf").string(), bm, *bytes, GgmlType::F32, "m"); }, "inference only");
+      refuses([&] { save_checkpoint((dir / "c.safetensors").string(), bm, *bytes, nullptr, "{}"); }, "inference only");
+      refuses([&] { bm.loss(Tensor::from_ints(ids, {1, 7}), Tensor::from_ints(ids, {1, 7})); }, "cannot train");
+    }
   std::filesystem::remove_all(dir);
 }

@@ -21,8 +21,10 @@ struct LoadedModel {
 void save_checkpoint(const std::string& path, GPT& model, const Tokenizer& tokenizer, Optimizer* optimizer,
                      const std::string& train_state_json);
 
-// path: an aigc checkpoint file, a GGUF file, or a Hugging Face directory (load_hf_model).
-LoadedModel load_model(const std::string& path);
+// path: an aigc checkpoint file, a GGUF file, or a Hugging Face directory (load_hf_model). inference_only: a GGUF
+// file's q8_0 / q4_0 matrices are kept as their blocks only, without f32 copies (a quantized model then takes about
+// its file's memory; GPT::set_inference_blocks); the model cannot train, convert or be saved.
+LoadedModel load_model(const std::string& path, bool inference_only = false);
 // A Hugging Face directory: config.json (model_type gpt2, or llama / mistral), model.safetensors or the shards of
 // model.safetensors.index.json (f32, f16 or bf16), and tokenizer.json or vocab.json + merges.txt.
 LoadedModel load_hf_model(const std::string& dir);
@@ -31,8 +33,8 @@ LoadedModel load_hf_model(const std::string& dir);
 // as `type` (f32, f16, bf16, q8_0, q4_0; matrices whose rows do not fit the blocks fall back to f16) and vectors
 // as f32; the tokenizer must be byte-level BPE or bytes. load_gguf_model converts every tensor to f32.
 void save_gguf(const std::string& path, GPT& model, const Tokenizer& tokenizer, GgmlType type, const std::string& name);
-LoadedModel load_gguf_model(const std::string& path);
-LoadedModel load_gguf_model(const GgufReader& file);
+LoadedModel load_gguf_model(const std::string& path, bool inference_only = false);
+LoadedModel load_gguf_model(const GgufReader& file, bool inference_only = false);
 // Whether the file starts with GGUF's magic.
 bool is_gguf_file(const std::string& path);
 

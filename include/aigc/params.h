@@ -21,7 +21,8 @@ class ParamStore {
  public:
   // Declares a parameter; the returned tensor becomes usable after finalize().
   Tensor add(const std::string& name, const Shape& shape, bool decay);
-  void finalize();
+  // zero: fill the values with zeros; else leave them unset (untouched memory costs nothing until written).
+  void finalize(bool zero = true);
 
   const std::vector<Param>& params() const { return params_; }
   const Param* find(const std::string& name) const;

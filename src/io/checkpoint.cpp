@@ -17,6 +17,9 @@ static const char* kFormat = "aigc-gpt-1";
 
 void save_checkpoint(const std::string& path, GPT& model, const Tokenizer& tokenizer, Optimizer* optimizer,
                      const std::string& train_state_json) {
+  AIGC_CHECK(!model.inference_only(),
+             "save_checkpoint: this model was loaded for inference only, as its file's "
+             "quantized blocks: there are no f32 weights to save");
   std::vector<StTensorOut> out;
   for (const Param& p : model.params().params())
     out.push_back({p.name, StDType::F32, p.value.shape(), p.value.f32(), size_t(p.value.numel()) * 4});
@@ -46,15 +49,15 @@ static std::string meta_field(const SafeTensorsReader& st, const std::string& pa
   return it->second;
 }
 
-LoadedModel load_model(const std::string& path) {
+LoadedModel load_model(const std::string& path, bool inference_only) {
   AIGC_CHECK(fs::exists(path), "checkpoint '" + path + "' does not exist");
   if (fs::is_directory(path)) {
     if (fs::exists(fs::path(path) / "config.json")) return load_hf_model(path);
     fs::path f = fs::path(path) / "model.safetensors";
     AIGC_CHECK(fs::exists(f), "directory '" + path + "' holds neither config.json nor model.safetensors");
-    return load_model(f.string());
+    return load_model(f.string(), inference_only);
   }
-  if (is_gguf_file(path)) return load_gguf_model(path);
+  if (is_gguf_file(path)) return load_gguf_model(path, inference_only);
   SafeTensorsReader st(path);
   AIGC_CHECK(meta_field(st, path, "format") == kFormat,
              "'" + path + "': unsupported checkpoint format \"" + meta_field(st, path, "format") + "\"");

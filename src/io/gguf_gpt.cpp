@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string_view>
+#include <unordered_map>
 
 #include "aigc/checkpoint.h"
 #include "aigc/error.h"
@@ -70,8 +71,10 @@ int64_t rope_heads(const std::string& p, const GPTConfig& c) {
 
 // Row r of head h is pair element s = r / (hd/2) of frequency j = r % (hd/2) in aigc's order; llama.cpp's puts it
 // at 2 j + s. to_ggml: aigc -> llama.cpp, else back.
-std::vector<float> permute_rope_rows(const float* w, int64_t heads, int64_t hd, int64_t in, bool to_ggml) {
-  std::vector<float> out(size_t(heads * hd * in));
+// Rows of `in` elements: floats, or a quantized row's bytes.
+template <typename T>
+std::vector<T> permute_rope_rows(const T* w, int64_t heads, int64_t hd, int64_t in, bool to_ggml) {
+  std::vector<T> out(size_t(heads * hd * in));
   for (int64_t h = 0; h < heads; h++)
     for (int64_t r = 0; r < hd; r++) {
       const int64_t g = 2 * (r % (hd / 2)) + r / (hd / 2);  // llama.cpp's row for aigc's row r
@@ -167,6 +170,7 @@ std::vector<float> rope_freq_factors(const GPTConfig& c) {
 }  // namespace
 
 void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgmlType type, const std::string& name) {
+  AIGC_CHECK(!model.inference_only(), "GGUF export: this model was loaded for inference only, as its file's blocks");
   const GPTConfig& c = model.config();
   AIGC_CHECK(c.is_llama() || (c.norm == "pre" && c.activation == "gelu" && !c.lm_head_bias),
              "GGUF export supports GPT-2-style models (pre-LN, GELU, no head bias) and llama; this one is norm \"" +
@@ -249,7 +253,9 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgmlTy
   w.write(path);
 }
 
-LoadedModel load_gguf_model(const std::string& path) { return load_gguf_model(GgufReader(path)); }
+LoadedModel load_gguf_model(const std::string& path, bool inference_only) {
+  return load_gguf_model(GgufReader(path), inference_only);
+}
 
 namespace {
 
@@ -317,7 +323,7 @@ GPTConfig read_config(const GgufReader& g, const std::string& arch) {
 
 }  // namespace
 
-LoadedModel load_gguf_model(const GgufReader& g) {
+LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   const std::string& path = g.path();
   const std::string arch = g.get_string("general.architecture");
   AIGC_CHECK(arch == "gpt2" || arch == "llama",
@@ -376,20 +382,48 @@ LoadedModel load_gguf_model(const GgufReader& g) {
   AIGC_CHECK(lm.tokenizer->vocab_size() <= c.vocab_size,
              path + ": the tokenizer has more tokens than token_embd.weight has rows");
 
-  lm.model = std::make_unique<GPT>(c, false);  // every parameter is read below
+  // Inference runs on the file's matrix type. For inference only, matrices in that (quantized) type are taken
+  // as their blocks and never exist in f32; the embeddings are looked up in f32 and always read as f32.
+  const GgufTensorInfo* first = g.find(c.is_llama() ? "blk.0.attn_q.weight" : "blk.0.attn_qkv.weight");
+  const GgmlType mt = first ? first->type : GgmlType::F32;
+  const bool as_blocks = inference_only && (mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0);
+  auto blocks_of = [&](const Param& p) -> const GgufTensorInfo* {
+    const std::string name = ggml_name(p.name);
+    if (!as_blocks || p.value.dim() != 2 || name == "token_embd.weight" || name == "position_embd.weight")
+      return nullptr;
+    const GgufTensorInfo* t = g.find(name);
+    return t && t->type == mt && t->dims == ggml_dims(p.value.shape()) ? t : nullptr;
+  };
+  lm.model = std::make_unique<GPT>(c, false);  // every parameter is read below, or taken as blocks
   for (const Param& p : lm.model->params().params()) {
+    if (blocks_of(p)) continue;
     g.read_f32_into(ggml_name(p.name), p.value.f32(), ggml_dims(p.value.shape()));
     if (const int64_t heads = rope_heads(p.name, c)) {
       const std::vector<float> back = permute_rope_rows(p.value.f32(), heads, c.head_size(), p.value.size(1), false);
       std::copy(back.begin(), back.end(), p.value.f32());
     }
   }
-  // Inference runs on the file's matrix type. Quantizing the dequantized values gives back the file's blocks bit
-  // for bit (each block's largest value sits exactly on a step), so nothing is lost by the f32 detour.
-  const GgufTensorInfo* first = g.find(c.is_llama() ? "blk.0.attn_q.weight" : "blk.0.attn_qkv.weight");
-  const GgmlType mt = first ? first->type : GgmlType::F32;
-  if (mt == GgmlType::Q8_0) lm.model->set_inference_dtype(DType::Q8_0);
-  if (mt == GgmlType::Q4_0) lm.model->set_inference_dtype(DType::Q4_0);
+  const DType qt = mt == GgmlType::Q8_0 ? DType::Q8_0 : DType::Q4_0;
+  if (as_blocks) {
+    std::unordered_map<std::string, const Param*> by_name;
+    for (const Param& p : lm.model->params().params()) by_name[p.name] = &p;
+    lm.model->set_inference_blocks(qt, [&](const std::string& name) -> std::string {
+      const Param& p = *by_name.at(name);
+      const GgufTensorInfo* t = blocks_of(p);
+      if (!t) return "";
+      const char* data = reinterpret_cast<const char*>(g.data(*t));
+      if (const int64_t heads = rope_heads(p.name, c)) {
+        const std::vector<char> back =
+            permute_rope_rows(data, heads, c.head_size(), int64_t(t->nbytes) / p.value.size(0), false);
+        return std::string(back.begin(), back.end());
+      }
+      return std::string(data, t->nbytes);
+    });
+    return lm;
+  }
+  // Quantizing the dequantized values gives back the file's blocks bit for bit (each block's largest value sits
+  // exactly on a step), so nothing is lost by the f32 detour.
+  if (mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0) lm.model->set_inference_dtype(qt);
   if (mt == GgmlType::BF16) lm.model->set_inference_dtype(DType::BF16);
   return lm;
 }

@@ -21,9 +21,9 @@ Tensor ParamStore::add(const std::string& name, const Shape& shape, bool decay) 
   return params_.back().value;
 }
 
-void ParamStore::finalize() {
+void ParamStore::finalize(bool zero) {
   AIGC_CHECK(!data_.defined(), "ParamStore: finalize() called twice");
-  data_ = Tensor::zeros({total_});
+  data_ = zero ? Tensor::zeros({total_}) : Tensor::empty({total_});
   for (Param& p : params_) {
     TensorImpl* impl = p.value.impl();
     impl->storage = data_.impl()->storage;

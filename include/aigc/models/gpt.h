@@ -10,6 +10,7 @@
 // model.layers.N.self_attn.q_proj, ... for llama); Linear weights are (out, in).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -105,6 +106,12 @@ class GPT {
   // multiplied as llama.cpp does; aigc/backend.h). Training always uses the fp32 parameters.
   void set_inference_dtype(DType dtype);
   DType inference_dtype() const { return inference_dtype_; }
+  // Inference weights in `dtype` (q8_0, q4_0) taken as they are from a file: blocks(name) gives a matrix
+  // parameter's blocks in ggml's row layout, or "" for one whose f32 values were loaded instead. The f32 values of
+  // the others need never exist (a q4_0 model then takes its blocks' memory, not 4 bytes per weight), so the model
+  // is inference-only from then on: training, set_inference_dtype and saving refuse it.
+  void set_inference_blocks(DType dtype, const std::function<std::string(const std::string&)>& blocks);
+  bool inference_only() const { return inference_only_; }
 
   const GPTConfig& config() const { return config_; }
   ParamStore& params() { return params_; }
@@ -136,6 +143,9 @@ class GPT {
   // x times each of ws (no bias): at inference, one product with their rows concatenated when set_inference_dtype
   // joined them (llama's q|k|v and gate|up read the same input), its output split after.
   std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& ws);
+  // The inference weights: make(ws) gives the weight for matrices ws joined by rows (most often just one).
+  void build_inference_weights(const std::function<Tensor(const std::vector<Tensor>&)>& make);
+  static Tensor convert_weights(const std::vector<Tensor>& ws, DType dtype);  // from the f32 parameters
 
   GPTConfig config_;
   ParamStore params_;
@@ -149,6 +159,7 @@ class GPT {
   };
   std::unordered_map<const TensorImpl*, Joined> joined_weights_;
   DType inference_dtype_ = DType::F32;
+  bool inference_only_ = false;
 };
 
 }  // namespace aigc

@@ -4,8 +4,10 @@
 #include <cmath>
 
 #include "aigc/autograd.h"
+#include "aigc/backend.h"
 #include "aigc/error.h"
 #include "aigc/ops.h"
+#include "aigc/quant.h"
 #include "aigc/rng.h"
 
 namespace aigc {
@@ -14,7 +16,7 @@ GPT::GPT(const GPTConfig& config, bool random_init) : config_(config) {
   config_.validate();
   if (config_.is_llama()) {
     add_llama_params();
-    params_.finalize();
+    params_.finalize(random_init);  // a loader writes every value
     if (random_init) init_weights(0);
     return;
   }
@@ -44,7 +46,7 @@ GPT::GPT(const GPTConfig& config, bool random_init) : config_(config) {
     lm_head_w_ = params_.add("lm_head.weight", {V, C}, true);
     if (config_.lm_head_bias) lm_head_b_ = params_.add("lm_head.bias", {V}, false);
   }
-  params_.finalize();
+  params_.finalize(random_init);  // a loader writes every value
   if (random_init) init_weights(0);
 }
 
@@ -97,37 +99,85 @@ std::vector<Tensor> GPT::linears(const Tensor& x, const std::vector<Tensor>& ws)
 void GPT::set_inference_dtype(DType dtype) {
   AIGC_CHECK(dtype == DType::F32 || dtype == DType::BF16 || is_quantized(dtype),
              std::string("inference weights must be f32, bf16, q8_0 or q4_0, got ") + dtype_name(dtype));
+  AIGC_CHECK(!inference_only_, std::string("this model was loaded for inference in ") + dtype_name(inference_dtype_) +
+                                   " straight from its file's blocks, without f32 weights to convert to " +
+                                   dtype_name(dtype) + "; load it again asking for " + dtype_name(dtype));
+  inference_dtype_ = dtype;
+  std::function<Tensor(const std::vector<Tensor>&)> make;  // none for f32: the parameters themselves
+  if (dtype != DType::F32) make = [dtype](const std::vector<Tensor>& ws) { return convert_weights(ws, dtype); };
+  build_inference_weights(make);
+}
+
+void GPT::set_inference_blocks(DType dtype, const std::function<std::string(const std::string&)>& blocks) {
+  AIGC_CHECK(is_quantized(dtype), std::string("set_inference_blocks: ") + dtype_name(dtype) + " is not quantized");
+  std::unordered_map<const TensorImpl*, std::string> name_of;
+  for (const Param& p : params_.params()) name_of[p.value.impl()] = p.name;
+  inference_dtype_ = dtype;
+  build_inference_weights([&](const std::vector<Tensor>& ws) {
+    std::vector<std::string> b;
+    bool all = true;
+    for (const Tensor& w : ws) {
+      b.push_back(blocks(name_of.at(w.impl())));
+      AIGC_CHECK(
+          b.back().empty() || int64_t(b.back().size()) == int64_t(dtype_bytes(dtype, w.numel())),
+          "set_inference_blocks: " + name_of.at(w.impl()) + " has " + std::to_string(b.back().size()) + " bytes");
+      all = all && !b.back().empty();
+    }
+    if (!all) {  // some in another type, whose f32 values are loaded: those in blocks are decoded beside them
+      for (size_t i = 0; i < ws.size(); i++)
+        if (!b[i].empty()) {
+          std::vector<float> v(size_t(ws[i].numel()));
+          for (int64_t k = 0; k < ws[i].numel() / kQuantBlock; k++)
+            if (dtype == DType::Q8_0)
+              dequantize_block(reinterpret_cast<const BlockQ8_0*>(b[i].data())[k], v.data() + k * kQuantBlock);
+            else
+              dequantize_block(reinterpret_cast<const BlockQ4_0*>(b[i].data())[k], v.data() + k * kQuantBlock);
+          backend_for(ws[i].device()).from_host(ws[i].raw(), v.data(), v.size() * sizeof(float));
+        }
+      return convert_weights(ws, dtype);
+    }
+    std::string bytes;
+    int64_t rows = 0;
+    for (size_t i = 0; i < ws.size(); i++) bytes += b[i], rows += ws[i].size(0);
+    Tensor t = Tensor::empty({rows, ws[0].size(1)}, dtype, ws[0].device());
+    backend_for(t.device()).from_host(t.raw(), bytes.data(), bytes.size());
+    return ops::to_rows16(t);
+  });
+  // Which parameters hold f32 values now is the loader's business: from here on none is read or converted.
+  inference_only_ = true;
+}
+
+Tensor GPT::convert_weights(const std::vector<Tensor>& ws, DType dtype) {
+  Tensor all = ws[0].view({1, ws[0].numel()});
+  for (size_t i = 1; i < ws.size(); i++) all = ops::concat_channels(all, ws[i].view({1, ws[i].numel()}));
+  all = all.view({all.numel() / ws[0].size(1), ws[0].size(1)});
+  // A matrix whose rows do not fill whole blocks stays bf16 (as GGUF files fall back to f16).
+  return is_quantized(dtype) && all.size(1) % kQuantBlock == 0 ? ops::to_rows16(ops::quantize(all, dtype))
+                                                               : ops::to_bf16(all);
+}
+
+void GPT::build_inference_weights(const std::function<Tensor(const std::vector<Tensor>&)>& make) {
   inference_weights_.clear();
   joined_weights_.clear();
-  inference_dtype_ = dtype;
-  if (dtype == DType::F32) return;
+  if (!make) return;
   NoGradGuard ng;
-  // A matrix whose rows do not fill whole blocks stays bf16 (as GGUF files fall back to f16).
-  auto convert = [dtype](const Tensor& w) {
-    return is_quantized(dtype) && w.size(1) % 32 == 0 ? ops::to_rows16(ops::quantize(w, dtype)) : ops::to_bf16(w);
-  };
   // Matrices that read the same input are joined by rows: a decoded token then makes one pass over them, not
   // three (or two) small ones that each pay a fork and join of the threads and a cold start of the memory stream.
   auto join = [&](const std::vector<Tensor>& ws) {
     Joined j;
-    Tensor all = ws[0].view({1, ws[0].numel()});
-    j.rows.push_back(ws[0].size(0));
-    for (size_t i = 1; i < ws.size(); i++) {
-      all = ops::concat_channels(all, ws[i].view({1, ws[i].numel()}));
-      j.rows.push_back(ws[i].size(0));
-    }
-    j.w = convert(all.view({all.numel() / ws[0].size(1), ws[0].size(1)}));
+    for (const Tensor& w : ws) j.rows.push_back(w.size(0));
+    j.w = make(ws);
     joined_weights_[ws[0].impl()] = std::move(j);
   };
-  inference_weights_[(config_.tie_embeddings ? wte_ : lm_head_w_).impl()] =
-      convert(config_.tie_embeddings ? wte_ : lm_head_w_);
+  const Tensor& head_w = config_.tie_embeddings ? wte_ : lm_head_w_;
+  inference_weights_[head_w.impl()] = make({head_w});
   for (const Block& b : blocks_)
     if (config_.is_llama()) {
       join({b.q_w, b.k_w, b.v_w});
       join({b.gate_w, b.up_w});
-      for (const Tensor& w : {b.o_w, b.down_w}) inference_weights_[w.impl()] = convert(w);
+      for (const Tensor& w : {b.o_w, b.down_w}) inference_weights_[w.impl()] = make({w});
     } else {
-      for (const Tensor& w : {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w}) inference_weights_[w.impl()] = convert(w);
+      for (const Tensor& w : {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w}) inference_weights_[w.impl()] = make({w});
     }
 }
 
@@ -153,7 +203,12 @@ Tensor GPT::mlp(const Block& blk, const Tensor& x, bool train, uint64_t seed) {
 }
 
 Tensor GPT::hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache, const Decode* decode) {
-  if (grad_enabled()) params_.ensure_grads();  // gradients must land in the flat buffer
+  if (grad_enabled()) {
+    AIGC_CHECK(!inference_only_,
+               "this model was loaded for inference only (its matrices are the file's quantized "
+               "blocks): it cannot train");
+    params_.ensure_grads();  // gradients must land in the flat buffer
+  }
   if (config_.is_llama()) return hidden_llama(idx, cache, decode);
   const float eps = config_.ln_eps;
   // Token + position embeddings (B,T,C); decoding rows each sit at their own position.
