@@ -7,6 +7,7 @@
 #include <random>
 
 #include "aigc/autograd.h"
+#include "aigc/chat_template.h"
 #include "aigc/checkpoint.h"
 #include "aigc/checkpoint_kind.h"
 #include "aigc/error.h"
@@ -460,7 +461,13 @@ TEST_F(Gguf, SentencePieceVocabulariesAreCheckedAndRoundTrip) {
   v.types = {2, 3, 3, 6, 1, 1, 1, 1, 1, 1, 1, 3};
   for (size_t i = 0; i < v.tokens.size(); i++) v.scores.push_back(-float(i));
   v.unk = 0, v.bos = 1, v.eos = 2;
+  // A ChatML template (tokenizer.chat_template), which the file keeps and the chat renderer knows.
+  v.chat_template =
+      "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+      "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' "
+      "}}{% endif %}";
   const auto tok = tokenizer_from_spm(v);
+  EXPECT_EQ(tok->chat_template(), v.chat_template);
   // The best score joins first: "▁a" (-7) before "ab" (-8), after which "b" stays alone.
   EXPECT_EQ(tok->encode("ab"), (std::vector<int>{7, 6}));
   // "ab" (-8), then "ba" (-10), then "▁ba" (-9) once "ba" exists; the newline is a byte token.
@@ -469,6 +476,26 @@ TEST_F(Gguf, SentencePieceVocabulariesAreCheckedAndRoundTrip) {
   EXPECT_EQ(tok->prefix_ids(), std::vector<int>{1});
   EXPECT_EQ(tok->decode_text({7, 6, 3, 8}), "ab\nab");
 
+  // Equal scores (what files converted from a tokenizer.json alone hold): the leftmost pair joins first, whatever
+  // the joined tokens' ids. "▁abc": "ab" before "bc", though "bc" has the lower id.
+  {
+    SpmVocab tied;
+    tied.tokens = {"<unk>", sp, "a", "b", "c", "bc", "ab"};
+    tied.types = {2, 1, 1, 1, 1, 1, 1};
+    tied.scores.assign(tied.tokens.size(), -1000.0f);
+    tied.unk = 0;
+    const auto t = tokenizer_from_spm(tied);
+    EXPECT_EQ(t->encode("abc"), (std::vector<int>{1, 6, 4}));
+    EXPECT_EQ(t->encode("bcab"), (std::vector<int>{1, 5, 6}));
+    GPTConfig tc = GPTConfig::llama_style();
+    tc.n_layer = 1, tc.n_head = 2, tc.n_kv_head = 1, tc.n_embd = 32, tc.n_hidden = 64, tc.block_size = 16;
+    tc.vocab_size = 8;
+    GPT tm(tc);
+    save_gguf(path("tied.gguf"), tm, *t, GgmlType::F32, "tied");
+    const std::vector<float> scores = GgufReader(path("tied.gguf")).get_floats("tokenizer.ggml.scores");
+    EXPECT_EQ(scores[5], scores[6]);  // the file keeps the tie
+    EXPECT_EQ(load_model(path("tied.gguf")).tokenizer->encode("abc"), (std::vector<int>{1, 6, 4}));
+  }
   auto refused = [&](SpmVocab bad, const std::string& want) {
     try {
       tokenizer_from_spm(bad);
@@ -501,4 +528,6 @@ TEST_F(Gguf, SentencePieceVocabulariesAreCheckedAndRoundTrip) {
   for (const std::string s : {"ab", "ba\nab", " b a ", "a<|im_start|>", "\xF0\x9F\x99\x82"})
     EXPECT_EQ(back.tokenizer->encode(s), tok->encode(s)) << s;
   EXPECT_EQ(back.tokenizer->eos_id(), std::optional<int>(2));
+  EXPECT_EQ(back.tokenizer->chat_template(), v.chat_template);
+  EXPECT_EQ(chat_format(back.tokenizer->chat_template()), ChatFormat::kChatML);
 }

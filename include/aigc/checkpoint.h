@@ -29,9 +29,11 @@ LoadedModel load_model(const std::string& path, bool inference_only = false);
 // model.safetensors.index.json (f32, f16 or bf16), and tokenizer.json or vocab.json + merges.txt.
 LoadedModel load_hf_model(const std::string& dir);
 
-// GGUF files in llama.cpp's "gpt2" architecture (GPT-2-style models: pre-LN, GELU). save_gguf writes matrices
-// as `type` (f32, f16, bf16, q8_0, q4_0; matrices whose rows do not fit the blocks fall back to f16) and vectors
-// as f32; the tokenizer must be byte-level BPE or bytes. load_gguf_model converts every tensor to f32.
+// GGUF files in llama.cpp's "gpt2" (GPT-2-style models: pre-LN, GELU) and "llama" architectures. save_gguf
+// writes matrices as `type` (f32, f16, bf16, q8_0, q4_0; matrices whose rows do not fit the blocks fall back to
+// f16) and vectors as f32; the tokenizer must be byte-level BPE, bytes, or a SentencePiece-form Hugging Face one.
+// load_gguf_model converts every tensor to f32, except, with inference_only, the matrices in the file's q8_0 /
+// q4_0 type, which stay its blocks (load_model).
 void save_gguf(const std::string& path, GPT& model, const Tokenizer& tokenizer, GgmlType type, const std::string& name);
 LoadedModel load_gguf_model(const std::string& path, bool inference_only = false);
 LoadedModel load_gguf_model(const GgufReader& file, bool inference_only = false);

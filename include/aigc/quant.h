@@ -51,7 +51,8 @@ inline void quantize_block(const float* x, BlockQ4_0& b) {
 inline void quantize_activation_block(const float* x, BlockQ8_0& b) {
   float amax = 0;
   for (int j = 0; j < 32; j++) amax = std::max(amax, std::fabs(x[j]));
-  const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+  float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+  if (!std::isfinite(id)) id = 0.0f;  // amax so small that 127 / amax overflows: a zero block (its d is 0 too)
   b.d = io::f32_to_f16(amax / 127.0f);
   for (int j = 0; j < 32; j++) b.qs[j] = int8_t(std::nearbyint(x[j] * id));  // default rounding: halves to even
 }

@@ -98,6 +98,7 @@ struct SpmVocab {
   std::vector<int32_t> types;
   std::optional<int> unk, bos, eos;
   bool add_bos = true, add_eos = false, add_space_prefix = true;
+  std::string chat_template;  // tokenizer.chat_template (Jinja), "" when the file has none
 };
 // The "hf" tokenizer that encodes as llama.cpp does with such a vocabulary: byte-fallback BPE whose merges are every
 // split of a normal token into two tokens, best score first; control and user-defined tokens match whole.

@@ -217,6 +217,7 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgmlTy
     w.set("tokenizer.ggml.add_bos_token", GgufValue::of_bool(spm->add_bos));
     w.set("tokenizer.ggml.add_eos_token", GgufValue::of_bool(spm->add_eos));
     w.set("tokenizer.ggml.add_space_prefix", GgufValue::of_bool(spm->add_space_prefix));
+    if (!spm->chat_template.empty()) w.set("tokenizer.chat_template", GgufValue::of_string(spm->chat_template));
   } else {
     w.set("tokenizer.ggml.model", GgufValue::of_string("gpt2"));
     w.set("tokenizer.ggml.pre", GgufValue::of_string("gpt-2"));
@@ -374,6 +375,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
       v.add_bos = g.get_bool_opt("tokenizer.ggml.add_bos_token").value_or(true) && v.bos;
       v.add_eos = g.get_bool_opt("tokenizer.ggml.add_eos_token").value_or(false) && v.eos;
       v.add_space_prefix = g.get_bool_opt("tokenizer.ggml.add_space_prefix").value_or(true);
+      v.chat_template = g.get_string_opt("tokenizer.chat_template").value_or("");
       lm.tokenizer = tokenizer_from_spm(v);
     }
   } catch (const std::exception& e) {

@@ -240,7 +240,8 @@ HfTokenizer::HfTokenizer(HfSpec spec, std::string json_text, std::string config_
   for (size_t r = 0; r < spec_.merges.size(); r++) {
     auto [a, b] = spec_.merges[r];
     merges_[(uint64_t(uint32_t(a)) << 32) | uint32_t(b)] =
-        Merge{uint32_t(r), model_id_.at(spec_.text[size_t(a)] + spec_.text[size_t(b)])};
+        Merge{spec_.merge_ranks.empty() ? uint32_t(r) : spec_.merge_ranks[r],
+              model_id_.at(spec_.text[size_t(a)] + spec_.text[size_t(b)])};
   }
   for (int b = 0; b < 256; b++) {
     std::string alpha;

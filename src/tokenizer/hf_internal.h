@@ -58,6 +58,9 @@ struct HfSpec {
   std::vector<std::string> text;  // per id, the token as the file spells it (model vocabulary, then added tokens)
   int model_size = 0;             // ids below this are the model's vocabulary
   std::vector<std::pair<int, int>> merges;  // in rank order, each naming model tokens whose concatenation is one
+  // model.merge_ranks, aigc's addition for SentencePiece vocabularies whose scores tie: each merge's rank (equal
+  // ranks go leftmost first). Empty: the list order.
+  std::vector<uint32_t> merge_ranks;
   std::optional<int> unk;
   bool byte_fallback = false, fuse_unk = false, ignore_merges = false;
   std::vector<HfAddedToken> added;

@@ -183,6 +183,16 @@ void read_model(const Reader& r, const json& root, HfSpec& spec, std::unordered_
       r.bad(at, "repeats the merge \"" + a + "\" + \"" + b + "\"");
     spec.merges.emplace_back(ia->second, ib->second);
   }
+  if (const json* ranks = r.get(*m, "model", "merge_ranks")) {
+    if (!ranks->is_array() || ranks->size() != merges->size())
+      r.bad("model.merge_ranks", "must be an array with one rank per merge (" + std::to_string(merges->size()) + ")");
+    for (size_t i = 0; i < ranks->size(); i++) {
+      const json& k = (*ranks)[i];
+      if (!k.is_number_integer() || k.get<int64_t>() < 0 || k.get<int64_t>() > int64_t(UINT32_MAX))
+        r.bad("model.merge_ranks[" + std::to_string(i) + "]", "must be an integer 0..2^32-1, got " + json_brief(k));
+      spec.merge_ranks.push_back(uint32_t(k.get<int64_t>()));
+    }
+  }
 }
 
 void read_normalizer(const Reader& r, const json& n, const std::string& path, HfSpec& spec) {

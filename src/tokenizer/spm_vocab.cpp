@@ -75,24 +75,31 @@ std::unique_ptr<Tokenizer> tokenizer_from_spm(const SpmVocab& v) {
                        {"single_word", false}});
   }
 
-  // Merges: each normal token of two or more characters, best score first (then lowest id), split every way into
-  // two tokens of the vocabulary.
+  // Merges: every token of two or more characters (of any type, as llama.cpp looks joined text up among all of
+  // them), split every way into two tokens, ranked by the joined token's score: equal scores share a rank, and
+  // then the leftmost pair joins first, as in llama.cpp. (Files converted from tokenizer.json alone give every
+  // token the same score.) Pieces past kMaxPiece bytes are never joined to: SentencePiece's are 16 characters at
+  // most, and each split costs the token's length.
+  constexpr size_t kMaxPiece = 256;
   std::vector<size_t> order;
   for (size_t i = 0; i < n; i++)
-    if (type(i) == 1 && char_starts(v.tokens[i]).size() > 2) order.push_back(i);
+    if (v.tokens[i].size() <= kMaxPiece && char_starts(v.tokens[i]).size() > 2) order.push_back(i);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return v.scores[a] > v.scores[b]; });
-  json merges = json::array();
-  for (size_t i : order) {
+  json merges = json::array(), ranks = json::array();
+  uint32_t rank = 0;
+  for (size_t o = 0; o < order.size(); o++) {
+    const size_t i = order[o];
+    if (o > 0 && v.scores[i] != v.scores[order[o - 1]]) rank++;
     const std::string& t = v.tokens[i];
     const std::vector<size_t> at = char_starts(t);
     for (size_t k = 1; k + 1 < at.size(); k++) {
       const std::string left = t.substr(0, at[k]), right = t.substr(at[k]);
-      if (id_of.count(left) && id_of.count(right)) merges.push_back({left, right});
+      if (id_of.count(left) && id_of.count(right)) merges.push_back({left, right}), ranks.push_back(rank);
     }
   }
 
-  json model = {{"type", "BPE"},    {"vocab", vocab},         {"merges", merges},  {"byte_fallback", true},
-                {"fuse_unk", true}, {"ignore_merges", false}, {"dropout", nullptr}};
+  json model = {{"type", "BPE"},         {"vocab", vocab},   {"merges", merges},       {"merge_ranks", ranks},
+                {"byte_fallback", true}, {"fuse_unk", true}, {"ignore_merges", false}, {"dropout", nullptr}};
   if (auto unk = named(v.unk, "unknown token")) model["unk_token"] = *unk;
   json normalizers = json::array();
   if (v.add_space_prefix) normalizers.push_back({{"type", "Prepend"}, {"prepend", kSpace}});
@@ -109,6 +116,7 @@ std::unique_ptr<Tokenizer> tokenizer_from_spm(const SpmVocab& v) {
                           {"decoder", {{"type", "Sequence"}, {"decoders", decoders}}},
                           {"added_tokens", added}};
   json config = {{"add_bos_token", v.add_bos}, {"add_eos_token", v.add_eos}};
+  if (!v.chat_template.empty()) config["chat_template"] = v.chat_template;
   config["bos_token"] = named(v.bos, "bos") ? json(*named(v.bos, "bos")) : json();
   config["eos_token"] = named(v.eos, "eos") ? json(*named(v.eos, "eos")) : json();
   if (!v.bos) config["add_bos_token"] = false;
@@ -120,17 +128,21 @@ std::optional<SpmVocab> spm_vocab_of(const Tokenizer& tok) {
   if (tok.kind() != "hf") return std::nullopt;
   const json j = json::parse(tok.to_json());
   const json t = json::parse(j["tokenizer"].get<std::string>());
-  // The SentencePiece form: byte fallback, no pre-tokenizer, and spaces turned into "▁" by the normalizer.
+  // Exactly the SentencePiece form: byte fallback, merges applied, no pre-tokenizer, and a normalizer that turns
+  // spaces into "▁" after an optional "▁" in front. Anything more would encode differently from the file.
   const json& m = t["model"];
-  if (!m.value("byte_fallback", false) || !(t.value("pre_tokenizer", json()).is_null())) return std::nullopt;
+  if (!m.value("byte_fallback", false) || m.value("ignore_merges", false) ||
+      !t.value("pre_tokenizer", json()).is_null())
+    return std::nullopt;
   const json norm = t.value("normalizer", json());
-  const json steps = norm.is_object() && norm.value("type", "") == "Sequence" ? norm["normalizers"] : json::array();
-  bool prepend = false, replace = false;
-  for (const json& s : steps) {
-    if (s.value("type", "") == "Prepend" && s.value("prepend", "") == kSpace) prepend = true;
-    if (s.value("type", "") == "Replace" && s.value("content", "") == kSpace) replace = true;
-  }
-  if (!replace) return std::nullopt;
+  if (!norm.is_object() || norm.value("type", "") != "Sequence") return std::nullopt;
+  const json& steps = norm["normalizers"];
+  const json replace = {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSpace}};
+  const json prepend_step = {{"type", "Prepend"}, {"prepend", kSpace}};
+  const bool prepend = steps.size() == 2 && steps[0] == prepend_step && steps[1] == replace;
+  if (!prepend && !(steps.size() == 1 && steps[0] == replace)) return std::nullopt;
+  for (const json& a : t.value("added_tokens", json::array()))  // matched after normalizing: not in raw text
+    if (a.value("normalized", false) && !a.value("special", false)) return std::nullopt;
 
   SpmVocab v;
   v.add_space_prefix = prepend;
@@ -147,13 +159,15 @@ std::optional<SpmVocab> spm_vocab_of(const Tokenizer& tok) {
   }
   for (size_t i = 0; i < n; i++)
     if (v.types[i] == 1 && is_byte_token(v.tokens[i])) v.types[i] = 6;
-  // Scores that rank the merges as the list does: a token's score is minus the rank of the first merge that
-  // makes it. Single characters never result from a merge, so their score is never compared.
+  // Scores that rank the merges as the list (or merge_ranks) does: a token's score is minus the rank of the first
+  // merge that makes it. Single characters never result from a merge, so their score is never compared.
   std::unordered_map<std::string, int> id_of;
   for (size_t i = 0; i < n; i++) id_of.emplace(v.tokens[i], int(i));
   const json& merges = m["merges"];
+  const json ranks = m.value("merge_ranks", json::array());
   v.scores.assign(n, 0.0f);
   std::vector<bool> made(n, false);
+  double worst = 0;
   for (size_t r = 0; r < merges.size(); r++) {
     const json& e = merges[r];
     std::string joined;
@@ -164,11 +178,13 @@ std::optional<SpmVocab> spm_vocab_of(const Tokenizer& tok) {
       joined = e[0].get<std::string>() + e[1].get<std::string>();
     }
     const int id = id_of.at(joined);
-    if (!made[size_t(id)]) made[size_t(id)] = true, v.scores[size_t(id)] = -float(r);
+    const double rank = ranks.size() == merges.size() ? ranks[r].get<double>() : double(r);
+    if (!made[size_t(id)]) made[size_t(id)] = true, v.scores[size_t(id)] = -float(rank);
+    worst = std::max(worst, rank);
   }
   // Longer tokens no merge makes: below every merge (llama.cpp could still join them; the list never does).
   for (size_t i = 0; i < n; i++)
-    if (!made[i] && v.types[i] == 1 && char_starts(v.tokens[i]).size() > 2) v.scores[i] = -float(merges.size() + i);
+    if (!made[i] && v.types[i] == 1 && char_starts(v.tokens[i]).size() > 2) v.scores[i] = -float(worst + 1 + double(i));
   if (m.contains("unk_token") && m["unk_token"].is_string()) {
     v.unk = id_of.at(m["unk_token"].get<std::string>());
     v.types[size_t(*v.unk)] = 2;
@@ -176,6 +192,7 @@ std::optional<SpmVocab> spm_vocab_of(const Tokenizer& tok) {
   v.bos = tok.bos_id(), v.eos = tok.eos_id();
   v.add_bos = !tok.prefix_ids().empty();
   v.add_eos = !tok.suffix_ids().empty();
+  v.chat_template = tok.chat_template();
   return v;
 }
 

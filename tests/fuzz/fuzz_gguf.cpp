@@ -1,10 +1,12 @@
 // Fuzz target: untrusted bytes as a GGUF file, through the container reader, every tensor's decoding, and the
-// gpt2 model loader (hyperparameters, vocabulary, merges, weights). Any outcome but success or an aigc::Error
+// gpt2 and llama model loaders (hyperparameters, BPE or SentencePiece vocabulary, weights; the full load and the
+// inference-only one that keeps quantized blocks). Any outcome but success or an aigc::Error
 // (a crash, a sanitizer report, another exception type) fails the run.
 //
 // Two drivers, one target (as fuzz_http.cpp):
 //  - clang with -fsanitize=fuzzer: libFuzzer calls LLVMFuzzerTestOneInput.
-//  - otherwise: the main() below mutates valid files (a tiny GPT with a BPE vocabulary, in f32, q8_0 and q4_0):
+//  - otherwise: the main() below mutates valid files (a tiny GPT with a BPE vocabulary, in f32, q8_0 and q4_0,
+//    and a tiny llama with a SentencePiece vocabulary in q8_0):
 //      aigc_fuzz_gguf [EXECUTIONS] [SEED]     (prints executions, accepted, executions/s)
 #include <chrono>
 #include <cstdint>
@@ -37,7 +39,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       r.read_f32_into(t.name, buf.data(), t.dims);
     }
     const auto arch = r.get_string_opt("general.architecture");
-    if (arch == "gpt2" || arch == "llama") load_gguf_model(r);
+    if (arch == "gpt2" || arch == "llama") {
+      load_gguf_model(r);
+      load_gguf_model(r, true);  // inference only: the matrices as the file's blocks
+    }
     g_accepted++;
   } catch (const Error&) {
     // a clear refusal: what untrusted input should get

@@ -157,7 +157,8 @@ AIGC_AVX2 void quantize_input_avx2(const float* x, BlockQ8_0& q, float& d, int32
   __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
   h = _mm_max_ps(h, _mm_movehl_ps(h, h));
   const float amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
-  if (!(amax > 0.0f) || !std::isfinite(amax) || _mm256_movemask_ps(nan))  // zeros, inf, NaN: as the reference
+  // Zeros, inf, NaN, and amax so small that 127 / amax overflows: as the reference does them.
+  if (!(amax > 0.0f) || !std::isfinite(amax) || !std::isfinite(127.0f / amax) || _mm256_movemask_ps(nan))
     return quantize_input_scalar(x, q, d, sum);
   const __m256 id = _mm256_set1_ps(127.0f / amax);
   q.d = io::f32_to_f16(amax / 127.0f);
