@@ -167,8 +167,8 @@ TEST(Quant, InferenceOnlyLoadsTakeTheFilesBlocksAsTheyAre) {
   const auto dir = aigc::testing::fresh_temp_dir("aigc_quant_blocks");
   const std::vector<int32_t> ids = {5, 17, 250, 3, 99, 100, 7};
   for (const GPTConfig& c : {llama, gpt2})
-    for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0}) {
-      SCOPED_TRACE(std::string(c.is_llama() ? "llama " : "gpt2 ") + (type == GgmlType::Q8_0 ? "q8_0" : "q4_0"));
+    for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::BF16}) {
+      SCOPED_TRACE(std::string(c.is_llama() ? "llama " : "gpt2 ") + std::to_string(int(type)));
       GPT m(c);
       m.init_weights(5);
       const std::string file = (dir / "m.gguf").string();

@@ -22,8 +22,8 @@ void save_checkpoint(const std::string& path, GPT& model, const Tokenizer& token
                      const std::string& train_state_json);
 
 // path: an aigc checkpoint file, a GGUF file, or a Hugging Face directory (load_hf_model). inference_only: a GGUF
-// file's q8_0 / q4_0 matrices are kept as their blocks only, without f32 copies (a quantized model then takes about
-// its file's memory; GPT::set_inference_blocks); the model cannot train, convert or be saved.
+// file's bf16 / q8_0 / q4_0 matrices are kept as their bytes only, without f32 copies (a model then takes about its
+// file's memory; GPT::set_inference_blocks); the model cannot train, convert or be saved.
 LoadedModel load_model(const std::string& path, bool inference_only = false);
 // A Hugging Face directory: config.json (model_type gpt2, or llama / mistral), model.safetensors or the shards of
 // model.safetensors.index.json (f32, f16 or bf16), and tokenizer.json or vocab.json + merges.txt.
@@ -32,8 +32,8 @@ LoadedModel load_hf_model(const std::string& dir);
 // GGUF files in llama.cpp's "gpt2" (GPT-2-style models: pre-LN, GELU) and "llama" architectures. save_gguf
 // writes matrices as `type` (f32, f16, bf16, q8_0, q4_0; matrices whose rows do not fit the blocks fall back to
 // f16) and vectors as f32; the tokenizer must be byte-level BPE, bytes, or a SentencePiece-form Hugging Face one.
-// load_gguf_model converts every tensor to f32, except, with inference_only, the matrices in the file's q8_0 /
-// q4_0 type, which stay its blocks (load_model).
+// load_gguf_model converts every tensor to f32, except, with inference_only, the matrices in the file's bf16 /
+// q8_0 / q4_0 type, which stay as they are (load_model).
 void save_gguf(const std::string& path, GPT& model, const Tokenizer& tokenizer, GgmlType type, const std::string& name);
 LoadedModel load_gguf_model(const std::string& path, bool inference_only = false);
 LoadedModel load_gguf_model(const GgufReader& file, bool inference_only = false);

@@ -19,6 +19,8 @@ Tensor to_bf16(const Tensor& x);
 Tensor quantize(const Tensor& x, DType dtype);
 // A quantized matrix in the Rows16 layout (see Layout), as linear reads it fastest; w itself if it is already.
 Tensor to_rows16(const Tensor& w);
+// The same from a matrix's blocks in ggml's row layout on the host (a file's bytes), with no plain copy on the device.
+Tensor rows16_from_blocks(const void* blocks, const Shape& shape, DType dtype, Device device = Device::CPU);
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps = 1e-5f);
 Tensor gelu(const Tensor& x);

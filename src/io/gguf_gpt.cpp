@@ -384,11 +384,11 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   AIGC_CHECK(lm.tokenizer->vocab_size() <= c.vocab_size,
              path + ": the tokenizer has more tokens than token_embd.weight has rows");
 
-  // Inference runs on the file's matrix type. For inference only, matrices in that (quantized) type are taken
-  // as their blocks and never exist in f32; the embeddings are looked up in f32 and always read as f32.
+  // Inference runs on the file's matrix type. For inference only, matrices in that type (q8_0, q4_0, bf16) are
+  // taken as their bytes and never exist in f32; the embeddings are looked up in f32 and always read as f32.
   const GgufTensorInfo* first = g.find(c.is_llama() ? "blk.0.attn_q.weight" : "blk.0.attn_qkv.weight");
   const GgmlType mt = first ? first->type : GgmlType::F32;
-  const bool as_blocks = inference_only && (mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0);
+  const bool as_blocks = inference_only && (mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0 || mt == GgmlType::BF16);
   auto blocks_of = [&](const Param& p) -> const GgufTensorInfo* {
     const std::string name = ggml_name(p.name);
     if (!as_blocks || p.value.dim() != 2 || name == "token_embd.weight" || name == "position_embd.weight")
@@ -405,7 +405,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
       std::copy(back.begin(), back.end(), p.value.f32());
     }
   }
-  const DType qt = mt == GgmlType::Q8_0 ? DType::Q8_0 : DType::Q4_0;
+  const DType qt = mt == GgmlType::Q8_0 ? DType::Q8_0 : mt == GgmlType::Q4_0 ? DType::Q4_0 : DType::BF16;
   if (as_blocks) {
     std::unordered_map<std::string, const Param*> by_name;
     for (const Param& p : lm.model->params().params()) by_name[p.name] = &p;
@@ -425,8 +425,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   }
   // Quantizing the dequantized values gives back the file's blocks bit for bit (each block's largest value sits
   // exactly on a step), so nothing is lost by the f32 detour.
-  if (mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0) lm.model->set_inference_dtype(qt);
-  if (mt == GgmlType::BF16) lm.model->set_inference_dtype(DType::BF16);
+  if (mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0 || mt == GgmlType::BF16) lm.model->set_inference_dtype(qt);
   return lm;
 }
 

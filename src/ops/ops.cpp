@@ -109,13 +109,20 @@ Tensor to_rows16(const Tensor& w) {
   AIGC_CHECK(is_quantized(w.dtype()) && w.dim() == 2,
              std::string("to_rows16: needs a 2-D Q8_0 / Q4_0 matrix, got ") + dtype_name(w.dtype()));
   if (w.layout() == Layout::Rows16) return w;
-  const size_t n = dtype_bytes(w.dtype(), w.numel());
-  std::vector<char> plain(n), rows16(n);
-  backend_for(w.device()).to_host(plain.data(), w.raw(), n);
-  interleave_rows16(w.dtype(), plain.data(), rows16.data(), w.size(0), w.size(1));
-  Tensor out = Tensor::empty(w.shape(), w.dtype(), w.device());
+  std::vector<char> plain(dtype_bytes(w.dtype(), w.numel()));
+  backend_for(w.device()).to_host(plain.data(), w.raw(), plain.size());
+  return rows16_from_blocks(plain.data(), w.shape(), w.dtype(), w.device());
+}
+
+Tensor rows16_from_blocks(const void* blocks, const Shape& shape, DType dtype, Device device) {
+  AIGC_CHECK(is_quantized(dtype) && shape.size() == 2,
+             std::string("rows16_from_blocks: needs a 2-D Q8_0 / Q4_0 shape, got ") + dtype_name(dtype));
+  Tensor out = Tensor::empty(shape, dtype, device);  // checks the rows fill whole blocks
+  const size_t n = dtype_bytes(dtype, out.numel());
+  std::vector<char> rows16(n);
+  interleave_rows16(dtype, blocks, rows16.data(), shape[0], shape[1]);
   out.impl()->layout = Layout::Rows16;
-  backend_for(w.device()).from_host(out.raw(), rows16.data(), n);
+  backend_for(device).from_host(out.raw(), rows16.data(), n);
   return out;
 }
 

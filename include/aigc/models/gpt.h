@@ -106,8 +106,8 @@ class GPT {
   // multiplied as llama.cpp does; aigc/backend.h). Training always uses the fp32 parameters.
   void set_inference_dtype(DType dtype);
   DType inference_dtype() const { return inference_dtype_; }
-  // Inference weights in `dtype` (q8_0, q4_0) taken as they are from a file: blocks(name) gives a matrix
-  // parameter's blocks in ggml's row layout, or "" for one whose f32 values were loaded instead. The f32 values of
+  // Inference weights in `dtype` (bf16, q8_0, q4_0) taken as they are from a file: blocks(name) gives a matrix
+  // parameter's bytes in ggml's row layout, or "" for one whose f32 values were loaded instead. The f32 values of
   // the others need never exist (a q4_0 model then takes its blocks' memory, not 4 bytes per weight), so the model
   // is inference-only from then on: training, set_inference_dtype and saving refuse it.
   void set_inference_blocks(DType dtype, const std::function<std::string(const std::string&)>& blocks);

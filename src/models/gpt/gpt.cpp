@@ -109,7 +109,8 @@ void GPT::set_inference_dtype(DType dtype) {
 }
 
 void GPT::set_inference_blocks(DType dtype, const std::function<std::string(const std::string&)>& blocks) {
-  AIGC_CHECK(is_quantized(dtype), std::string("set_inference_blocks: ") + dtype_name(dtype) + " is not quantized");
+  AIGC_CHECK(is_quantized(dtype) || dtype == DType::BF16,
+             std::string("set_inference_blocks: ") + dtype_name(dtype) + " is not bf16, q8_0 or q4_0");
   std::unordered_map<const TensorImpl*, std::string> name_of;
   for (const Param& p : params_.params()) name_of[p.value.impl()] = p.name;
   inference_dtype_ = dtype;
@@ -127,7 +128,10 @@ void GPT::set_inference_blocks(DType dtype, const std::function<std::string(cons
       for (size_t i = 0; i < ws.size(); i++)
         if (!b[i].empty()) {
           std::vector<float> v(size_t(ws[i].numel()));
-          for (int64_t k = 0; k < ws[i].numel() / kQuantBlock; k++)
+          if (dtype == DType::BF16)
+            for (size_t k = 0; k < v.size(); k++)
+              v[k] = io::bf16_to_f32(reinterpret_cast<const uint16_t*>(b[i].data())[k]);
+          for (int64_t k = 0; dtype != DType::BF16 && k < ws[i].numel() / kQuantBlock; k++)
             if (dtype == DType::Q8_0)
               dequantize_block(reinterpret_cast<const BlockQ8_0*>(b[i].data())[k], v.data() + k * kQuantBlock);
             else
@@ -139,9 +143,12 @@ void GPT::set_inference_blocks(DType dtype, const std::function<std::string(cons
     std::string bytes;
     int64_t rows = 0;
     for (size_t i = 0; i < ws.size(); i++) bytes += b[i], rows += ws[i].size(0);
-    Tensor t = Tensor::empty({rows, ws[0].size(1)}, dtype, ws[0].device());
-    backend_for(t.device()).from_host(t.raw(), bytes.data(), bytes.size());
-    return ops::to_rows16(t);
+    if (dtype == DType::BF16) {
+      Tensor t = Tensor::empty({rows, ws[0].size(1)}, dtype, ws[0].device());
+      backend_for(t.device()).from_host(t.raw(), bytes.data(), bytes.size());
+      return t;
+    }
+    return ops::rows16_from_blocks(bytes.data(), {rows, ws[0].size(1)}, dtype, ws[0].device());
   });
   // Which parameters hold f32 values now is the loader's business: from here on none is read or converted.
   inference_only_ = true;
