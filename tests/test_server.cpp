@@ -176,7 +176,9 @@ TEST(Server, BadRequestsGetTheRightStatusAndAnErrorBody) {
 TEST(Server, ConcurrentStreamsAreBatchedAndEachMatchesItsOneClientOutput) {
   serve::ServerOptions o;
   o.parallel = 4;
-  Running s(o);
+  // ~1 ms a token: each stream lasts far longer than the clients' threads take to start, so they overlap even on
+  // a loaded machine (with the 32-wide model a stream could end before the next client had connected).
+  Running s(o, tiny_model(256, 2048));
   const std::vector<std::string> prompts = {"Once upon", "In a hole", "It was the best", "Call me"};
   std::vector<std::string> alone;
   for (const std::string& p : prompts)
