@@ -202,3 +202,18 @@ TEST(Quant, InferenceOnlyLoadsTakeTheFilesBlocksAsTheyAre) {
     }
   std::filesystem::remove_all(dir);
 }
+
+// Making inference weights (joined ones too) leaves the parameters as training needs them: a training step after
+// set_inference_dtype still puts every gradient in the flat buffer.
+TEST(Quant, InferenceWeightsLeaveTrainingAlone) {
+  GPTConfig c = GPTConfig::llama_style();
+  c.n_layer = 1, c.n_head = 4, c.n_kv_head = 2, c.n_embd = 64, c.n_hidden = 96, c.block_size = 16, c.vocab_size = 64;
+  for (DType d : {DType::BF16, DType::Q8_0}) {
+    GPT m(c);
+    m.set_inference_dtype(d);
+    const std::vector<int32_t> ids = {1, 2, 3, 4};
+    EXPECT_NO_THROW(backward(m.loss(Tensor::from_ints(ids, {1, 4}), Tensor::from_ints(ids, {1, 4}))))
+        << dtype_name(d);
+    EXPECT_TRUE(m.params().has_grads());
+  }
+}

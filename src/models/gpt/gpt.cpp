@@ -155,9 +155,17 @@ void GPT::set_inference_blocks(DType dtype, const std::function<std::string(cons
 }
 
 Tensor GPT::convert_weights(const std::vector<Tensor>& ws, DType dtype) {
-  Tensor all = ws[0].view({1, ws[0].numel()});
-  for (size_t i = 1; i < ws.size(); i++) all = ops::concat_channels(all, ws[i].view({1, ws[i].numel()}));
-  all = all.view({all.numel() / ws[0].size(1), ws[0].size(1)});
+  Tensor all = ws[0];
+  if (ws.size() > 1) {  // joined on the host: a view of a parameter would give it a gradient outside the flat buffer
+    std::vector<float> v;
+    int64_t rows = 0;
+    for (const Tensor& w : ws) {
+      const std::vector<float> x = w.to_vector();
+      v.insert(v.end(), x.begin(), x.end());
+      rows += w.size(0);
+    }
+    all = Tensor::from_vector(v, {rows, ws[0].size(1)});
+  }
   // A matrix whose rows do not fill whole blocks stays bf16 (as GGUF files fall back to f16).
   return is_quantized(dtype) && all.size(1) % kQuantBlock == 0 ? ops::to_rows16(ops::quantize(all, dtype))
                                                                : ops::to_bf16(all);
