@@ -212,8 +212,7 @@ TEST(Quant, InferenceWeightsLeaveTrainingAlone) {
     GPT m(c);
     m.set_inference_dtype(d);
     const std::vector<int32_t> ids = {1, 2, 3, 4};
-    EXPECT_NO_THROW(backward(m.loss(Tensor::from_ints(ids, {1, 4}), Tensor::from_ints(ids, {1, 4}))))
-        << dtype_name(d);
+    EXPECT_NO_THROW(backward(m.loss(Tensor::from_ints(ids, {1, 4}), Tensor::from_ints(ids, {1, 4})))) << dtype_name(d);
     EXPECT_TRUE(m.params().has_grads());
   }
 }
