@@ -216,3 +216,35 @@ TEST(Quant, InferenceWeightsLeaveTrainingAlone) {
     EXPECT_TRUE(m.params().has_grads());
   }
 }
+
+// A file whose joined matrices differ in type (here attn_k in f32 beside q8_0 q and v): the inference-only load
+// decodes the bytes of the others beside it and joins them as the full load does, to the same logits.
+TEST(Quant, InferenceOnlyLoadsJoinMatricesOfMixedTypes) {
+  GPTConfig c = GPTConfig::llama_style();
+  c.n_layer = 1, c.n_head = 4, c.n_kv_head = 2, c.n_embd = 64, c.n_hidden = 96, c.block_size = 16, c.vocab_size = 256;
+  GPT m(c);
+  m.init_weights(7);
+  auto bytes = make_bytes_tokenizer();
+  const auto dir = aigc::testing::fresh_temp_dir("aigc_quant_mixed");
+  const std::string q8 = (dir / "q8.gguf").string(), mixed = (dir / "mixed.gguf").string();
+  save_gguf(q8, m, *bytes, GgmlType::Q8_0, "m");
+  const GgufReader r(q8);
+  GgufWriter w;
+  for (const auto& [k, v] : r.metadata()) w.set(k, v);
+  std::vector<float> k_f32;
+  for (const GgufTensorInfo& t : r.tensors())
+    if (t.name == "blk.0.attn_k.weight") {
+      k_f32.resize(size_t(t.numel()));
+      r.read_f32_into(t.name, k_f32.data(), t.dims);
+      w.add_tensor(t.name, GgmlType::F32, t.dims, k_f32.data(), k_f32.size() * sizeof(float));
+    } else {
+      w.add_tensor(t.name, t.type, t.dims, r.data(t), t.nbytes);
+    }
+  w.write(mixed);
+  LoadedModel full = load_model(mixed), blocks = load_model(mixed, true);
+  ASSERT_TRUE(blocks.model->inference_only());
+  NoGradGuard ng;
+  const Tensor x = Tensor::from_ints({5, 17, 250, 3}, {1, 4});
+  EXPECT_EQ(blocks.model->forward(x).to_vector(), full.model->forward(x).to_vector());
+  std::filesystem::remove_all(dir);
+}

@@ -24,8 +24,7 @@ const std::string kSpace = "\xE2\x96\x81";  // "▁", SentencePiece's space
 // Byte offsets where UTF-8 characters start in s (s.size() included); a split inside a character is no split.
 std::vector<size_t> char_starts(const std::string& s) {
   std::vector<size_t> at;
-  for (size_t i = 0; i < s.size(); i++)
-    if ((uint8_t(s[i]) & 0xC0) != 0x80) at.push_back(i);
+  for (size_t i = 0; i < s.size(); i += tok::utf8_len_at(s, i)) at.push_back(i);
   at.push_back(s.size());
   return at;
 }

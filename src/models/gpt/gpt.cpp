@@ -6,6 +6,7 @@
 #include "aigc/autograd.h"
 #include "aigc/backend.h"
 #include "aigc/error.h"
+#include "aigc/gguf.h"
 #include "aigc/ops.h"
 #include "aigc/quant.h"
 #include "aigc/rng.h"
@@ -124,18 +125,12 @@ void GPT::set_inference_blocks(DType dtype, const std::function<std::string(cons
           "set_inference_blocks: " + name_of.at(w.impl()) + " has " + std::to_string(b.back().size()) + " bytes");
       all = all && !b.back().empty();
     }
-    if (!all) {  // some in another type, whose f32 values are loaded: those in blocks are decoded beside them
+    if (!all) {  // some in another type, whose f32 values are loaded: those given as bytes are decoded beside them
+      const GgmlType type = *ggml_type_from_name(dtype_name(dtype));
       for (size_t i = 0; i < ws.size(); i++)
         if (!b[i].empty()) {
           std::vector<float> v(size_t(ws[i].numel()));
-          if (dtype == DType::BF16)
-            for (size_t k = 0; k < v.size(); k++)
-              v[k] = io::bf16_to_f32(reinterpret_cast<const uint16_t*>(b[i].data())[k]);
-          for (int64_t k = 0; dtype != DType::BF16 && k < ws[i].numel() / kQuantBlock; k++)
-            if (dtype == DType::Q8_0)
-              dequantize_block(reinterpret_cast<const BlockQ8_0*>(b[i].data())[k], v.data() + k * kQuantBlock);
-            else
-              dequantize_block(reinterpret_cast<const BlockQ4_0*>(b[i].data())[k], v.data() + k * kQuantBlock);
+          dequantize(type, reinterpret_cast<const uint8_t*>(b[i].data()), v.data(), ws[i].numel());
           backend_for(ws[i].device()).from_host(ws[i].raw(), v.data(), v.size() * sizeof(float));
         }
       return convert_weights(ws, dtype);
