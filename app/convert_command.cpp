@@ -1,5 +1,5 @@
 // `aigc convert` and `aigc quantize`: a GPT or Llama model (aigc checkpoint, Hugging Face directory or GGUF) to a GGUF
-// file that llama.cpp and other ggml engines run, with its matrices in f32, f16, bf16, q8_0 or q4_0.
+// file that llama.cpp and other ggml engines run, with its matrices in f32, f16, bf16, q8_0, q4_0 or a k-quant.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -27,8 +27,9 @@ void add_convert_options(CLI::App* cmd, ConvertArgs& a, const char* type_help) {
 }
 
 void run_convert(const ConvertArgs& a) {
-  std::optional<GgmlType> type = ggml_type_from_name(a.type);
-  AIGC_CHECK(type, "--type must be f32, f16, bf16, q8_0 or q4_0, got \"" + a.type + "\"");
+  const std::optional<GgufTypes> type = GgufTypes::from_name(a.type);
+  AIGC_CHECK(type,
+             "--type must be f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m or q5_k_m, got \"" + a.type + "\"");
   auto t0 = std::chrono::steady_clock::now();
   LoadedModel lm = load_model(a.ckpt);
   const std::string name = a.name.empty() ? std::filesystem::path(a.out).stem().string() : a.name;
@@ -46,7 +47,8 @@ Command convert_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "convert", "Write a GPT or Llama model as a GGUF file (llama.cpp's \"gpt2\" or \"llama\" architecture)");
   add_convert_options(cmd, *a,
-                      "Matrix type: f32, f16, bf16, q8_0 (8-bit blocks), q4_0 (4-bit blocks); vectors stay f32");
+                      "Matrix type: f32, f16, bf16, q8_0 (8-bit blocks), q4_0 (4-bit blocks), the k-quants q4_k, "
+                      "q5_k, q6_k, or q4_k_m / q5_k_m (llama.cpp's mixes with q6_k); vectors stay f32");
   cmd->footer(
       "Examples:\n"
       "  aigc convert --ckpt runs/gpt/ckpt.safetensors --out gpt.gguf\n"
@@ -59,10 +61,13 @@ Command quantize_command(CLI::App& app) {
   auto a = std::make_shared<ConvertArgs>();
   a->type = "q8_0";
   CLI::App* cmd = app.add_subcommand("quantize", "Write a GPT model as a GGUF file with quantized matrices");
-  add_convert_options(cmd, *a, "q8_0 (8-bit blocks of 32, ~1.1 bytes/weight) or q4_0 (4-bit, ~0.56); also f16, bf16");
+  add_convert_options(cmd, *a,
+                      "q8_0 (8-bit blocks of 32, ~1.1 bytes/weight), q4_0 (4-bit, ~0.56), q4_k_m (4-bit k-quants "
+                      "with 6-bit ones where they matter most, ~0.6), q5_k_m, q4_k, q5_k, q6_k; also f16, bf16");
   cmd->footer(
       "Examples:\n"
       "  aigc quantize --model runs/gpt/ckpt.safetensors --type q4_0 --out gpt-q4_0.gguf\n"
+      "  aigc quantize --model runs/llama/ckpt.safetensors --type q4_k_m --out llama-q4_k_m.gguf\n"
       "  aigc quantize --model gpt-f32.gguf --out gpt-q8_0.gguf");
   return {cmd, [a] { run_convert(*a); }};
 }

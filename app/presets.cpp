@@ -20,6 +20,9 @@ const std::vector<GptPreset>& gpt_presets() {
        4, 128, 128, 2},
       {"smollm-135m", "SmolLM-135M's shape: 30 layers, 576 wide, 9 query / 3 kv heads, SwiGLU 1536, tied, context 2048",
        "llama", 30, 9, 576, 2048, 3, 1536, true},
+      {"smollm-360m",
+       "SmolLM-360M's shape: 32 layers, 960 wide, 15 query / 5 kv heads, SwiGLU 2560, tied, context 2048", "llama", 32,
+       15, 960, 2048, 5, 2560, true},
   };
   return presets;
 }

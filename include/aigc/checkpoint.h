@@ -29,12 +29,24 @@ LoadedModel load_model(const std::string& path, bool inference_only = false);
 // model.safetensors.index.json (f32, f16 or bf16), and tokenizer.json or vocab.json + merges.txt.
 LoadedModel load_hf_model(const std::string& dir);
 
+// The matrices' types in a GGUF file: all `matrices`, or with `medium`, llama.cpp's "_M" recipe for a k-quant
+// (q4_k_m, q5_k_m): Q6_K for the output head and for attn_v and ffn_down in about a third of the layers.
+struct GgufTypes {
+  GgufTypes(GgmlType matrices, bool medium = false) : matrices(matrices), medium(medium) {}
+  GgmlType matrices;
+  bool medium;
+  // "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m" (any case); nullopt otherwise.
+  static std::optional<GgufTypes> from_name(const std::string& name);
+};
+
 // GGUF files in llama.cpp's "gpt2" (GPT-2-style models: pre-LN, GELU) and "llama" architectures. save_gguf
-// writes matrices as `type` (f32, f16, bf16, q8_0, q4_0; matrices whose rows do not fit the blocks fall back to
-// f16) and vectors as f32; the tokenizer must be byte-level BPE, bytes, or a SentencePiece-form Hugging Face one.
-// load_gguf_model converts every tensor to f32, except, with inference_only, the matrices in the file's bf16 /
-// q8_0 / q4_0 type, which stay as they are (load_model).
-void save_gguf(const std::string& path, GPT& model, const Tokenizer& tokenizer, GgmlType type, const std::string& name);
+// writes matrices as `types` says (a matrix whose rows do not fit its type's blocks falls back to q8_0 for a
+// k-quant, else f16) and vectors as f32; the tokenizer must be byte-level BPE, bytes, or a SentencePiece-form
+// Hugging Face one. load_gguf_model converts every tensor to f32, except, with inference_only, the matrices in
+// the file's bf16 / q8_0 / q4_0 type, which stay as they are, and k-quant matrices, which become q8_0 blocks
+// (load_model); aigc runs k-quant files as q8_0.
+void save_gguf(const std::string& path, GPT& model, const Tokenizer& tokenizer, GgufTypes types,
+               const std::string& name);
 LoadedModel load_gguf_model(const std::string& path, bool inference_only = false);
 LoadedModel load_gguf_model(const GgufReader& file, bool inference_only = false);
 // Whether the file starts with GGUF's magic.

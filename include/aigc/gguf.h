@@ -21,8 +21,9 @@
 namespace aigc {
 
 // The tensor element types aigc reads and writes, with ggml's ids. Quantized types pack blocks of elements along
-// dims[0]: Q8_0 (32 int8 and an fp16 scale), Q4_0 (32 4-bit values and an fp16 scale).
-enum class GgmlType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, BF16 = 30 };
+// dims[0]: Q8_0 (32 int8 and an fp16 scale), Q4_0 (32 4-bit values and an fp16 scale), and the k-quants Q4_K,
+// Q5_K, Q6_K (super-blocks of 256 values with quantized sub-block scales; src/io/kquants.cpp).
+enum class GgmlType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30 };
 struct GgmlTypeInfo {
   const char* name;     // "f32", "q8_0", ...
   int64_t block_elems;  // elements per block (1 for plain types)
@@ -30,7 +31,9 @@ struct GgmlTypeInfo {
 };
 // nullopt for a type id aigc does not know (the error then names the id).
 std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type);
-std::optional<GgmlType> ggml_type_from_name(const std::string& name);  // "f32", "f16", "bf16", "q8_0", "q4_0"
+// "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"
+std::optional<GgmlType> ggml_type_from_name(const std::string& name);
+bool is_kquant(GgmlType type);
 
 // A metadata value. Arrays hold elements of one type (arrays of arrays are allowed, up to 4 deep).
 enum class GgufKind : uint32_t {
@@ -152,9 +155,13 @@ class GgufWriter {
 // Quantization in ggml's block layouts (reference, round-to-nearest): n a multiple of the block size.
 std::string quantize_q8_0(const float* x, int64_t n);
 std::string quantize_q4_0(const float* x, int64_t n);
+// The k-quants from and to float (n a multiple of 256): aigc's own quantizer (each sub-block's range, refitted by
+// least squares), in ggml's layouts.
+std::string quantize_kquant(GgmlType type, const float* x, int64_t n);
+void dequantize_kquant(GgmlType type, const uint8_t* src, float* dst, int64_t n);
 // Any supported type's bytes (n elements) to float.
 void dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t n);
-// float to F32 / F16 / BF16 / Q8_0 / Q4_0 bytes.
+// float to any supported type's bytes.
 std::string convert_from_f32(GgmlType type, const float* x, int64_t n);
 
 }  // namespace aigc

@@ -4,6 +4,8 @@
 // except that llama.cpp's llama rotates adjacent pairs where aigc (as Hugging Face) rotates (i, i + d/2): the rows
 // of attn_q and attn_k are permuted within each head on the way out and back.
 #include <algorithm>
+#include <cctype>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string_view>
@@ -12,6 +14,7 @@
 #include "aigc/checkpoint.h"
 #include "aigc/error.h"
 #include "aigc/gguf.h"
+#include "aigc/quant.h"
 
 namespace aigc {
 
@@ -100,8 +103,34 @@ uint32_t file_type(GgmlType t) {
       return 7;
     case GgmlType::BF16:
       return 32;
+    case GgmlType::Q4_K:
+      return 14;  // MOSTLY_Q4_K_S (15 with the _M recipe)
+    case GgmlType::Q5_K:
+      return 16;  // MOSTLY_Q5_K_S (17 with the _M recipe)
+    case GgmlType::Q6_K:
+      return 18;
   }
   return 0;
+}
+
+// llama.cpp's "_M" recipe spends 6 bits on attn_v and ffn_down in the first and last eighth of the layers and in
+// every third layer between.
+bool more_bits_layer(int64_t layer, int64_t n_layer) {
+  return layer < n_layer / 8 || layer >= 7 * n_layer / 8 || (layer - n_layer / 8) % 3 == 2;
+}
+
+// A matrix's type in the file: the requested one, Q6_K where the _M recipe asks, and a fallback where the rows
+// do not fill the type's blocks (llama.cpp falls back the same way for k-quants).
+GgmlType matrix_type(const GgufTypes& types, const std::string& name, int64_t row, int64_t n_layer, bool head) {
+  GgmlType t = types.matrices;
+  if (types.medium) {
+    int64_t layer = -1;
+    if (std::sscanf(name.c_str(), "blk.%ld.", &layer) != 1) layer = -1;
+    const bool v_or_down = name.find(".attn_v.") != std::string::npos || name.find(".ffn_down.") != std::string::npos;
+    if (head || (v_or_down && layer >= 0 && more_bits_layer(layer, n_layer))) t = GgmlType::Q6_K;
+  }
+  if (row % ggml_type_info(uint32_t(t))->block_elems == 0) return t;
+  return is_kquant(t) && row % kQuantBlock == 0 ? GgmlType::Q8_0 : GgmlType::F16;
 }
 
 // The vocabulary in GPT-2's byte alphabet, and the merges ("left right"), of a bpe or bytes tokenizer.
@@ -169,7 +198,18 @@ std::vector<float> rope_freq_factors(const GPTConfig& c) {
 
 }  // namespace
 
-void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgmlType type, const std::string& name) {
+std::optional<GgufTypes> GgufTypes::from_name(const std::string& name) {
+  std::string n = name;
+  for (char& ch : n) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  if (n == "q4_k_m" || n == "q5_k_m") return GgufTypes(n == "q4_k_m" ? GgmlType::Q4_K : GgmlType::Q5_K, true);
+  if (n == "q4_k_s" || n == "q5_k_s") n.resize(4);
+  if (const std::optional<GgmlType> t = ggml_type_from_name(n)) return GgufTypes(*t);
+  return std::nullopt;
+}
+
+void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgufTypes matrix_types,
+               const std::string& name) {
+  const GgmlType type = matrix_types.matrices;
   AIGC_CHECK(!model.inference_only(), "GGUF export: this model was loaded for inference only, as its file's blocks");
   const GPTConfig& c = model.config();
   AIGC_CHECK(c.is_llama() || (c.norm == "pre" && c.activation == "gelu" && !c.lm_head_bias),
@@ -197,7 +237,7 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgmlTy
   GgufWriter w;
   w.set("general.architecture", GgufValue::of_string(c.is_llama() ? "llama" : "gpt2"));
   w.set("general.name", GgufValue::of_string(name));
-  w.set("general.file_type", GgufValue::of_u32(file_type(type)));
+  w.set("general.file_type", GgufValue::of_u32(file_type(type) + (matrix_types.medium ? 1 : 0)));
   w.set("general.quantization_version", GgufValue::of_u32(2));
   write_hparams(w, c);
   if (spm) {
@@ -234,8 +274,9 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgmlTy
   for (const Param& p : model.params().params()) {
     const Tensor& t = p.value;
     // Matrices take the requested type (when their rows fit its blocks); vectors stay f32, as in llama.cpp.
-    GgmlType tt = t.dim() == 2 ? type : GgmlType::F32;
-    if (t.dim() == 2 && t.size(1) % ggml_type_info(uint32_t(tt))->block_elems) tt = GgmlType::F16;
+    const std::string gname = ggml_name(p.name);
+    const bool head = gname == "output.weight" || (gname == "token_embd.weight" && c.tie_embeddings);
+    const GgmlType tt = t.dim() == 2 ? matrix_type(matrix_types, gname, t.size(1), c.n_layer, head) : GgmlType::F32;
     std::vector<float> permuted;
     const float* data = t.f32();
     if (const int64_t heads = rope_heads(p.name, c)) {
@@ -384,17 +425,21 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   AIGC_CHECK(lm.tokenizer->vocab_size() <= c.vocab_size,
              path + ": the tokenizer has more tokens than token_embd.weight has rows");
 
-  // Inference runs on the file's matrix type. For inference only, matrices in that type (q8_0, q4_0, bf16) are
-  // taken as their bytes and never exist in f32; the embeddings are looked up in f32 and always read as f32.
+  // Inference runs on the file's matrix type; k-quant files (aigc has no k-quant kernels) run as q8_0, whose
+  // 8-bit steps are far finer than theirs. For inference only, matrices in that type (q8_0, q4_0, bf16) are taken
+  // as their bytes and never exist in f32, and so are a k-quant file's k-quant and q8_0 matrices, each k-quant
+  // one converted to q8_0 blocks alone; the embeddings are looked up in f32 and always read as f32.
   const GgufTensorInfo* first = g.find(c.is_llama() ? "blk.0.attn_q.weight" : "blk.0.attn_qkv.weight");
   const GgmlType mt = first ? first->type : GgmlType::F32;
-  const bool as_blocks = inference_only && (mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0 || mt == GgmlType::BF16);
+  const GgmlType run = is_kquant(mt) ? GgmlType::Q8_0 : mt;
+  const bool as_blocks = inference_only && (run == GgmlType::Q8_0 || run == GgmlType::Q4_0 || run == GgmlType::BF16);
   auto blocks_of = [&](const Param& p) -> const GgufTensorInfo* {
     const std::string name = ggml_name(p.name);
     if (!as_blocks || p.value.dim() != 2 || name == "token_embd.weight" || name == "position_embd.weight")
       return nullptr;
     const GgufTensorInfo* t = g.find(name);
-    return t && t->type == mt && t->dims == ggml_dims(p.value.shape()) ? t : nullptr;
+    const bool usable = t && (t->type == run || (run != mt && is_kquant(t->type)));
+    return usable && t->dims == ggml_dims(p.value.shape()) ? t : nullptr;
   };
   lm.model = std::make_unique<GPT>(c, false);  // every parameter is read below, or taken as blocks
   for (const Param& p : lm.model->params().params()) {
@@ -405,7 +450,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
       std::copy(back.begin(), back.end(), p.value.f32());
     }
   }
-  const DType qt = mt == GgmlType::Q8_0 ? DType::Q8_0 : mt == GgmlType::Q4_0 ? DType::Q4_0 : DType::BF16;
+  const DType qt = run == GgmlType::Q8_0 ? DType::Q8_0 : run == GgmlType::Q4_0 ? DType::Q4_0 : DType::BF16;
   if (as_blocks) {
     std::unordered_map<std::string, const Param*> by_name;
     for (const Param& p : lm.model->params().params()) by_name[p.name] = &p;
@@ -414,6 +459,13 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
       const GgufTensorInfo* t = blocks_of(p);
       if (!t) return "";
       const char* data = reinterpret_cast<const char*>(g.data(*t));
+      if (t->type != run) {  // a k-quant matrix: its values, in q8_0 blocks
+        std::vector<float> v(size_t(p.value.numel()));
+        dequantize(t->type, g.data(*t), v.data(), p.value.numel());
+        if (const int64_t heads = rope_heads(p.name, c))
+          v = permute_rope_rows(v.data(), heads, c.head_size(), p.value.size(1), false);
+        return quantize_q8_0(v.data(), int64_t(v.size()));
+      }
       if (const int64_t heads = rope_heads(p.name, c)) {
         const std::vector<char> back =
             permute_rope_rows(data, heads, c.head_size(), int64_t(t->nbytes) / p.value.size(0), false);
@@ -425,7 +477,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   }
   // Quantizing the dequantized values gives back the file's blocks bit for bit (each block's largest value sits
   // exactly on a step), so nothing is lost by the f32 detour.
-  if (mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0 || mt == GgmlType::BF16) lm.model->set_inference_dtype(qt);
+  if (run == GgmlType::Q8_0 || run == GgmlType::Q4_0 || run == GgmlType::BF16) lm.model->set_inference_dtype(qt);
   return lm;
 }
 

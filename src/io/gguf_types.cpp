@@ -23,12 +23,19 @@ std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type) {
       return GgmlTypeInfo{"q8_0", 32, 34};
     case GgmlType::Q4_0:
       return GgmlTypeInfo{"q4_0", 32, 18};
+    case GgmlType::Q4_K:
+      return GgmlTypeInfo{"q4_k", 256, 144};
+    case GgmlType::Q5_K:
+      return GgmlTypeInfo{"q5_k", 256, 176};
+    case GgmlType::Q6_K:
+      return GgmlTypeInfo{"q6_k", 256, 210};
   }
   return std::nullopt;
 }
 
 std::optional<GgmlType> ggml_type_from_name(const std::string& name) {
-  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0})
+  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K,
+                     GgmlType::Q5_K, GgmlType::Q6_K})
     if (name == ggml_type_info(uint32_t(t))->name) return t;
   return std::nullopt;
 }
@@ -147,6 +154,11 @@ void dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t n) {
     case GgmlType::Q4_0:
       dequantize_blocks<BlockQ4_0>(src, dst, n);
       return;
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K:
+      dequantize_kquant(type, src, dst, n);
+      return;
   }
   fail("dequantize: unsupported ggml type " + std::to_string(uint32_t(type)));
 }
@@ -168,6 +180,10 @@ std::string convert_from_f32(GgmlType type, const float* x, int64_t n) {
       return quantize_q8_0(x, n);
     case GgmlType::Q4_0:
       return quantize_q4_0(x, n);
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K:
+      return quantize_kquant(type, x, n);
   }
   fail("convert_from_f32: unsupported ggml type " + std::to_string(uint32_t(type)));
 }

@@ -6,7 +6,7 @@
 // Two drivers, one target (as fuzz_http.cpp):
 //  - clang with -fsanitize=fuzzer: libFuzzer calls LLVMFuzzerTestOneInput.
 //  - otherwise: the main() below mutates valid files (a tiny GPT with a BPE vocabulary, in f32, bf16, q8_0 and q4_0,
-//    and a tiny llama with a SentencePiece vocabulary in q8_0):
+//    a tiny llama with a SentencePiece vocabulary in q8_0, and a llama in the q4_k_m mix of k-quants):
 //      aigc_fuzz_gguf [EXECUTIONS] [SEED]     (prints executions, accepted, executions/s)
 #include <chrono>
 #include <cstdint>
@@ -94,6 +94,12 @@ std::vector<std::string> seeds() {
   GPT lm(lc);
   const std::string p = (dir / "llama_spm.gguf").string();
   save_gguf(p, lm, *tokenizer_from_spm(v), GgmlType::Q8_0, "seed");
+  out.push_back(read_file(p));
+  // k-quants (Q4_K and Q6_K; ffn_down's rows of 320 fall back to Q8_0): rows of whole 256-value super-blocks.
+  lc.n_embd = 256, lc.n_hidden = 320, lc.vocab_size = 256;
+  GPT kq(lc);
+  kq.init_weights(2);
+  save_gguf(p, kq, *make_bytes_tokenizer(), *GgufTypes::from_name("q4_k_m"), "seed");
   out.push_back(read_file(p));
   std::filesystem::remove_all(dir);
   return out;
