@@ -14,9 +14,10 @@ int threads() { return g_threads; }
 
 void add_dtype(CLI::App* cmd, std::string& dtype) {
   cmd->add_option("--dtype", dtype,
-                  "Weights for inference: f32, bf16 (half the bytes per token), q8_0 or q4_0 (ggml's 8- and 4-bit "
-                  "blocks); default: the checkpoint's (a GGUF file's matrix type, else f32)")
-      ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0"}));
+                  "Weights for inference: f32, bf16 (half the bytes per token), q8_0, q4_0 or q4_1 (ggml's 8- and "
+                  "4-bit blocks); default: the checkpoint's (a GGUF file's matrix type: q4_k runs as q4_1, q5_k and "
+                  "q6_k as q8_0; else f32)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0", "q4_1"}));
 }
 
 void apply_dtype(GPT& model, const std::string& dtype) {
@@ -24,6 +25,7 @@ void apply_dtype(GPT& model, const std::string& dtype) {
   const DType d = dtype == "bf16"   ? DType::BF16
                   : dtype == "q8_0" ? DType::Q8_0
                   : dtype == "q4_0" ? DType::Q4_0
+                  : dtype == "q4_1" ? DType::Q4_1
                                     : DType::F32;
   model.set_inference_dtype(d);
 }

@@ -23,6 +23,10 @@ const std::vector<GptPreset>& gpt_presets() {
       {"smollm-360m",
        "SmolLM-360M's shape: 32 layers, 960 wide, 15 query / 5 kv heads, SwiGLU 2560, tied, context 2048", "llama", 32,
        15, 960, 2048, 5, 2560, true},
+      {"llama-1024",
+       "Llama blocks in whole k-quant super-blocks: 24 layers, 1024 wide, 16 query / 4 kv heads, SwiGLU 2816, tied, "
+       "context 2048",
+       "llama", 24, 16, 1024, 2048, 4, 2816, true},
   };
   return presets;
 }

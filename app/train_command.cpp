@@ -160,7 +160,7 @@ void train_gpt_family(TrainArgs& a) {
   GPTConfig c = preset_config(a.preset);
   AIGC_CHECK(c.is_llama() == llama || a.arch == "llama",
              "--preset " + a.preset +
-                 (llama ? " is not a Llama shape (llama-tiny, llama-small, smollm-135m, smollm-360m)"
+                 (llama ? " is not a Llama shape (llama-tiny, llama-small, smollm-135m, smollm-360m, llama-1024)"
                         : " is a Llama shape: use aigc train llama"));
   if (a.arch == "transformer") {
     GPTConfig t = GPTConfig::transformer_style();

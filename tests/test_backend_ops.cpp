@@ -32,6 +32,11 @@ namespace {
 const std::vector<std::string> kKernels(backend_kernels().begin(), backend_kernels().end());
 
 // ---- Matrix products and linear layers ----
+
+// A quantized type's blocks of w (rows of whole blocks), as a GGUF file holds them.
+std::string blocks_of(DType q, const std::vector<float>& w) {
+  return convert_from_f32(*ggml_type_from_name(dtype_name(q)), w.data(), int64_t(w.size()));
+}
 void add_gemm_cases(std::vector<OpCase>& t) {
   struct Shape {
     int64_t M, N, K;
@@ -124,11 +129,11 @@ void add_linear_cases(std::vector<OpCase>& t) {
                                          s.C_out);
                  return Outputs{{"out", out}};
                });
-  // Q8_0 / Q4_0 weights: both backends quantize the input with the same code, so the block dots are the same
+  // Q8_0 / Q4_0 / Q4_1 weights: both backends quantize the input with the same code, so the block dots are the same
   // integers; only the fp32 sums of scaled block dots differ from the reference's double sums. (scripts/test.sh
   // also runs this table with AIGC_QUANT_ISA=avx2 and =scalar, the CPU's narrower paths.) Rows16 weights: the
   // shapes cover groups of 16 with a tail of plain rows, 1 to 4 input rows per pass, and no whole group.
-  for (DType q : {DType::Q8_0, DType::Q4_0})
+  for (DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_1})
     for (Layout layout : {Layout::Plain, Layout::Rows16})
       for (const Shape& s : {Shape{1, 32, 5}, Shape{1, 768, 33}, Shape{3, 96, 17}, Shape{17, 64, 9}, Shape{6, 64, 48},
                              Shape{7, 96, 32}, Shape{2, 32, 16}})
@@ -141,8 +146,7 @@ void add_linear_cases(std::vector<OpCase>& t) {
                                         out = unset(s.N * s.C_out), wf = normal(rng, s.C_out * s.C_in, 0.1);
                      x[0] = 0;  // zeros, and an all-zero block (scale 0)
                      std::fill(wf.begin(), wf.begin() + 32, 0.0f);
-                     std::string w = q == DType::Q8_0 ? quantize_q8_0(wf.data(), s.C_out * s.C_in)
-                                                      : quantize_q4_0(wf.data(), s.C_out * s.C_in);
+                     std::string w = blocks_of(q, wf);
                      if (layout == Layout::Rows16) {
                        std::string plain = w;
                        interleave_rows16(q, plain.data(), w.data(), s.C_out, s.C_in);
@@ -153,16 +157,14 @@ void add_linear_cases(std::vector<OpCase>& t) {
                    });
   // Inputs on exact halves of the quantization step (amax 127: the step is 1), which round to even; a kernel that
   // rounded them away from zero would move each such product by a whole weight.
-  for (DType q : {DType::Q8_0, DType::Q4_0})
+  for (DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_1})
     add_case(t, cat("linear_forward_quant ", dtype_name(q), " rows16 input on halves"), kQuantDot,
              [=](Backend& be, Rng& rng) {
                const int64_t N = 2, C_in = 96, C_out = 32;
                std::vector<float> x(size_t(N * C_in)), out = unset(N * C_out), wf = normal(rng, C_out * C_in, 0.1);
                for (int64_t i = 0; i < N * C_in; i++)
                  x[size_t(i)] = i % 32 == 0 ? 127.0f : float(int(rng.uniform() * 240) - 120) + 0.5f;
-               std::string plain = q == DType::Q8_0 ? quantize_q8_0(wf.data(), C_out * C_in)
-                                                    : quantize_q4_0(wf.data(), C_out * C_in),
-                           w = plain;
+               std::string plain = blocks_of(q, wf), w = plain;
                interleave_rows16(q, plain.data(), w.data(), C_out, C_in);
                be.linear_forward_quant(out.data(), x.data(), w.data(), q, Layout::Rows16, nullptr, N, C_in, C_out);
                return Outputs{{"out", out}};

@@ -126,10 +126,23 @@ TEST(KQuants, MediumMixFilesFollowTheRecipeAndLoad) {
     }
     EXPECT_STREQ(type("blk.0.attn_norm.weight"), "f32");
   }
+  // Q4_K matrices run as Q4_1 (q|k|v and gate|up joined in it where all are Q4_K), the rest as Q8_0: between a
+  // q4_0 file's bytes and a q8_0 file's.
   LoadedModel full = load_model(file), blocks = load_model(file, true);
-  EXPECT_EQ(full.model->inference_dtype(), DType::Q8_0);
+  EXPECT_EQ(full.model->inference_dtype(), DType::Q4_1);
+  EXPECT_FALSE(full.model->inference_only());
   ASSERT_TRUE(blocks.model->inference_only());
-  EXPECT_EQ(blocks.model->inference_dtype(), DType::Q8_0);
+  EXPECT_EQ(blocks.model->inference_dtype(), DType::Q4_1);
+  EXPECT_EQ(blocks.model->inference_weight_bytes(), full.model->inference_weight_bytes());
+  int64_t q8 = 0, q4 = 0;
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0}) {
+    save_gguf((dir / "o.gguf").string(), m, *bytes, t, "o");
+    (t == GgmlType::Q8_0 ? q8 : q4) = load_model((dir / "o.gguf").string(), true).model->inference_weight_bytes();
+  }
+  std::printf("[ k-quants ] inference weights: q4_k_m %lld bytes, q4_0 %lld, q8_0 %lld\n",
+              (long long)blocks.model->inference_weight_bytes(), (long long)q4, (long long)q8);
+  EXPECT_GT(blocks.model->inference_weight_bytes(), q4);
+  EXPECT_LT(blocks.model->inference_weight_bytes(), (q4 + q8) / 2);
   NoGradGuard ng;
   const Tensor x = Tensor::from_ints({5, 17, 250, 3, 99}, {1, 5});
   const std::vector<float> a = full.model->forward(x).to_vector(), b = blocks.model->forward(x).to_vector();

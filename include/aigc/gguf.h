@@ -21,9 +21,20 @@
 namespace aigc {
 
 // The tensor element types aigc reads and writes, with ggml's ids. Quantized types pack blocks of elements along
-// dims[0]: Q8_0 (32 int8 and an fp16 scale), Q4_0 (32 4-bit values and an fp16 scale), and the k-quants Q4_K,
+// dims[0]: Q8_0 (32 int8 and an fp16 scale), Q4_0 (32 4-bit values and an fp16 scale), Q4_1 (Q4_0 with an fp16
+// minimum), and the k-quants Q4_K,
 // Q5_K, Q6_K (super-blocks of 256 values with quantized sub-block scales; src/io/kquants.cpp).
-enum class GgmlType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30 };
+enum class GgmlType : uint32_t {
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q8_0 = 8,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  BF16 = 30
+};
 struct GgmlTypeInfo {
   const char* name;     // "f32", "q8_0", ...
   int64_t block_elems;  // elements per block (1 for plain types)
@@ -31,7 +42,7 @@ struct GgmlTypeInfo {
 };
 // nullopt for a type id aigc does not know (the error then names the id).
 std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type);
-// "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"
+// "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k"
 std::optional<GgmlType> ggml_type_from_name(const std::string& name);
 bool is_kquant(GgmlType type);
 
@@ -159,6 +170,9 @@ std::string quantize_q4_0(const float* x, int64_t n);
 // least squares), in ggml's layouts.
 std::string quantize_kquant(GgmlType type, const float* x, int64_t n);
 void dequantize_kquant(GgmlType type, const uint8_t* src, float* dst, int64_t n);
+// A Q4_K matrix's blocks as Q4_1 blocks (n a multiple of 256): each 32-value sub-block is one, with its scale and
+// minimum rounded to halves. aigc runs Q4_K matrices so (4.5 bits a weight become 5).
+std::string q4_k_to_q4_1(const uint8_t* src, int64_t n);
 // Any supported type's bytes (n elements) to float.
 void dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t n);
 // float to any supported type's bytes.

@@ -15,7 +15,7 @@ Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
 // A bfloat16 copy of an fp32 tensor (no gradient): inference weights at half the bytes.
 Tensor to_bf16(const Tensor& x);
-// Weights (out, in) in ggml's Q8_0 or Q4_0 blocks along `in` (a multiple of 32), for linear() at inference.
+// Weights (out, in) in ggml's Q8_0, Q4_0 or Q4_1 blocks along `in` (a multiple of 32), for linear() at inference.
 Tensor quantize(const Tensor& x, DType dtype);
 // A quantized matrix in the Rows16 layout (see Layout), as linear reads it fastest; w itself if it is already.
 Tensor to_rows16(const Tensor& w);

@@ -4,6 +4,9 @@
 //   Q4_0: value = d (q - 8), q a nibble 0..15; d = m / -8 where m is the value of largest magnitude (so it is
 //         exactly -8 steps), q = min(15, floor(x / d + 8.5)); element j is the low nibble of byte j, element
 //         j + 16 the high nibble.
+//   Q4_1: value = d q + m, q a nibble as in Q4_0, with a second half m after d: the block's minimum, and
+//         d = (max - min) / 15, q = min(15, floor((x - m) / d + 0.5)). aigc runs Q4_K files' 4-bit matrices in it
+//         (a Q4_K sub-block is exactly such a block, its scale and minimum rounded to halves).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -24,7 +27,11 @@ struct BlockQ4_0 {
   uint16_t d;
   uint8_t qs[16];
 };
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18, "ggml's block sizes");
+struct BlockQ4_1 {
+  uint16_t d, m;
+  uint8_t qs[16];
+};
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20, "ggml's block sizes");
 
 inline void quantize_block(const float* x, BlockQ8_0& b) {
   float amax = 0;
@@ -46,6 +53,16 @@ inline void quantize_block(const float* x, BlockQ4_0& b) {
   }
 }
 
+inline void quantize_block(const float* x, BlockQ4_1& b) {
+  const float lo = *std::min_element(x, x + 32), hi = *std::max_element(x, x + 32);
+  const float d = (hi - lo) / 15.0f, id = d ? 1.0f / d : 0.0f;
+  b.d = io::f32_to_f16(d), b.m = io::f32_to_f16(lo);
+  for (int j = 0; j < 16; j++) {
+    const int a = std::min(15, int((x[j] - lo) * id + 0.5f)), c = std::min(15, int((x[j + 16] - lo) * id + 0.5f));
+    b.qs[j] = uint8_t(a | (c << 4));
+  }
+}
+
 // An input row's block, as the kernels quantize activations: Q8_0 with llama.cpp's x86 arithmetic (the inverse
 // scale 127 / amax, and halves to even), so that products agree with llama.cpp's, not only with the format.
 inline void quantize_activation_block(const float* x, BlockQ8_0& b) {
@@ -57,28 +74,37 @@ inline void quantize_activation_block(const float* x, BlockQ8_0& b) {
   for (int j = 0; j < 32; j++) b.qs[j] = int8_t(std::nearbyint(x[j] * id));  // default rounding: halves to even
 }
 
-// The 32 integer values of a block (Q4_0: q - 8, so both formats read as value = d q).
+// The 32 integer values of a block and its offset: every format reads as value = d q + offset (Q4_0: q - 8 and
+// no offset; Q4_1: the nibbles and m).
 inline void block_ints(const BlockQ8_0& b, int* q) {
   for (int j = 0; j < 32; j++) q[j] = b.qs[j];
 }
 inline void block_ints(const BlockQ4_0& b, int* q) {
   for (int j = 0; j < 16; j++) q[j] = (b.qs[j] & 0xf) - 8, q[j + 16] = (b.qs[j] >> 4) - 8;
 }
+inline void block_ints(const BlockQ4_1& b, int* q) {
+  for (int j = 0; j < 16; j++) q[j] = b.qs[j] & 0xf, q[j + 16] = b.qs[j] >> 4;
+}
+template <typename Block>
+float block_offset(const Block&) {
+  return 0.0f;
+}
+inline float block_offset(const BlockQ4_1& b) { return io::f16_to_f32(b.m); }
 
 template <typename Block>
 void dequantize_block(const Block& b, float* x) {
   int q[32];
   block_ints(b, q);
-  const float d = io::f16_to_f32(b.d);
-  for (int j = 0; j < 32; j++) x[j] = float(q[j]) * d;
+  const float d = io::f16_to_f32(b.d), offset = block_offset(b);
+  for (int j = 0; j < 32; j++) x[j] = float(q[j]) * d + offset;
 }
 
-// The Rows16 layout of a (rows, cols) Q8_0 / Q4_0 matrix: the same bytes as its blocks, reordered so that one
+// The Rows16 layout of a (rows, cols) quantized matrix: the same bytes as its blocks, reordered so that one
 // 64-byte load holds 4 consecutive quantized values of 16 rows. Rows come in groups of 16; in a group, block
-// column b is a tile: the 16 rows' scales d (16 halves), then the quantized bytes of the 16 rows' block b as
-// "quads" q: byte 64 j + 4 r + t is, for
+// column b is a tile: the 16 rows' scales d (16 halves; Q4_1: then their 16 m), then the quantized bytes of the
+// 16 rows' block b as "quads" q: byte 64 j + 4 r + t is, for
 //   Q8_0: qs[4 j + t] of row r, j = 0..7 (values 4 j .. 4 j + 3);
-//   Q4_0: qs[4 j + t] of row r, j = 0..3 (low nibbles: values 4 j + t; high nibbles: values 16 + 4 j + t).
+//   Q4_0, Q4_1: qs[4 j + t] of row r, j = 0..3 (low nibbles: values 4 j + t; high nibbles: 16 + 4 j + t).
 // Tiles follow one another by b, then by group. The rows past the last whole group (rows % 16) keep ggml's
 // plain row-of-blocks layout after the groups. Sizes are the plain layout's: 16 blocks per tile.
 constexpr int kRowGroup = 16;

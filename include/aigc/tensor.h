@@ -8,20 +8,20 @@
 
 namespace aigc {
 
-// Q8_0 and Q4_0: weights in ggml's blocks of 32 along the last dimension (aigc/quant.h), for inference only.
-enum class DType : uint8_t { F32, BF16, F16, I32, Q8_0, Q4_0 };
+// Q8_0, Q4_0 and Q4_1: weights in ggml's blocks of 32 along the last dimension (aigc/quant.h), for inference only.
+enum class DType : uint8_t { F32, BF16, F16, I32, Q8_0, Q4_0, Q4_1 };
 enum class Device : uint8_t { CPU, CUDA };
 // How a 4-D (N, C, H, W) tensor's elements lie in memory. Plain: row-major, as its strides say (every tensor
 // unless stated otherwise). Blocked16: (N, C/16, H, W, 16), channels in blocks of 16 innermost (oneDNN's
 // nChw16c): its convolutions read and write that directly, so inference keeps activations so between them
-// (see ops::to_blocked). Only a few ops take it; the rest refuse it. Rows16: a Q8_0 / Q4_0 matrix with its rows
+// (see ops::to_blocked). Only a few ops take it; the rest refuse it. Rows16: a quantized matrix with its rows
 // interleaved in groups of 16 (aigc/quant.h), the layout the integer dot products read 16 outputs at a time
 // from; only linear takes it (ops::to_rows16).
 enum class Layout : uint8_t { Plain, Blocked16, Rows16 };
 
 size_t dtype_size(DType dt);  // bytes per element; 0 for the block types
 const char* dtype_name(DType dt);
-bool is_quantized(DType dt);                  // Q8_0, Q4_0
+bool is_quantized(DType dt);                  // Q8_0, Q4_0, Q4_1
 size_t dtype_bytes(DType dt, int64_t numel);  // a tensor's bytes (block types: numel / 32 blocks)
 
 using Shape = std::vector<int64_t>;

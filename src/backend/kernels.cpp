@@ -96,6 +96,7 @@ bool host_backend_supports(const char* kernel, DType dtype) {
       return std::strcmp(kernel, "linear_forward_bf16w") == 0 || std::strcmp(kernel, "convert_f32_to_bf16") == 0;
     case DType::Q8_0:  // quantized weights for inference
     case DType::Q4_0:
+    case DType::Q4_1:
       return std::strcmp(kernel, "linear_forward_quant") == 0;
     default:
       return false;  // no fp16 kernels

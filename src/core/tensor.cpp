@@ -20,16 +20,18 @@ size_t dtype_size(DType dt) {
       return 2;
     case DType::Q8_0:
     case DType::Q4_0:
+    case DType::Q4_1:
       return 0;
   }
   return 0;
 }
 
-bool is_quantized(DType dt) { return dt == DType::Q8_0 || dt == DType::Q4_0; }
+bool is_quantized(DType dt) { return dt == DType::Q8_0 || dt == DType::Q4_0 || dt == DType::Q4_1; }
 
 size_t dtype_bytes(DType dt, int64_t numel) {
   if (dt == DType::Q8_0) return size_t(numel / 32) * 34;
   if (dt == DType::Q4_0) return size_t(numel / 32) * 18;
+  if (dt == DType::Q4_1) return size_t(numel / 32) * 20;
   return size_t(numel) * dtype_size(dt);
 }
 
@@ -47,6 +49,8 @@ const char* dtype_name(DType dt) {
       return "q8_0";
     case DType::Q4_0:
       return "q4_0";
+    case DType::Q4_1:
+      return "q4_1";
   }
   return "?";
 }

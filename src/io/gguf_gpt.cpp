@@ -99,6 +99,8 @@ uint32_t file_type(GgmlType t) {
       return 1;
     case GgmlType::Q4_0:
       return 2;
+    case GgmlType::Q4_1:
+      return 3;
     case GgmlType::Q8_0:
       return 7;
     case GgmlType::BF16:
@@ -425,59 +427,78 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   AIGC_CHECK(lm.tokenizer->vocab_size() <= c.vocab_size,
              path + ": the tokenizer has more tokens than token_embd.weight has rows");
 
-  // Inference runs on the file's matrix type; k-quant files (aigc has no k-quant kernels) run as q8_0, whose
-  // 8-bit steps are far finer than theirs. For inference only, matrices in that type (q8_0, q4_0, bf16) are taken
-  // as their bytes and never exist in f32, and so are a k-quant file's k-quant and q8_0 matrices, each k-quant
-  // one converted to q8_0 blocks alone; the embeddings are looked up in f32 and always read as f32.
+  // Inference runs on the file's matrix type. aigc has no k-quant kernels: a Q4_K matrix runs as Q4_1 (each
+  // 32-value sub-block is one, its scale and minimum rounded to halves) and a Q5_K or Q6_K one as Q8_0 (8-bit
+  // steps, far finer than theirs), each converted alone from the file's bytes. For inference only, the matrices
+  // in such a type (bf16, q8_0, q4_0, or from a k-quant) are taken as their blocks and never exist in f32; the
+  // embeddings are looked up in f32 and always read as f32 (a tied one's blocks are still the head's).
   const GgufTensorInfo* first = g.find(c.is_llama() ? "blk.0.attn_q.weight" : "blk.0.attn_qkv.weight");
   const GgmlType mt = first ? first->type : GgmlType::F32;
-  const GgmlType run = is_kquant(mt) ? GgmlType::Q8_0 : mt;
-  const bool as_blocks = inference_only && (run == GgmlType::Q8_0 || run == GgmlType::Q4_0 || run == GgmlType::BF16);
+  const bool kquant_file = is_kquant(mt);
+  auto run_type = [](GgmlType t) {
+    return t == GgmlType::Q4_K                   ? DType::Q4_1
+           : is_kquant(t) || t == GgmlType::Q8_0 ? DType::Q8_0
+           : t == GgmlType::Q4_0                 ? DType::Q4_0
+           : t == GgmlType::Q4_1                 ? DType::Q4_1
+                                                 : DType::BF16;
+  };
+  const bool blocky =
+      kquant_file || mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0 || mt == GgmlType::Q4_1 || mt == GgmlType::BF16;
+  const DType qt = run_type(mt);
   auto blocks_of = [&](const Param& p) -> const GgufTensorInfo* {
     const std::string name = ggml_name(p.name);
-    if (!as_blocks || p.value.dim() != 2 || name == "token_embd.weight" || name == "position_embd.weight")
+    const bool head = name == "output.weight" || (name == "token_embd.weight" && c.tie_embeddings);
+    if (!blocky || p.value.dim() != 2 || (name == "token_embd.weight" && !head) || name == "position_embd.weight")
       return nullptr;
     const GgufTensorInfo* t = g.find(name);
-    const bool usable = t && (t->type == run || (run != mt && is_kquant(t->type)));
+    const bool usable = t && (t->type == mt || (kquant_file && (is_kquant(t->type) || t->type == GgmlType::Q8_0)));
     return usable && t->dims == ggml_dims(p.value.shape()) ? t : nullptr;
   };
   lm.model = std::make_unique<GPT>(c, false);  // every parameter is read below, or taken as blocks
   for (const Param& p : lm.model->params().params()) {
-    if (blocks_of(p)) continue;
+    if (inference_only && blocks_of(p) && ggml_name(p.name) != "token_embd.weight") continue;
     g.read_f32_into(ggml_name(p.name), p.value.f32(), ggml_dims(p.value.shape()));
     if (const int64_t heads = rope_heads(p.name, c)) {
       const std::vector<float> back = permute_rope_rows(p.value.f32(), heads, c.head_size(), p.value.size(1), false);
       std::copy(back.begin(), back.end(), p.value.f32());
     }
   }
-  const DType qt = run == GgmlType::Q8_0 ? DType::Q8_0 : run == GgmlType::Q4_0 ? DType::Q4_0 : DType::BF16;
-  if (as_blocks) {
-    std::unordered_map<std::string, const Param*> by_name;
-    for (const Param& p : lm.model->params().params()) by_name[p.name] = &p;
-    lm.model->set_inference_blocks(qt, [&](const std::string& name) -> std::string {
-      const Param& p = *by_name.at(name);
-      const GgufTensorInfo* t = blocks_of(p);
-      if (!t) return "";
-      const char* data = reinterpret_cast<const char*>(g.data(*t));
-      if (t->type != run) {  // a k-quant matrix: its values, in q8_0 blocks
-        std::vector<float> v(size_t(p.value.numel()));
-        dequantize(t->type, g.data(*t), v.data(), p.value.numel());
-        if (const int64_t heads = rope_heads(p.name, c))
-          v = permute_rope_rows(v.data(), heads, c.head_size(), p.value.size(1), false);
-        return quantize_q8_0(v.data(), int64_t(v.size()));
-      }
-      if (const int64_t heads = rope_heads(p.name, c)) {
-        const std::vector<char> back =
-            permute_rope_rows(data, heads, c.head_size(), int64_t(t->nbytes) / p.value.size(0), false);
-        return std::string(back.begin(), back.end());
-      }
-      return std::string(data, t->nbytes);
-    });
+  // Quantizing the dequantized values of a q8_0 / q4_0 / bf16 file gives back its blocks bit for bit (each
+  // block's largest value sits exactly on a step), so a full load takes the f32 detour; not so for the others.
+  const bool exact_detour = mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0 || mt == GgmlType::BF16;
+  if (!blocky || (!inference_only && exact_detour)) {
+    if (blocky) lm.model->set_inference_dtype(qt);
     return lm;
   }
-  // Quantizing the dequantized values gives back the file's blocks bit for bit (each block's largest value sits
-  // exactly on a step), so nothing is lost by the f32 detour.
-  if (run == GgmlType::Q8_0 || run == GgmlType::Q4_0 || run == GgmlType::BF16) lm.model->set_inference_dtype(qt);
+  std::unordered_map<std::string, const Param*> by_name;
+  for (const Param& p : lm.model->params().params()) by_name[p.name] = &p;
+  lm.model->set_inference_blocks(
+      qt,
+      [&](const std::string& name) -> GPT::FileBlocks {
+        const Param& p = *by_name.at(name);
+        const GgufTensorInfo* t = blocks_of(p);
+        if (!t) return {};
+        const DType d = run_type(t->type);
+        const int64_t heads = rope_heads(p.name, c), rows = p.value.size(0);
+        std::string bytes;
+        if (t->type == GgmlType::Q4_K) {
+          bytes = q4_k_to_q4_1(g.data(*t), p.value.numel());
+        } else if (is_kquant(t->type)) {  // its values, in q8_0 blocks
+          std::vector<float> v(size_t(p.value.numel()));
+          dequantize(t->type, g.data(*t), v.data(), p.value.numel());
+          if (heads) v = permute_rope_rows(v.data(), heads, c.head_size(), p.value.size(1), false);
+          return {d, quantize_q8_0(v.data(), int64_t(v.size()))};
+        } else {
+          bytes.assign(reinterpret_cast<const char*>(g.data(*t)), t->nbytes);
+        }
+        if (heads) {  // rows of whole blocks: put back in aigc's order as bytes
+          const std::vector<char> back =
+              permute_rope_rows(bytes.data(), heads, c.head_size(), int64_t(bytes.size()) / rows, false);
+          bytes.assign(back.begin(), back.end());
+        }
+        return {d, std::move(bytes)};
+      },
+      !inference_only);
   return lm;
 }
 

@@ -23,6 +23,8 @@ std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type) {
       return GgmlTypeInfo{"q8_0", 32, 34};
     case GgmlType::Q4_0:
       return GgmlTypeInfo{"q4_0", 32, 18};
+    case GgmlType::Q4_1:
+      return GgmlTypeInfo{"q4_1", 32, 20};
     case GgmlType::Q4_K:
       return GgmlTypeInfo{"q4_k", 256, 144};
     case GgmlType::Q5_K:
@@ -34,8 +36,8 @@ std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type) {
 }
 
 std::optional<GgmlType> ggml_type_from_name(const std::string& name) {
-  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K,
-                     GgmlType::Q5_K, GgmlType::Q6_K})
+  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1,
+                     GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
     if (name == ggml_type_info(uint32_t(t))->name) return t;
   return std::nullopt;
 }
@@ -154,6 +156,9 @@ void dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t n) {
     case GgmlType::Q4_0:
       dequantize_blocks<BlockQ4_0>(src, dst, n);
       return;
+    case GgmlType::Q4_1:
+      dequantize_blocks<BlockQ4_1>(src, dst, n);
+      return;
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::Q6_K:
@@ -180,6 +185,8 @@ std::string convert_from_f32(GgmlType type, const float* x, int64_t n) {
       return quantize_q8_0(x, n);
     case GgmlType::Q4_0:
       return quantize_q4_0(x, n);
+    case GgmlType::Q4_1:
+      return quantize_blocks<BlockQ4_1>(x, n, "q4_1");
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::Q6_K:

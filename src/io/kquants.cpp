@@ -201,6 +201,26 @@ KQuant kquant(GgmlType type) {
 
 }  // namespace
 
+std::string q4_k_to_q4_1(const uint8_t* src, int64_t n) {
+  AIGC_CHECK(n % kSuper == 0, "q4_k_to_q4_1: the row length must be a multiple of 256");
+  std::string out(size_t(n / 32 * 20), '\0');
+  auto* o = reinterpret_cast<uint8_t*>(out.data());
+  for (int64_t b = 0; b < n / kSuper; b++) {
+    const uint8_t* in = src + b * 144;
+    const float d = f16_at(in), dmin = f16_at(in + 2);
+    for (int j = 0; j < 8; j++) {  // sub-block j: bytes 32 (j / 2) .. of qs, low nibbles for even j
+      int sc, m;
+      scale_min(in + 4, j, sc, m);
+      uint8_t* blk = o + (b * 8 + j) * 20;
+      put_f16(blk, d * float(sc)), put_f16(blk + 2, -dmin * float(m));
+      const uint8_t* qs = in + 16 + 32 * (j / 2);
+      auto q = [&](int l) { return j % 2 ? qs[l] >> 4 : qs[l] & 0xF; };
+      for (int l = 0; l < 16; l++) blk[4 + l] = uint8_t(q(l) | (q(l + 16) << 4));
+    }
+  }
+  return out;
+}
+
 bool is_kquant(GgmlType type) { return type == GgmlType::Q4_K || type == GgmlType::Q5_K || type == GgmlType::Q6_K; }
 
 std::string quantize_kquant(GgmlType type, const float* x, int64_t n) {

@@ -52,7 +52,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Shape oshape = x.shape();
   oshape.back() = C_out;
   Tensor out = Tensor::empty(oshape);
-  if (is_quantized(w.dtype())) {  // inference with Q8_0 / Q4_0 weights
+  if (is_quantized(w.dtype())) {  // inference with Q8_0 / Q4_0 / Q4_1 weights
     AIGC_CHECK(!needs_grad({&x, &w, &b}), "linear: quantized weights are for inference; run it under NoGradGuard");
     be(x).linear_forward_quant(out.f32(), x.f32(), w.raw(), w.dtype(), w.layout(), b.defined() ? b.f32() : nullptr, N,
                                C_in, C_out);
@@ -98,8 +98,10 @@ Tensor quantize(const Tensor& x, DType dtype) {
   for (int64_t b = 0; b < x.numel() / kQuantBlock; b++) {
     if (dtype == DType::Q8_0)
       quantize_block(v.data() + b * kQuantBlock, reinterpret_cast<BlockQ8_0*>(blocks.data())[b]);
-    else
+    else if (dtype == DType::Q4_0)
       quantize_block(v.data() + b * kQuantBlock, reinterpret_cast<BlockQ4_0*>(blocks.data())[b]);
+    else
+      quantize_block(v.data() + b * kQuantBlock, reinterpret_cast<BlockQ4_1*>(blocks.data())[b]);
   }
   backend_for(x.device()).from_host(out.raw(), blocks.data(), blocks.size());
   return out;
@@ -107,7 +109,7 @@ Tensor quantize(const Tensor& x, DType dtype) {
 
 Tensor to_rows16(const Tensor& w) {
   AIGC_CHECK(is_quantized(w.dtype()) && w.dim() == 2,
-             std::string("to_rows16: needs a 2-D Q8_0 / Q4_0 matrix, got ") + dtype_name(w.dtype()));
+             std::string("to_rows16: needs a 2-D quantized matrix, got ") + dtype_name(w.dtype()));
   if (w.layout() == Layout::Rows16) return w;
   std::vector<char> plain(dtype_bytes(w.dtype(), w.numel()));
   backend_for(w.device()).to_host(plain.data(), w.raw(), plain.size());
@@ -116,7 +118,7 @@ Tensor to_rows16(const Tensor& w) {
 
 Tensor rows16_from_blocks(const void* blocks, const Shape& shape, DType dtype, Device device) {
   AIGC_CHECK(is_quantized(dtype) && shape.size() == 2,
-             std::string("rows16_from_blocks: needs a 2-D Q8_0 / Q4_0 shape, got ") + dtype_name(dtype));
+             std::string("rows16_from_blocks: needs a 2-D quantized shape, got ") + dtype_name(dtype));
   Tensor out = Tensor::empty(shape, dtype, device);  // checks the rows fill whole blocks
   const size_t n = dtype_bytes(dtype, out.numel());
   std::vector<char> rows16(n);

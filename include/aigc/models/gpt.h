@@ -102,16 +102,25 @@ class GPT {
   Tensor forward_decode(const std::vector<int32_t>& tokens, const std::vector<int32_t>& slots,
                         const std::vector<int32_t>& pos, KVCache& cache);
   // Weights used by inference (no-grad) forwards: F32 (the parameters themselves), BF16 (rounded copies of every
-  // matrix, read at half the bytes per token), or Q8_0 / Q4_0 (ggml's blocks: ~1.06 and ~0.56 bytes per weight,
-  // multiplied as llama.cpp does; aigc/backend.h). Training always uses the fp32 parameters.
+  // matrix, read at half the bytes per token), or Q8_0 / Q4_0 / Q4_1 (ggml's blocks: ~1.06, ~0.56 and ~0.63 bytes
+  // per weight, multiplied as llama.cpp does; aigc/backend.h). Training always uses the fp32 parameters.
   void set_inference_dtype(DType dtype);
   DType inference_dtype() const { return inference_dtype_; }
-  // Inference weights in `dtype` (bf16, q8_0, q4_0) taken as they are from a file: blocks(name) gives a matrix
-  // parameter's bytes in ggml's row layout, or "" for one whose f32 values were loaded instead. The f32 values of
-  // the others need never exist (a q4_0 model then takes its blocks' memory, not 4 bytes per weight), so the model
-  // is inference-only from then on: training, set_inference_dtype and saving refuse it.
-  void set_inference_blocks(DType dtype, const std::function<std::string(const std::string&)>& blocks);
+  // Inference weights taken as they are from a file: blocks(name) gives a matrix parameter's type (bf16, q8_0,
+  // q4_0, q4_1) and bytes in ggml's row layout, or no bytes for one whose f32 values were loaded instead (it takes
+  // `dtype`). Matrices joined for inference (q|k|v, gate|up) in one type stay in it; a group of mixed types is
+  // not joined, each matrix keeping its own. The f32 values of the others need never exist (a q4_0 model then takes its
+  // blocks' memory, not 4 bytes per weight), so the model is inference-only from then on (training, set_inference_dtype
+  // and saving refuse it), unless params_loaded says every parameter holds its f32 values too.
+  struct FileBlocks {
+    DType dtype = DType::F32;
+    std::string bytes;
+  };
+  void set_inference_blocks(DType dtype, const std::function<FileBlocks(const std::string&)>& blocks,
+                            bool params_loaded = false);
   bool inference_only() const { return inference_only_; }
+  // Bytes of the inference weights in their types (joined ones once); 0 for f32, which uses the parameters.
+  int64_t inference_weight_bytes() const;
 
   const GPTConfig& config() const { return config_; }
   ParamStore& params() { return params_; }

@@ -1,4 +1,4 @@
-// Linear layers with Q8_0 / Q4_0 weights (backend.h: linear_forward_quant). Decoding reads every weight once per
+// Linear layers with Q8_0 / Q4_0 / Q4_1 weights (backend.h: linear_forward_quant). Decoding reads every weight once per
 // token, so the bytes are the cost: the weights stay in their blocks and are multiplied as integers. Each input
 // row is quantized to Q8_0 once (the same scalar code as the reference, so the integers agree exactly), then every
 // output is a sum over blocks of d_w d_x dot(q_w, q_x), with the 32-element integer dots in SIMD.
@@ -7,12 +7,12 @@
 // 4 values of 16 rows, and one int8 dot product against the input's 4 values, broadcast, advances all 16 sums.
 // No horizontal sums, and the weights unpacked once serve up to kTokens input rows (prefill):
 //  - AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes and sums groups of four into int32 lanes. Q4_0's
-//    nibbles are unsigned already (q - 8: subtract 8 sum(q_x) after); Q8_0's bytes get 128 added by a xor
-//    (subtract 128 sum(q_x));
+//    nibbles are unsigned already (q - 8: subtract 8 sum(q_x) after; Q4_1 adds m d_x sum(q_x) instead); Q8_0's
+//    bytes get 128 added by a xor (subtract 128 sum(q_x));
 //  - AVX2: vpmaddubsw (pairs into int16) and vpmaddwd, 8 rows per register; Q8_0 moves the weights' signs onto
 //    the input instead, as |q| <= 127 keeps the pairs from saturating.
 // Weights in ggml's plain layout, and the rows past the last group of 16, take one row at a time: the same
-// instructions on a block's 32 values, then a horizontal sum.
+// instructions on a block's 32 values, then a horizontal sum (Q4_1's: the scalar code, as they are few).
 // The path is chosen once from the CPU; AIGC_QUANT_ISA=avx2|scalar forces a narrower one (tests run all three).
 #include <immintrin.h>
 #include <omp.h>
@@ -60,6 +60,10 @@ inline const int8_t* weight_bytes(const BlockQ4_0& b, int8_t* tmp) {
   for (int j = 0; j < 16; j++) tmp[j] = int8_t((b.qs[j] & 0xf) - 8), tmp[j + 16] = int8_t((b.qs[j] >> 4) - 8);
   return tmp;
 }
+inline const int8_t* weight_bytes(const BlockQ4_1& b, int8_t* tmp) {
+  for (int j = 0; j < 16; j++) tmp[j] = int8_t(b.qs[j] & 0xf), tmp[j + 16] = int8_t(b.qs[j] >> 4);
+  return tmp;
+}
 
 template <typename Block>
 float dot_scalar(const Block* w, const BlockQ8_0* x, int64_t nb) {
@@ -67,9 +71,10 @@ float dot_scalar(const Block* w, const BlockQ8_0* x, int64_t nb) {
   for (int64_t b = 0; b < nb; b++) {
     int8_t tmp[32];
     const int8_t* q = weight_bytes(w[b], tmp);
-    int dot = 0;
-    for (int j = 0; j < 32; j++) dot += int(q[j]) * int(x[b].qs[j]);
-    sum += io::f16_to_f32(w[b].d) * io::f16_to_f32(x[b].d) * float(dot);
+    int dot = 0, xsum = 0;
+    for (int j = 0; j < 32; j++) dot += int(q[j]) * int(x[b].qs[j]), xsum += x[b].qs[j];
+    const float dx = io::f16_to_f32(x[b].d);
+    sum += io::f16_to_f32(w[b].d) * dx * float(dot) + block_offset(w[b]) * dx * float(xsum);
   }
   return sum;
 }
@@ -127,8 +132,10 @@ AIGC_VNNI float dot_vnni(const Block* w, const BlockQ8_0* x, int64_t nb) {
 template <typename Block>
 float dot(const Block* w, const BlockQ8_0* x, int64_t nb, Isa i) {
 #if defined(__x86_64__)
-  if (i == Isa::Vnni) return dot_vnni(w, x, nb);
-  if (i == Isa::Avx2) return dot_avx2(w, x, nb);
+  if constexpr (!std::is_same_v<Block, BlockQ4_1>) {
+    if (i == Isa::Vnni) return dot_vnni(w, x, nb);
+    if (i == Isa::Avx2) return dot_avx2(w, x, nb);
+  }
 #endif
   (void)i;
   return dot_scalar(w, x, nb);
@@ -204,25 +211,38 @@ inline int32_t quad(const BlockQ8_0& b, int j) {
 }
 
 // One group of 16 output rows for TN input rows from n: out[(n + i) * ldo + r] for r < 16.
+// What a Rows16 tile of Block holds: whether its values are nibbles, what they carry over q (vpdpbusd takes them
+// unsigned), and where the quads start (after the 16 rows' d, and Q4_1's m).
+template <typename Block>
+struct Tile {
+  static constexpr bool q41 = std::is_same_v<Block, BlockQ4_1>;
+  static constexpr bool nibbles = q41 || std::is_same_v<Block, BlockQ4_0>;
+  static constexpr int32_t offset = q41 ? 0 : nibbles ? 8 : 128;
+  static constexpr int64_t quads = 2 * kRowGroup * (q41 ? 2 : 1);
+  static constexpr int64_t bytes = kRowGroup * int64_t(sizeof(Block));
+};
+
 template <typename Block>
 void group_scalar(float* out, int64_t ldo, const uint8_t* tiles, const Input& x, int64_t n, int TN) {
-  constexpr bool q4 = std::is_same_v<Block, BlockQ4_0>;
-  constexpr int64_t tile = kRowGroup * int64_t(sizeof(Block));
+  using T = Tile<Block>;
   for (int i = 0; i < TN; i++)
     for (int r = 0; r < kRowGroup; r++) {
       float sum = 0;
       for (int64_t b = 0; b < x.nb; b++) {
-        const uint8_t* t = tiles + b * tile;
-        uint16_t dw;
+        const uint8_t* t = tiles + b * T::bytes;
+        uint16_t dw, mw = 0;
         std::memcpy(&dw, t + 2 * r, 2);
-        const BlockQ8_0& xb = x.q[(n + i) * x.nb + b];
+        if (T::q41) std::memcpy(&mw, t + 2 * kRowGroup + 2 * r, 2);
+        const int64_t xi = (n + i) * x.nb + b;
+        const BlockQ8_0& xb = x.q[xi];
         int dot = 0;
         for (int j = 0; j < 32; j++) {
-          const uint8_t byte = t[2 * kRowGroup + 64 * (j % (q4 ? 16 : 32) / 4) + 4 * r + j % 4];
-          const int qw = q4 ? (j < 16 ? byte & 0xf : byte >> 4) - 8 : int(int8_t(byte));
+          const uint8_t byte = t[T::quads + 64 * (j % (T::nibbles ? 16 : 32) / 4) + 4 * r + j % 4];
+          const int qw = T::nibbles ? (j < 16 ? byte & 0xf : byte >> 4) - (T::q41 ? 0 : 8) : int(int8_t(byte));
           dot += qw * int(xb.qs[j]);
         }
-        sum += io::f16_to_f32(dw) * x.d[(n + i) * x.nb + b] * float(dot);
+        sum += io::f16_to_f32(dw) * x.d[xi] * float(dot);
+        if (T::q41) sum += io::f16_to_f32(mw) * x.d[xi] * float(x.sum[xi]);
       }
       out[i * ldo + r] = sum;
     }
@@ -231,17 +251,17 @@ void group_scalar(float* out, int64_t ldo, const uint8_t* tiles, const Input& x,
 #if defined(__x86_64__)
 template <typename Block, int TN>
 AIGC_VNNI void group_vnni(float* out, int64_t ldo, const uint8_t* tiles, const Input& x, int64_t n) {
-  constexpr bool q4 = std::is_same_v<Block, BlockQ4_0>;
-  constexpr int64_t tile = kRowGroup * int64_t(sizeof(Block));
-  constexpr int32_t offset = q4 ? 8 : 128;  // what the unsigned weights carry over q
+  using T = Tile<Block>;
   __m512 acc[TN];
   for (int i = 0; i < TN; i++) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < x.nb; b++) {
-    const uint8_t* t = tiles + b * tile;
+    const uint8_t* t = tiles + b * T::bytes;
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t)));
-    const uint8_t* q = t + 2 * kRowGroup;
+    __m512 mw = _mm512_setzero_ps();
+    if constexpr (T::q41) mw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32)));
+    const uint8_t* q = t + T::quads;
     __m512i w[8];  // w[j]: values 4 j .. 4 j + 3 of the 16 rows, as unsigned bytes
-    if constexpr (q4) {
+    if constexpr (T::nibbles) {
       const __m512i lo = _mm512_set1_epi8(0x0f);
       for (int j = 0; j < 4; j++) {
         const __m512i v = _mm512_loadu_si512(q + 64 * j);
@@ -254,13 +274,14 @@ AIGC_VNNI void group_vnni(float* out, int64_t ldo, const uint8_t* tiles, const I
     for (int i = 0; i < TN; i++) {
       const int64_t xi = (n + i) * x.nb + b;
       const BlockQ8_0& xb = x.q[xi];
-      __m512i s0 = _mm512_set1_epi32(-offset * x.sum[xi]), s1 = _mm512_setzero_si512();
+      __m512i s0 = _mm512_set1_epi32(-T::offset * x.sum[xi]), s1 = _mm512_setzero_si512();
       for (int j = 0; j < 8; j += 2) {
         s0 = _mm512_dpbusd_epi32(s0, w[j], _mm512_set1_epi32(quad(xb, j)));
         s1 = _mm512_dpbusd_epi32(s1, w[j + 1], _mm512_set1_epi32(quad(xb, j + 1)));
       }
       const __m512 p = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
       acc[i] = _mm512_fmadd_ps(p, _mm512_mul_ps(dw, _mm512_set1_ps(x.d[xi])), acc[i]);
+      if constexpr (T::q41) acc[i] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x.d[xi] * float(x.sum[xi])), acc[i]);
     }
   }
   for (int i = 0; i < TN; i++) _mm512_storeu_ps(out + i * ldo, acc[i]);
@@ -268,18 +289,19 @@ AIGC_VNNI void group_vnni(float* out, int64_t ldo, const uint8_t* tiles, const I
 
 template <typename Block, int TN>
 AIGC_AVX2 void group_avx2(float* out, int64_t ldo, const uint8_t* tiles, const Input& x, int64_t n) {
-  constexpr bool q4 = std::is_same_v<Block, BlockQ4_0>;
-  constexpr int64_t tile = kRowGroup * int64_t(sizeof(Block));
+  using T = Tile<Block>;
   const __m256i ones = _mm256_set1_epi16(1), lo = _mm256_set1_epi8(0x0f);
   for (int h = 0; h < 2; h++) {  // rows 8 h .. 8 h + 7
     __m256 acc[TN];
     for (int i = 0; i < TN; i++) acc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < x.nb; b++) {
-      const uint8_t* t = tiles + b * tile;
+      const uint8_t* t = tiles + b * T::bytes;
       const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 16 * h)));
-      const uint8_t* q = t + 2 * kRowGroup + 32 * h;
+      __m256 mw = _mm256_setzero_ps();
+      if constexpr (T::q41) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 32 + 16 * h)));
+      const uint8_t* q = t + T::quads + 32 * h;
       __m256i w[8];
-      if constexpr (q4) {
+      if constexpr (T::nibbles) {
         for (int j = 0; j < 4; j++) {
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 64 * j));
           w[j] = _mm256_and_si256(v, lo);
@@ -292,11 +314,11 @@ AIGC_AVX2 void group_avx2(float* out, int64_t ldo, const uint8_t* tiles, const I
         const int64_t xi = (n + i) * x.nb + b;
         const BlockQ8_0& xb = x.q[xi];
         __m256i p;
-        if constexpr (q4) {  // 8 pairs of nibble x byte stay within int16: 8 * 2 * 15 * 127 < 32768
+        if constexpr (T::nibbles) {  // 8 pairs of nibble x byte stay within int16: 8 * 2 * 15 * 127 < 32768
           __m256i p16 = _mm256_maddubs_epi16(w[0], _mm256_set1_epi32(quad(xb, 0)));
           for (int j = 1; j < 8; j++)
             p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(w[j], _mm256_set1_epi32(quad(xb, j))));
-          p = _mm256_sub_epi32(_mm256_madd_epi16(p16, ones), _mm256_set1_epi32(8 * x.sum[xi]));
+          p = _mm256_sub_epi32(_mm256_madd_epi16(p16, ones), _mm256_set1_epi32(T::offset * x.sum[xi]));
         } else {
           p = _mm256_setzero_si256();
           for (int j = 0; j < 8; j++) {
@@ -305,6 +327,7 @@ AIGC_AVX2 void group_avx2(float* out, int64_t ldo, const uint8_t* tiles, const I
           }
         }
         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, _mm256_set1_ps(x.d[xi])), acc[i]);
+        if constexpr (T::q41) acc[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x.d[xi] * float(x.sum[xi])), acc[i]);
       }
     }
     for (int i = 0; i < TN; i++) _mm256_storeu_ps(out + i * ldo + 8 * h, acc[i]);
@@ -384,6 +407,8 @@ void CpuBackend::linear_forward_quant(float* out, const float* inp, const void* 
     linear_quant(out, inp, static_cast<const BlockQ8_0*>(w), rows16, bias, N, C_in, C_out);
   else if (wtype == DType::Q4_0)
     linear_quant(out, inp, static_cast<const BlockQ4_0*>(w), rows16, bias, N, C_in, C_out);
+  else if (wtype == DType::Q4_1)
+    linear_quant(out, inp, static_cast<const BlockQ4_1*>(w), rows16, bias, N, C_in, C_out);
   else
     fail(std::string("linear_forward_quant: weights of type ") + dtype_name(wtype) + " are not quantized");
 }

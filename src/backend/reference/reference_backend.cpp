@@ -95,7 +95,7 @@ void ReferenceBackend::linear_forward_bf16w(float* out, const float* inp, const 
 }
 
 // Quantized weights: each input row becomes Q8_0 blocks, and each output is the sum over blocks of
-// d_w d_x sum_j q_w[j] q_x[j], the inner sums in integers, the rest in double.
+// d_w d_x sum_j q_w[j] q_x[j] + offset_w d_x sum_j q_x[j], the inner sums in integers, the rest in double.
 template <typename Block>
 static void linear_quant(float* out, const float* inp, const Block* w, const float* bias, int64_t N, int64_t C_in,
                          int64_t C_out) {
@@ -109,9 +109,11 @@ static void linear_quant(float* out, const float* inp, const Block* w, const flo
         int qw[32], qx[32];
         block_ints(w[o * nb + b], qw);
         block_ints(xq[size_t(b)], qx);
-        int64_t dot = 0;
-        for (int j = 0; j < 32; j++) dot += qw[j] * qx[j];
-        sum += double(io::f16_to_f32(w[o * nb + b].d)) * double(io::f16_to_f32(xq[size_t(b)].d)) * double(dot);
+        int64_t dot = 0, xsum = 0;
+        for (int j = 0; j < 32; j++) dot += qw[j] * qx[j], xsum += qx[j];
+        const double dx = io::f16_to_f32(xq[size_t(b)].d);
+        sum += double(io::f16_to_f32(w[o * nb + b].d)) * dx * double(dot) +
+               double(block_offset(w[o * nb + b])) * dx * double(xsum);
       }
       out[n * C_out + o] = float(sum);
     }
@@ -133,6 +135,8 @@ void ReferenceBackend::linear_forward_quant(float* out, const float* inp, const 
     linear_quant(out, inp, static_cast<const BlockQ8_0*>(w), bias, N, C_in, C_out);
   else if (wtype == DType::Q4_0)
     linear_quant(out, inp, static_cast<const BlockQ4_0*>(w), bias, N, C_in, C_out);
+  else if (wtype == DType::Q4_1)
+    linear_quant(out, inp, static_cast<const BlockQ4_1*>(w), bias, N, C_in, C_out);
   else
     fail(std::string("linear_forward_quant: weights of type ") + dtype_name(wtype) + " are not quantized");
 }

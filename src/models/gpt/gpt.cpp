@@ -6,7 +6,6 @@
 #include "aigc/autograd.h"
 #include "aigc/backend.h"
 #include "aigc/error.h"
-#include "aigc/gguf.h"
 #include "aigc/ops.h"
 #include "aigc/quant.h"
 #include "aigc/rng.h"
@@ -99,7 +98,7 @@ std::vector<Tensor> GPT::linears(const Tensor& x, const std::vector<Tensor>& ws)
 
 void GPT::set_inference_dtype(DType dtype) {
   AIGC_CHECK(dtype == DType::F32 || dtype == DType::BF16 || is_quantized(dtype),
-             std::string("inference weights must be f32, bf16, q8_0 or q4_0, got ") + dtype_name(dtype));
+             std::string("inference weights must be f32, bf16, q8_0, q4_0 or q4_1, got ") + dtype_name(dtype));
   AIGC_CHECK(!inference_only_, std::string("this model was loaded for inference in ") + dtype_name(inference_dtype_) +
                                    " straight from its file's blocks, without f32 weights to convert to " +
                                    dtype_name(dtype) + "; load it again asking for " + dtype_name(dtype));
@@ -109,44 +108,45 @@ void GPT::set_inference_dtype(DType dtype) {
   build_inference_weights(make);
 }
 
-void GPT::set_inference_blocks(DType dtype, const std::function<std::string(const std::string&)>& blocks) {
+void GPT::set_inference_blocks(DType dtype, const std::function<FileBlocks(const std::string&)>& blocks,
+                               bool params_loaded) {
   AIGC_CHECK(is_quantized(dtype) || dtype == DType::BF16,
-             std::string("set_inference_blocks: ") + dtype_name(dtype) + " is not bf16, q8_0 or q4_0");
+             std::string("set_inference_blocks: ") + dtype_name(dtype) + " is not bf16, q8_0, q4_0 or q4_1");
   std::unordered_map<const TensorImpl*, std::string> name_of;
   for (const Param& p : params_.params()) name_of[p.value.impl()] = p.name;
   inference_dtype_ = dtype;
   build_inference_weights([&](const std::vector<Tensor>& ws) {
-    std::vector<std::string> b;
-    bool all = true;
+    std::vector<FileBlocks> b;
+    bool same = true;
     for (const Tensor& w : ws) {
-      b.push_back(blocks(name_of.at(w.impl())));
-      AIGC_CHECK(
-          b.back().empty() || int64_t(b.back().size()) == int64_t(dtype_bytes(dtype, w.numel())),
-          "set_inference_blocks: " + name_of.at(w.impl()) + " has " + std::to_string(b.back().size()) + " bytes");
-      all = all && !b.back().empty();
+      const std::string& name = name_of.at(w.impl());
+      b.push_back(blocks(name));
+      const DType d = b.back().bytes.empty() ? dtype : b.back().dtype;
+      AIGC_CHECK(b.back().bytes.empty() || int64_t(b.back().bytes.size()) == int64_t(dtype_bytes(d, w.numel())),
+                 "set_inference_blocks: " + name + " has " + std::to_string(b.back().bytes.size()) + " bytes");
+      same = same && !b.back().bytes.empty() && d == b[0].dtype;
     }
-    if (!all) {  // some in another type, whose f32 values are loaded: those given as bytes are decoded beside them
-      const GgmlType type = *ggml_type_from_name(dtype_name(dtype));
-      for (size_t i = 0; i < ws.size(); i++)
-        if (!b[i].empty()) {
-          std::vector<float> v(size_t(ws[i].numel()));
-          dequantize(type, reinterpret_cast<const uint8_t*>(b[i].data()), v.data(), ws[i].numel());
-          backend_for(ws[i].device()).from_host(ws[i].raw(), v.data(), v.size() * sizeof(float));
-        }
-      return convert_weights(ws, dtype);
-    }
+    if (!same && ws.size() > 1) return Tensor();   // mixed types (or some f32): each runs apart, in its own
+    if (!same) return convert_weights(ws, dtype);  // the f32 values the loader read
     std::string bytes;
     int64_t rows = 0;
-    for (size_t i = 0; i < ws.size(); i++) bytes += b[i], rows += ws[i].size(0);
-    if (dtype == DType::BF16) {
-      Tensor t = Tensor::empty({rows, ws[0].size(1)}, dtype, ws[0].device());
+    for (size_t i = 0; i < ws.size(); i++) bytes += b[i].bytes, rows += ws[i].size(0);
+    if (b[0].dtype == DType::BF16) {
+      Tensor t = Tensor::empty({rows, ws[0].size(1)}, DType::BF16, ws[0].device());
       backend_for(t.device()).from_host(t.raw(), bytes.data(), bytes.size());
       return t;
     }
-    return ops::rows16_from_blocks(bytes.data(), {rows, ws[0].size(1)}, dtype, ws[0].device());
+    return ops::rows16_from_blocks(bytes.data(), {rows, ws[0].size(1)}, b[0].dtype, ws[0].device());
   });
   // Which parameters hold f32 values now is the loader's business: from here on none is read or converted.
-  inference_only_ = true;
+  inference_only_ = !params_loaded;
+}
+
+int64_t GPT::inference_weight_bytes() const {
+  int64_t n = 0;
+  for (const auto& [impl, w] : inference_weights_) n += int64_t(dtype_bytes(w.dtype(), w.numel()));
+  for (const auto& [impl, j] : joined_weights_) n += int64_t(dtype_bytes(j.w.dtype(), j.w.numel()));
+  return n;
 }
 
 Tensor GPT::convert_weights(const std::vector<Tensor>& ws, DType dtype) {
@@ -173,11 +173,15 @@ void GPT::build_inference_weights(const std::function<Tensor(const std::vector<T
   NoGradGuard ng;
   // Matrices that read the same input are joined by rows: a decoded token then makes one pass over them, not
   // three (or two) small ones that each pay a fork and join of the threads and a cold start of the memory stream.
+  // make() may decline a join (an undefined tensor): the matrices then run apart.
   auto join = [&](const std::vector<Tensor>& ws) {
     Joined j;
     for (const Tensor& w : ws) j.rows.push_back(w.size(0));
     j.w = make(ws);
-    joined_weights_[ws[0].impl()] = std::move(j);
+    if (j.w.defined())
+      joined_weights_[ws[0].impl()] = std::move(j);
+    else
+      for (const Tensor& w : ws) inference_weights_[w.impl()] = make({w});
   };
   const Tensor& head_w = config_.tie_embeddings ? wte_ : lm_head_w_;
   inference_weights_[head_w.impl()] = make({head_w});
