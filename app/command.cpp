@@ -27,6 +27,9 @@ void apply_dtype(GPT& model, const std::string& dtype) {
                   : dtype == "q4_0" ? DType::Q4_0
                   : dtype == "q4_1" ? DType::Q4_1
                                     : DType::F32;
+  // Already so (a GGUF file's own type, or Q4_1 from a Q4_K file's blocks): quantizing the f32 values again could
+  // only lose what the file's blocks hold.
+  if (model.inference_dtype() == d) return;
   model.set_inference_dtype(d);
 }
 

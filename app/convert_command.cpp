@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
 #include "aigc/checkpoint.h"
 #include "aigc/error.h"
@@ -28,15 +29,22 @@ void add_convert_options(CLI::App* cmd, ConvertArgs& a, const char* type_help) {
 
 void run_convert(const ConvertArgs& a) {
   const std::optional<GgufTypes> type = GgufTypes::from_name(a.type);
-  AIGC_CHECK(type,
-             "--type must be f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m or q5_k_m, got \"" + a.type + "\"");
+  AIGC_CHECK(type, "--type must be f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q5_k, q6_k, q4_k_m or q5_k_m, got \"" +
+                       a.type + "\"");
   auto t0 = std::chrono::steady_clock::now();
   LoadedModel lm = load_model(a.ckpt);
   const std::string name = a.name.empty() ? std::filesystem::path(a.out).stem().string() : a.name;
   save_gguf(a.out, *lm.model, *lm.tokenizer, *type, name);
   double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::fprintf(stderr, "wrote %s: %lld parameters, matrices %s, %.1f MB in %.1fs\n", a.out.c_str(),
-               (long long)lm.model->num_params(), a.type.c_str(), double(std::filesystem::file_size(a.out)) / 1e6, dt);
+  // The types the matrices got: rows that do not fill a type's blocks fall back to another (q8_0 for k-quants).
+  std::map<std::string, int> count;
+  for (const GgufTensorInfo& t : GgufReader(a.out).tensors())
+    if (t.dims.size() == 2) count[ggml_type_info(uint32_t(t.type))->name]++;
+  std::string types;
+  for (const auto& [name, n] : count) types += (types.empty() ? "" : ", ") + std::to_string(n) + " " + name;
+  std::fprintf(stderr, "wrote %s: %lld parameters, %s matrices (%s), %.1f MB in %.1fs\n", a.out.c_str(),
+               (long long)lm.model->num_params(), a.type.c_str(), types.c_str(),
+               double(std::filesystem::file_size(a.out)) / 1e6, dt);
 }
 
 }  // namespace

@@ -421,7 +421,7 @@ TEST_F(Gguf, UnsupportedModelsAreRefusedClearly) {
   GPT g(tiny_gpt(64));
   auto chars = make_char_tokenizer("abc");
   EXPECT_THROW(save_gguf(path("c.gguf"), g, *chars, GgmlType::F32, "c"), Error);
-  // Byte-level BPE with another pre-tokenizer than GPT-2's (Llama-3's) is refused, not encoded with GPT-2's.
+  // Byte-level BPE with a pre-tokenizer aigc does not run (DeepSeek's) is refused, not encoded with GPT-2's.
   {
     auto bpe = train_bpe_tokenizer("aa ab ba bb", 260);
     GPT g260(tiny_gpt(260));
@@ -429,14 +429,14 @@ TEST_F(Gguf, UnsupportedModelsAreRefusedClearly) {
     GgufReader r(path("pre.gguf"));
     GgufWriter w2;
     for (const auto& [k, val] : r.metadata())
-      w2.set(k, k == "tokenizer.ggml.pre" ? GgufValue::of_string("llama-bpe") : val);
+      w2.set(k, k == "tokenizer.ggml.pre" ? GgufValue::of_string("deepseek-llm") : val);
     for (const GgufTensorInfo& t : r.tensors()) w2.add_tensor(t.name, t.type, t.dims, r.data(t), t.nbytes);
     w2.write(path("llama3.gguf"));
     try {
       load_model(path("llama3.gguf"));
-      ADD_FAILURE() << "read a llama-bpe vocabulary with GPT-2's pre-tokenizer";
+      ADD_FAILURE() << "read a deepseek-llm vocabulary with GPT-2's pre-tokenizer";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("tokenizer.ggml.pre \"llama-bpe\" is not supported"), std::string::npos)
+      EXPECT_NE(std::string(e.what()).find("tokenizer.ggml.pre \"deepseek-llm\" is not supported"), std::string::npos)
           << e.what();
     }
   }

@@ -73,6 +73,39 @@ Oracle run_llama_cpp(const fs::path& model, const fs::path& dir, const std::stri
   return o;
 }
 
+std::string fortunes_missing(const fs::path& fortunes) {
+  return fs::exists(fortunes / "computers") && fs::exists(fortunes / "chinese") && fs::exists(fortunes / "wisdom")
+             ? ""
+             : "the Debian fortunes corpora (fortunes, fortunes-zh) are missing";
+}
+
+// Lines of the fortunes' "wisdom" (held out from the vocabularies below) appended to cases until it holds n.
+void add_wisdom_lines(std::vector<std::string>& cases, size_t n) {
+  const std::string w = read_file("/usr/share/games/fortunes/wisdom");
+  size_t at = 0;
+  while (cases.size() < n && at < w.size()) {
+    const size_t nl = w.find('\n', at);
+    const std::string line = w.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+    if (!line.empty() && line != "%") cases.push_back(line);
+    if (nl == std::string::npos) break;
+    at = nl + 1;
+  }
+}
+
+// llama.cpp's ids for each text, tokenizing with the vocabulary of the GGUF file (no BOS, no special tokens).
+std::vector<std::vector<int>> llama_cpp_tokens(const fs::path& file, const fs::path& dir,
+                                               const std::vector<std::string>& cases) {
+  write_file_atomic((dir / "cases.json").string(), nlohmann::json(cases).dump());
+  const fs::path out = dir / "tokenized.json";
+  const std::string cmd = "node \"" + kTool.string() + "\" --package \"" + kLlamaPackage.string() + "\" --model \"" +
+                          file.string() + "\" --tokenize-file \"" + (dir / "cases.json").string() + "\" > \"" +
+                          out.string() + "\"";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const auto j = nlohmann::json::parse(read_file(out.string()), nullptr, false);
+  return j.is_object() && j.contains("tokenized") ? j["tokenized"].get<std::vector<std::vector<int>>>()
+                                                  : std::vector<std::vector<int>>{};
+}
+
 // log_softmax of logits (T, V) as doubles.
 std::vector<std::vector<double>> log_probs(const Tensor& logits) {
   const int64_t T = logits.size(1), V = logits.size(2);
@@ -290,10 +323,7 @@ TEST(LlamaCpp, TokenizesLikeLlamaCppWhereCommaKeyedRanksWouldDiffer) {
 TEST(LlamaCpp, TokenizesSentencePieceVocabulariesAsLlamaCpp) {
   AIGC_NEEDS("node-llama-cpp", oracle_missing());
   const fs::path fortunes = "/usr/share/games/fortunes";
-  AIGC_NEEDS("fortunes",
-             fs::exists(fortunes / "computers") && fs::exists(fortunes / "chinese") && fs::exists(fortunes / "wisdom")
-                 ? ""
-                 : "the Debian fortunes corpora (fortunes, fortunes-zh) are missing");
+  AIGC_NEEDS("fortunes", fortunes_missing(fortunes));
   auto chars_of = [](const std::string& w) {
     std::vector<std::string> out;
     for (size_t i = 0; i < w.size();) {
@@ -372,30 +402,15 @@ TEST(LlamaCpp, TokenizesSentencePieceVocabulariesAsLlamaCpp) {
 
   // The texts: held-out fortune lines, and what a tokenizer's edges are made of.
   std::vector<std::string> cases = {kPrompt, " leading", "trailing ", "  two  spaces  ", "\n", "a\nb", "x", "🙂🙂"};
-  {
-    const std::string w = read_file((fortunes / "wisdom").string());
-    size_t at = 0;
-    while (cases.size() < 300 && at < w.size()) {
-      const size_t nl = w.find('\n', at);
-      const std::string line = w.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
-      if (!line.empty() && line != "%") cases.push_back(line);
-      if (nl == std::string::npos) break;
-      at = nl + 1;
-    }
-  }
+  add_wisdom_lines(cases, 300);
   GPTConfig c = GPTConfig::llama_style();
   c.n_layer = 1, c.n_head = 2, c.n_kv_head = 1, c.n_embd = 32, c.n_hidden = 64, c.block_size = 64;
   c.vocab_size = int64_t(v.tokens.size()) + 3;  // padded: placeholders past the tokenizer's tokens
   GPT m(c);
   const fs::path dir = aigc::testing::fresh_temp_dir("aigc_llama_spm");
-  const fs::path file = dir / "spm.gguf", out = dir / "tokenized.json";
+  const fs::path file = dir / "spm.gguf";
   save_gguf(file.string(), m, *tok, GgmlType::F32, "spm");
-  write_file_atomic((dir / "cases.json").string(), nlohmann::json(cases).dump());
-  const std::string cmd = "node \"" + kTool.string() + "\" --package \"" + kLlamaPackage.string() + "\" --model \"" +
-                          file.string() + "\" --tokenize-file \"" + (dir / "cases.json").string() + "\" > \"" +
-                          out.string() + "\"";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  const auto theirs = nlohmann::json::parse(read_file(out.string()))["tokenized"].get<std::vector<std::vector<int>>>();
+  const auto theirs = llama_cpp_tokens(file, dir, cases);
   ASSERT_EQ(theirs.size(), cases.size());
   const LoadedModel back = load_model(file.string());
   ASSERT_EQ(back.tokenizer->kind(), "hf");
@@ -413,5 +428,83 @@ TEST(LlamaCpp, TokenizesSentencePieceVocabulariesAsLlamaCpp) {
   EXPECT_GT(merged, 2000) << "the vocabulary should join most characters into longer pieces";
   std::printf("[ llama.cpp ] SentencePiece vocabulary of %zu tokens: %zu texts, %d tokenized apart\n", v.tokens.size(),
               cases.size(), mismatches);
+  fs::remove_all(dir);
+}
+
+// Byte-level BPE vocabularies under the pre-tokenizers of Llama 3 ("llama-bpe": contractions in any case, digits in
+// threes, whole words found in the vocabulary taken as they are), Qwen2 ("qwen2": digits one at a time) and SmolLM
+// ("smollm": digits one at a time, then GPT-2's regex): a vocabulary trained here, with two control tokens after it,
+// written to GGUF under each name. llama.cpp and aigc tokenize the same texts from the file, and aigc reads the
+// file back to the same tokenizer.
+TEST(LlamaCpp, TokenizesByteLevelVocabulariesAsLlamaCpp) {
+  AIGC_NEEDS("node-llama-cpp", oracle_missing());
+  const fs::path fortunes = "/usr/share/games/fortunes";
+  AIGC_NEEDS("fortunes", fortunes_missing(fortunes));
+  std::string corpus = read_file((fortunes / "computers").string());
+  corpus += read_file((fortunes / "chinese").string()).substr(0, 30000);
+  corpus += " 2024 1999 31415926 it's IT'S we'll WE'LL I'm I'M don't DON'T\r\n";
+  const auto trained = nlohmann::json::parse(train_bpe_tokenizer(corpus, 1500)->to_json());
+  std::vector<std::string> cases = {kPrompt,
+                                    "IT'S WE'LL I'M THEY'RE YOU'VE HE'D Tom's",
+                                    "1234567 12 3.14159 2024-12-07 x1y22z333",
+                                    "  two  spaces  ",
+                                    "a\n\nb",
+                                    "line\r\nbreak \r\n",
+                                    "tab\tand\t\ttabs",
+                                    "x  \n  y",
+                                    "trailing   ",
+                                    "!!!???...,,,",
+                                    "日本語のテキスト 中文",
+                                    "🙂🙂 emoji"};
+  add_wisdom_lines(cases, 200);
+  const fs::path dir = aigc::testing::fresh_temp_dir("aigc_llama_byte_level");
+  for (const std::string& pre : byte_level_pre_names()) {
+    SCOPED_TRACE(pre);
+    ByteLevelVocab v;
+    v.tokens = trained["vocab"].get<std::vector<std::string>>();
+    v.merges = trained["merges"].get<std::vector<std::string>>();
+    v.types.assign(v.tokens.size(), 1);
+    v.bos = int(v.tokens.size()), v.eos = int(v.tokens.size()) + 1;
+    for (const char* t : {"<|begin_of_text|>", "<|end_of_text|>"}) v.tokens.push_back(t), v.types.push_back(3);
+    v.pre = pre;
+    v.add_bos = pre == "llama-bpe";
+    const std::unique_ptr<Tokenizer> tok = tokenizer_from_byte_level(v);
+    const std::optional<ByteLevelVocab> again = byte_level_vocab_of(*tok);
+    ASSERT_TRUE(again.has_value());
+    EXPECT_EQ(again->pre, pre);
+    EXPECT_EQ(again->tokens, v.tokens);
+    EXPECT_EQ(again->types, v.types);
+    EXPECT_EQ(again->merges, v.merges);
+
+    GPTConfig c = GPTConfig::llama_style();
+    c.n_layer = 1, c.n_head = 2, c.n_kv_head = 1, c.n_embd = 32, c.n_hidden = 64, c.block_size = 64;
+    c.vocab_size = int64_t(v.tokens.size());
+    GPT m(c);
+    const fs::path file = dir / (pre + ".gguf");
+    save_gguf(file.string(), m, *tok, GgmlType::F32, "byte-level");
+    EXPECT_EQ(GgufReader(file.string()).get_string("tokenizer.ggml.pre"), pre);
+    const auto theirs = llama_cpp_tokens(file, dir, cases);
+    ASSERT_EQ(theirs.size(), cases.size());
+    const LoadedModel back = load_model(file.string());
+    EXPECT_EQ(back.tokenizer->prefix_ids(), pre == "llama-bpe" ? std::vector<int>{*v.bos} : std::vector<int>{});
+    EXPECT_EQ(back.tokenizer->eos_id(), v.eos);
+    int mismatches = 0;
+    size_t tokens = 0, bytes = 0;
+    for (size_t i = 0; i < cases.size(); i++) {
+      const std::vector<int> ours = tok->encode(cases[i]);
+      tokens += ours.size(), bytes += cases[i].size();
+      if (ours != theirs[i] && ++mismatches <= 5)
+        ADD_FAILURE() << "llama.cpp tokenizes \"" << cases[i] << "\" apart: " << nlohmann::json(ours).dump() << " vs "
+                      << nlohmann::json(theirs[i]).dump();
+      EXPECT_EQ(back.tokenizer->encode(cases[i]), ours) << "the vocabulary read back from GGUF: \"" << cases[i] << "\"";
+      EXPECT_EQ(tok->decode_text(ours), cases[i]);
+    }
+    EXPECT_EQ(mismatches, 0) << cases.size() << " texts";
+    EXPECT_LT(double(tokens), 0.6 * double(bytes)) << "the vocabulary should join most bytes into longer tokens";
+    std::printf(
+        "[ llama.cpp ] byte-level vocabulary of %zu tokens, pre-tokenizer %s: %zu texts (%zu tokens), %d "
+        "tokenized apart\n",
+        v.tokens.size(), pre.c_str(), cases.size(), tokens, mismatches);
+  }
   fs::remove_all(dir);
 }

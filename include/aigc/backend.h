@@ -53,7 +53,7 @@ class Backend {
   // The same product with weights stored as bf16 (inference only).
   virtual void linear_forward_bf16w(float* out, const float* inp, const uint16_t* w, const float* bias, int64_t N,
                                     int64_t C_in, int64_t C_out) = 0;
-  // The same product with weights in ggml's Q8_0 or Q4_0 blocks (wtype; aigc/quant.h), C_in a multiple of 32, as
+  // The same product with weights in ggml's Q8_0, Q4_0 or Q4_1 blocks (wtype; aigc/quant.h), C_in a multiple of 32, as
   // llama.cpp computes it: each input row is first quantized to Q8_0 blocks (quantize_activation_block), then
   // every pair of blocks adds
   // d_w d_x sum(q_w q_x), the sum exact in integers (inference only). wlayout: Plain (ggml's rows of blocks) or

@@ -35,7 +35,8 @@ struct GgufTypes {
   GgufTypes(GgmlType matrices, bool medium = false) : matrices(matrices), medium(medium) {}
   GgmlType matrices;
   bool medium;
-  // "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m" (any case); nullopt otherwise.
+  // "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m" ("q4_k_s" and "q5_k_s"
+  // are q4_k and q5_k; any case); nullopt otherwise.
   static std::optional<GgufTypes> from_name(const std::string& name);
 };
 
@@ -43,8 +44,9 @@ struct GgufTypes {
 // writes matrices as `types` says (a matrix whose rows do not fit its type's blocks falls back to q8_0 for a
 // k-quant, else f16) and vectors as f32; the tokenizer must be byte-level BPE, bytes, or a SentencePiece-form
 // Hugging Face one. load_gguf_model converts every tensor to f32, except, with inference_only, the matrices in
-// the file's bf16 / q8_0 / q4_0 type, which stay as they are, and k-quant matrices, which become q8_0 blocks
-// (load_model); aigc runs k-quant files as q8_0.
+// the file's bf16 / q8_0 / q4_0 / q4_1 type, which stay as they are (load_model). A file with k-quant matrices
+// runs Q4_K ones as Q4_1 blocks and Q5_K / Q6_K ones as q8_0 (each converted from the file's bytes, with or without
+// inference_only), and its q8_0 ones as they are.
 void save_gguf(const std::string& path, GPT& model, const Tokenizer& tokenizer, GgufTypes types,
                const std::string& name);
 LoadedModel load_gguf_model(const std::string& path, bool inference_only = false);

@@ -121,7 +121,7 @@ class GgufReader {
   std::vector<float> get_floats(const std::string& key) const;  // finite
   std::optional<bool> get_bool_opt(const std::string& key) const;
 
-  // A tensor as float (F32, F16, BF16, Q8_0, Q4_0 are converted), after checking its dims are exactly
+  // A tensor as float (every type above is converted), after checking its dims are exactly
   // expected_dims (ggml order). Errors name the file and tensor.
   void read_f32_into(const std::string& name, float* dst, const std::vector<int64_t>& expected_dims) const;
 

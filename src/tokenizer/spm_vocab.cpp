@@ -64,14 +64,7 @@ std::unique_ptr<Tokenizer> tokenizer_from_spm(const SpmVocab& v) {
     vocab[t] = i;
     // Control tokens (<s>, </s>, chat markers) and user-defined ones are matched whole in the text, as Hugging
     // Face's added tokens are; only control ones are special.
-    if (type(i) == 3 || type(i) == 4)
-      added.push_back({{"id", i},
-                       {"content", t},
-                       {"special", type(i) == 3},
-                       {"normalized", false},
-                       {"lstrip", false},
-                       {"rstrip", false},
-                       {"single_word", false}});
+    if (type(i) == 3 || type(i) == 4) added.push_back(tok::hf_added_token(i, t, type(i) == 3));
   }
 
   // Merges: every token of two or more characters (of any type, as llama.cpp looks joined text up among all of
@@ -123,6 +116,26 @@ std::unique_ptr<Tokenizer> tokenizer_from_spm(const SpmVocab& v) {
   return tokenizer_from_json(json{{"kind", "hf"}, {"tokenizer", tokenizer.dump()}, {"config", config}}.dump());
 }
 
+void tok::hf_tokens(const json& tokenizer, std::vector<std::string>& tokens, std::vector<int32_t>& types) {
+  const json& vocab = tokenizer["model"]["vocab"];
+  const json added = tokenizer.value("added_tokens", json::array());
+  size_t n = vocab.size();
+  for (const json& a : added) n = std::max(n, a["id"].get<size_t>() + 1);
+  tokens.assign(n, std::string());
+  types.assign(n, 1);
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) tokens[it->get<size_t>()] = it.key();
+  for (const json& a : added) {
+    const size_t id = a["id"].get<size_t>();
+    tokens[id] = a["content"].get<std::string>();
+    types[id] = a.value("special", false) ? 3 : 4;
+  }
+}
+
+json tok::hf_added_token(size_t id, const std::string& content, bool special) {
+  return {{"id", id},        {"content", content}, {"special", special},  {"normalized", false},
+          {"lstrip", false}, {"rstrip", false},    {"single_word", false}};
+}
+
 std::optional<SpmVocab> spm_vocab_of(const Tokenizer& tok) {
   if (tok.kind() != "hf") return std::nullopt;
   const json j = json::parse(tok.to_json());
@@ -145,17 +158,8 @@ std::optional<SpmVocab> spm_vocab_of(const Tokenizer& tok) {
 
   SpmVocab v;
   v.add_space_prefix = prepend;
-  const json& vocab = m["vocab"];
-  size_t n = vocab.size();
-  for (const json& a : t.value("added_tokens", json::array())) n = std::max(n, a["id"].get<size_t>() + 1);
-  v.tokens.assign(n, std::string());
-  v.types.assign(n, 1);
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) v.tokens[it->get<size_t>()] = it.key();
-  for (const json& a : t.value("added_tokens", json::array())) {
-    const size_t id = a["id"].get<size_t>();
-    v.tokens[id] = a["content"].get<std::string>();
-    v.types[id] = a.value("special", false) ? 3 : 4;
-  }
+  tok::hf_tokens(t, v.tokens, v.types);
+  const size_t n = v.tokens.size();
   for (size_t i = 0; i < n; i++)
     if (v.types[i] == 1 && is_byte_token(v.tokens[i])) v.types[i] = 6;
   // Scores that rank the merges as the list (or merge_ranks) does: a token's score is minus the rank of the first

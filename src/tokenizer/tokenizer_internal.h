@@ -96,5 +96,10 @@ std::unique_ptr<Tokenizer> bpe_from_texts(const std::vector<std::string>& vocab_
 // ---- Hugging Face tokenizer.json (hf_tokenizer.cpp) ----
 // The "hf" kind of tokenizer_from_json(): {"kind": "hf", "tokenizer": tokenizer.json's text, "config": {...}}.
 std::unique_ptr<Tokenizer> hf_from_json(const nlohmann::json& j);
+// A tokenizer.json's tokens by id (model.vocab, then added_tokens) and llama.cpp's token types: 1 normal, 3 for
+// special added tokens, 4 for the other added ones.
+void hf_tokens(const nlohmann::json& tokenizer, std::vector<std::string>& tokens, std::vector<int32_t>& types);
+// An added_tokens entry matched whole in raw text (not normalized, not stripped).
+nlohmann::json hf_added_token(size_t id, const std::string& content, bool special);
 
 }  // namespace aigc::tok

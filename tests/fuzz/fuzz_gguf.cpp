@@ -15,6 +15,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,18 @@ std::vector<std::string> seeds() {
   const std::string p = (dir / "llama_spm.gguf").string();
   save_gguf(p, lm, *tokenizer_from_spm(v), GgmlType::Q8_0, "seed");
   out.push_back(read_file(p));
+  // Byte-level BPE under Llama 3's pre-tokenizer, with a control token after the vocabulary.
+  {
+    const nlohmann::json bpe = nlohmann::json::parse(tok->to_json());
+    ByteLevelVocab b;
+    b.tokens = bpe["vocab"].get<std::vector<std::string>>(), b.merges = bpe["merges"].get<std::vector<std::string>>();
+    b.types.assign(b.tokens.size(), 1);
+    b.tokens.push_back("<|begin_of_text|>"), b.types.push_back(3);
+    b.bos = int(b.tokens.size()) - 1, b.add_bos = true, b.pre = "llama-bpe";
+    const std::string bp = (dir / "llama3.gguf").string();
+    save_gguf(bp, m, *tokenizer_from_byte_level(b), GgmlType::Q8_0, "seed");
+    out.push_back(read_file(bp));
+  }
   // k-quants (Q4_K and Q6_K; ffn_down's rows of 320 fall back to Q8_0): rows of whole 256-value super-blocks.
   lc.n_embd = 256, lc.n_hidden = 320, lc.vocab_size = 256;
   GPT kq(lc);

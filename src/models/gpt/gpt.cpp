@@ -126,8 +126,10 @@ void GPT::set_inference_blocks(DType dtype, const std::function<FileBlocks(const
                  "set_inference_blocks: " + name + " has " + std::to_string(b.back().bytes.size()) + " bytes");
       same = same && !b.back().bytes.empty() && d == b[0].dtype;
     }
-    if (!same && ws.size() > 1) return Tensor();   // mixed types (or some f32): each runs apart, in its own
-    if (!same) return convert_weights(ws, dtype);  // the f32 values the loader read
+    bool none = true;  // all f32: joined in dtype, as set_inference_dtype would
+    for (const FileBlocks& f : b) none = none && f.bytes.empty();
+    if (none) return convert_weights(ws, dtype);
+    if (!same) return Tensor();  // mixed types (or some f32): each runs apart, in its own
     std::string bytes;
     int64_t rows = 0;
     for (size_t i = 0; i < ws.size(); i++) bytes += b[i].bytes, rows += ws[i].size(0);
