@@ -54,7 +54,8 @@ TEST(KQuants, EachTypeDecodesFinerWithEachBit) {
   const std::vector<float> x = weight_like(256 * 48, 1);
   std::vector<float> back;
   std::map<std::string, double> err;
-  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0}) {
+  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q5_K, GgmlType::Q6_K,
+                     GgmlType::Q8_0}) {
     const std::string name = ggml_type_info(uint32_t(t))->name;
     err[name] = rms_error(t, x, back);
     std::printf("[ k-quants ] %s: rms error %.4f of the values' rms\n", name.c_str(), err[name]);
@@ -62,7 +63,9 @@ TEST(KQuants, EachTypeDecodesFinerWithEachBit) {
     for (int i = 544; i < 576; i++) EXPECT_NEAR(back[size_t(i)], 0.25f, 0.25f * 0.03f) << name << " " << i;
     for (int i = 512; i < 544; i++) EXPECT_GT(back[size_t(i)], 0.5f) << name << " " << i;
   }
-  // Measured 0.098, 0.077, 0.039, 0.021 and 0.0063 (Q4_0, Q4_K, Q5_K, Q6_K, Q8_0).
+  // Measured 0.098, 0.077, 0.049, 0.039, 0.039, 0.021 and 0.0063 (Q4_0, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0).
+  EXPECT_LT(err["q5_0"], 0.6 * err["q4_0"]);
+  EXPECT_LT(err["q5_1"], err["q5_0"]);
   EXPECT_LT(err["q4_k"], 0.85 * err["q4_0"]);
   EXPECT_LT(err["q5_k"], 0.6 * err["q4_k"]);
   EXPECT_LT(err["q6_k"], 0.6 * err["q5_k"]);

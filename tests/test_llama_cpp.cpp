@@ -178,11 +178,11 @@ void check_against_llama_cpp(GPT& m, const char* arch, const std::vector<Case>& 
     if (type == "q4_0" || (type == "q8_0" && std::string(arch) == "llama")) {
       EXPECT_LE(worst, weights_effect / 10);
     }
-    // k-quants: aigc runs them as q8_0, llama.cpp with activations in 8-bit blocks of 256, so neither runs the
-    // other's arithmetic. The file's own values in f32 must then agree with llama.cpp far closer than the
-    // k-quant's rounding moves the log-probabilities (measured 3-11x closer; a misread scale or bit moves
-    // them by about as much as the rounding, or more).
-    if (type.find("_k") != std::string::npos) {
+    // k-quants, q5_0 and q5_1: aigc runs them as q4_1 or q8_0, llama.cpp with its own kernels (k-quants with
+    // activations in 8-bit blocks of 256), so neither runs the other's arithmetic. The file's own values in f32
+    // must then agree with llama.cpp far closer than the type's rounding moves the log-probabilities (measured
+    // 3-11x closer; a misread scale or bit moves them by about as much as the rounding, or more).
+    if (type.find("_k") != std::string::npos || type.rfind("q5_", 0) == 0) {
       lm.model->set_inference_dtype(DType::F32);
       const auto lpf = log_probs(lm.model->forward(Tensor::from_ints(seq, {1, int64_t(seq.size())})));
       double values_worst = 0;
@@ -259,7 +259,12 @@ TEST(LlamaCpp, ReadsAigcKQuantFilesAndAgreesOnLogitsAndGreedyText) {
                        // activations alone then move log-probabilities by 1-2)
   // Measured 0.022, 0.026, 0.021 (the file's values in f32: 0.018, 0.016, 0.015; llama.cpp's q8_0 file against
   // aigc's f32 values of it: 0.010).
-  check_against_llama_cpp(m, "llama", {{"q4_k", "f32", 0.06}, {"q5_k_m", "f32", 0.08}, {"q6_k", "f32", 0.06}});
+  check_against_llama_cpp(m, "llama",
+                          {{"q4_k", "f32", 0.06},
+                           {"q5_k_m", "f32", 0.08},
+                           {"q6_k", "f32", 0.06},
+                           {"q5_0", "f32", 0.08},
+                           {"q5_1", "f32", 0.08}});
 }
 
 // Merge semantics on vocabularies made to break them: pairs around commas (the npm gpt-3-encoder keys ranks by

@@ -22,13 +22,16 @@ namespace aigc {
 
 // The tensor element types aigc reads and writes, with ggml's ids. Quantized types pack blocks of elements along
 // dims[0]: Q8_0 (32 int8 and an fp16 scale), Q4_0 (32 4-bit values and an fp16 scale), Q4_1 (Q4_0 with an fp16
-// minimum), and the k-quants Q4_K,
+// minimum), Q5_0 / Q5_1 (the same with a fifth bit per value; llama.cpp's fallback for k-quant rows that are not
+// whole super-blocks), and the k-quants Q4_K,
 // Q5_K, Q6_K (super-blocks of 256 values with quantized sub-block scales; src/io/kquants.cpp).
 enum class GgmlType : uint32_t {
   F32 = 0,
   F16 = 1,
   Q4_0 = 2,
   Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
   Q8_0 = 8,
   Q4_K = 12,
   Q5_K = 13,
@@ -42,9 +45,11 @@ struct GgmlTypeInfo {
 };
 // nullopt for a type id aigc does not know (the error then names the id).
 std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type);
-// "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k"
+// "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"
 std::optional<GgmlType> ggml_type_from_name(const std::string& name);
 bool is_kquant(GgmlType type);
+// Types aigc reads and writes but runs as another (k-quants, Q5_0, Q5_1): their matrices are converted on load.
+bool runs_converted(GgmlType type);
 
 // A metadata value. Arrays hold elements of one type (arrays of arrays are allowed, up to 4 deep).
 enum class GgufKind : uint32_t {

@@ -102,6 +102,10 @@ uint32_t file_type(GgmlType t) {
       return 2;
     case GgmlType::Q4_1:
       return 3;
+    case GgmlType::Q5_0:
+      return 8;
+    case GgmlType::Q5_1:
+      return 9;
     case GgmlType::Q8_0:
       return 7;
     case GgmlType::BF16:
@@ -465,13 +469,13 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   // A file with any k-quant matrix: rows that are not whole super-blocks fall back to q8_0, so even attn_q may not
   // be one (the SmolLM shapes), and its q8_0 matrices run as its blocks too.
   bool kquant_file = false;
-  for (const GgufTensorInfo& t : g.tensors()) kquant_file = kquant_file || is_kquant(t.type);
+  for (const GgufTensorInfo& t : g.tensors()) kquant_file = kquant_file || runs_converted(t.type);
   auto run_type = [](GgmlType t) {
-    return t == GgmlType::Q4_K                   ? DType::Q4_1
-           : is_kquant(t) || t == GgmlType::Q8_0 ? DType::Q8_0
-           : t == GgmlType::Q4_0                 ? DType::Q4_0
-           : t == GgmlType::Q4_1                 ? DType::Q4_1
-                                                 : DType::BF16;
+    return t == GgmlType::Q4_K                        ? DType::Q4_1
+           : runs_converted(t) || t == GgmlType::Q8_0 ? DType::Q8_0
+           : t == GgmlType::Q4_0                      ? DType::Q4_0
+           : t == GgmlType::Q4_1                      ? DType::Q4_1
+                                                      : DType::BF16;
   };
   const bool blocky =
       kquant_file || mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0 || mt == GgmlType::Q4_1 || mt == GgmlType::BF16;
@@ -482,7 +486,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
     if (!blocky || p.value.dim() != 2 || (name == "token_embd.weight" && !head) || name == "position_embd.weight")
       return nullptr;
     const GgufTensorInfo* t = g.find(name);
-    const bool usable = t && (t->type == mt || (kquant_file && (is_kquant(t->type) || t->type == GgmlType::Q8_0)));
+    const bool usable = t && (t->type == mt || (kquant_file && (runs_converted(t->type) || t->type == GgmlType::Q8_0)));
     return usable && t->dims == ggml_dims(p.value.shape()) ? t : nullptr;
   };
   lm.model = std::make_unique<GPT>(c, false);  // every parameter is read below, or taken as blocks
@@ -514,7 +518,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
         std::string bytes;
         if (t->type == GgmlType::Q4_K) {
           bytes = q4_k_to_q4_1(g.data(*t), p.value.numel());
-        } else if (is_kquant(t->type)) {  // its values, in q8_0 blocks
+        } else if (runs_converted(t->type)) {  // its values, in q8_0 blocks
           std::vector<float> v(size_t(p.value.numel()));
           dequantize(t->type, g.data(*t), v.data(), p.value.numel());
           if (heads) v = permute_rope_rows(v.data(), heads, c.head_size(), p.value.size(1), false);

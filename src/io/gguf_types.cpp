@@ -25,6 +25,10 @@ std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type) {
       return GgmlTypeInfo{"q4_0", 32, 18};
     case GgmlType::Q4_1:
       return GgmlTypeInfo{"q4_1", 32, 20};
+    case GgmlType::Q5_0:
+      return GgmlTypeInfo{"q5_0", 32, 22};
+    case GgmlType::Q5_1:
+      return GgmlTypeInfo{"q5_1", 32, 24};
     case GgmlType::Q4_K:
       return GgmlTypeInfo{"q4_k", 256, 144};
     case GgmlType::Q5_K:
@@ -37,7 +41,7 @@ std::optional<GgmlTypeInfo> ggml_type_info(uint32_t type) {
 
 std::optional<GgmlType> ggml_type_from_name(const std::string& name) {
   for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1,
-                     GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
+                     GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
     if (name == ggml_type_info(uint32_t(t))->name) return t;
   return std::nullopt;
 }
@@ -114,6 +118,68 @@ int64_t GgufTensorInfo::numel() const {
 
 namespace {
 
+// Q5_0 and Q5_1: Q4_0 and Q4_1 with a fifth bit for each value, bit j of qh (little-endian) for value j. Q5_0:
+// value = d (q - 16), d = m / -16 for the value m of largest magnitude; Q5_1: value = d q + min, d = range / 31.
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+struct BlockQ5_1 {
+  uint16_t d, m;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "ggml's block sizes");
+
+int five_floor(float v) { return v >= 0.0f ? int(std::min(v, 31.0f)) : 0; }  // NaN-safe, as nibble_floor
+
+template <typename Block>
+void pack5(Block& b, const int* q) {
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; j++) {
+    b.qs[j] = uint8_t((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+    qh |= uint32_t(q[j] >> 4) << j | uint32_t(q[j + 16] >> 4) << (j + 16);
+  }
+  std::memcpy(b.qh, &qh, 4);
+}
+template <typename Block>
+void unpack5(const Block& b, int* q) {
+  uint32_t qh;
+  std::memcpy(&qh, b.qh, 4);
+  for (int j = 0; j < 16; j++)
+    q[j] = (b.qs[j] & 0xF) | int((qh >> j) & 1) << 4, q[j + 16] = (b.qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
+}
+
+void quantize_block(const float* x, BlockQ5_0& b) {
+  float amax = 0, m = 0;
+  for (int j = 0; j < 32; j++)
+    if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), m = x[j];
+  const float d = m / -16.0f, id = d ? 1.0f / d : 0.0f;
+  b.d = io::f32_to_f16(d);
+  int q[32];
+  for (int j = 0; j < 32; j++) q[j] = five_floor(x[j] * id + 16.5f);
+  pack5(b, q);
+}
+void quantize_block(const float* x, BlockQ5_1& b) {
+  const float lo = *std::min_element(x, x + 32), hi = *std::max_element(x, x + 32);
+  const float d = (hi - lo) / 31.0f, id = d ? 1.0f / d : 0.0f;
+  b.d = io::f32_to_f16(d), b.m = io::f32_to_f16(lo);
+  int q[32];
+  for (int j = 0; j < 32; j++) q[j] = five_floor((x[j] - lo) * id + 0.5f);
+  pack5(b, q);
+}
+void dequantize_block(const BlockQ5_0& b, float* y) {
+  int q[32];
+  unpack5(b, q);
+  for (int j = 0; j < 32; j++) y[j] = io::f16_to_f32(b.d) * float(q[j] - 16);
+}
+void dequantize_block(const BlockQ5_1& b, float* y) {
+  int q[32];
+  unpack5(b, q);
+  for (int j = 0; j < 32; j++) y[j] = io::f16_to_f32(b.d) * float(q[j]) + io::f16_to_f32(b.m);
+}
+
 template <typename Block>
 std::string quantize_blocks(const float* x, int64_t n, const char* name) {
   AIGC_CHECK(n % kQuantBlock == 0, std::string(name) + ": the row length must be a multiple of 32");
@@ -159,6 +225,12 @@ void dequantize(GgmlType type, const uint8_t* src, float* dst, int64_t n) {
     case GgmlType::Q4_1:
       dequantize_blocks<BlockQ4_1>(src, dst, n);
       return;
+    case GgmlType::Q5_0:
+      dequantize_blocks<BlockQ5_0>(src, dst, n);
+      return;
+    case GgmlType::Q5_1:
+      dequantize_blocks<BlockQ5_1>(src, dst, n);
+      return;
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::Q6_K:
@@ -187,6 +259,10 @@ std::string convert_from_f32(GgmlType type, const float* x, int64_t n) {
       return quantize_q4_0(x, n);
     case GgmlType::Q4_1:
       return quantize_blocks<BlockQ4_1>(x, n, "q4_1");
+    case GgmlType::Q5_0:
+      return quantize_blocks<BlockQ5_0>(x, n, "q5_0");
+    case GgmlType::Q5_1:
+      return quantize_blocks<BlockQ5_1>(x, n, "q5_1");
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::Q6_K:

@@ -222,6 +222,8 @@ std::string q4_k_to_q4_1(const uint8_t* src, int64_t n) {
   return out;
 }
 
+bool runs_converted(GgmlType type) { return is_kquant(type) || type == GgmlType::Q5_0 || type == GgmlType::Q5_1; }
+
 bool is_kquant(GgmlType type) { return type == GgmlType::Q4_K || type == GgmlType::Q5_K || type == GgmlType::Q6_K; }
 
 std::string quantize_kquant(GgmlType type, const float* x, int64_t n) {

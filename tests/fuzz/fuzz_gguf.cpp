@@ -5,7 +5,7 @@
 //
 // Two drivers, one target (as fuzz_http.cpp):
 //  - clang with -fsanitize=fuzzer: libFuzzer calls LLVMFuzzerTestOneInput.
-//  - otherwise: the main() below mutates valid files (a tiny GPT with a BPE vocabulary, in f32, bf16, q8_0 and q4_0,
+//  - otherwise: the main() below mutates valid files (a tiny GPT with a BPE vocabulary, in f32, bf16, q8_0, q4_0, q5_1,
 //    a tiny llama with a SentencePiece vocabulary in q8_0, and a llama in the q4_k_m mix of k-quants):
 //      aigc_fuzz_gguf [EXECUTIONS] [SEED]     (prints executions, accepted, executions/s)
 #include <chrono>
@@ -66,7 +66,7 @@ std::vector<std::string> seeds() {
   m.init_weights(1);
   auto tok = train_bpe_tokenizer("aa ab ba bb, aa ab; 12 123", 262);
   std::vector<std::string> out;
-  for (const char* type : {"f32", "bf16", "q8_0", "q4_0"}) {
+  for (const char* type : {"f32", "bf16", "q8_0", "q4_0", "q5_1"}) {
     const std::string p = (dir / (std::string(type) + ".gguf")).string();
     save_gguf(p, m, *tok, *ggml_type_from_name(type), "seed");
     out.push_back(read_file(p));
