@@ -41,9 +41,9 @@ inline void quantize_block(const float* x, BlockQ8_0& b) {
   for (int j = 0; j < 32; j++) b.qs[j] = int8_t(std::lround(x[j] * id));
 }
 
-// floor(v) as a nibble: clamped to 0..15 before the conversion, so NaN (from NaN or infinite weights) or huge values
-// never reach an out-of-range float-to-int conversion (undefined behaviour).
-inline int nibble_floor(float v) { return v >= 0.0f ? int(std::min(v, 15.0f)) : 0; }
+// floor(v) clamped to 0..top (a 4- or 5-bit level) before the conversion, so NaN (from NaN or infinite weights) or
+// huge values never reach an out-of-range float-to-int conversion (undefined behaviour).
+inline int floor_to(float v, int top) { return v >= 0.0f ? int(std::min(v, float(top))) : 0; }
 
 inline void quantize_block(const float* x, BlockQ4_0& b) {
   float amax = 0, m = 0;
@@ -52,7 +52,7 @@ inline void quantize_block(const float* x, BlockQ4_0& b) {
   const float d = m / -8.0f, id = d ? 1.0f / d : 0.0f;
   b.d = io::f32_to_f16(d);
   for (int j = 0; j < 16; j++)
-    b.qs[j] = uint8_t(nibble_floor(x[j] * id + 8.5f) | (nibble_floor(x[j + 16] * id + 8.5f) << 4));
+    b.qs[j] = uint8_t(floor_to(x[j] * id + 8.5f, 15) | (floor_to(x[j + 16] * id + 8.5f, 15) << 4));
 }
 
 inline void quantize_block(const float* x, BlockQ4_1& b) {
@@ -60,7 +60,7 @@ inline void quantize_block(const float* x, BlockQ4_1& b) {
   const float d = (hi - lo) / 15.0f, id = d ? 1.0f / d : 0.0f;
   b.d = io::f32_to_f16(d), b.m = io::f32_to_f16(lo);
   for (int j = 0; j < 16; j++)
-    b.qs[j] = uint8_t(nibble_floor((x[j] - lo) * id + 0.5f) | (nibble_floor((x[j + 16] - lo) * id + 0.5f) << 4));
+    b.qs[j] = uint8_t(floor_to((x[j] - lo) * id + 0.5f, 15) | (floor_to((x[j + 16] - lo) * id + 0.5f, 15) << 4));
 }
 
 // An input row's block, as the kernels quantize activations: Q8_0 with llama.cpp's x86 arithmetic (the inverse

@@ -120,6 +120,11 @@ uint32_t file_type(GgmlType t) {
   return 0;
 }
 
+// Whether a ggml tensor name is the output head: output.weight, or the token embedding when tied.
+bool is_head(const std::string& name, const GPTConfig& c) {
+  return name == "output.weight" || (name == "token_embd.weight" && c.tie_embeddings);
+}
+
 // llama.cpp's "_M" recipe spends 6 bits on attn_v and ffn_down in the first and last eighth of the layers and in
 // every third layer between.
 bool more_bits_layer(int64_t layer, int64_t n_layer) {
@@ -290,8 +295,8 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgufTy
     const Tensor& t = p.value;
     // Matrices take the requested type (when their rows fit its blocks); vectors stay f32, as in llama.cpp.
     const std::string gname = ggml_name(p.name);
-    const bool head = gname == "output.weight" || (gname == "token_embd.weight" && c.tie_embeddings);
-    const GgmlType tt = t.dim() == 2 ? matrix_type(matrix_types, gname, t.size(1), c.n_layer, head) : GgmlType::F32;
+    const GgmlType tt =
+        t.dim() == 2 ? matrix_type(matrix_types, gname, t.size(1), c.n_layer, is_head(gname, c)) : GgmlType::F32;
     std::vector<float> permuted;
     const float* data = t.f32();
     if (const int64_t heads = rope_heads(p.name, c)) {
@@ -482,8 +487,8 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   const DType qt = run_type(mt);
   auto blocks_of = [&](const Param& p) -> const GgufTensorInfo* {
     const std::string name = ggml_name(p.name);
-    const bool head = name == "output.weight" || (name == "token_embd.weight" && c.tie_embeddings);
-    if (!blocky || p.value.dim() != 2 || (name == "token_embd.weight" && !head) || name == "position_embd.weight")
+    if (!blocky || p.value.dim() != 2 || (name == "token_embd.weight" && !is_head(name, c)) ||
+        name == "position_embd.weight")
       return nullptr;
     const GgufTensorInfo* t = g.find(name);
     const bool usable = t && (t->type == mt || (kquant_file && (runs_converted(t->type) || t->type == GgmlType::Q8_0)));

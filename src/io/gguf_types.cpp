@@ -132,8 +132,6 @@ struct BlockQ5_1 {
 };
 static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "ggml's block sizes");
 
-int five_floor(float v) { return v >= 0.0f ? int(std::min(v, 31.0f)) : 0; }  // NaN-safe, as nibble_floor
-
 template <typename Block>
 void pack5(Block& b, const int* q) {
   uint32_t qh = 0;
@@ -158,7 +156,7 @@ void quantize_block(const float* x, BlockQ5_0& b) {
   const float d = m / -16.0f, id = d ? 1.0f / d : 0.0f;
   b.d = io::f32_to_f16(d);
   int q[32];
-  for (int j = 0; j < 32; j++) q[j] = five_floor(x[j] * id + 16.5f);
+  for (int j = 0; j < 32; j++) q[j] = floor_to(x[j] * id + 16.5f, 31);
   pack5(b, q);
 }
 void quantize_block(const float* x, BlockQ5_1& b) {
@@ -166,7 +164,7 @@ void quantize_block(const float* x, BlockQ5_1& b) {
   const float d = (hi - lo) / 31.0f, id = d ? 1.0f / d : 0.0f;
   b.d = io::f32_to_f16(d), b.m = io::f32_to_f16(lo);
   int q[32];
-  for (int j = 0; j < 32; j++) q[j] = five_floor((x[j] - lo) * id + 0.5f);
+  for (int j = 0; j < 32; j++) q[j] = floor_to((x[j] - lo) * id + 0.5f, 31);
   pack5(b, q);
 }
 void dequantize_block(const BlockQ5_0& b, float* y) {

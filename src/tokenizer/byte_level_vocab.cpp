@@ -123,10 +123,7 @@ std::optional<ByteLevelVocab> byte_level_vocab_of(const Tokenizer& tok) {
   tok::hf_tokens(t, v.tokens, v.types);
   for (const json& e : m["merges"])
     v.merges.push_back(e.is_string() ? e.get<std::string>() : e[0].get<std::string>() + " " + e[1].get<std::string>());
-  v.bos = tok.bos_id(), v.eos = tok.eos_id();
-  v.add_bos = !tok.prefix_ids().empty();
-  v.add_eos = !tok.suffix_ids().empty();
-  v.chat_template = tok.chat_template();
+  tok::copy_specials(tok, v);
   return v;
 }
 

@@ -192,10 +192,7 @@ std::optional<SpmVocab> spm_vocab_of(const Tokenizer& tok) {
     v.unk = id_of.at(m["unk_token"].get<std::string>());
     v.types[size_t(*v.unk)] = 2;
   }
-  v.bos = tok.bos_id(), v.eos = tok.eos_id();
-  v.add_bos = !tok.prefix_ids().empty();
-  v.add_eos = !tok.suffix_ids().empty();
-  v.chat_template = tok.chat_template();
+  tok::copy_specials(tok, v);
   return v;
 }
 

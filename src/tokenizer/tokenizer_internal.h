@@ -99,6 +99,15 @@ std::unique_ptr<Tokenizer> hf_from_json(const nlohmann::json& j);
 // A tokenizer.json's tokens by id (model.vocab, then added_tokens) and llama.cpp's token types: 1 normal, 3 for
 // special added tokens, 4 for the other added ones.
 void hf_tokens(const nlohmann::json& tokenizer, std::vector<std::string>& tokens, std::vector<int32_t>& types);
+// The special ids, whether they wrap each text, and the chat template of tok, into a GGUF vocabulary (SpmVocab,
+// ByteLevelVocab).
+template <typename Vocab>
+void copy_specials(const Tokenizer& tok, Vocab& v) {
+  v.bos = tok.bos_id(), v.eos = tok.eos_id();
+  v.add_bos = !tok.prefix_ids().empty();
+  v.add_eos = !tok.suffix_ids().empty();
+  v.chat_template = tok.chat_template();
+}
 // An added_tokens entry matched whole in raw text (not normalized, not stripped).
 nlohmann::json hf_added_token(size_t id, const std::string& content, bool special);
 
