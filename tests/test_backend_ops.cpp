@@ -119,7 +119,9 @@ void add_linear_cases(std::vector<OpCase>& t) {
   }
   // bf16 weights: up to 16 rows the CPU widens them in fp32 dot products (fp32 input, gemm tolerance); beyond, its
   // bf16 matmul also rounds the input to bf16, which the reference does not.
-  for (const Shape& s : {Shape{7, 13, 5}, Shape{1, 65, 33}, Shape{16, 31, 7}, Shape{17, 65, 31}, Shape{33, 130, 9}})
+  // (C_in 51: the CPU's 32-wide steps, a 16-wide one and a scalar tail.)
+  for (const Shape& s :
+       {Shape{7, 13, 5}, Shape{1, 65, 33}, Shape{16, 31, 7}, Shape{3, 51, 9}, Shape{17, 65, 31}, Shape{33, 130, 9}})
     for (bool bias : {true, false})
       add_case(t, cat("linear_forward_bf16w N=", s.N, " C_in=", s.C_in, " C_out=", s.C_out, bias ? "" : " bias=null"),
                s.N <= 16 ? kGemm : kBf16Operands, [=](Backend& be, Rng& rng) {
@@ -377,7 +379,10 @@ void add_attention_cases(std::vector<OpCase>& t) {
                           Decode{{1, 0}, {3, 1}, 2, 16, 1, 1, 4}, Decode{{1, 2}, {6, 2}, 3, 24, 6, 2, 8},
                           Decode{{0}, {4}, 1, 16, 4, 1, 5},
                           // head sizes 64 and 128, which the CPU backend compiles separately
-                          Decode{{1, 0}, {37, 12}, 2, 256, 4, 2, 40}, Decode{{0}, {9}, 1, 256, 2, 1, 12}}) {
+                          Decode{{1, 0}, {37, 12}, 2, 256, 4, 2, 40}, Decode{{0}, {9}, 1, 256, 2, 1, 12},
+                          // rows of several 64-key chunks and a one-key tail chunk, SmolLM's 3 query heads a group
+                          Decode{{1, 0}, {150, 64}, 2, 576, 9, 3, 160}, Decode{{0}, {200}, 1, 256, 2, 2, 210},
+                          Decode{{0, 1}, {70, 129}, 2, 24, 2, 1, 130}}) {
     const int64_t B = int64_t(d.slot.size());
     std::string pos;
     for (int32_t p : d.pos) pos += cat(pos.empty() ? "" : ",", p);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu_backend.h"
+#include "vec16.h"
 
 namespace aigc::cpu {
 
@@ -212,43 +213,71 @@ void CpuBackend::attention_cached(float* out, const float* qkv, float* kcache, f
 
 namespace {
 
-// One query row against L cached keys and values, with S as scratch for L scores. With the head size known at
-// compile time (kHS: the common 64 and 128) the output row stays in registers across all L values; kHS 0 takes
-// any size. Four keys at a time: four independent sums hide the latency of each one's reduction.
+// Decode attention splits each row's keys into chunks of kKeyChunk; one work item is a (row, KV group, chunk), so a
+// single sequence still spreads over every thread, and the chunks' partial softmaxes combine exactly afterwards.
+constexpr int64_t kKeyChunk = 64;
+
+// The rep query heads of one KV group (q: rep rows of HS) against the group's keys and values [j0, j1): per head,
+// the largest score m, the sum l of exp(score - m) and o = sum of exp(score - m) v (HS floats), unnormalized. Each
+// key and value row is read from memory once for all rep heads (the later heads find the chunk in L1/L2). With the
+// head size known at compile time (kHS: the common 64 and 128) the scores of 16 keys come from 16 vector sums
+// reduced together (hsum16) and o stays in registers; kHS 0 takes any size with plain loops.
 template <int64_t kHS>
-void decode_row(float* o, const float* q, const float* kc, const float* vc, int64_t L, int64_t hs, float scale,
-                float* S) {
-  const int64_t HS = kHS ? kHS : hs;
-  int64_t j = 0;
-  for (; j + 4 <= L; j += 4) {
-    const float *k0 = kc + j * HS, *k1 = k0 + HS, *k2 = k1 + HS, *k3 = k2 + HS;
-    float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-#pragma omp simd reduction(+ : d0, d1, d2, d3)
-    for (int64_t d = 0; d < HS; d++) d0 += q[d] * k0[d], d1 += q[d] * k1[d], d2 += q[d] * k2[d], d3 += q[d] * k3[d];
-    S[j] = d0 * scale, S[j + 1] = d1 * scale, S[j + 2] = d2 * scale, S[j + 3] = d3 * scale;
-  }
-  for (; j < L; j++) {
-    const float* k = kc + j * HS;
-    float dot = 0;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t d = 0; d < HS; d++) dot += q[d] * k[d];
-    S[j] = dot * scale;
-  }
-  masked_softmax_row(S, L, L);
-  if constexpr (kHS > 0) {
-    float acc[kHS] = {};
-    for (j = 0; j < L; j++) {
-      const float p = S[j], *v = vc + j * kHS;
-#pragma omp simd
-      for (int64_t d = 0; d < kHS; d++) acc[d] += p * v[d];
+void decode_chunk(const float* q, int64_t rep, const float* kc, const float* vc, int64_t j0, int64_t j1, int64_t hs,
+                  float scale, float* o, float* m, float* l) {
+  const int64_t HS = kHS ? kHS : hs, n = j1 - j0;
+  float S[kKeyChunk];
+  for (int64_t r = 0; r < rep; r++) {
+    const float* qr = q + r * HS;
+    if constexpr (kHS > 0) {
+      constexpr int64_t V = kHS / 16;
+      v16f qv[V];
+      for (int64_t i = 0; i < V; i++) qv[i] = load16(qr + 16 * i) * scale;
+      auto dot = [&](const float* k) {
+        v16f s = qv[0] * load16(k);
+        for (int64_t i = 1; i < V; i++) s += qv[i] * load16(k + 16 * i);
+        return s;
+      };
+      int64_t t = 0;
+      for (; t + 16 <= n; t += 16) {
+        v16f a[16];
+        for (int u = 0; u < 16; u++) a[u] = dot(kc + (j0 + t + u) * kHS);
+        store16(S + t, hsum16(a));
+      }
+      for (; t < n; t++) S[t] = hsum(dot(kc + (j0 + t) * kHS));
+    } else {
+      for (int64_t t = 0; t < n; t++) {
+        const float* k = kc + (j0 + t) * HS;
+        float d = 0;
+#pragma omp simd reduction(+ : d)
+        for (int64_t i = 0; i < HS; i++) d += qr[i] * k[i];
+        S[t] = d * scale;
+      }
     }
-    std::copy(acc, acc + kHS, o);
-  } else {
-    std::fill(o, o + HS, 0.0f);
-    for (j = 0; j < L; j++) {
-      const float p = S[j], *v = vc + j * HS;
+    float mx = -INFINITY, sum = 0;
+    for (int64_t t = 0; t < n; t++) mx = S[t] > mx ? S[t] : mx;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t t = 0; t < n; t++) {
+      S[t] = exp_vec(S[t] - mx);
+      sum += S[t];
+    }
+    m[r] = mx, l[r] = sum;
+    float* orow = o + r * HS;
+    if constexpr (kHS > 0) {
+      constexpr int64_t V = kHS / 16;
+      v16f acc[V] = {};
+      for (int64_t t = 0; t < n; t++) {
+        const float* v = vc + (j0 + t) * kHS;
+        for (int64_t i = 0; i < V; i++) acc[i] += S[t] * load16(v + 16 * i);
+      }
+      for (int64_t i = 0; i < V; i++) store16(orow + 16 * i, acc[i]);
+    } else {
+      std::fill(orow, orow + HS, 0.0f);
+      for (int64_t t = 0; t < n; t++) {
+        const float p = S[t], *v = vc + (j0 + t) * HS;
 #pragma omp simd
-      for (int64_t d = 0; d < HS; d++) o[d] += p * v[d];
+        for (int64_t i = 0; i < HS; i++) orow[i] += p * v[i];
+      }
     }
   }
 }
@@ -265,17 +294,46 @@ void CpuBackend::attention_decode(float* out, const float* qkv, float* kcache, f
       const int64_t at = ((int64_t(slot[b]) * NKV + g) * T_cap + pos[b]) * HS;
       store_kv(qkv + b * C3, kcache + at, vcache + at, g * rep, HS, C);
     }
-  auto row = HS == 64 ? decode_row<64> : HS == 128 ? decode_row<128> : decode_row<0>;
+  // Work items: row b's are first[b] .. first[b + 1], NKV groups x its chunks. Each item leaves rep heads' partial
+  // (o, m, l); rows differ in length (each sequence is at its own position), the items hardly do.
+  std::vector<int64_t> first(size_t(B) + 1, 0);
+  auto chunks = [&](int64_t b) { return (int64_t(pos[b]) + kKeyChunk) / kKeyChunk; };  // of L = pos + 1 keys
+  for (int64_t b = 0; b < B; b++) first[size_t(b) + 1] = first[size_t(b)] + NKV * chunks(b);
+  const int64_t items = first[size_t(B)];
+  static thread_local std::vector<float> po, pm, pl;  // the caller's; the threads below see them through pointers
+  po.resize(size_t(items * rep * HS)), pm.resize(size_t(items * rep)), pl.resize(size_t(items * rep));
+  float *o = po.data(), *m = pm.data(), *l = pl.data();
+  auto chunk = HS == 64 ? decode_chunk<64> : HS == 128 ? decode_chunk<128> : decode_chunk<0>;
 #pragma omp parallel
   {
-    std::vector<float> S(static_cast<size_t>(T_cap));
-    // Rows differ in length (each sequence is at its own position): dynamic scheduling balances them.
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < items; it++) {
+      const int64_t b = std::upper_bound(first.begin(), first.end(), it) - first.begin() - 1;
+      const int64_t nc = chunks(b), g = (it - first[size_t(b)]) / nc, c = (it - first[size_t(b)]) % nc;
+      const int64_t kv = (int64_t(slot[b]) * NKV + g) * T_cap * HS, j0 = c * kKeyChunk;
+      chunk(qkv + b * C3 + g * rep * HS, rep, kcache + kv, vcache + kv, j0,
+            std::min(int64_t(pos[b]) + 1, j0 + kKeyChunk), HS, scale, o + it * rep * HS, m + it * rep, l + it * rep);
+    }
+    // Combine each head's chunks: softmax over all keys = each chunk's exp(m_c - M) share of the total.
+#pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * NH; bh++) {
-      const int64_t b = bh / NH, h = bh % NH, L = int64_t(pos[b]) + 1;
-      const int64_t kv = (int64_t(slot[b]) * NKV + h / rep) * T_cap * HS;
-      // One query row: plain vector loops, as a 1-row GEMM call costs more to set up than the row's work.
-      row(out + b * C + h * HS, qkv + b * C3 + h * HS, kcache + kv, vcache + kv, L, HS, scale, S.data());
+      const int64_t b = bh / NH, h = bh % NH, nc = chunks(b), g = h / rep, r = h % rep;
+      const int64_t it0 = first[size_t(b)] + g * nc;
+      float M = -INFINITY, den = 0;
+      for (int64_t c = 0; c < nc; c++) M = std::max(M, m[(it0 + c) * rep + r]);
+      float* y = out + b * C + h * HS;
+      std::fill(y, y + HS, 0.0f);
+      for (int64_t c = 0; c < nc; c++) {
+        const int64_t at = (it0 + c) * rep + r;
+        const float w = std::exp(m[at] - M);
+        den += w * l[at];
+        const float* oc = o + at * HS;
+#pragma omp simd
+        for (int64_t i = 0; i < HS; i++) y[i] += w * oc[i];
+      }
+      const float inv = 1.0f / den;
+#pragma omp simd
+      for (int64_t i = 0; i < HS; i++) y[i] *= inv;
     }
   }
 }
