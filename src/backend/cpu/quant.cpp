@@ -365,8 +365,7 @@ void linear_quant(float* out, const float* inp, const Block* w, bool rows16, con
   const int64_t groups = rows16 ? C_out / kRowGroup : 0, first_row = groups * kRowGroup;
   const int64_t tile = kRowGroup * int64_t(sizeof(Block));
   const auto* tiles = reinterpret_cast<const uint8_t*>(w);
-#pragma omp parallel for schedule(static)
-  for (int64_t u = 0; u < groups + (C_out - first_row); u++) {
+  split_stream(groups + (C_out - first_row), [&](int64_t u) {
     if (u < groups) {
       const uint8_t* gt = tiles + u * nb * tile;
       float* o = out + u * kRowGroup;
@@ -392,7 +391,7 @@ void linear_quant(float* out, const float* inp, const Block* w, bool rows16, con
       const float bo = bias ? bias[row] : 0.0f;
       for (int64_t i = 0; i < N; i++) out[i * C_out + row] = dot(wr, q + i * nb, nb, path) + bo;
     }
-  }
+  });
 }
 
 }  // namespace
