@@ -85,6 +85,23 @@ bool bf16_matmul_is_native();
 bool gemm_f32_matmul(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
                      float beta, float* C, int64_t ldc);  // oneDNN has a fast bf16 kernel for this CPU
 
+// f(lo, hi) over [0, n), split evenly among the threads, or all on the calling thread when the loop is small
+// (n items of `cost` elements each, below kSmallWork elements in all). Entering an OpenMP region costs about 1 us
+// here, serial or not: libgomp's barrier ends every region with a futex wake-up system call, even when no thread
+// sleeps and even for a team of one, and a decoding step's element-wise ops (one row of a few hundred values) take
+// less than that. Code outside any OpenMP construct makes no such call.
+constexpr int64_t kSmallWork = 1 << 15;
+template <typename F>
+void parallel_range(int64_t n, int64_t cost, F&& f) {
+  if (n <= 0) return;
+  if (n == 1 || n * cost <= kSmallWork || omp_get_max_threads() == 1) return f(int64_t(0), n);
+#pragma omp parallel
+  {
+    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+    f(n * id / nt, n * (id + 1) / nt);
+  }
+}
+
 // Runs f(u) for u in [0, n) on the calling team, for memory-bound loops where each u reads its own weights: each
 // thread takes one range of consecutive u, a single forward stream the hardware prefetchers follow (chunks handed
 // out dynamically, or taken from both ends, were measured slower). The ranges are equal for more than two threads.

@@ -10,19 +10,20 @@ namespace aigc::cpu {
 
 void CpuBackend::embedding_forward(float* out, const int32_t* idx, const float* wte, const float* wpe, int64_t B,
                                    int64_t T, int64_t C, int64_t pos0) {
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < B * T; n++) {
-    const float* te = wte + int64_t(idx[n]) * C;
-    const float* pe = wpe ? wpe + (pos0 + n % T) * C : nullptr;
-    float* o = out + n * C;
-    if (pe) {
+  parallel_range(B * T, C, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; n++) {
+      const float* te = wte + int64_t(idx[n]) * C;
+      const float* pe = wpe ? wpe + (pos0 + n % T) * C : nullptr;
+      float* o = out + n * C;
+      if (pe) {
 #pragma omp simd
-      for (int64_t c = 0; c < C; c++) o[c] = te[c] + pe[c];
-    } else {
+        for (int64_t c = 0; c < C; c++) o[c] = te[c] + pe[c];
+      } else {
 #pragma omp simd
-      for (int64_t c = 0; c < C; c++) o[c] = te[c];
+        for (int64_t c = 0; c < C; c++) o[c] = te[c];
+      }
     }
-  }
+  });
 }
 
 // Several rows may hit the same token, so threads split the channels, not the rows: no races, fixed order.
@@ -49,8 +50,10 @@ void CpuBackend::embedding_backward(float* dwte, float* dwpe, const float* dout,
 }
 
 void CpuBackend::add_forward(float* out, const float* a, const float* b, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+  parallel_range(n, 1, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) out[i] = a[i] + b[i];
+  });
 }
 
 void CpuBackend::accumulate(float* dst, const float* src, int64_t n) {

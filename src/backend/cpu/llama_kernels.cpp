@@ -11,18 +11,19 @@ namespace aigc::cpu {
 
 void CpuBackend::rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int64_t N, int64_t C,
                                  float eps) {
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; n++) {
-    const float* x = inp + n * C;
-    float sq = 0.0f;
+  parallel_range(N, C, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; n++) {
+      const float* x = inp + n * C;
+      float sq = 0.0f;
 #pragma omp simd reduction(+ : sq)
-    for (int64_t c = 0; c < C; c++) sq += x[c] * x[c];
-    const float r = float(1.0 / std::sqrt(double(sq) / double(C) + double(eps)));
-    float* o = out + n * C;
+      for (int64_t c = 0; c < C; c++) sq += x[c] * x[c];
+      const float r = float(1.0 / std::sqrt(double(sq) / double(C) + double(eps)));
+      float* o = out + n * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; c++) o[c] = x[c] * r * w[c];
-    if (rstd) rstd[n] = r;
-  }
+      for (int64_t c = 0; c < C; c++) o[c] = x[c] * r * w[c];
+      if (rstd) rstd[n] = r;
+    }
+  });
 }
 
 void CpuBackend::rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
@@ -58,8 +59,10 @@ void CpuBackend::rmsnorm_backward(float* dinp, float* dw, const float* dout, con
 }
 
 void CpuBackend::swiglu_forward(float* out, const float* gate, const float* up, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; i++) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
+  parallel_range(n, 1, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
+  });
 }
 
 void CpuBackend::swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
@@ -87,12 +90,10 @@ void rope_table(float* cs, float* sn, int32_t p, const float* inv_freq, int64_t 
 void CpuBackend::rope_qkv_forward(float* qkv, const float* q, const float* k, const float* v, const int32_t* pos,
                                   const float* inv_freq, int64_t N, int64_t NH, int64_t NKV, int64_t HS) {
   const int64_t C = NH * HS, Ckv = NKV * HS, half = HS / 2, rep = NH / NKV;
-#pragma omp parallel
-  {
+  parallel_range(N, 3 * C, [&](int64_t n0, int64_t n1) {
     std::vector<float> tab(size_t(2 * half));
     float *cs = tab.data(), *sn = cs + half;
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
+    for (int64_t n = n0; n < n1; n++) {
       rope_table(cs, sn, pos[n], inv_freq, half);
       float* out = qkv + n * 3 * C;
       auto rotate = [&](float* o, const float* x) {
@@ -109,7 +110,7 @@ void CpuBackend::rope_qkv_forward(float* qkv, const float* q, const float* k, co
         for (int64_t r = 0; r < rep; r++) std::copy_n(v + n * Ckv + j * HS, HS, out + 2 * C + (j * rep + r) * HS);
       }
     }
-  }
+  });
 }
 
 void CpuBackend::rope_qkv_backward(float* dq, float* dk, float* dv, const float* dqkv, const int32_t* pos,

@@ -358,8 +358,9 @@ void linear_quant(float* out, const float* inp, const Block* w, bool rows16, con
   float* d = xd.data();
   int32_t* sum = xsum.data();
   const Isa path = isa();
-#pragma omp parallel for schedule(static) if (N * nb > 4096)
-  for (int64_t i = 0; i < N * nb; i++) quantize_input(inp + i * kQuantBlock, q[i], d[i], sum[i], path);
+  parallel_range(N * nb, kQuantBlock, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) quantize_input(inp + i * kQuantBlock, q[i], d[i], sum[i], path);
+  });
   // Threads split the output features (groups of 16, then single rows), so each weight row is read from memory
   // once, by one thread, and stays in its cache for all N input rows.
   const int64_t groups = rows16 ? C_out / kRowGroup : 0, first_row = groups * kRowGroup;
