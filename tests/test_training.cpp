@@ -189,6 +189,10 @@ void check_batched_decode(const GPTConfig& c) {
   }
   EXPECT_THROW(m.forward_decode({1, 2}, {0, 0}, {3, 3}, batch), Error);  // one slot twice
   EXPECT_THROW(m.forward_decode({1}, {4}, {3}, batch), Error);           // no slot 4
+  // Those errors left the step the backend's threads were held for (Backend::run_held): the next step runs.
+  std::vector<float> again = m.forward_decode(next, slots, pos, batch).to_vector();
+  std::vector<float> ref = m.forward_cached(Tensor::from_ints({next[0]}, {1, 1}), alone[0]).to_vector();
+  for (int64_t v = 0; v < c.vocab_size; v++) ASSERT_NEAR(again[size_t(v)], ref[size_t(v)], 1e-5);
 }
 }  // namespace
 

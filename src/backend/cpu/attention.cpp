@@ -304,19 +304,18 @@ void CpuBackend::attention_decode(float* out, const float* qkv, float* kcache, f
   po.resize(size_t(items * rep * HS)), pm.resize(size_t(items * rep)), pl.resize(size_t(items * rep));
   float *o = po.data(), *m = pm.data(), *l = pl.data();
   auto chunk = HS == 64 ? decode_chunk<64> : HS == 128 ? decode_chunk<128> : decode_chunk<0>;
-#pragma omp parallel
-  {
-#pragma omp for schedule(static)
-    for (int64_t it = 0; it < items; it++) {
+  on_threads([&](int id, int nt) {
+    for (int64_t it = items * id / nt; it < items * (id + 1) / nt; it++) {
       const int64_t b = std::upper_bound(first.begin(), first.end(), it) - first.begin() - 1;
       const int64_t nc = chunks(b), g = (it - first[size_t(b)]) / nc, c = (it - first[size_t(b)]) % nc;
       const int64_t kv = (int64_t(slot[b]) * NKV + g) * T_cap * HS, j0 = c * kKeyChunk;
       chunk(qkv + b * C3 + g * rep * HS, rep, kcache + kv, vcache + kv, j0,
             std::min(int64_t(pos[b]) + 1, j0 + kKeyChunk), HS, scale, o + it * rep * HS, m + it * rep, l + it * rep);
     }
-    // Combine each head's chunks: softmax over all keys = each chunk's exp(m_c - M) share of the total.
-#pragma omp for schedule(static)
-    for (int64_t bh = 0; bh < B * NH; bh++) {
+  });
+  // Combine each head's chunks: softmax over all keys = each chunk's exp(m_c - M) share of the total.
+  parallel_range(B * NH, HS * (items / std::max<int64_t>(1, B * NKV)), [&](int64_t bh0, int64_t bh1) {
+    for (int64_t bh = bh0; bh < bh1; bh++) {
       const int64_t b = bh / NH, h = bh % NH, nc = chunks(b), g = h / rep, r = h % rep;
       const int64_t it0 = first[size_t(b)] + g * nc;
       float M = -INFINITY, den = 0;
@@ -335,7 +334,7 @@ void CpuBackend::attention_decode(float* out, const float* qkv, float* kcache, f
 #pragma omp simd
       for (int64_t i = 0; i < HS; i++) y[i] *= inv;
     }
-  }
+  });
 }
 
 }  // namespace aigc::cpu

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "aigc/backend.h"
 
@@ -20,8 +21,17 @@ void f32_to_bf16(uint16_t* dst, const float* src, int64_t n);
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
-#include "../kernel_overrides.inc"  // every function of Backend
+#include "../kernel_overrides.inc"                      // every function of Backend
+  void run_held(void (*f)(void*), void* ctx) override;  // team.cpp
 };
+
+// fn(ctx, id, nt) on each of nt threads, returning when all are done: on the team a run_held step holds, when the
+// calling thread runs one (a job handed to threads already spinning), else in a new OpenMP region (team.cpp).
+void run_job(void (*fn)(void*, int, int), void* ctx);
+template <typename F>
+void on_threads(F&& f) {
+  run_job([](void* c, int id, int nt) { (*static_cast<std::remove_reference_t<F>*>(c))(id, nt); }, &f);
+}
 
 // exp(x) for float, written so the compiler can vectorize it (std::exp does not vectorize without fast-math).
 // x = n ln2 + r with |r| <= ln2/2; e^r by its Taylor series to degree 7 (relative error < 1e-8 before rounding).
@@ -95,11 +105,7 @@ template <typename F>
 void parallel_range(int64_t n, int64_t cost, F&& f) {
   if (n <= 0) return;
   if (n == 1 || n * cost <= kSmallWork || omp_get_max_threads() == 1) return f(int64_t(0), n);
-#pragma omp parallel
-  {
-    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
-    f(n * id / nt, n * (id + 1) / nt);
-  }
+  on_threads([&](int id, int nt) { f(n * id / nt, n * (id + 1) / nt); });
 }
 
 // Runs f(u) for u in [0, n) on the calling team, for memory-bound loops where each u reads its own weights: each
@@ -115,14 +121,12 @@ void split_stream(int64_t n, F&& f) {
   float took[2] = {0, 0};
   const float s = share0.load(std::memory_order_relaxed);
   const int64_t cut = std::clamp<int64_t>(int64_t(std::lround(double(s) * double(n))), 0, n);
-#pragma omp parallel
-  {
-    const int nt = omp_get_num_threads(), id = omp_get_thread_num();
+  on_threads([&](int id, int nt) {
     const int64_t lo = nt == 2 ? (id == 0 ? 0 : cut) : n * id / nt,
                   hi = nt == 2 ? (id == 0 ? cut : n) : n * (id + 1) / nt;
     for (int64_t u = lo; u < hi; u++) f(u);
     if (nt == 2) took[id] = std::chrono::duration<float>(std::chrono::steady_clock::now() - t0).count();
-  }
+  });
   // Each thread's speed (units per second since the region began) sets the share that would have balanced this
   // call; the share moves a tenth of the way there, so one noisy call changes little.
   if (took[0] > 0 && took[1] > 0 && cut > 0 && cut < n) {

@@ -68,23 +68,24 @@ void CpuBackend::copy(float* dst, const float* src, int64_t n) {
 
 void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
                                    const float* b, int64_t N, int64_t C, float eps) {
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; n++) {
-    const float* x = inp + n * C;
-    float s = 0.0f;
+  parallel_range(N, C, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; n++) {
+      const float* x = inp + n * C;
+      float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-    for (int64_t c = 0; c < C; c++) s += x[c];
-    float m = s / float(C);
-    float v = 0.0f;  // two passes: the variance does not suffer from cancellation
+      for (int64_t c = 0; c < C; c++) s += x[c];
+      float m = s / float(C);
+      float v = 0.0f;  // two passes: the variance does not suffer from cancellation
 #pragma omp simd reduction(+ : v)
-    for (int64_t c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
-    float r = 1.0f / std::sqrt(v / float(C) + eps);
-    float* o = out + n * C;
+      for (int64_t c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+      float r = 1.0f / std::sqrt(v / float(C) + eps);
+      float* o = out + n * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; c++) o[c] = (x[c] - m) * r * w[c] + b[c];
-    if (mean) mean[n] = m;
-    if (rstd) rstd[n] = r;
-  }
+      for (int64_t c = 0; c < C; c++) o[c] = (x[c] - m) * r * w[c] + b[c];
+      if (mean) mean[n] = m;
+      if (rstd) rstd[n] = r;
+    }
+  });
 }
 
 void CpuBackend::layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
@@ -136,13 +137,15 @@ static constexpr float kGeluS = 0.7978845608028654f;  // sqrt(2/pi)
 static constexpr float kGeluA = 0.044715f;
 
 void CpuBackend::gelu_forward(float* out, const float* inp, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    float x = inp[i];
-    float u = kGeluS * (x + kGeluA * x * x * x);
-    float th = 1.0f - 2.0f / (1.0f + exp_vec(2.0f * u));
-    out[i] = 0.5f * x * (1.0f + th);
-  }
+  parallel_range(n, 1, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) {
+      float x = inp[i];
+      float u = kGeluS * (x + kGeluA * x * x * x);
+      float th = 1.0f - 2.0f / (1.0f + exp_vec(2.0f * u));
+      out[i] = 0.5f * x * (1.0f + th);
+    }
+  });
 }
 
 void CpuBackend::gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
@@ -158,8 +161,10 @@ void CpuBackend::gelu_backward(float* dinp, const float* inp, const float* dout,
 }
 
 void CpuBackend::relu_forward(float* out, const float* inp, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+  parallel_range(n, 1, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+    for (int64_t i = i0; i < i1; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+  });
 }
 
 void CpuBackend::relu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {

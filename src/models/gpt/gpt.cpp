@@ -293,8 +293,18 @@ Tensor GPT::forward_decode(const std::vector<int32_t>& tokens, const std::vector
                                                      " is outside the model's context of " +
                                                      std::to_string(config_.block_size));
   Decode d{Tensor::from_ints(slots, {B}), Tensor::from_ints(pos, {B})};
-  Tensor x = hidden(Tensor::from_ints(tokens, {B, 1}), false, 0, &cache, &d);  // (B,1,C)
-  return head(x.view({B, config_.n_embd}));                                    // (B,V)
+  Tensor logits;
+  auto step = [&] {
+    Tensor x = hidden(Tensor::from_ints(tokens, {B, 1}), false, 0, &cache, &d);  // (B,1,C)
+    logits = head(x.view({B, config_.n_embd}));                                  // (B,V)
+  };
+  // A few rows make hundreds of short kernels, whose threads the backend holds through the step. Beyond
+  // kFewRows the f32 and bf16 products are oneDNN's, which would run on one thread inside it.
+  if (B <= 16)
+    run_held(backend_for(wte_.device()), step);
+  else
+    step();
+  return logits;
 }
 
 KVCache KVCache::slot(int64_t s) const {
