@@ -382,7 +382,9 @@ void add_attention_cases(std::vector<OpCase>& t) {
                           Decode{{1, 0}, {37, 12}, 2, 256, 4, 2, 40}, Decode{{0}, {9}, 1, 256, 2, 1, 12},
                           // rows of several 64-key chunks and a one-key tail chunk, SmolLM's 3 query heads a group
                           Decode{{1, 0}, {150, 64}, 2, 576, 9, 3, 160}, Decode{{0}, {200}, 1, 256, 2, 2, 210},
-                          Decode{{0, 1}, {70, 129}, 2, 24, 2, 1, 130}}) {
+                          Decode{{0, 1}, {70, 129}, 2, 24, 2, 1, 130},
+                          // exactly one and two whole chunks (64 and 128 keys)
+                          Decode{{1, 0}, {63, 127}, 2, 576, 9, 3, 130}}) {
     const int64_t B = int64_t(d.slot.size());
     std::string pos;
     for (int32_t p : d.pos) pos += cat(pos.empty() ? "" : ",", p);

@@ -1,8 +1,9 @@
 // Multi-head self-attention. Per (batch, head): S = q k^T / sqrt(HS), causal mask (text) or none (image
 // positions), softmax -> P, out = P v.
 // q, k, v are read straight out of the fused qkv rows (leading dimension 3C) and the output is written straight
-// into its (B,T,C) slot, so no head split/merge copies exist. Each (b,h) pair runs single-threaded gemms;
-// threads split the B*NH pairs, which write disjoint columns: no races.
+// into its (B,T,C) slot, so no head split/merge copies exist. Training and prefill: each (b,h) pair runs
+// single-threaded gemms; threads split the B*NH pairs, which write disjoint columns: no races. Decoding splits
+// (row, KV group, chunk of keys) items instead and merges the chunks (attention_decode).
 #include <omp.h>
 
 #include <algorithm>

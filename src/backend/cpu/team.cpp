@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <exception>
+#include <thread>
 
 #include "cpu_backend.h"
 
@@ -13,8 +14,8 @@ namespace aigc::cpu {
 
 struct Team {
   int nt = 1;
-  std::atomic<uint64_t> posted{0};  // jobs posted so far (the last, with exit set, ends the step)
-  std::atomic<int> finished{0};     // threads other than 0 done with the current job
+  alignas(64) std::atomic<uint64_t> posted{0};  // jobs posted so far (the last, with exit set, ends the step)
+  alignas(64) std::atomic<int> finished{0};     // threads other than 0 done with the current job
   void (*fn)(void*, int, int) = nullptr;
   void* ctx = nullptr;
   bool exit = false;
@@ -23,13 +24,19 @@ struct Team {
 namespace {
 
 // The team this thread leads, while it runs the step's own code; not while it runs its share of a job, so a
-// kernel called inside a job starts no job of its own.
+// kernel called inside a job posts no job of its own (it opens a nested OpenMP region, which runs on one thread).
 thread_local Team* t_team = nullptr;
 
-inline void relax() {
+// One wait of a spin loop: a pause, and after the first few thousand a yield of the core, so that a thread that
+// was descheduled (more threads than free cores: parallel tests, a CPU quota) gets to run.
+inline void relax(int& spins) {
+  if (++spins < 4096) {
 #if defined(__x86_64__)
-  __builtin_ia32_pause();
+    __builtin_ia32_pause();
 #endif
+  } else {
+    std::this_thread::yield();
+  }
 }
 
 }  // namespace
@@ -46,9 +53,15 @@ void run_job(void (*fn)(void*, int, int), void* ctx) {
   t->finished.store(0, std::memory_order_relaxed);
   t->posted.fetch_add(1, std::memory_order_release);  // publishes fn, ctx and the count
   t_team = nullptr;
-  fn(ctx, 0, t->nt);
+  std::exception_ptr error;
+  try {
+    fn(ctx, 0, t->nt);
+  } catch (...) {  // the others still run their shares, on ctx in the caller's frame: wait for them first
+    error = std::current_exception();
+  }
   t_team = t;
-  while (t->finished.load(std::memory_order_acquire) < t->nt - 1) relax();
+  for (int spins = 0; t->finished.load(std::memory_order_acquire) < t->nt - 1;) relax(spins);
+  if (error) std::rethrow_exception(error);
 }
 
 void CpuBackend::run_held(void (*f)(void*), void* ctx) {
@@ -72,7 +85,7 @@ void CpuBackend::run_held(void (*f)(void*), void* ctx) {
     } else {
       for (uint64_t seen = 0;;) {
         uint64_t now;
-        while ((now = team.posted.load(std::memory_order_acquire)) == seen) relax();
+        for (int spins = 0; (now = team.posted.load(std::memory_order_acquire)) == seen;) relax(spins);
         seen = now;
         if (team.exit) break;
         team.fn(team.ctx, id, nt);

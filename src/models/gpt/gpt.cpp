@@ -298,9 +298,10 @@ Tensor GPT::forward_decode(const std::vector<int32_t>& tokens, const std::vector
     Tensor x = hidden(Tensor::from_ints(tokens, {B, 1}), false, 0, &cache, &d);  // (B,1,C)
     logits = head(x.view({B, config_.n_embd}));                                  // (B,V)
   };
-  // A few rows make hundreds of short kernels, whose threads the backend holds through the step. Beyond
-  // kFewRows the f32 and bf16 products are oneDNN's, which would run on one thread inside it.
-  if (B <= 16)
+  // A few rows make hundreds of short kernels, whose threads the backend holds through the step. Beyond 16 rows
+  // (and for every row under bf16 matmul precision) the f32 and bf16 products are oneDNN's, which would run on one
+  // thread inside it.
+  if (B <= 16 && matmul_precision() == MatmulPrecision::F32)
     run_held(backend_for(wte_.device()), step);
   else
     step();
