@@ -176,9 +176,9 @@ TEST(Server, BadRequestsGetTheRightStatusAndAnErrorBody) {
 TEST(Server, ConcurrentStreamsAreBatchedAndEachMatchesItsOneClientOutput) {
   serve::ServerOptions o;
   o.parallel = 4;
-  // ~1 ms a token: each stream lasts far longer than the clients' threads take to start, so they overlap even on
+  // ~2 ms a token: each stream lasts far longer than the clients' threads take to start, so they overlap even on
   // a loaded machine (with the 32-wide model a stream could end before the next client had connected).
-  Running s(o, tiny_model(256, 2048));
+  Running s(o, paced_model());
   const std::vector<std::string> prompts = {"Once upon", "In a hole", "It was the best", "Call me"};
   std::vector<std::string> alone;
   for (const std::string& p : prompts)
@@ -203,7 +203,7 @@ TEST(Server, ConcurrentStreamsAreBatchedAndEachMatchesItsOneClientOutput) {
 TEST(Server, AClientThatLeavesMidStreamFreesItsSlot) {
   serve::ServerOptions o;
   o.parallel = 1;
-  Running s(o, tiny_model(256, 2048));  // ~1 ms a token: 2,000 tokens outlast the client
+  Running s(o, paced_model());  // ~2 ms a token: 2,000 tokens outlast the client
   // Read two events, then hang up: the job must end as cancelled long before its 2,000 tokens.
   json b = {{"prompt", "a"}, {"max_tokens", 2000}, {"stream", true}, {"temperature", 0}};
   stream(s, "/v1/completions", b, [](size_t n) { return n < 2; });
@@ -218,14 +218,14 @@ TEST(Server, AClientThatLeavesMidStreamFreesItsSlot) {
 TEST(Server, RequestsPastTheTimeoutEndWith504) {
   serve::ServerOptions o;
   o.timeout_s = 0.2;
-  Running s(o, tiny_model(256, 2048));  // ~1 ms a token: 2,000 tokens take longer than 0.2 s
+  Running s(o, paced_model());  // ~2 ms a token: 2,000 tokens take longer than 0.2 s
   json e = post(s, "/v1/completions", {{"prompt", "a"}, {"max_tokens", 2000}}, 504);
   EXPECT_EQ(e["error"]["type"], "server_error");
   EXPECT_EQ(post(s, "/v1/completions", {{"prompt", "a"}, {"max_tokens", 2}})["choices"].size(), 1u);
 }
 
 TEST(Server, ShutdownFinishesRunningStreamsAndRefusesNewWork) {
-  Running s({}, tiny_model(256, 2048));
+  Running s({}, paced_model());
   std::vector<std::string> events;
   std::atomic<bool> started{false};
   std::thread client([&] {

@@ -161,7 +161,7 @@ TEST(ServerLimits, TheBearerSchemeIsCaseInsensitiveAndTheKeyIsNot) {
 TEST(ServerLimits, AFullQueueAnswers429WithRetryAfterAndOthersStillFinish) {
   serve::ServerOptions o;
   o.parallel = 1, o.max_queue = 1;
-  Running s(o, tiny_model(256, 2048));  // ~1 ms a token
+  Running s(o, paced_model());  // ~2 ms a token
   const json long_job = {{"prompt", "a"}, {"max_tokens", 300}, {"temperature", 0}};
   // The first job holds the one slot long enough, even on a fast machine, for the second to wait in the queue.
   const json longer_job = {{"prompt", "a"}, {"max_tokens", 1200}, {"temperature", 0}};
@@ -299,7 +299,7 @@ TEST(ServerLimits, CorsIsOffByDefaultAndAnswersPreflightsWhenOn) {
 TEST(ServerLimits, ANonStreamedRequestWhoseClientLeavesIsCancelled) {
   serve::ServerOptions o;
   o.parallel = 1;
-  Running s(o, tiny_model(256, 2048));  // ~1 ms a token: 2,000 tokens outlast the client
+  Running s(o, paced_model());  // ~2 ms a token: 2,000 tokens outlast the client
   const std::string body = json{{"prompt", "a"}, {"max_tokens", 2000}, {"temperature", 0}}.dump();
   raw_exchange(s.port(), {http_post("/v1/completions", body)}, Ms(100));
   for (int i = 0; i < 100 && metric(s, "aigc_jobs_cancelled_total") != "1"; i++) std::this_thread::sleep_for(Ms(20));
