@@ -65,7 +65,9 @@ void run_job(void (*fn)(void*, int, int), void* ctx) {
 }
 
 void CpuBackend::run_held(void (*f)(void*), void* ctx) {
-  if (t_team || omp_in_parallel() || omp_get_max_threads() == 1) return f(ctx);
+  // Under bf16 matmul precision every f32-weight product is oneDNN's, which runs on one thread inside a held step.
+  if (t_team || omp_in_parallel() || omp_get_max_threads() == 1 || matmul_precision() != MatmulPrecision::F32)
+    return f(ctx);
   Team team;
   std::exception_ptr error;
 #pragma omp parallel

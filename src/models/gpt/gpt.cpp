@@ -298,10 +298,9 @@ Tensor GPT::forward_decode(const std::vector<int32_t>& tokens, const std::vector
     Tensor x = hidden(Tensor::from_ints(tokens, {B, 1}), false, 0, &cache, &d);  // (B,1,C)
     logits = head(x.view({B, config_.n_embd}));                                  // (B,V)
   };
-  // A few rows make hundreds of short kernels, whose threads the backend holds through the step. Beyond 16 rows
-  // (and for every row under bf16 matmul precision) the f32 and bf16 products are oneDNN's, which would run on one
-  // thread inside it.
-  if (B <= 16 && matmul_precision() == MatmulPrecision::F32)
+  // A few rows make hundreds of short kernels, whose threads the backend holds through the step (for at most 16
+  // rows: Backend::run_held).
+  if (B <= 16)
     run_held(backend_for(wte_.device()), step);
   else
     step();
