@@ -8,6 +8,8 @@
 #include <string>
 
 #include "aigc/backend.h"
+#include "aigc/ops.h"
+#include "aigc/quant.h"
 
 using namespace aigc;
 
@@ -36,6 +38,53 @@ TEST(BackendContract, MemoryIsTheBackendsAndCrossesToTheHostThroughIt) {
   EXPECT_EQ(Tensor::from_vector({7.25f}, {1}).item(), 7.25f);
   EXPECT_EQ(Tensor::from_ints({3, -1, 7}, {3}).to_ints(), std::vector<int32_t>({3, -1, 7}));
   EXPECT_EQ(&backend_for(t.device()), &cpu_backend());
+}
+
+// Blocks of 2 MiB and more start on a 2 MiB boundary on the CPU (where huge pages can back them).
+TEST(BackendContract, LargeCpuBlocksStartOnHugePageBoundaries) {
+  Backend& be = cpu_backend();
+  for (size_t n : {size_t(2) << 20, (size_t(5) << 20) + 3}) {
+    void* p = be.alloc(n);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % (size_t(2) << 20), 0u);
+    be.fill_zero(p, n);  // every byte asked for is there
+    be.release(p, n);
+  }
+}
+
+std::string bytes_of(const Tensor& t) {
+  std::string b(dtype_bytes(t.dtype(), t.numel()), '\0');
+  backend_for(t.device()).to_host(b.data(), t.raw(), b.size());
+  return b;
+}
+
+// Tensor::packed: copies of any dtype and layout, one after the other in one block, each on a 64-byte boundary,
+// that outlive the originals and share nothing with them.
+TEST(BackendContract, PackedTensorsAreCopiesInOneBlock) {
+  std::vector<float> v(64 * 32);
+  for (size_t i = 0; i < v.size(); i++) v[i] = float(i % 29) - 14.0f;
+  const Tensor rows = Tensor::from_vector(v, {64, 32});
+  std::vector<Tensor> in = {Tensor::from_vector({1.0f, 2.0f, 3.0f}, {3}), rows.narrow0(5, 2),
+                            Tensor::from_ints({4, -5}, {2}), ops::to_rows16(ops::quantize(rows, DType::Q4_0))};
+  const std::string q_before = bytes_of(in[3]);
+  const std::vector<Tensor> out = Tensor::packed(in);
+  ASSERT_EQ(out.size(), in.size());
+  for (size_t i = 0; i < in.size(); i++) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(out[i].shape(), in[i].shape());
+    EXPECT_EQ(out[i].dtype(), in[i].dtype());
+    EXPECT_EQ(out[i].layout(), in[i].layout());
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(out[i].raw()) % 64, 0u);
+    if (i > 0) EXPECT_GT(out[i].raw(), out[i - 1].raw());
+  }
+  EXPECT_EQ(static_cast<char*>(out[3].raw()) - static_cast<char*>(out[0].raw()), 64 + 256 + 64);  // 12, 256, 8 bytes
+  in.clear();  // the copies keep their block
+  EXPECT_EQ(out[0].to_vector(), std::vector<float>({1.0f, 2.0f, 3.0f}));
+  EXPECT_EQ(out[1].to_vector(), std::vector<float>(v.begin() + 5 * 32, v.begin() + 7 * 32));
+  EXPECT_EQ(out[2].to_ints(), std::vector<int32_t>({4, -5}));
+  EXPECT_EQ(bytes_of(out[3]), q_before);
+  out[1].f32()[0] = 99.0f;
+  EXPECT_EQ(rows.to_vector()[5 * 32], v[5 * 32]);
 }
 
 TEST(BackendContract, BackendsSayWhatTheyRun) {

@@ -34,7 +34,10 @@ struct Storage {
   size_t nbytes = 0;
   Device device = Device::CPU;
   Storage(size_t nbytes, Device device);
+  // nbytes of `whole` from byte `offset`: a part that keeps the whole alive and frees nothing itself.
+  Storage(std::shared_ptr<Storage> whole, size_t offset, size_t nbytes);
   ~Storage();
+  std::shared_ptr<Storage> whole;  // set in a part
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 };
@@ -51,6 +54,10 @@ class Tensor {
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
   static Tensor from_vector(const std::vector<float>& v, const Shape& shape);
   static Tensor from_ints(const std::vector<int32_t>& v, const Shape& shape);
+  // Copies of contiguous tensors (any dtype and layout), one after the other in a single block of memory, each
+  // from a 64-byte boundary: a reader that goes from one to the next streams one allocation (on the CPU, one of
+  // huge pages when it is large enough).
+  static std::vector<Tensor> packed(const std::vector<Tensor>& ts);
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const;

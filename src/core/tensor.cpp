@@ -88,8 +88,42 @@ Storage::Storage(size_t n, Device dev) : nbytes(n), device(dev) {
              "out of memory allocating " + std::to_string(n) + " bytes on the " + backend_for(dev).name() + " backend");
 }
 
+Storage::Storage(std::shared_ptr<Storage> w, size_t offset, size_t n)
+    : data(static_cast<char*>(w->data) + offset), nbytes(n), device(w->device), whole(std::move(w)) {
+  AIGC_CHECK(offset + n <= whole->nbytes, "a part of a storage must lie inside it");
+}
+
 Storage::~Storage() {
-  if (data) backend_for(device).release(data, nbytes);
+  if (data && !whole) backend_for(device).release(data, nbytes);
+}
+
+std::vector<Tensor> Tensor::packed(const std::vector<Tensor>& ts) {
+  if (ts.empty()) return {};
+  const Device dev = ts[0].device();
+  std::vector<size_t> at, bytes;
+  size_t total = 0;
+  for (const Tensor& t : ts) {
+    AIGC_CHECK(t.is_contiguous() && t.device() == dev, "packed: tensors must be contiguous and on one device");
+    at.push_back(total);
+    bytes.push_back(dtype_bytes(t.dtype(), t.numel()));
+    total += (bytes.back() + 63) / 64 * 64;
+  }
+  auto whole = std::make_shared<Storage>(total, dev);
+  Backend& be = backend_for(dev);
+  std::vector<Tensor> out;
+  std::vector<char> host;
+  for (size_t i = 0; i < ts.size(); i++) {
+    auto impl = std::make_shared<TensorImpl>(*ts[i].impl());
+    impl->storage = std::make_shared<Storage>(whole, at[i], bytes[i]);
+    impl->offset = 0;
+    impl->requires_grad = false;
+    impl->grad = Tensor();
+    host.resize(bytes[i]);
+    if (bytes[i])
+      be.to_host(host.data(), ts[i].raw(), bytes[i]), be.from_host(impl->storage->data, host.data(), bytes[i]);
+    out.emplace_back(impl);
+  }
+  return out;
 }
 
 static Tensor make(const Shape& shape, DType dtype, Device device, bool zero) {

@@ -176,25 +176,35 @@ void GPT::build_inference_weights(const std::function<Tensor(const std::vector<T
   // Matrices that read the same input are joined by rows: a decoded token then makes one pass over them, not
   // three (or two) small ones that each pay a fork and join of the threads and a cold start of the memory stream.
   // make() may decline a join (an undefined tensor): the matrices then run apart.
+  std::vector<Tensor*> order;  // every matrix made, in the order a forward pass reads them
+  auto one = [&](const Tensor& w) { order.push_back(&(inference_weights_[w.impl()] = make({w}))); };
   auto join = [&](const std::vector<Tensor>& ws) {
     Joined j;
     for (const Tensor& w : ws) j.rows.push_back(w.size(0));
     j.w = make(ws);
-    if (j.w.defined())
-      joined_weights_[ws[0].impl()] = std::move(j);
-    else
-      for (const Tensor& w : ws) inference_weights_[w.impl()] = make({w});
+    if (!j.w.defined()) {
+      for (const Tensor& w : ws) one(w);
+      return;
+    }
+    Joined& at = joined_weights_[ws[0].impl()] = std::move(j);
+    order.push_back(&at.w);
   };
-  const Tensor& head_w = config_.tie_embeddings ? wte_ : lm_head_w_;
-  inference_weights_[head_w.impl()] = make({head_w});
   for (const Block& b : blocks_)
     if (config_.is_llama()) {
       join({b.q_w, b.k_w, b.v_w});
+      one(b.o_w);
       join({b.gate_w, b.up_w});
-      for (const Tensor& w : {b.o_w, b.down_w}) inference_weights_[w.impl()] = make({w});
+      one(b.down_w);
     } else {
-      for (const Tensor& w : {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w}) inference_weights_[w.impl()] = make({w});
+      for (const Tensor& w : {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w}) one(w);
     }
+  one(config_.tie_embeddings ? wte_ : lm_head_w_);
+  // Then all of them into one block of memory, in that order: a decoded token streams through it from one end to
+  // the other, on huge pages (backend memory), instead of hundreds of small allocations of 4 KiB pages.
+  std::vector<Tensor> made;
+  for (Tensor* t : order) made.push_back(*t);
+  made = Tensor::packed(made);
+  for (size_t i = 0; i < order.size(); i++) *order[i] = made[i];
 }
 
 Tensor GPT::attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache,
@@ -264,9 +274,12 @@ KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
   KVCache c;
   c.capacity = capacity;
   const int64_t hs = config_.head_size(), nkv = config_.kv_heads();  // grouped-query attention keeps NKV heads
+  // One block for all layers (huge pages when it is large enough: backend memory), each layer's keys and values
+  // a view of it.
+  const Tensor all = Tensor::zeros({2 * config_.n_layer, batch, nkv, capacity, hs});
   for (int64_t l = 0; l < config_.n_layer; l++) {
-    c.k.push_back(Tensor::zeros({batch, nkv, capacity, hs}));
-    c.v.push_back(Tensor::zeros({batch, nkv, capacity, hs}));
+    c.k.push_back(all.narrow0(2 * l, 1).view({batch, nkv, capacity, hs}));
+    c.v.push_back(all.narrow0(2 * l + 1, 1).view({batch, nkv, capacity, hs}));
   }
   return c;
 }
