@@ -56,7 +56,8 @@ class Tensor {
   static Tensor from_ints(const std::vector<int32_t>& v, const Shape& shape);
   // Copies of contiguous tensors (any dtype and layout), one after the other in a single block of memory, each
   // from a 64-byte boundary: a reader that goes from one to the next streams one allocation (on the CPU, one of
-  // huge pages when it is large enough).
+  // huge pages when it is large enough). The originals stay as they were: until the caller drops them, both are
+  // held.
   static std::vector<Tensor> packed(const std::vector<Tensor>& ts);
 
   bool defined() const { return impl_ != nullptr; }
