@@ -134,11 +134,12 @@ void add_linear_cases(std::vector<OpCase>& t) {
   // Q8_0 / Q4_0 / Q4_1 weights: both backends quantize the input with the same code, so the block dots are the same
   // integers; only the fp32 sums of scaled block dots differ from the reference's double sums. (scripts/test.sh
   // also runs this table with AIGC_QUANT_ISA=avx2 and =scalar, the CPU's narrower paths.) Rows16 weights: the
-  // shapes cover groups of 16 with a tail of plain rows, 1 to 4 input rows per pass, and no whole group.
+  // shapes cover groups of 16 with a tail of plain rows, 1 to 4 input rows per pass, and no whole group; the last
+  // has more input than the CPU quantizes on one thread (each of up to 4 rows is quantized by every thread itself).
   for (DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_1})
     for (Layout layout : {Layout::Plain, Layout::Rows16})
       for (const Shape& s : {Shape{1, 32, 5}, Shape{1, 768, 33}, Shape{3, 96, 17}, Shape{17, 64, 9}, Shape{6, 64, 48},
-                             Shape{7, 96, 32}, Shape{2, 32, 16}})
+                             Shape{7, 96, 32}, Shape{2, 32, 16}, Shape{9, 4096, 17}})
         for (bool bias : {true, false})
           add_case(t,
                    cat("linear_forward_quant ", dtype_name(q), layout == Layout::Rows16 ? " rows16" : "", " N=", s.N,

@@ -114,8 +114,13 @@ void parallel_range(int64_t n, int64_t cost, F&& f) {
 // Two threads split where their last speeds meet: on a shared machine one core is often slower for a while (here
 // the one that waits between parallel regions, by 10-20%), and an even split leaves the other waiting at the end.
 // Which thread runs u never changes what f(u) computes.
-template <typename F>
-void split_stream(int64_t n, F&& f) {
+struct NoStart {
+  void operator()() const {}
+};
+
+// start() runs on every thread before its range (each thread's own preparation, as its copy of the input).
+template <typename F, typename Start = NoStart>
+void split_stream(int64_t n, F&& f, Start&& start = {}) {
   static std::atomic<float> share0{0.5f};  // thread 0's part of the work, learned from the calls so far
   const auto t0 = std::chrono::steady_clock::now();
   float took[2] = {0, 0};
@@ -124,6 +129,7 @@ void split_stream(int64_t n, F&& f) {
   on_threads([&](int id, int nt) {
     const int64_t lo = nt == 2 ? (id == 0 ? 0 : cut) : n * id / nt,
                   hi = nt == 2 ? (id == 0 ? cut : n) : n * (id + 1) / nt;
+    start();
     for (int64_t u = lo; u < hi; u++) f(u);
     if (nt == 2) took[id] = std::chrono::duration<float>(std::chrono::steady_clock::now() - t0).count();
   });

@@ -345,54 +345,81 @@ void group(float* out, int64_t ldo, const uint8_t* tiles, const Input& x, int64_
   group_scalar<Block>(out, ldo, tiles, x, n, TN);
 }
 
+// The input rows as Rows16 and row kernels read them: Q8_0 blocks with their scales and sums, in buffers of the
+// thread that made them (x points into them).
+struct InputBuffers {
+  std::vector<BlockQ8_0> q;
+  std::vector<float> d;
+  std::vector<int32_t> sum;
+  Input x{};
+  void resize(int64_t n, int64_t nb) {
+    q.resize(size_t(n)), d.resize(size_t(n)), sum.resize(size_t(n));
+    x = Input{q.data(), d.data(), sum.data(), nb};
+  }
+};
+
 template <typename Block>
 void linear_quant(float* out, const float* inp, const Block* w, bool rows16, const float* bias, int64_t N, int64_t C_in,
                   int64_t C_out) {
   const int64_t nb = C_in / kQuantBlock;
-  static thread_local std::vector<BlockQ8_0> xq;  // the caller's; the threads below see them through x
-  static thread_local std::vector<float> xd;
-  static thread_local std::vector<int32_t> xsum;
-  xq.resize(size_t(N * nb)), xd.resize(size_t(N * nb)), xsum.resize(size_t(N * nb));
-  const Input x{xq.data(), xd.data(), xsum.data(), nb};
-  BlockQ8_0* q = xq.data();
-  float* d = xd.data();
-  int32_t* sum = xsum.data();
   const Isa path = isa();
-  parallel_range(N * nb, kQuantBlock, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) quantize_input(inp + i * kQuantBlock, q[i], d[i], sum[i], path);
-  });
+  auto quantize_rows = [&](InputBuffers& in, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) quantize_input(inp + i * kQuantBlock, in.q[i], in.d[i], in.sum[i], path);
+  };
+  // A few rows (decoding): each thread quantizes the input itself, into buffers of its own, at the start of its
+  // share. Quantized once by the calling thread instead, the blocks were written by one core and read by the other
+  // at every product, and that thread's serial stretch between products held the quantization too. Many rows
+  // (prefill): quantized once, the threads splitting the blocks, into the caller's buffers.
+  static thread_local InputBuffers mine;
+  InputBuffers* shared = nullptr;
+  if (N > kTokens) {
+    static thread_local InputBuffers caller;  // the threads below see them through `shared`
+    caller.resize(N * nb, nb);
+    shared = &caller;
+    // Through the pointer: inside the lambda, `caller` would name each thread's own (empty) buffers.
+    parallel_range(N * nb, kQuantBlock, [&](int64_t i0, int64_t i1) { quantize_rows(*shared, i0, i1); });
+  }
+  auto start = [&] {
+    if (shared) return;
+    mine.resize(N * nb, nb);
+    quantize_rows(mine, 0, N * nb);
+  };
   // Threads split the output features (groups of 16, then single rows), so each weight row is read from memory
   // once, by one thread, and stays in its cache for all N input rows.
   const int64_t groups = rows16 ? C_out / kRowGroup : 0, first_row = groups * kRowGroup;
   const int64_t tile = kRowGroup * int64_t(sizeof(Block));
   const auto* tiles = reinterpret_cast<const uint8_t*>(w);
-  split_stream(groups + (C_out - first_row), [&](int64_t u) {
-    if (u < groups) {
-      const uint8_t* gt = tiles + u * nb * tile;
-      float* o = out + u * kRowGroup;
-      int64_t n = 0;
-      for (; n + kTokens <= N; n += kTokens) group<Block, kTokens>(o + n * C_out, C_out, gt, x, n, path);
-      switch (N - n) {
-        case 3:
-          group<Block, 3>(o + n * C_out, C_out, gt, x, n, path);
-          break;
-        case 2:
-          group<Block, 2>(o + n * C_out, C_out, gt, x, n, path);
-          break;
-        case 1:
-          group<Block, 1>(o + n * C_out, C_out, gt, x, n, path);
-          break;
-      }
-      if (bias)
-        for (int64_t i = 0; i < N; i++)
-          for (int r = 0; r < kRowGroup; r++) o[i * C_out + r] += bias[u * kRowGroup + r];
-    } else {
-      const int64_t row = first_row + (u - groups);
-      const Block* wr = w + row * nb;
-      const float bo = bias ? bias[row] : 0.0f;
-      for (int64_t i = 0; i < N; i++) out[i * C_out + row] = dot(wr, q + i * nb, nb, path) + bo;
-    }
-  });
+  split_stream(
+      groups + (C_out - first_row),
+      [&](int64_t u) {
+        const Input& x = shared ? shared->x : mine.x;
+        if (u < groups) {
+          const uint8_t* gt = tiles + u * nb * tile;
+          float* o = out + u * kRowGroup;
+          int64_t n = 0;
+          for (; n + kTokens <= N; n += kTokens) group<Block, kTokens>(o + n * C_out, C_out, gt, x, n, path);
+          switch (N - n) {
+            case 3:
+              group<Block, 3>(o + n * C_out, C_out, gt, x, n, path);
+              break;
+            case 2:
+              group<Block, 2>(o + n * C_out, C_out, gt, x, n, path);
+              break;
+            case 1:
+              group<Block, 1>(o + n * C_out, C_out, gt, x, n, path);
+              break;
+          }
+          if (bias)
+            for (int64_t i = 0; i < N; i++)
+              for (int r = 0; r < kRowGroup; r++) o[i * C_out + r] += bias[u * kRowGroup + r];
+        } else {
+          const int64_t row = first_row + (u - groups);
+          const Block* wr = w + row * nb;
+          const float bo = bias ? bias[row] : 0.0f;
+          for (int64_t i = 0; i < N; i++) out[i * C_out + row] = dot(wr, x.q + i * nb, nb, path) + bo;
+        }
+      },
+      start);
 }
 
 }  // namespace
