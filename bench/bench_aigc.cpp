@@ -11,7 +11,6 @@
 // FLOP counts are the model's useful work (causal attention counts only the lower triangle).
 #include <immintrin.h>
 #include <omp.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -142,13 +142,13 @@ float sum_range(const float* p, int64_t n) {
 
 void mode_bandwidth() {
   const int64_t n = int64_t(1) << 28;  // 1 GiB of floats: far past every cache
-  // On huge pages, as the backend gives its large blocks (weights, KV caches): 4 KiB pages read about 10% slower
-  // here, and a bound measured on them would flatter the decoders it bounds.
+  // Memory as the backend gives its large blocks (weights, KV caches: huge pages where the kernel grants them):
+  // 4 KiB pages read about 10% slower here, and a bound measured on them would flatter the decoders it bounds.
   const size_t bytes = size_t(n) * sizeof(float);
-  std::unique_ptr<float, decltype(&std::free)> buf(static_cast<float*>(std::aligned_alloc(size_t(2) << 20, bytes)),
-                                                   &std::free);
+  Backend& be = cpu_backend();
+  std::unique_ptr<float, std::function<void(float*)>> buf(static_cast<float*>(be.alloc(bytes)),
+                                                          [&be, bytes](float* p) { be.release(p, bytes); });
   if (!buf) std::abort();
-  madvise(buf.get(), bytes, MADV_HUGEPAGE);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; i++) buf.get()[i] = float(i & 7);
   std::vector<double> rates;
