@@ -6,6 +6,7 @@
 //   aigc_bench prefill L H C V T REPS                batch-1 prompt of T tokens into an empty KV cache
 //   aigc_bench decode  L H C V N                     batch-1 generation of N tokens with the KV cache
 //   aigc_bench eval    L H C V T REPS                forward + loss over one T-token window, all logits
+//   aigc_bench stream  TYPE L C HIDDEN KV_WIDTH V REPS   one decoded token's products vs a read of their bytes
 // A leading --bf16 runs the model modes in bf16: mixed-precision training (bf16 matrix products, fp32 master
 // weights) and bf16 inference weights.
 // FLOP counts are the model's useful work (causal attention counts only the lower triangle).
@@ -167,6 +168,64 @@ void mode_bandwidth() {
   std::printf("{\"gbps\": %.2f, \"sink\": %g}\n", *std::max_element(rates.begin(), rates.end()), sink);
 }
 
+// The matrix products of one decoded token of a Llama shape (per layer: q|k|v, o, gate|up, down; then the head),
+// one input row, with weights of one type packed in one block as a model keeps them; each rep reads as many bytes
+// with the loop above (all threads), then runs the products, so both meet the same bandwidth regime. It separates
+// how fast the products stream from the rest of a decoding step (attention, element-wise ops, sampling).
+void mode_stream(const std::string& type, int64_t L, int64_t C, int64_t H, int64_t KV, int64_t V, int64_t reps) {
+  if (type != "f32" && type != "bf16" && type != "q8_0" && type != "q4_0") {
+    std::fprintf(stderr, "error: TYPE must be f32, bf16, q8_0 or q4_0, got %s\n", type.c_str());
+    std::exit(2);
+  }
+  NoGradGuard ng;
+  Rng rng(1);
+  std::vector<Tensor> ws;
+  auto add = [&](int64_t rows, int64_t cols) {
+    Tensor w = Tensor::empty({rows, cols});
+    init::uniform(w, -0.05f, 0.05f, rng);
+    if (type == "bf16") w = ops::to_bf16(w);
+    if (type == "q8_0" || type == "q4_0")
+      w = ops::to_rows16(ops::quantize(w, type == "q8_0" ? DType::Q8_0 : DType::Q4_0));
+    ws.push_back(w);
+  };
+  for (int64_t l = 0; l < L; l++) add(C + 2 * KV, C), add(C, C), add(2 * H, C), add(C, H);
+  if (V > 0) add(V, C);
+  ws = Tensor::packed(ws);
+  double bytes = 0;
+  for (const Tensor& w : ws) bytes += double(dtype_bytes(w.dtype(), w.numel()));
+  const int64_t n = int64_t(bytes) / 4 / 64 * 64;
+  Backend& be = cpu_backend();
+  std::unique_ptr<float, std::function<void(float*)>> buf(static_cast<float*>(be.alloc(size_t(n) * 4)),
+                                                          [&be, n](float* p) { be.release(p, size_t(n) * 4); });
+  if (!buf) std::abort();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) buf.get()[i] = float(i & 7);
+  const Tensor xc = Tensor::from_vector(std::vector<float>(size_t(C), 0.5f), {1, C});
+  const Tensor xh = Tensor::from_vector(std::vector<float>(size_t(H), 0.5f), {1, H});
+  std::vector<double> read, products;
+  double sink = 0;
+  for (int64_t rep = 0; rep <= reps; rep++) {  // the first of each is a warm-up
+    auto t0 = Clock::now();
+#pragma omp parallel reduction(+ : sink)
+    {
+      int nt = omp_get_num_threads(), id = omp_get_thread_num();
+      sink += sum_range(buf.get() + n * id / nt, n / nt);
+    }
+    const double t_read = seconds_since(t0);
+    t0 = Clock::now();
+    run_held(be, [&] {
+      for (const Tensor& w : ws) sink += double(ops::linear(w.size(1) == C ? xc : xh, w, Tensor()).raw() != nullptr);
+    });
+    if (rep > 0) read.push_back(double(n) * 4 / t_read / 1e9), products.push_back(bytes / seconds_since(t0) / 1e9);
+  }
+  std::sort(read.begin(), read.end()), std::sort(products.begin(), products.end());
+  std::printf(
+      "{\"type\": \"%s\", \"mb\": %.1f, \"read_gbps\": %.2f, \"read_median\": %.2f, \"products_gbps\": %.2f, "
+      "\"products_median\": %.2f, \"sink\": %g}\n",
+      type.c_str(), bytes / 1e6, read.back(), read[read.size() / 2], products.back(), products[products.size() / 2],
+      sink);
+}
+
 // ---- models ----------------------------------------------------------------------------------------------------
 
 struct Shape {
@@ -286,7 +345,7 @@ void mode_eval(const Shape& s, int64_t T, int64_t reps) {
 int usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s peak | bandwidth | train L H C V B T STEPS WARMUP | prefill L H C V T REPS |\n"
-               "       decode L H C V N | eval L H C V T REPS\n",
+               "       decode L H C V N | eval L H C V T REPS | stream TYPE L C HIDDEN KV_WIDTH V REPS\n",
                argv0);
   return 2;
 }
@@ -312,6 +371,8 @@ int main(int argc, char** argv) {
     mode_prefill(parse_shape(argv + 2), arg(6), arg(7));
   } else if (mode == "decode" && argc == 7) {
     mode_decode(parse_shape(argv + 2), arg(6));
+  } else if (mode == "stream" && argc == 9) {
+    mode_stream(argv[2], arg(3), arg(4), arg(5), arg(6), arg(7), arg(8));
   } else if (mode == "eval" && argc == 8) {
     mode_eval(parse_shape(argv + 2), arg(6), arg(7));
   } else {

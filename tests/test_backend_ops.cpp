@@ -119,8 +119,8 @@ void add_linear_cases(std::vector<OpCase>& t) {
   }
   // bf16 weights: up to 16 rows the CPU widens them in fp32 dot products (fp32 input, gemm tolerance); beyond, its
   // bf16 matmul also rounds the input to bf16, which the reference does not.
-  // (C_in 51: the CPU's 32-wide steps, a 16-wide one and a scalar tail; N 6 x C_in 96: whole blocks of its
-  // even/odd input copy for a group of 4 rows and one of 2.)
+  // (C_in 51: the CPU's 32-wide steps, a 16-wide one and a scalar tail; N 6 x C_in 96: whole 32-wide steps for
+  // a group of 4 rows and one of 2.)
   for (const Shape& s : {Shape{7, 13, 5}, Shape{1, 65, 33}, Shape{16, 31, 7}, Shape{3, 51, 9}, Shape{6, 96, 19},
                          Shape{17, 65, 31}, Shape{33, 130, 9}})
     for (bool bias : {true, false})

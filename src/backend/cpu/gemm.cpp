@@ -58,11 +58,8 @@ inline float widen(uint16_t w) { return f32_from_bf16(w); }
 // multiply-adds. bf16 weights keep two sums per input row (even and odd weights), fp32 ones one: a chain of
 // dependent multiply-adds still takes 64 bytes per 4 cycles, more than a core's share of the bandwidth, and fp32
 // rows also serve training (dense layers of batches up to 16), whose sums stay in the order the parity tests pin.
-// For bf16 weights, `split` holds the input rows with each whole 32-value block rearranged as its 16 even values,
-// then its 16 odd ones (split_even_odd), to match the weights' lanes without a shuffle per load.
 template <int R, typename W>
-void dot_row(float* out, const float* inp, const float* split, const W* w, const float* bias, int64_t o, int64_t C_in,
-             int64_t C_out) {
+void dot_row(float* out, const float* inp, const W* w, const float* bias, int64_t o, int64_t C_in, int64_t C_out) {
   v16f acc[R][2];
   for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = v16f{};
   const W* wr = w + o * C_in;
@@ -83,11 +80,12 @@ void dot_row(float* out, const float* inp, const float* split, const W* w, const
     }
     in_register(w0), in_register(w1);
     for (int r = 0; r < R; r++) {
+      const v16f a = load16(inp + r * C_in + i), b = load16(inp + r * C_in + i + 16);
       if constexpr (std::is_same_v<W, uint16_t>) {
-        acc[r][0] += load16(split + r * C_in + i) * w0;
-        acc[r][1] += load16(split + r * C_in + i + 16) * w1;
+        acc[r][0] += __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) * w0;
+        acc[r][1] += __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31) * w1;
       } else {
-        acc[r][0] += load16(inp + r * C_in + i) * w0, acc[r][0] += load16(inp + r * C_in + i + 16) * w1;
+        acc[r][0] += a * w0, acc[r][0] += b * w1;
       }
     }
   }
@@ -102,47 +100,25 @@ void dot_row(float* out, const float* inp, const float* split, const W* w, const
   }
 }
 
-// The rows of x (n values) with each whole block of 32 as its 16 even values, then its 16 odd ones; the tail as is.
-void split_even_odd(float* dst, const float* x, int64_t n) {
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32)
-    for (int j = 0; j < 16; j++) dst[i + j] = x[i + 2 * j], dst[i + 16 + j] = x[i + 2 * j + 1];
-  for (; i < n; i++) dst[i] = x[i];
-}
-
 // out (N, C_out) = inp (N, C_in) W^T + bias for a few rows (generation, batched decoding): the weights' bytes are
 // the cost, so each weight row is read from memory once, by one thread, and widened to fp32 in registers; up to 4
 // input rows share each load (dot_row). Threads split the output features into consecutive ranges (split_stream),
 // and each walks its range one row after the next: a single forward stream, which the hardware prefetchers follow
 // at full speed. Reading 4 rows side by side (4 streams a thread) was measured 1.4x slower for bf16 weights.
-// For bf16 weights each thread first splits the input into even and odd values, into a buffer of its own: with an
-// even/odd shuffle of the input per load instead, one core multiplied only 23 GB/s of weights from its L2 (42 split),
-// less than its share of the memory bandwidth in this VM's fast periods (33 GB/s).
 template <typename W>
 void linear_few_rows(float* out, const float* inp, const W* w, const float* bias, int64_t N, int64_t C_in,
                      int64_t C_out) {
-  constexpr bool bf16 = std::is_same_v<W, uint16_t>;
-  static thread_local std::vector<float> split;  // each thread's own: the lambdas below name their thread's
-  split_stream(
-      C_out,
-      [&](int64_t o) {
-        for (int64_t r = 0; r < N; r += 4) {
-          const int64_t R = std::min<int64_t>(4, N - r);
-          float* y = out + r * C_out;
-          const float* x = inp + r * C_in;
-          const float* xs = bf16 ? split.data() + r * C_in : nullptr;
-          if (R == 4) dot_row<4>(y, x, xs, w, bias, o, C_in, C_out);
-          if (R == 3) dot_row<3>(y, x, xs, w, bias, o, C_in, C_out);
-          if (R == 2) dot_row<2>(y, x, xs, w, bias, o, C_in, C_out);
-          if (R == 1) dot_row<1>(y, x, xs, w, bias, o, C_in, C_out);
-        }
-      },
-      [&] {
-        if constexpr (bf16) {
-          if (split.size() < size_t(N * C_in)) split.resize(size_t(N * C_in));
-          for (int64_t r = 0; r < N; r++) split_even_odd(split.data() + r * C_in, inp + r * C_in, C_in);
-        }
-      });
+  split_stream(C_out, [&](int64_t o) {
+    for (int64_t r = 0; r < N; r += 4) {
+      const int64_t R = std::min<int64_t>(4, N - r);
+      float* y = out + r * C_out;
+      const float* x = inp + r * C_in;
+      if (R == 4) dot_row<4>(y, x, w, bias, o, C_in, C_out);
+      if (R == 3) dot_row<3>(y, x, w, bias, o, C_in, C_out);
+      if (R == 2) dot_row<2>(y, x, w, bias, o, C_in, C_out);
+      if (R == 1) dot_row<1>(y, x, w, bias, o, C_in, C_out);
+    }
+  });
 }
 
 constexpr int64_t kFewRows = 16;
