@@ -20,7 +20,7 @@ struct ConvertArgs {
 
 void add_convert_options(CLI::App* cmd, ConvertArgs& a, const char* type_help) {
   cmd->add_option("--ckpt,--model,-m", a.ckpt,
-                  "aigc checkpoint, GGUF file, or Hugging Face directory (GPT-2, Llama, Mistral)")
+                  "aigc checkpoint, GGUF file, or Hugging Face directory (GPT-2, Llama, Mistral, Qwen2)")
       ->required();
   cmd->add_option("--out,-o", a.out, "Output .gguf file")->required();
   cmd->add_option("--type", a.type, type_help)->capture_default_str();

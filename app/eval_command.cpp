@@ -19,7 +19,7 @@ Command eval_command(CLI::App& app) {
   CLI::App* cmd =
       app.add_subcommand("eval", "Mean next-token cross-entropy and perplexity of a checkpoint on a text file");
   cmd->add_option("--ckpt,--model,-m", a->ckpt,
-                  "aigc checkpoint, GGUF file (gpt2, llama), or Hugging Face directory (GPT-2, Llama, Mistral)")
+                  "aigc checkpoint, GGUF file (gpt2, llama), or Hugging Face directory (GPT-2, Llama, Mistral, Qwen2)")
       ->required();
   cmd->add_option("--data", a->data, "Text file, or a built-in corpus (fortune files are cleaned as in training)")
       ->required();

@@ -24,7 +24,7 @@ Command generate_command(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a checkpoint (streams tokens as they come)");
   cmd->add_option("--ckpt,--model,-m", a->ckpt,
-                  "aigc checkpoint, GGUF file (gpt2, llama), or Hugging Face directory (GPT-2, Llama, Mistral)")
+                  "aigc checkpoint, GGUF file (gpt2, llama), or Hugging Face directory (GPT-2, Llama, Mistral, Qwen2)")
       ->required();
   cmd->add_option("--prompt,-p", a->prompt, "Text to continue");
   cmd->add_option("--max-tokens,-n", a->opt.max_tokens, "Tokens to generate")->capture_default_str();

@@ -27,7 +27,7 @@ void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   serve::ServerOptions& o = a.server;
   cmd->add_option("--ckpt,--model,-m", a.ckpt,
                   "Text model: an aigc checkpoint, a GGUF file (gpt2, llama) or a Hugging Face directory (GPT-2, "
-                  "Llama, Mistral)")
+                  "Llama, Mistral, Qwen2)")
       ->required();
   cmd->add_option("--image-ckpt", a.image_ckpt, "Image model for /v1/images/generations (DCGAN or diffusion)");
   cmd->add_option("--host", o.host, "Address to listen on (loopback unless you say otherwise)")->capture_default_str();

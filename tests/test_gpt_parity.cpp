@@ -50,6 +50,13 @@ void run_parity(GPTConfig cfg, const char* label) {
   const int64_t B = 2, T = 8;
   GPT model(cfg);
   model.init_weights(42);
+  {  // Qwen2's q, k and v biases start at zero: random ones, so that the oracle checks how they are added
+    Rng brng(11);
+    NoGradGuard ng;
+    for (const Param& p : model.params().params())
+      if (p.name.find("self_attn.") != std::string::npos && p.name.ends_with(".bias"))
+        init::normal(p.value, 0.0f, 0.5f, brng);
+  }
   Rng rng(7);
   std::vector<int32_t> idx(B * T), tgt(B * T);
   for (auto& v : idx) v = int32_t(rng.next_u64() % uint64_t(cfg.vocab_size));
@@ -121,6 +128,13 @@ TEST(Parity, LlamaGroupedQueryMatchesPyTorch) {
   c.rope_scaling.type = "llama3";
   c.rope_scaling.factor = 8.0f, c.rope_scaling.original_max_position = 64;
   run_parity(c, "llama-gqa");
+}
+
+// Qwen2: biased q, k and v projections, 6 query heads sharing 2 kv heads, a tied head, rope theta 1e6.
+TEST(Parity, Qwen2BiasedProjectionsMatchPyTorch) {
+  GPTConfig c = small(GPTConfig::llama_style());
+  c.n_head = 6, c.n_kv_head = 2, c.head_dim = 8, c.qkv_bias = true, c.tie_embeddings = true, c.rope_theta = 1e6f;
+  run_parity(c, "qwen2");
 }
 
 // Multi-query attention (one kv head), a tied head, a head size unlike n_embd / n_head, linear scaling.

@@ -14,6 +14,7 @@
 #include "aigc/chat_template.h"
 #include "aigc/checkpoint.h"
 #include "aigc/error.h"
+#include "aigc/rng.h"
 #include "aigc/safetensors.h"
 #include "openai.h"
 
@@ -123,13 +124,73 @@ TEST(HfCheckpoint, ShardedBf16LlamaLoadsToTheSameLogits) {
   fs::remove_all(dir);
 }
 
+// Qwen2: Llama blocks with biased q, k and v projections, a tied head, and a sliding window it names but does not
+// use. The same logits as the model written, through the whole forward and through the KV cache (prefill, then
+// one decoded token).
+TEST(HfCheckpoint, Qwen2LoadsWithItsProjectionBiases) {
+  const fs::path dir = aigc::testing::fresh_temp_dir("hf_qwen2");
+  GPTConfig c = tiny_llama();
+  c.qkv_bias = true, c.tie_embeddings = true, c.rope_theta = 1e6f, c.rope_scaling = RopeScaling{};
+  GPT m(c);
+  m.init_weights(3);
+  Rng rng(5);
+  {
+    NoGradGuard ng;
+    for (const Param& p : m.params().params())
+      if (p.name.ends_with("_proj.bias")) init::normal(p.value, 0.0f, 0.5f, rng);
+  }
+  nlohmann::json cfg = hf_config(c);
+  cfg["model_type"] = "qwen2", cfg["architectures"] = {"Qwen2ForCausalLM"}, cfg["tie_word_embeddings"] = true;
+  cfg["rope_theta"] = c.rope_theta, cfg["rope_scaling"] = nullptr, cfg.erase("attention_bias");
+  cfg["use_sliding_window"] = false, cfg["sliding_window"] = 16, cfg["max_window_layers"] = 2;
+  write_hf_llama(m, dir, cfg);
+  LoadedModel lm = load_model(dir.string());
+  EXPECT_EQ(lm.model->config().to_json(), m.config().to_json());
+  EXPECT_EQ(logits_of(*lm.model), logits_of(m));
+  NoGradGuard ng;
+  const std::vector<int32_t> ids = {1, 50, 200, 7, 9, 255, 3, 3, 42};
+  const std::vector<float> full = lm.model->forward(Tensor::from_ints(ids, {1, 9})).to_vector();
+  const int64_t V = c.vocab_size;
+  KVCache cache = lm.model->make_cache(1, 16);
+  std::vector<int32_t> prompt(ids.begin(), ids.end() - 1);
+  const std::vector<float> pre = lm.model->forward_cached(Tensor::from_ints(prompt, {1, 8}), cache).to_vector();
+  const std::vector<float> dec = lm.model->forward_decode({ids.back()}, {0}, {8}, cache).to_vector();
+  for (int64_t v = 0; v < V; v++) {
+    EXPECT_NEAR(pre[size_t(v)], full[size_t(7 * V + v)], 1e-4) << "prefill, logit " << v;
+    EXPECT_NEAR(dec[size_t(v)], full[size_t(8 * V + v)], 1e-4) << "decode, logit " << v;
+  }
+  // Decoding from q8_0 weights: each projection with its own f32 bias, the same next token at every position.
+  lm.model->set_inference_dtype(DType::Q8_0);
+  const std::vector<float> q8 = lm.model->forward(Tensor::from_ints(ids, {1, 9})).to_vector();
+  for (int64_t t = 0; t < 9; t++) {
+    auto top = [&](const std::vector<float>& l) {
+      return std::max_element(l.begin() + t * V, l.begin() + (t + 1) * V) - (l.begin() + t * V);
+    };
+    EXPECT_EQ(top(q8), top(full)) << "position " << t;
+  }
+  // GGUF export would drop the biases: refused by name.
+  try {
+    save_gguf((dir / "m.gguf").string(), *lm.model, *lm.tokenizer, GgufTypes(GgmlType::F32), "qwen2");
+    ADD_FAILURE() << "a Qwen2 model was exported to GGUF";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("qwen2"), std::string::npos) << e.what();
+  }
+  // With the sliding window in use, a window shorter than the context is refused by name.
+  cfg["use_sliding_window"] = true;
+  std::ofstream(dir / "config.json") << cfg.dump(2);
+  EXPECT_NE(load_error(dir).find("sliding_window 16"), std::string::npos) << load_error(dir);
+  fs::remove_all(dir);
+}
+
 // The loaders refuse a config larger than its weights by GPTConfig::param_count: it must be what a model holds.
 TEST(HfCheckpoint, ParamCountIsWhatTheModelHolds) {
   GPTConfig untied = tiny_llama(), tied = tiny_llama(), gpt = GPTConfig::gpt2_style(),
-            tf = GPTConfig::transformer_style();
+            tf = GPTConfig::transformer_style(), qwen2 = tiny_llama();
   tied.tie_embeddings = true, tied.head_dim = 12, tied.n_kv_head = 1;
+  qwen2.qkv_bias = true;
   for (GPTConfig* c : {&gpt, &tf}) c->n_layer = 2, c->n_head = 2, c->n_embd = 16, c->block_size = 8, c->vocab_size = 40;
-  for (const GPTConfig& c : {untied, tied, gpt, tf}) EXPECT_EQ(c.param_count(), double(GPT(c, false).num_params()));
+  for (const GPTConfig& c : {untied, tied, gpt, tf, qwen2})
+    EXPECT_EQ(c.param_count(), double(GPT(c, false).num_params()));
 }
 
 // Untrusted JSON nested far deeper than any real file is refused while it is parsed.

@@ -7,7 +7,7 @@ Usage:
 
 The model is a from-scratch twin of Hugging Face's LlamaForCausalLM (RMSNorm,
 rotary embeddings in the "rotate_half" layout, grouped-query attention, SwiGLU
-MLP, no biases).  The oracle runs one forward pass, the mean cross-entropy
+MLP, no biases but Qwen2's on q, k and v with "qkv_bias").  The oracle runs one forward pass, the mean cross-entropy
 loss, the backward pass and exactly one AdamW step (weight decay only on
 parameters with ndim >= 2), and writes the logits, the loss, every gradient
 and every updated parameter.
@@ -16,7 +16,8 @@ Input file
     metadata "config": JSON {"arch": "llama" (optional), "n_layer", "n_head",
         "n_kv_head", "n_embd", "head_dim" (optional; 0 or absent: n_embd //
         n_head), "n_hidden", "block_size", "vocab_size", "tie_embeddings",
-        "ln_eps" (RMSNorm epsilon), "rope_theta", "rope_scaling" (optional,
+        "ln_eps" (RMSNorm epsilon), "rope_theta", "qkv_bias" (optional, default
+        false: Qwen2's biased q, k and v projections), "rope_scaling" (optional,
         default none): {"type": "none"} | {"type": "linear", "factor"} |
         {"type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
         "original_max_position_embeddings"}}.  Other keys are ignored.
@@ -90,7 +91,8 @@ def _normalize_config(cfg):
         if k not in cfg:
             raise ValueError("config is missing %r" % k)
     out = {"arch": "llama", "tie_embeddings": bool(cfg["tie_embeddings"]),
-           "ln_eps": float(cfg["ln_eps"]), "rope_theta": float(cfg["rope_theta"])}
+           "ln_eps": float(cfg["ln_eps"]), "rope_theta": float(cfg["rope_theta"]),
+           "qkv_bias": bool(cfg.get("qkv_bias", False))}
     for k in _INT_KEYS:
         out[k] = int(cfg[k])
         if out[k] < 1:
@@ -210,9 +212,10 @@ class Attention(nn.Module):
         super().__init__()
         C, hd = cfg["n_embd"], cfg["head_dim"]
         self.nh, self.nkv, self.hd = cfg["n_head"], cfg["n_kv_head"], hd
-        self.q_proj = nn.Linear(C, self.nh * hd, bias=False)
-        self.k_proj = nn.Linear(C, self.nkv * hd, bias=False)
-        self.v_proj = nn.Linear(C, self.nkv * hd, bias=False)
+        b = cfg["qkv_bias"]  # Qwen2: biased q, k and v projections
+        self.q_proj = nn.Linear(C, self.nh * hd, bias=b)
+        self.k_proj = nn.Linear(C, self.nkv * hd, bias=b)
+        self.v_proj = nn.Linear(C, self.nkv * hd, bias=b)
         self.o_proj = nn.Linear(self.nh * hd, C, bias=False)
 
     def forward(self, x, cos, sin):
@@ -301,6 +304,8 @@ def parameter_shapes(cfg):
                          ("mlp.down_proj", (C, H)), ("input_layernorm", (C,)),
                          ("post_attention_layernorm", (C,))):
             shapes[p + n + ".weight"] = shape
+            if cfg["qkv_bias"] and n in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                shapes[p + n + ".bias"] = shape[:1]
     shapes["model.norm.weight"] = (C,)
     if not cfg["tie_embeddings"]:
         shapes["lm_head.weight"] = (V, C)

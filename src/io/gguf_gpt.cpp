@@ -231,6 +231,9 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgufTy
   AIGC_CHECK(c.is_llama() || (c.norm == "pre" && c.activation == "gelu" && !c.lm_head_bias),
              "GGUF export supports GPT-2-style models (pre-LN, GELU, no head bias) and llama; this one is norm \"" +
                  c.norm + "\", activation \"" + c.activation + "\"");
+  AIGC_CHECK(!c.qkv_bias,
+             "GGUF export: Qwen2's biased q, k and v projections (llama.cpp's \"qwen2\" architecture) are "
+             "not written yet; save the model as safetensors");
   // A SentencePiece-form tokenizer goes as its tokens and scores; the others as byte-level BPE, under the name of
   // their pre-tokenizer (GPT-2's for the "bpe" tokenizer).
   const std::optional<SpmVocab> spm = spm_vocab_of(tok);

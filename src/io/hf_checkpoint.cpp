@@ -1,7 +1,8 @@
 // Hugging Face model directories (read-only): config.json, the weights in model.safetensors or in the shards that
 // model.safetensors.index.json lists, and the tokenizer (vocab.json + merges.txt, or tokenizer.json). Two layouts:
 // GPT-2 (its projections stored as Conv1D, (in, out)) and Llama's (LlamaForCausalLM and the models sharing its
-// keys: Mistral without a sliding window, SmolLM, TinyLlama), whose keys are aigc's own parameter names.
+// keys: Mistral without a sliding window, SmolLM, TinyLlama, and Qwen2 with its q, k and v biases), whose keys are
+// aigc's own parameter names.
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -199,8 +200,10 @@ RopeScaling rope_scaling_of(const json& j, const std::string& file) {
   return s;
 }
 
-GPTConfig llama_config(const json& j, const std::string& file) {
+// Llama's config.json (Mistral's too), or Qwen2's: Llama blocks whose q, k and v projections carry biases.
+GPTConfig llama_config(const json& j, const std::string& file, bool qwen2) {
   GPTConfig c = GPTConfig::llama_style();
+  c.qkv_bias = qwen2;
   c.n_layer = json_int(j, file, {"num_hidden_layers"});
   c.n_head = json_int(j, file, {"num_attention_heads"});
   c.n_kv_head = json_opt<int64_t>(j, file, "num_key_value_heads", c.n_head);
@@ -217,16 +220,18 @@ GPTConfig llama_config(const json& j, const std::string& file) {
   AIGC_CHECK(act == "silu", "'" + file + "': hidden_act \"" + act + "\" is not supported (silu)");
   for (const char* k : {"attention_bias", "mlp_bias"})
     AIGC_CHECK(!json_opt(j, file, k, false), "'" + file + "': " + k + " true is not supported (no biases)");
-  // Mistral's sliding window changes nothing while the context fits in it.
-  const int64_t window = json_opt<int64_t>(j, file, "sliding_window", 0);
+  // Mistral's sliding window changes nothing while the context fits in it. Qwen2 names a window that it uses
+  // only with use_sliding_window.
+  const bool windowed = !qwen2 || json_opt(j, file, "use_sliding_window", false);
+  const int64_t window = windowed ? json_opt<int64_t>(j, file, "sliding_window", 0) : 0;
   AIGC_CHECK(window == 0 || window >= c.block_size, "'" + file + "': sliding_window " + std::to_string(window) +
                                                         " is shorter than the context " + std::to_string(c.block_size) +
                                                         "; sliding-window attention is not supported");
   return c;
 }
 
-LoadedModel load_llama(const fs::path& dir, const json& j, const std::string& file) {
-  GPTConfig c = llama_config(j, file);
+LoadedModel load_llama(const fs::path& dir, const json& j, const std::string& file, bool qwen2) {
+  GPTConfig c = llama_config(j, file, qwen2);
   HfWeights weights(dir);
   // A checkpoint without lm_head.weight ties the head to the embedding whatever the config says.
   if (!weights.tensors().count("lm_head.weight")) c.tie_embeddings = true;
@@ -258,10 +263,10 @@ LoadedModel load_hf_model(const std::string& path) {
   LoadedModel lm;
   if (type == "gpt2")
     lm = load_gpt2(dir, j, file);
-  else if (type == "llama" || type == "mistral")
-    lm = load_llama(dir, j, file);
+  else if (type == "llama" || type == "mistral" || type == "qwen2")
+    lm = load_llama(dir, j, file, type == "qwen2");
   else
-    fail("'" + file + "': model_type \"" + type + "\" is not supported (gpt2, llama, mistral)");
+    fail("'" + file + "': model_type \"" + type + "\" is not supported (gpt2, llama, mistral, qwen2)");
   AIGC_CHECK(lm.tokenizer->vocab_size() <= lm.model->config().vocab_size,
              "'" + path + "': the tokenizer has more tokens than the model's vocab_size");
   return lm;

@@ -49,6 +49,7 @@ struct GPTConfig {
   int64_t n_hidden = 0;   // the SwiGLU MLP's hidden size; 0 = 8/3 n_embd rounded up to a multiple of 32
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;
+  bool qkv_bias = false;  // the q, k and v projections carry biases (Qwen2)
 
   static GPTConfig gpt2_style();         // pre-LN, GELU, tied
   static GPTConfig transformer_style();  // post-LN, ReLU, untied head with bias, 512 positions
@@ -131,6 +132,7 @@ class GPT {
     Tensor ln_1_w, ln_1_b, attn_w, attn_b, attn_proj_w, attn_proj_b;
     Tensor ln_2_w, ln_2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;
     Tensor q_w, k_w, v_w, o_w, gate_w, up_w, down_w;  // llama (its norms are ln_1_w and ln_2_w)
+    Tensor q_b, k_b, v_b;                             // llama with qkv_bias (Qwen2)
   };
   struct Decode {  // forward_decode's rows: cache slot and position of each, i32 (B)
     Tensor slots, pos;

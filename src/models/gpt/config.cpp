@@ -39,7 +39,8 @@ double GPTConfig::param_count() const {
   const double C = double(n_embd), V = double(vocab_size), H = double(hidden_size());
   if (is_llama()) {
     const double Cq = double(n_head) * double(head_size()), Ckv = double(kv_heads()) * double(head_size());
-    const double layer = 2 * C + 2 * Cq * C + 2 * Ckv * C + 3 * H * C;  // norms, q and o, k and v, the MLP
+    double layer = 2 * C + 2 * Cq * C + 2 * Ckv * C + 3 * H * C;  // norms, q and o, k and v, the MLP
+    if (qkv_bias) layer += Cq + 2 * Ckv;
     return V * C * (tie_embeddings ? 1 : 2) + double(n_layer) * layer + C;
   }
   const double layer = 4 * C + 4 * C * C + 4 * C + 2 * H * C + H + C;  // norms, attention, the MLP
@@ -95,6 +96,7 @@ void GPTConfig::validate() const {
   AIGC_CHECK(arch == "gpt" || arch == "llama", "model config: arch must be \"gpt\" or \"llama\", got \"" + arch + "\"");
   AIGC_CHECK(dropout >= 0.0f && dropout < 1.0f, "model config: dropout must be in [0, 1)");
   AIGC_CHECK(ln_eps > 0.0f, "model config: ln_eps must be positive");
+  AIGC_CHECK(!qkv_bias || is_llama(), "model config: qkv_bias is for arch llama (GPT-2's attention has its biases)");
   if (is_llama()) {
     validate_llama();
     return;
@@ -165,6 +167,7 @@ std::string GPTConfig::to_json() const {
                          {"high_freq_factor", rope_scaling.high_freq_factor},
                          {"original_max_position_embeddings", rope_scaling.original_max_position}};
     if (rope_scaling.type == "factors") j["rope_scaling"]["freq_factors"] = rope_scaling.freq_factors;
+    if (qkv_bias) j["qkv_bias"] = true;
   }
   return j.dump();
 }
@@ -204,6 +207,7 @@ GPTConfig GPTConfig::from_json(const std::string& text) {
   get("head_dim", c.head_dim);
   get("n_hidden", c.n_hidden);
   get("rope_theta", c.rope_theta);
+  get("qkv_bias", c.qkv_bias);
   if (j.contains("rope_scaling")) {
     const nlohmann::json& s = j.at("rope_scaling");
     AIGC_CHECK(s.is_object(), "model config: rope_scaling must be an object");

@@ -191,7 +191,11 @@ void GPT::build_inference_weights(const std::function<Tensor(const std::vector<T
   };
   for (const Block& b : blocks_)
     if (config_.is_llama()) {
-      join({b.q_w, b.k_w, b.v_w});
+      if (config_.qkv_bias) {  // each with its own bias (llama_attention)
+        for (const Tensor& w : {b.q_w, b.k_w, b.v_w}) one(w);
+      } else {
+        join({b.q_w, b.k_w, b.v_w});
+      }
       one(b.o_w);
       join({b.gate_w, b.up_w});
       one(b.down_w);

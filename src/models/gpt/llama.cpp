@@ -20,6 +20,11 @@ void GPT::add_llama_params() {
     b.q_w = params_.add(p + "self_attn.q_proj.weight", {Cq, C}, true);
     b.k_w = params_.add(p + "self_attn.k_proj.weight", {Ckv, C}, true);
     b.v_w = params_.add(p + "self_attn.v_proj.weight", {Ckv, C}, true);
+    if (config_.qkv_bias) {
+      b.q_b = params_.add(p + "self_attn.q_proj.bias", {Cq}, false);
+      b.k_b = params_.add(p + "self_attn.k_proj.bias", {Ckv}, false);
+      b.v_b = params_.add(p + "self_attn.v_proj.bias", {Ckv}, false);
+    }
     b.o_w = params_.add(p + "self_attn.o_proj.weight", {C, Cq}, true);
     b.ln_2_w = params_.add(p + "post_attention_layernorm.weight", {C}, false);
     b.gate_w = params_.add(p + "mlp.gate_proj.weight", {H, C}, true);
@@ -35,7 +40,11 @@ void GPT::add_llama_params() {
 
 Tensor GPT::llama_attention(const Block& blk, const Tensor& x, const Tensor& pos, size_t layer, KVCache* cache,
                             const Decode* decode) {
-  const std::vector<Tensor> p = linears(x, {blk.q_w, blk.k_w, blk.v_w});
+  // Biased projections (Qwen2) run apart: a joined product would need their biases joined too.
+  const std::vector<Tensor> p =
+      config_.qkv_bias
+          ? std::vector<Tensor>{linear(x, blk.q_w, blk.q_b), linear(x, blk.k_w, blk.k_b), linear(x, blk.v_w, blk.v_b)}
+          : linears(x, {blk.q_w, blk.k_w, blk.v_w});
   Tensor qkv = ops::rope_qkv(p[0], p[1], p[2], pos, inv_freq_, config_.n_head, config_.kv_heads());  // (B,T,3 NH HS)
   return linear(attend(qkv, layer, cache, decode), blk.o_w, Tensor());
 }
