@@ -1,8 +1,9 @@
-// GPT models as GGUF files in llama.cpp's "gpt2" and "llama" architectures: the same tensors under ggml's names,
-// the hyperparameters as "<arch>.*" keys, and the byte-level BPE vocabulary and merges as "tokenizer.ggml.*".
-// aigc's Linear weights are (out, in) row-major, which is ggml's dims {in, out} with the same bytes: no transposes,
-// except that llama.cpp's llama rotates adjacent pairs where aigc (as Hugging Face) rotates (i, i + d/2): the rows
-// of attn_q and attn_k are permuted within each head on the way out and back.
+// GPT models as GGUF files in llama.cpp's "gpt2", "llama" and "qwen2" (llama blocks with biased q, k and v
+// projections) architectures: the same tensors under ggml's names, the hyperparameters as "<arch>.*" keys, and the
+// byte-level BPE vocabulary and merges as "tokenizer.ggml.*". aigc's Linear weights are (out, in) row-major, which
+// is ggml's dims {in, out} with the same bytes: no transposes, except that llama.cpp's llama rotates adjacent pairs
+// where aigc (as Hugging Face) rotates (i, i + d/2): the rows of attn_q and attn_k are permuted within each head on
+// the way out and back. Its qwen2 rotates as aigc does (ggml's "neox" rotation): nothing is permuted.
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -41,6 +42,9 @@ std::string ggml_name(const std::string& p) {
       {"self_attn.q_proj.weight", "attn_q.weight"},
       {"self_attn.k_proj.weight", "attn_k.weight"},
       {"self_attn.v_proj.weight", "attn_v.weight"},
+      {"self_attn.q_proj.bias", "attn_q.bias"},
+      {"self_attn.k_proj.bias", "attn_k.bias"},
+      {"self_attn.v_proj.bias", "attn_v.bias"},
       {"self_attn.o_proj.weight", "attn_output.weight"},
       {"post_attention_layernorm.weight", "ffn_norm.weight"},
       {"mlp.gate_proj.weight", "ffn_gate.weight"},
@@ -65,9 +69,13 @@ std::string ggml_name(const std::string& p) {
   fail("GGUF: no ggml name for parameter " + p);
 }
 
-// The heads (of head size hd) whose rows a llama q or k projection holds, or 0 for any other parameter.
+// The architecture a model is written as.
+std::string gguf_arch(const GPTConfig& c) { return !c.is_llama() ? "gpt2" : c.qkv_bias ? "qwen2" : "llama"; }
+
+// The heads (of head size hd) whose rows a llama q or k projection holds, or 0 for any other parameter (and for
+// qwen2, which rotates as aigc does).
 int64_t rope_heads(const std::string& p, const GPTConfig& c) {
-  if (!c.is_llama()) return 0;
+  if (gguf_arch(c) != "llama") return 0;
   if (p.ends_with("self_attn.q_proj.weight")) return c.n_head;
   if (p.ends_with("self_attn.k_proj.weight")) return c.kv_heads();
   return 0;
@@ -175,9 +183,9 @@ bool is_gguf_file(const std::string& path) {
 
 namespace {
 
-// The hyperparameters under "<arch>.": gpt2's, or llama's with its rotary and grouped-query keys.
+// The hyperparameters under "<arch>.": gpt2's, or llama's (qwen2's) with its rotary and grouped-query keys.
 void write_hparams(GgufWriter& w, const GPTConfig& c) {
-  const std::string a = c.is_llama() ? "llama." : "gpt2.";
+  const std::string a = gguf_arch(c) + ".";
   auto u32 = [&](const char* k, int64_t v) { w.set(a + k, GgufValue::of_u32(uint32_t(v))); };
   u32("context_length", c.block_size);
   u32("embedding_length", c.n_embd);
@@ -231,9 +239,10 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgufTy
   AIGC_CHECK(c.is_llama() || (c.norm == "pre" && c.activation == "gelu" && !c.lm_head_bias),
              "GGUF export supports GPT-2-style models (pre-LN, GELU, no head bias) and llama; this one is norm \"" +
                  c.norm + "\", activation \"" + c.activation + "\"");
-  AIGC_CHECK(!c.qkv_bias,
-             "GGUF export: Qwen2's biased q, k and v projections (llama.cpp's \"qwen2\" architecture) are "
-             "not written yet; save the model as safetensors");
+  // llama.cpp's qwen2 sizes its q and o projections n_embd x n_embd.
+  AIGC_CHECK(!c.qkv_bias || c.n_head * c.head_size() == c.n_embd,
+             "GGUF export: llama.cpp's qwen2 needs n_head x head_dim = n_embd; this model has " +
+                 std::to_string(c.n_head) + " x " + std::to_string(c.head_size()) + " for " + std::to_string(c.n_embd));
   // A SentencePiece-form tokenizer goes as its tokens and scores; the others as byte-level BPE, under the name of
   // their pre-tokenizer (GPT-2's for the "bpe" tokenizer).
   const std::optional<SpmVocab> spm = spm_vocab_of(tok);
@@ -258,7 +267,7 @@ void save_gguf(const std::string& path, GPT& model, const Tokenizer& tok, GgufTy
   }
 
   GgufWriter w;
-  w.set("general.architecture", GgufValue::of_string(c.is_llama() ? "llama" : "gpt2"));
+  w.set("general.architecture", GgufValue::of_string(gguf_arch(c)));
   w.set("general.name", GgufValue::of_string(name));
   w.set("general.file_type", GgufValue::of_u32(file_type(type) + (matrix_types.medium ? 1 : 0)));
   w.set("general.quantization_version", GgufValue::of_u32(2));
@@ -333,7 +342,8 @@ GPTConfig read_config(const GgufReader& g, const std::string& arch) {
     AIGC_CHECK(v >= 1 && v <= (1u << 24), path + ": " + a + key + " = " + std::to_string(v) + " is out of range");
     return int64_t(v);
   };
-  GPTConfig c = arch == "llama" ? GPTConfig::llama_style() : GPTConfig::gpt2_style();
+  GPTConfig c = arch == "gpt2" ? GPTConfig::gpt2_style() : GPTConfig::llama_style();
+  c.qkv_bias = arch == "qwen2";
   c.n_layer = dim("block_count");
   c.n_head = dim("attention.head_count");
   c.n_embd = dim("embedding_length");
@@ -344,22 +354,22 @@ GPTConfig read_config(const GgufReader& g, const std::string& arch) {
       AIGC_CHECK(int64_t(*ff) == 4 * c.n_embd, path + ": gpt2.feed_forward_length " + std::to_string(*ff) +
                                                    " is not 4 x embedding_length, which aigc's GPT requires");
   } else {
-    c.ln_eps = g.get_float("llama.attention.layer_norm_rms_epsilon");
+    c.ln_eps = g.get_float(a + "attention.layer_norm_rms_epsilon");
     c.n_hidden = dim("feed_forward_length");
-    c.n_kv_head = g.has("llama.attention.head_count_kv") ? dim("attention.head_count_kv") : c.n_head;
-    if (g.has("llama.attention.key_length")) c.head_dim = dim("attention.key_length");
+    c.n_kv_head = g.has(a + "attention.head_count_kv") ? dim("attention.head_count_kv") : c.n_head;
+    if (g.has(a + "attention.key_length")) c.head_dim = dim("attention.key_length");
     const int64_t hs = c.head_size();
-    AIGC_CHECK(!g.has("llama.attention.value_length") || dim("attention.value_length") == hs,
-               path + ": llama.attention.value_length differs from key_length, which aigc does not support");
-    AIGC_CHECK(!g.has("llama.rope.dimension_count") || dim("rope.dimension_count") == hs,
-               path + ": llama.rope.dimension_count differs from the head size (partial rotary is not supported)");
-    c.rope_theta = g.get_float_opt("llama.rope.freq_base").value_or(10000.0f);
-    const std::string st = g.get_string_opt("llama.rope.scaling.type").value_or("none");
+    AIGC_CHECK(!g.has(a + "attention.value_length") || dim("attention.value_length") == hs,
+               path + ": " + a + "attention.value_length differs from key_length, which aigc does not support");
+    AIGC_CHECK(!g.has(a + "rope.dimension_count") || dim("rope.dimension_count") == hs,
+               path + ": " + a + "rope.dimension_count differs from the head size (partial rotary is not supported)");
+    c.rope_theta = g.get_float_opt(a + "rope.freq_base").value_or(10000.0f);
+    const std::string st = g.get_string_opt(a + "rope.scaling.type").value_or("none");
     AIGC_CHECK(st == "none" || st == "linear",
-               path + ": llama.rope.scaling.type \"" + st + "\" is not supported (none, linear)");
+               path + ": " + a + "rope.scaling.type \"" + st + "\" is not supported (none, linear)");
     if (st == "linear") {
       c.rope_scaling.type = "linear";
-      c.rope_scaling.factor = g.get_float("llama.rope.scaling.factor");
+      c.rope_scaling.factor = g.get_float(a + "rope.scaling.factor");
     }
     if (const GgufTensorInfo* rf = g.find("rope_freqs.weight")) {
       AIGC_CHECK(rf->dims.size() == 1 && rf->dims[0] == hs / 2,
@@ -391,8 +401,8 @@ GPTConfig read_config(const GgufReader& g, const std::string& arch) {
 LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   const std::string& path = g.path();
   const std::string arch = g.get_string("general.architecture");
-  AIGC_CHECK(arch == "gpt2" || arch == "llama",
-             path + ": architecture \"" + arch + "\" is not supported (gpt2 and llama are)");
+  AIGC_CHECK(arch == "gpt2" || arch == "llama" || arch == "qwen2",
+             path + ": architecture \"" + arch + "\" is not supported (gpt2, llama and qwen2 are)");
   const GPTConfig c = read_config(g, arch);
 
   // The tokenizer: byte-level BPE in GPT-2's alphabet ("gpt2"), or SentencePiece's tokens and scores ("llama").
