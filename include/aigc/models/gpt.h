@@ -153,7 +153,8 @@ class GPT {
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);  // ops::linear with the inference weights
   // x times each of ws (no bias): at inference, one product with their rows concatenated when set_inference_dtype
   // joined them (llama's q|k|v and gate|up read the same input), its output split after.
-  std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& ws);
+  // bs: their biases (Qwen2's q, k and v), joined too; none, or undefined ones, for no bias.
+  std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& bs = {});
   // The inference weights: make(ws) gives the weight for matrices ws joined by rows (most often just one).
   void build_inference_weights(const std::function<Tensor(const std::vector<Tensor>&)>& make);
   static Tensor convert_weights(const std::vector<Tensor>& ws, DType dtype);  // from the f32 parameters
@@ -164,8 +165,10 @@ class GPT {
   Tensor inv_freq_;  // llama: the rotary frequencies
   std::vector<Block> blocks_;
   std::unordered_map<const TensorImpl*, Tensor> inference_weights_;  // parameter -> its bf16 or quantized copy
-  struct Joined {  // matrices joined by rows for inference, keyed by the first; the rows each one holds
-    Tensor w;
+  // Matrices joined by rows for inference, keyed by the first: the rows each one holds, and their biases joined
+  // (f32) if they have any.
+  struct Joined {
+    Tensor w, b;
     std::vector<int64_t> rows;
   };
   std::unordered_map<const TensorImpl*, Joined> joined_weights_;

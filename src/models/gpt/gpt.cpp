@@ -86,13 +86,14 @@ Tensor GPT::linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   return ops::linear(x, w, b);
 }
 
-std::vector<Tensor> GPT::linears(const Tensor& x, const std::vector<Tensor>& ws) {
+std::vector<Tensor> GPT::linears(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& bs) {
   if (!grad_enabled()) {
     auto it = joined_weights_.find(ws.at(0).impl());
-    if (it != joined_weights_.end()) return ops::split_last(ops::linear(x, it->second.w, Tensor()), it->second.rows);
+    if (it != joined_weights_.end())
+      return ops::split_last(ops::linear(x, it->second.w, it->second.b), it->second.rows);
   }
   std::vector<Tensor> out;
-  for (const Tensor& w : ws) out.push_back(linear(x, w, Tensor()));
+  for (size_t i = 0; i < ws.size(); i++) out.push_back(linear(x, ws[i], i < bs.size() ? bs[i] : Tensor()));
   return out;
 }
 
@@ -178,7 +179,7 @@ void GPT::build_inference_weights(const std::function<Tensor(const std::vector<T
   // make() may decline a join (an undefined tensor): the matrices then run apart.
   std::vector<Tensor*> order;  // every matrix made, in the order a forward pass reads them
   auto one = [&](const Tensor& w) { order.push_back(&(inference_weights_[w.impl()] = make({w}))); };
-  auto join = [&](const std::vector<Tensor>& ws) {
+  auto join = [&](const std::vector<Tensor>& ws, const std::vector<Tensor>& bs) {
     Joined j;
     for (const Tensor& w : ws) j.rows.push_back(w.size(0));
     j.w = make(ws);
@@ -186,18 +187,22 @@ void GPT::build_inference_weights(const std::function<Tensor(const std::vector<T
       for (const Tensor& w : ws) one(w);
       return;
     }
+    if (!bs.empty() && bs[0].defined()) {  // their values as they are now (a loader has read them by this point)
+      std::vector<float> v;
+      for (const Tensor& b : bs) {
+        const std::vector<float> x = b.to_vector();
+        v.insert(v.end(), x.begin(), x.end());
+      }
+      j.b = Tensor::from_vector(v, {int64_t(v.size())});
+    }
     Joined& at = joined_weights_[ws[0].impl()] = std::move(j);
     order.push_back(&at.w);
   };
   for (const Block& b : blocks_)
     if (config_.is_llama()) {
-      if (config_.qkv_bias) {  // each with its own bias (llama_attention)
-        for (const Tensor& w : {b.q_w, b.k_w, b.v_w}) one(w);
-      } else {
-        join({b.q_w, b.k_w, b.v_w});
-      }
+      join({b.q_w, b.k_w, b.v_w}, {b.q_b, b.k_b, b.v_b});  // Qwen2's biases, or undefined tensors
       one(b.o_w);
-      join({b.gate_w, b.up_w});
+      join({b.gate_w, b.up_w}, {});
       one(b.down_w);
     } else {
       for (const Tensor& w : {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w}) one(w);

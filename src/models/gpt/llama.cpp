@@ -40,12 +40,8 @@ void GPT::add_llama_params() {
 
 Tensor GPT::llama_attention(const Block& blk, const Tensor& x, const Tensor& pos, size_t layer, KVCache* cache,
                             const Decode* decode) {
-  // Biased projections (Qwen2) run apart: a joined product would need their biases joined too.
-  const std::vector<Tensor> p =
-      config_.qkv_bias
-          ? std::vector<Tensor>{linear(x, blk.q_w, blk.q_b), linear(x, blk.k_w, blk.k_b), linear(x, blk.v_w, blk.v_b)}
-          : linears(x, {blk.q_w, blk.k_w, blk.v_w});
-  Tensor qkv = ops::rope_qkv(p[0], p[1], p[2], pos, inv_freq_, config_.n_head, config_.kv_heads());  // (B,T,3 NH HS)
+  const std::vector<Tensor> p = linears(x, {blk.q_w, blk.k_w, blk.v_w}, {blk.q_b, blk.k_b, blk.v_b});  // Qwen2: biased
+  Tensor qkv = ops::rope_qkv(p[0], p[1], p[2], pos, inv_freq_, config_.n_head, config_.kv_heads());    // (B,T,3 NH HS)
   return linear(attend(qkv, layer, cache, decode), blk.o_w, Tensor());
 }
 
