@@ -141,27 +141,40 @@ float sum_range(const float* p, int64_t n) {
   return s;
 }
 
-void mode_bandwidth() {
-  const int64_t n = int64_t(1) << 28;  // 1 GiB of floats: far past every cache
-  // Memory as the backend gives its large blocks (weights, KV caches: huge pages where the kernel grants them):
-  // 4 KiB pages read about 10% slower here, and a bound measured on them would flatter the decoders it bounds.
-  const size_t bytes = size_t(n) * sizeof(float);
+// n floats, filled, in memory as the backend gives its large blocks (weights, KV caches: huge pages where the
+// kernel grants them): 4 KiB pages read about 10% slower here, and a bound measured on them would flatter the
+// decoders it bounds.
+using Floats = std::unique_ptr<float, std::function<void(float*)>>;
+Floats backend_floats(int64_t n) {
   Backend& be = cpu_backend();
-  std::unique_ptr<float, std::function<void(float*)>> buf(static_cast<float*>(be.alloc(bytes)),
-                                                          [&be, bytes](float* p) { be.release(p, bytes); });
+  const size_t bytes = size_t(n) * sizeof(float);
+  Floats buf(static_cast<float*>(be.alloc(bytes)), [&be, bytes](float* p) { be.release(p, bytes); });
   if (!buf) std::abort();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; i++) buf.get()[i] = float(i & 7);
+  return buf;
+}
+
+// One read of n floats by all threads, each its own consecutive part; returns their sum (a sink).
+double read_all(const float* p, int64_t n) {
+  double sink = 0;
+#pragma omp parallel reduction(+ : sink)
+  {
+    int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    int64_t lo = n * id / nt, hi = n * (id + 1) / nt;
+    sink += sum_range(p + lo, hi - lo);
+  }
+  return sink;
+}
+
+void mode_bandwidth() {
+  const int64_t n = int64_t(1) << 28;  // 1 GiB of floats: far past every cache
+  const Floats buf = backend_floats(n);
   std::vector<double> rates;
   double sink = 0;
   for (int rep = 0; rep < 21; rep++) {  // best of 20: other tenants of the memory bus only ever slow it down
     auto t0 = Clock::now();
-#pragma omp parallel reduction(+ : sink)
-    {
-      int nt = omp_get_num_threads(), id = omp_get_thread_num();
-      int64_t lo = n * id / nt, hi = n * (id + 1) / nt;
-      sink += sum_range(buf.get() + lo, hi - lo);
-    }
+    sink += read_all(buf.get(), n);
     double dt = seconds_since(t0);
     if (rep > 0) rates.push_back(double(n) * 4 / dt / 1e9);
   }
@@ -193,27 +206,18 @@ void mode_stream(const std::string& type, int64_t L, int64_t C, int64_t H, int64
   ws = Tensor::packed(ws);
   double bytes = 0;
   for (const Tensor& w : ws) bytes += double(dtype_bytes(w.dtype(), w.numel()));
-  const int64_t n = int64_t(bytes) / 4 / 64 * 64;
-  Backend& be = cpu_backend();
-  std::unique_ptr<float, std::function<void(float*)>> buf(static_cast<float*>(be.alloc(size_t(n) * 4)),
-                                                          [&be, n](float* p) { be.release(p, size_t(n) * 4); });
-  if (!buf) std::abort();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) buf.get()[i] = float(i & 7);
+  const int64_t n = int64_t(bytes) / 4;
+  const Floats buf = backend_floats(n);
   const Tensor xc = Tensor::from_vector(std::vector<float>(size_t(C), 0.5f), {1, C});
   const Tensor xh = Tensor::from_vector(std::vector<float>(size_t(H), 0.5f), {1, H});
   std::vector<double> read, products;
   double sink = 0;
   for (int64_t rep = 0; rep <= reps; rep++) {  // the first of each is a warm-up
     auto t0 = Clock::now();
-#pragma omp parallel reduction(+ : sink)
-    {
-      int nt = omp_get_num_threads(), id = omp_get_thread_num();
-      sink += sum_range(buf.get() + n * id / nt, n / nt);
-    }
+    sink += read_all(buf.get(), n);
     const double t_read = seconds_since(t0);
     t0 = Clock::now();
-    run_held(be, [&] {
+    run_held(cpu_backend(), [&] {
       for (const Tensor& w : ws) sink += double(ops::linear(w.size(1) == C ? xc : xh, w, Tensor()).raw() != nullptr);
     });
     if (rep > 0) read.push_back(double(n) * 4 / t_read / 1e9), products.push_back(bytes / seconds_since(t0) / 1e9);

@@ -7,10 +7,10 @@ Usage:
 
 The model is a from-scratch twin of Hugging Face's LlamaForCausalLM (RMSNorm,
 rotary embeddings in the "rotate_half" layout, grouped-query attention, SwiGLU
-MLP, no biases but Qwen2's on q, k and v with "qkv_bias").  The oracle runs one forward pass, the mean cross-entropy
-loss, the backward pass and exactly one AdamW step (weight decay only on
-parameters with ndim >= 2), and writes the logits, the loss, every gradient
-and every updated parameter.
+MLP, no biases but Qwen2's on q, k and v with "qkv_bias").  The oracle runs
+one forward pass, the mean cross-entropy loss, the backward pass and exactly
+one AdamW step (weight decay only on parameters with ndim >= 2), and writes
+the logits, the loss, every gradient and every updated parameter.
 
 Input file
     metadata "config": JSON {"arch": "llama" (optional), "n_layer", "n_head",

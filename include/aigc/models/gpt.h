@@ -151,9 +151,9 @@ class GPT {
   Tensor llama_attention(const Block& blk, const Tensor& x, const Tensor& pos, size_t layer, KVCache* cache,
                          const Decode* decode);
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);  // ops::linear with the inference weights
-  // x times each of ws (no bias): at inference, one product with their rows concatenated when set_inference_dtype
-  // joined them (llama's q|k|v and gate|up read the same input), its output split after.
-  // bs: their biases (Qwen2's q, k and v), joined too; none, or undefined ones, for no bias.
+  // x times each of ws plus its bias in bs (Qwen2's q, k and v; none, or undefined ones, for no bias): at
+  // inference, one product with their rows and biases concatenated when set_inference_dtype joined them (llama's
+  // q|k|v and gate|up read the same input), its output split after.
   std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& bs = {});
   // The inference weights: make(ws) gives the weight for matrices ws joined by rows (most often just one).
   void build_inference_weights(const std::function<Tensor(const std::vector<Tensor>&)>& make);

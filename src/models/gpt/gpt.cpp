@@ -152,17 +152,27 @@ int64_t GPT::inference_weight_bytes() const {
   return n;
 }
 
+namespace {
+
+// The values of ts one after the other, copied on the host: a view of a parameter would give it a gradient outside
+// the flat buffer.
+std::vector<float> joined_values(const std::vector<Tensor>& ts) {
+  std::vector<float> v;
+  for (const Tensor& t : ts) {
+    const std::vector<float> x = t.to_vector();
+    v.insert(v.end(), x.begin(), x.end());
+  }
+  return v;
+}
+
+}  // namespace
+
 Tensor GPT::convert_weights(const std::vector<Tensor>& ws, DType dtype) {
   Tensor all = ws[0];
-  if (ws.size() > 1) {  // joined on the host: a view of a parameter would give it a gradient outside the flat buffer
-    std::vector<float> v;
+  if (ws.size() > 1) {
     int64_t rows = 0;
-    for (const Tensor& w : ws) {
-      const std::vector<float> x = w.to_vector();
-      v.insert(v.end(), x.begin(), x.end());
-      rows += w.size(0);
-    }
-    all = Tensor::from_vector(v, {rows, ws[0].size(1)});
+    for (const Tensor& w : ws) rows += w.size(0);
+    all = Tensor::from_vector(joined_values(ws), {rows, ws[0].size(1)});
   }
   // A matrix whose rows do not fill whole blocks stays bf16 (as GGUF files fall back to f16).
   return is_quantized(dtype) && all.size(1) % kQuantBlock == 0 ? ops::to_rows16(ops::quantize(all, dtype))
@@ -188,11 +198,7 @@ void GPT::build_inference_weights(const std::function<Tensor(const std::vector<T
       return;
     }
     if (!bs.empty() && bs[0].defined()) {  // their values as they are now (a loader has read them by this point)
-      std::vector<float> v;
-      for (const Tensor& b : bs) {
-        const std::vector<float> x = b.to_vector();
-        v.insert(v.end(), x.begin(), x.end());
-      }
+      const std::vector<float> v = joined_values(bs);
       j.b = Tensor::from_vector(v, {int64_t(v.size())});
     }
     Joined& at = joined_weights_[ws[0].impl()] = std::move(j);
