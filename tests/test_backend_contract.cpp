@@ -87,6 +87,31 @@ TEST(BackendContract, PackedTensorsAreCopiesInOneBlock) {
   EXPECT_EQ(rows.to_vector()[5 * 32], v[5 * 32]);
 }
 
+// TensorPack: the same copies added one at a time, a new block opened when the current one is full (a tensor
+// larger than a block gets its own); each original may be dropped once added.
+TEST(BackendContract, TensorPackCopiesIntoBlocksAsTheyCome) {
+  TensorPack pack(Device::CPU, 256);
+  std::vector<Tensor> out;
+  std::vector<std::vector<float>> want;
+  for (int64_t n : {10, 24, 3, 100, 20}) {  // spans 64, 128, 64 bytes: one block; 448: its own; 128: a new one
+    std::vector<float> v(static_cast<size_t>(n));
+    for (size_t i = 0; i < v.size(); i++) v[i] = float(n) + float(i) / 8;
+    out.push_back(pack.add(Tensor::from_vector(v, {n})));  // the original is gone after this line
+    want.push_back(v);
+  }
+  for (size_t i = 0; i < out.size(); i++) {
+    EXPECT_EQ(out[i].to_vector(), want[i]) << i;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(out[i].raw()) % 64, 0u);
+  }
+  auto gap = [&](size_t i) { return static_cast<char*>(out[i + 1].raw()) - static_cast<char*>(out[i].raw()); };
+  EXPECT_EQ(gap(0), 64);
+  EXPECT_EQ(gap(1), 128);
+  EXPECT_EQ(out[2].impl()->storage->whole, out[0].impl()->storage->whole);
+  EXPECT_EQ(out[3].impl()->storage->whole->nbytes, 448u);  // its own block
+  EXPECT_NE(out[4].impl()->storage->whole, out[3].impl()->storage->whole);
+  EXPECT_NE(out[4].impl()->storage->whole, out[0].impl()->storage->whole);
+}
+
 TEST(BackendContract, BackendsSayWhatTheyRun) {
   const std::vector<const char*>& kernels = backend_kernels();
   EXPECT_EQ(std::set<std::string>(kernels.begin(), kernels.end()).size(), kernels.size()) << "duplicate names";

@@ -2,6 +2,7 @@
 // keep their blocks through aigc. The kernels themselves are checked against the reference backend in the op-case
 // table (test_backend_ops.cpp), on every path.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <cstdlib>
 #include <functional>
@@ -107,6 +108,11 @@ TEST(Quant, Rows16IsTheSpecifiedReorderingOfTheBlocks) {
     EXPECT_EQ(packed.substr(tail), plain.substr(tail));  // rows 32..36 stay plain
     deinterleave_rows16(q, packed.data(), back.data(), rows, cols);
     EXPECT_EQ(back, plain);
+    std::string row(size_t(nb * block), '\0');
+    for (int64_t r = 0; r < rows; r++) {  // and one row alone, in a group or past them
+      rows16_row(q, packed.data(), row.data(), rows, cols, r);
+      EXPECT_EQ(row, plain.substr(size_t(r * nb * block), row.size())) << r;
+    }
     // linear reads either layout to the same outputs
     Tensor w = Tensor::from_vector(v, {rows, cols}),
            x = Tensor::from_vector(std::vector<float>(v.begin(), v.begin() + 3 * cols), {3, cols});
@@ -115,6 +121,24 @@ TEST(Quant, Rows16IsTheSpecifiedReorderingOfTheBlocks) {
     EXPECT_EQ(rw.layout(), Layout::Rows16);
     const std::vector<float> a = ops::linear(x, qw, Tensor()).to_vector(), c = ops::linear(x, rw, Tensor()).to_vector();
     for (size_t i = 0; i < a.size(); i++) EXPECT_NEAR(a[i], c[i], 1e-4f * (1 + std::fabs(a[i])));
+    // embedding_rows reads a row of either layout (or bf16) as exactly its values
+    const Tensor ids = Tensor::from_ints({36, 0, 17, 31}, {2, 2});
+    std::vector<float> all(v.size()), want_bf16(v.size());
+    for (int64_t b = 0; b < rows * nb; b++)
+      if (q == DType::Q8_0)
+        dequantize_block(reinterpret_cast<const BlockQ8_0*>(plain.data())[b], all.data() + b * 32);
+      else
+        dequantize_block(reinterpret_cast<const BlockQ4_0*>(plain.data())[b], all.data() + b * 32);
+    for (size_t i = 0; i < v.size(); i++) want_bf16[i] = io::bf16_to_f32(io::f32_to_bf16(v[i]));
+    for (const Tensor& t : {qw, rw, ops::to_bf16(w)}) {
+      const std::vector<float> got = ops::embedding_rows(ids, t).to_vector();
+      const std::vector<float>& from = t.dtype() == DType::BF16 ? want_bf16 : all;
+      ASSERT_EQ(got.size(), size_t(4 * cols));
+      for (int64_t i = 0; i < 4; i++)
+        for (int64_t j = 0; j < cols; j++)
+          EXPECT_EQ(got[size_t(i * cols + j)], from[size_t(ids.i32()[i] * cols + j)]) << dtype_name(t.dtype());
+    }
+    EXPECT_THROW(ops::embedding_rows(Tensor::from_ints({37}, {1, 1}), rw), Error);
   }
   EXPECT_THROW(ops::to_rows16(Tensor::from_vector(std::vector<float>(64, 1.0f), {2, 32})), Error);
 }
@@ -246,5 +270,37 @@ TEST(Quant, InferenceOnlyLoadsJoinMatricesOfMixedTypes) {
   NoGradGuard ng;
   const Tensor x = Tensor::from_ints({5, 17, 250, 3}, {1, 4});
   EXPECT_EQ(blocks.model->forward(x).to_vector(), full.model->forward(x).to_vector());
+  std::filesystem::remove_all(dir);
+}
+
+// An inference-only load keeps no f32 copy of what it runs from blocks: of the parameters' f32 buffer only the
+// few small ones (norms) are in memory, for both the matrices and the token embedding, whose rows are looked up in
+// the file's own bytes (the logits match the full load's: InferenceOnlyLoadsTakeTheFilesBlocksAsTheyAre).
+TEST(Quant, InferenceOnlyLoadsHoldNoF32Matrices) {
+  GPTConfig c = GPTConfig::llama_style();  // untied: the embedding and the head are both 1 MiB of f32 here
+  c.n_layer = 2, c.n_head = 4, c.n_kv_head = 2, c.n_embd = 256, c.n_hidden = 512, c.block_size = 32;
+  c.vocab_size = 1024;
+  GPT m(c);
+  m.init_weights(3);
+  auto bytes = make_bytes_tokenizer();
+  const auto dir = aigc::testing::fresh_temp_dir("aigc_quant_lean");
+  const std::string file = (dir / "m.gguf").string();
+  save_gguf(file, m, *bytes, GgmlType::Q4_0, "m");
+  for (bool inference_only : {false, true}) {
+    SCOPED_TRACE(inference_only ? "inference only" : "full");
+    LoadedModel lm = load_model(file, inference_only);
+    const ParamStore& ps = lm.model->params();
+    const size_t page = 4096, n = size_t(ps.numel()) * sizeof(float);
+    char* lo = reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(ps.data()) & ~uintptr_t(page - 1));
+    const size_t pages = (size_t(reinterpret_cast<char*>(ps.data()) + n - lo) + page - 1) / page;
+    std::vector<unsigned char> in_memory(pages);
+    ASSERT_EQ(mincore(lo, pages * page, in_memory.data()), 0);
+    size_t resident = 0;
+    for (unsigned char r : in_memory) resident += r & 1;
+    if (inference_only)
+      EXPECT_LT(resident, pages / 20) << "of " << pages << " pages";  // the norms' few pages
+    else
+      EXPECT_EQ(resident, pages);  // every f32 value was read
+  }
   std::filesystem::remove_all(dir);
 }

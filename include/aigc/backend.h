@@ -34,6 +34,11 @@ class Backend {
   virtual void* alloc(size_t nbytes) = 0;
   virtual void release(void* p, size_t nbytes) = 0;
   virtual void fill_zero(void* p, size_t nbytes) = 0;
+  // The values of nbytes at p (inside one block from alloc) are no longer needed: the backend may give their
+  // memory back, and reads of them then see unspecified values. The default keeps it.
+  virtual void discard(void* p, size_t nbytes) { (void)p, (void)nbytes; }
+  // Gives back the free blocks a backend keeps for reuse (after a load, whose temporaries are not made again).
+  virtual void trim() {}
   // Copies between host memory and this backend's memory: the only way tensor bytes reach the host
   // (Tensor::to_vector, item, from_vector, from_ints).
   virtual void to_host(void* host_dst, const void* src, size_t nbytes) = 0;

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "aigc/file_util.h"
+
 namespace aigc {
 
 // The tensor element types aigc reads and writes, with ggml's ids. Quantized types pack blocks of elements along
@@ -99,7 +101,7 @@ struct GgufTensorInfo {
 
 class GgufReader {
  public:
-  // Reads the whole file and validates it: afterwards every tensor's bytes are known to lie inside the data.
+  // Maps the file (FileBytes) and validates it: afterwards every tensor's bytes are known to lie inside the data.
   explicit GgufReader(const std::string& path);
   // The same checks on bytes in memory; `name` stands in for the path in errors.
   static GgufReader from_bytes(const std::string& name, std::string bytes);
@@ -111,6 +113,7 @@ class GgufReader {
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }  // in file order
   const GgufTensorInfo* find(const std::string& name) const;               // nullptr if absent
   const uint8_t* data(const GgufTensorInfo& t) const;                      // t.nbytes bytes
+  void drop(const GgufTensorInfo& t) const;  // t's bytes are read (FileBytes::drop): out of this process's memory
 
   // Typed metadata lookups; errors name the file, the key and what was found. Integers of any width convert
   // when the value fits.
@@ -131,10 +134,11 @@ class GgufReader {
   void read_f32_into(const std::string& name, float* dst, const std::vector<int64_t>& expected_dims) const;
 
  private:
-  GgufReader(std::string name, std::string bytes);
+  GgufReader(std::string name, FileBytes bytes);
   void parse();
   const GgufValue& require(const std::string& key) const;
-  std::string path_, bytes_;
+  std::string path_;
+  FileBytes bytes_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   size_t data_start_ = 0;

@@ -110,5 +110,7 @@ void dequantize_block(const Block& b, float* x) {
 constexpr int kRowGroup = 16;
 void interleave_rows16(DType type, const void* plain, void* rows16, int64_t rows, int64_t cols);
 void deinterleave_rows16(DType type, const void* rows16, void* plain, int64_t rows, int64_t cols);
+// Row `row` of a Rows16 matrix alone, as its cols / 32 plain blocks.
+void rows16_row(DType type, const void* rows16, void* plain_row, int64_t rows, int64_t cols, int64_t row);
 
 }  // namespace aigc

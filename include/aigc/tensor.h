@@ -98,6 +98,22 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
+// packed()'s layout for tensors made one at a time: each add() copies a contiguous tensor after the previous one
+// (from a 64-byte boundary) into the current block, opening a new block of block_bytes (or of the tensor's size,
+// if larger) when it is full. The caller may drop each original once added, so a pack of a model's weights holds
+// one of them twice at most, never all: the blocks' pages past what is added are never touched.
+class TensorPack {
+ public:
+  TensorPack(Device device, size_t block_bytes) : device_(device), block_bytes_(block_bytes) {}
+  Tensor add(const Tensor& t);  // t's copy in the pack
+
+ private:
+  Device device_;
+  size_t block_bytes_;
+  std::shared_ptr<Storage> block_;
+  size_t used_ = 0;
+};
+
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
   int64_t offset = 0;  // in elements

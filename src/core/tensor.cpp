@@ -98,32 +98,35 @@ Storage::~Storage() {
 }
 
 std::vector<Tensor> Tensor::packed(const std::vector<Tensor>& ts) {
-  if (ts.empty()) return {};
-  const Device dev = ts[0].device();
-  std::vector<size_t> at, bytes;
   size_t total = 0;
-  for (const Tensor& t : ts) {
-    AIGC_CHECK(t.is_contiguous() && t.device() == dev, "packed: tensors must be contiguous and on one device");
-    at.push_back(total);
-    bytes.push_back(dtype_bytes(t.dtype(), t.numel()));
-    total += (bytes.back() + 63) / 64 * 64;
-  }
-  auto whole = std::make_shared<Storage>(total, dev);
-  Backend& be = backend_for(dev);
+  for (const Tensor& t : ts) total += (dtype_bytes(t.dtype(), t.numel()) + 63) / 64 * 64;
+  TensorPack pack(ts.empty() ? Device::CPU : ts[0].device(), total);  // one block for all
   std::vector<Tensor> out;
-  std::vector<char> host;
-  for (size_t i = 0; i < ts.size(); i++) {
-    auto impl = std::make_shared<TensorImpl>(*ts[i].impl());
-    impl->storage = std::make_shared<Storage>(whole, at[i], bytes[i]);
-    impl->offset = 0;
-    impl->requires_grad = false;
-    impl->grad = Tensor();
-    host.resize(bytes[i]);
-    if (bytes[i])
-      be.to_host(host.data(), ts[i].raw(), bytes[i]), be.from_host(impl->storage->data, host.data(), bytes[i]);
-    out.emplace_back(impl);
-  }
+  for (const Tensor& t : ts) out.push_back(pack.add(t));
   return out;
+}
+
+Tensor TensorPack::add(const Tensor& t) {
+  AIGC_CHECK(t.is_contiguous() && t.device() == device_, "packed: tensors must be contiguous and on one device");
+  const size_t bytes = dtype_bytes(t.dtype(), t.numel()), span = (bytes + 63) / 64 * 64;
+  if (!block_ || used_ + span > block_->nbytes) {
+    block_ = std::make_shared<Storage>(std::max(block_bytes_, span), device_);
+    used_ = 0;
+  }
+  auto impl = std::make_shared<TensorImpl>(*t.impl());
+  impl->storage = std::make_shared<Storage>(block_, used_, bytes);
+  impl->offset = 0;
+  impl->requires_grad = false;
+  impl->grad = Tensor();
+  used_ += span;
+  if (bytes && device_ == Device::CPU) {
+    std::memcpy(impl->storage->data, t.raw(), bytes);
+  } else if (bytes) {  // through the host: any backend's memory
+    Backend& be = backend_for(device_);
+    std::vector<char> host(bytes);
+    be.to_host(host.data(), t.raw(), bytes), be.from_host(impl->storage->data, host.data(), bytes);
+  }
+  return Tensor(impl);
 }
 
 static Tensor make(const Shape& shape, DType dtype, Device device, bool zero) {

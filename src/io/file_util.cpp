@@ -1,9 +1,11 @@
 #include "aigc/file_util.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -41,6 +43,49 @@ int sync_parent_dir(const std::string& path) {
 }
 
 }  // namespace
+
+FileBytes FileBytes::map(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    fail("cannot open '" + path + "': " + errno_text(err));
+  }
+  FdGuard guard{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    fail("cannot stat '" + path + "': " + errno_text(err));
+  }
+  if (!S_ISREG(st.st_mode) || st.st_size <= 0) return FileBytes(read_file(path));
+  void* p = ::mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+  if (p == MAP_FAILED) return FileBytes(read_file(path));  // a filesystem that cannot map: read it instead
+  FileBytes f;
+  f.map_ = static_cast<const char*>(p), f.size_ = size_t(st.st_size);
+  return f;  // the mapping outlives the descriptor
+}
+
+FileBytes& FileBytes::operator=(FileBytes&& o) noexcept {
+  if (this != &o) {
+    this->~FileBytes();
+    owned_ = std::move(o.owned_);
+    map_ = o.map_, size_ = o.size_;
+    o.map_ = nullptr, o.size_ = 0;
+  }
+  return *this;
+}
+
+void FileBytes::drop(size_t offset, size_t n) const {
+  if (!map_ || offset >= size_) return;
+  n = std::min(n, size_ - offset);
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE)), at = reinterpret_cast<uintptr_t>(map_) + offset;
+  const uintptr_t lo = (at + page - 1) & ~(page - 1), hi = (at + n) & ~(page - 1);
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
+FileBytes::~FileBytes() {
+  if (map_) ::munmap(const_cast<char*>(map_), size_);
+  map_ = nullptr;
+}
 
 std::string read_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -63,7 +63,7 @@ bool known_kind(uint32_t k) { return k <= 12; }
 
 class Cursor {
  public:
-  Cursor(const std::string& file, const std::string& bytes) : file_(file), b_(bytes) {}
+  Cursor(const std::string& file, std::string_view bytes) : file_(file), b_(bytes) {}
   size_t pos() const { return p_; }
   uint64_t left() const { return b_.size() - p_; }
   template <typename T>
@@ -77,7 +77,7 @@ class Cursor {
   std::string str(const std::string& what) {
     uint64_t n = read<uint64_t>(what + " (length)");
     need(n, what);
-    std::string s = b_.substr(p_, size_t(n));
+    std::string s(b_.substr(p_, size_t(n)));
     p_ += size_t(n);
     return s;
   }
@@ -90,7 +90,7 @@ class Cursor {
 
  private:
   const std::string& file_;
-  const std::string& b_;
+  std::string_view b_;
   size_t p_ = 0;
 };
 
@@ -222,20 +222,20 @@ uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 // ---- reader ----
 
-GgufReader::GgufReader(const std::string& path) : GgufReader(path, read_file(path)) {}
+GgufReader::GgufReader(const std::string& path) : GgufReader(path, FileBytes::map(path)) {}
 
 GgufReader GgufReader::from_bytes(const std::string& name, std::string bytes) {
-  return GgufReader(name, std::move(bytes));
+  return GgufReader(name, FileBytes(std::move(bytes)));
 }
 
-GgufReader::GgufReader(std::string name, std::string bytes) : path_(std::move(name)), bytes_(std::move(bytes)) {
+GgufReader::GgufReader(std::string name, FileBytes bytes) : path_(std::move(name)), bytes_(std::move(bytes)) {
   parse();
 }
 
 void GgufReader::parse() {
-  Cursor c(path_, bytes_);
-  if (bytes_.size() < 4 || c.read<uint32_t>("magic") != kMagic)
-    c.bad("not a GGUF file (it does not start with \"GGUF\")");
+  const std::string_view b = bytes_.view();
+  Cursor c(path_, b);
+  if (b.size() < 4 || c.read<uint32_t>("magic") != kMagic) c.bad("not a GGUF file (it does not start with \"GGUF\")");
   version_ = c.read<uint32_t>("version");
   if (version_ != 2 && version_ != 3)
     c.bad("GGUF version " + std::to_string(version_) + " is not supported (versions 2 and 3 are)");
@@ -298,13 +298,13 @@ void GgufReader::parse() {
   }
 
   data_start_ = size_t(align_up(c.pos(), alignment_));
-  const uint64_t data_size = bytes_.size() >= data_start_ ? bytes_.size() - data_start_ : 0;
+  const uint64_t data_size = b.size() >= data_start_ ? b.size() - data_start_ : 0;
   std::vector<const GgufTensorInfo*> by_offset;
   for (const GgufTensorInfo& t : tensors_) {
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
       fail(path_ + ": tensor " + quoted(t.name) + " spans bytes [" + std::to_string(t.offset) + ", " +
            std::to_string(t.offset + t.nbytes) + ") of the data section, which holds " + std::to_string(data_size) +
-           (bytes_.size() < data_start_ ? " (the file ends before its data section)" : "") + " (truncated file?)");
+           (b.size() < data_start_ ? " (the file ends before its data section)" : "") + " (truncated file?)");
     by_offset.push_back(&t);
   }
   std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
@@ -319,8 +319,10 @@ const GgufTensorInfo* GgufReader::find(const std::string& name) const {
 }
 
 const uint8_t* GgufReader::data(const GgufTensorInfo& t) const {
-  return reinterpret_cast<const uint8_t*>(bytes_.data()) + data_start_ + t.offset;
+  return reinterpret_cast<const uint8_t*>(bytes_.view().data()) + data_start_ + t.offset;
 }
+
+void GgufReader::drop(const GgufTensorInfo& t) const { bytes_.drop(data_start_ + t.offset, t.nbytes); }
 
 const GgufValue& GgufReader::require(const std::string& key) const {
   auto it = kv_.find(key);

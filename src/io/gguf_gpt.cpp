@@ -13,6 +13,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "aigc/backend.h"
 #include "aigc/checkpoint.h"
 #include "aigc/error.h"
 #include "aigc/gguf.h"
@@ -480,8 +481,8 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   // Inference runs on the file's matrix type. aigc has no k-quant kernels: a Q4_K matrix runs as Q4_1 (each
   // 32-value sub-block is one, its scale and minimum rounded to halves) and a Q5_K or Q6_K one as Q8_0 (8-bit
   // steps, far finer than theirs), each converted alone from the file's bytes. For inference only, the matrices
-  // in such a type (bf16, q8_0, q4_0, or from a k-quant) are taken as their blocks and never exist in f32; the
-  // embeddings are looked up in f32 and always read as f32 (a tied one's blocks are still the head's).
+  // in such a type (bf16, q8_0, q4_0, or from a k-quant) are taken as their blocks and never exist in f32, nor does
+  // the token embedding (its rows are looked up in the file's bytes; a tied one's blocks are the head's too).
   const GgufTensorInfo* first = g.find(c.is_llama() ? "blk.0.attn_q.weight" : "blk.0.attn_qkv.weight");
   const GgmlType mt = first ? first->type : GgmlType::F32;
   // A file with any k-quant matrix: rows that are not whole super-blocks fall back to q8_0, so even attn_q may not
@@ -508,9 +509,27 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
     return usable && t->dims == ggml_dims(p.value.shape()) ? t : nullptr;
   };
   lm.model = std::make_unique<GPT>(c, false);  // every parameter is read below, or taken as blocks
+  if (inference_only && blocky) {  // most of the f32 parameters are never written: none of their memory is needed
+    const ParamStore& ps = lm.model->params();
+    backend_for(ps.device()).discard(ps.data(), size_t(ps.numel()) * sizeof(float));
+  }
+  // For inference only, tokens are looked up in token_embd's own rows (in its type, dequantized one row at a time),
+  // or, tied and run as they are, in the head's: its f32 values are read only when a tied head is converted from
+  // them.
+  const GgufTensorInfo* embd = g.find("token_embd.weight");
+  const bool embd_rows = inference_only && blocky && embd && embd->dims == std::vector<int64_t>{c.n_embd, c.vocab_size};
+  const Param* wte = nullptr;
+  for (const Param& p : lm.model->params().params())
+    if (ggml_name(p.name) == "token_embd.weight") wte = &p;
+  const bool as_is = embd && (embd->type == GgmlType::Q8_0 || embd->type == GgmlType::Q4_0 ||
+                              embd->type == GgmlType::Q4_1 || embd->type == GgmlType::BF16);
+  const bool head_rows = embd_rows && c.tie_embeddings && wte && blocks_of(*wte) && as_is;
   for (const Param& p : lm.model->params().params()) {
-    if (inference_only && blocks_of(p) && ggml_name(p.name) != "token_embd.weight") continue;
+    const bool embedding = &p == wte;
+    if (inference_only && blocks_of(p) && !embedding) continue;
+    if (embedding && embd_rows && (!c.tie_embeddings || blocks_of(p))) continue;
     g.read_f32_into(ggml_name(p.name), p.value.f32(), ggml_dims(p.value.shape()));
+    g.drop(*g.find(ggml_name(p.name)));  // the file's pages leave as each tensor is taken, not all at the end
     if (const int64_t heads = rope_heads(p.name, c)) {
       const std::vector<float> back = permute_rope_rows(p.value.f32(), heads, c.head_size(), p.value.size(1), false);
       std::copy(back.begin(), back.end(), p.value.f32());
@@ -522,6 +541,15 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   if (!blocky || (!inference_only && exact_detour)) {
     if (blocky) lm.model->set_inference_dtype(qt);
     return lm;
+  }
+  if (head_rows) {
+    lm.model->embed_with_head();
+  } else if (embd_rows) {
+    const int64_t row_bytes = int64_t(embd->nbytes) / c.vocab_size;
+    lm.model->set_embedding_rows(
+        {std::string(reinterpret_cast<const char*>(g.data(*embd)), embd->nbytes), row_bytes,
+         [type = embd->type, n = c.n_embd](const uint8_t* row, float* out) { dequantize(type, row, out, n); }});
+    g.drop(*embd);
   }
   std::unordered_map<std::string, const Param*> by_name;
   for (const Param& p : lm.model->params().params()) by_name[p.name] = &p;
@@ -540,6 +568,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
           std::vector<float> v(size_t(p.value.numel()));
           dequantize(t->type, g.data(*t), v.data(), p.value.numel());
           if (heads) v = permute_rope_rows(v.data(), heads, c.head_size(), p.value.size(1), false);
+          g.drop(*t);
           return {d, quantize_q8_0(v.data(), int64_t(v.size()))};
         } else {
           bytes.assign(reinterpret_cast<const char*>(g.data(*t)), t->nbytes);
@@ -549,6 +578,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
               permute_rope_rows(bytes.data(), heads, c.head_size(), int64_t(bytes.size()) / rows, false);
           bytes.assign(back.begin(), back.end());
         }
+        g.drop(*t);
         return {d, std::move(bytes)};
       },
       !inference_only);

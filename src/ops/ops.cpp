@@ -1,5 +1,8 @@
 #include "aigc/ops.h"
 
+#include <bit>
+#include <cstring>
+
 #include "aigc/autograd.h"
 #include "aigc/backend.h"
 #include "aigc/error.h"
@@ -120,11 +123,62 @@ Tensor rows16_from_blocks(const void* blocks, const Shape& shape, DType dtype, D
   AIGC_CHECK(is_quantized(dtype) && shape.size() == 2,
              std::string("rows16_from_blocks: needs a 2-D quantized shape, got ") + dtype_name(dtype));
   Tensor out = Tensor::empty(shape, dtype, device);  // checks the rows fill whole blocks
+  out.impl()->layout = Layout::Rows16;
+  if (device == Device::CPU) {  // straight into place: a loaded model's largest matrix is not copied once more
+    interleave_rows16(dtype, blocks, out.raw(), shape[0], shape[1]);
+    return out;
+  }
   const size_t n = dtype_bytes(dtype, out.numel());
   std::vector<char> rows16(n);
   interleave_rows16(dtype, blocks, rows16.data(), shape[0], shape[1]);
-  out.impl()->layout = Layout::Rows16;
   backend_for(device).from_host(out.raw(), rows16.data(), n);
+  return out;
+}
+
+namespace {
+
+template <typename Block>
+void dequantize_row(const void* blocks, int64_t nb, float* out) {
+  for (int64_t b = 0; b < nb; b++) {
+    Block blk;
+    std::memcpy(&blk, static_cast<const char*>(blocks) + b * int64_t(sizeof(Block)), sizeof(Block));
+    dequantize_block(blk, out + b * kQuantBlock);
+  }
+}
+
+}  // namespace
+
+Tensor embedding_rows(const Tensor& idx, const Tensor& w) {
+  AIGC_CHECK(idx.dtype() == DType::I32 && idx.dim() == 2,
+             "embedding_rows: idx must be i32 of shape (B,T), got " + shape_str(idx.shape()));
+  AIGC_CHECK(
+      w.dim() == 2 && (w.dtype() == DType::BF16 || is_quantized(w.dtype())) && w.device() == Device::CPU,
+      std::string("embedding_rows: needs a 2-D bf16 or quantized matrix on the CPU, got ") + dtype_name(w.dtype()));
+  const int64_t n = idx.numel(), V = w.size(0), C = w.size(1), nb = C / kQuantBlock;
+  const int32_t* ids = idx.i32();
+  Tensor out = Tensor::empty({idx.size(0), idx.size(1), C});
+  std::vector<char> row(dtype_bytes(w.dtype(), C));
+  for (int64_t i = 0; i < n; i++) {
+    AIGC_CHECK(ids[i] >= 0 && ids[i] < V, "embedding: token id " + std::to_string(ids[i]) +
+                                              " is outside the vocabulary (size " + std::to_string(V) + ")");
+    float* o = out.f32() + i * C;
+    if (w.dtype() == DType::BF16) {
+      const auto* h = static_cast<const uint16_t*>(w.raw()) + ids[i] * C;
+      for (int64_t j = 0; j < C; j++) o[j] = std::bit_cast<float>(uint32_t(h[j]) << 16);
+      continue;
+    }
+    const char* at = static_cast<const char*>(w.raw()) + int64_t(row.size()) * ids[i];
+    if (w.layout() == Layout::Rows16) {
+      rows16_row(w.dtype(), w.raw(), row.data(), V, C, ids[i]);
+      at = row.data();
+    }
+    if (w.dtype() == DType::Q8_0)
+      dequantize_row<BlockQ8_0>(at, nb, o);
+    else if (w.dtype() == DType::Q4_0)
+      dequantize_row<BlockQ4_0>(at, nb, o);
+    else
+      dequantize_row<BlockQ4_1>(at, nb, o);
+  }
   return out;
 }
 

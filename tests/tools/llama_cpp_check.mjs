@@ -31,6 +31,7 @@ const {getLlama, LlamaLogLevel} =
 const threads = Number(args.threads), n = Number(args.n), top = Number(args.top);
 const llama = await getLlama({gpu: false, build: "never", skipDownload: true, maxThreads: threads,
                               logLevel: LlamaLogLevel.error});
+const rssBeforeModel = process.memoryUsage().rss;  // node and the library alone
 const model = await llama.loadModel({modelPath: args.model, gpuLayers: 0});
 if (args["tokenize-file"]) {
   const cases = JSON.parse(readFileSync(args["tokenize-file"], "utf8"));
@@ -94,6 +95,8 @@ console.log(JSON.stringify({
   prompt_tok_s: tokens.length / promptMs * 1000,
   decode_tok_s: greedy.length > 1 ? (greedy.length - 1) / (tEnd - tFirst) * 1000 : null,
   prefill_tok_s: tokens.length / prefillMs * 1000,
+  rss_before_model_mb: rssBeforeModel / 2 ** 20,
+  peak_rss_mb: process.resourceUsage().maxRSS / 1024,  // kilobytes
 }));
 await context.dispose();
 await model.dispose();

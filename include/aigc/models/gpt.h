@@ -119,6 +119,19 @@ class GPT {
   };
   void set_inference_blocks(DType dtype, const std::function<FileBlocks(const std::string&)>& blocks,
                             bool params_loaded = false);
+  // Token embeddings looked up in a file's own rows (a loader's, for an inference-only model): token t's row is
+  // row_bytes bytes at t * row_bytes of `bytes`, which to_f32 turns into n_embd floats (the values an f32 load
+  // would read). Set before set_inference_blocks, the embedding then never exists in f32: for most small models
+  // the largest matrix, at 4 bytes a weight.
+  struct EmbeddingRows {
+    std::string bytes;
+    int64_t row_bytes = 0;
+    std::function<void(const uint8_t* row, float* out)> to_f32;
+  };
+  void set_embedding_rows(EmbeddingRows rows);
+  // Or, for a tied model whose head weights are the file's embedding blocks as they are (bf16, q8_0, q4_0,
+  // q4_1), in those weights' rows: then the embedding takes no memory of its own.
+  void embed_with_head();
   bool inference_only() const { return inference_only_; }
   // Bytes of the inference weights in their types (joined ones once); 0 for f32, which uses the parameters.
   int64_t inference_weight_bytes() const;
@@ -145,6 +158,7 @@ class GPT {
   // Attention over qkv (B,T,3 NH HS): causal, or against the KV cache (incremental, or per-row decoding).
   Tensor attend(const Tensor& qkv, size_t layer, KVCache* cache, const Decode* decode);
   Tensor head(const Tensor& x);
+  Tensor embed(const Tensor& idx);  // token embeddings (B,T,C): from the file's rows when set, else wte
   // The llama blocks (llama.cpp).
   void add_llama_params();
   Tensor hidden_llama(const Tensor& idx, KVCache* cache, const Decode* decode);
@@ -156,7 +170,8 @@ class GPT {
   // q|k|v and gate|up read the same input), its output split after.
   std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& bs = {});
   // The inference weights: make(ws) gives the weight for matrices ws joined by rows (most often just one).
-  void build_inference_weights(const std::function<Tensor(const std::vector<Tensor>&)>& make);
+  // Returns the matrices it made weights for.
+  std::vector<Tensor> build_inference_weights(const std::function<Tensor(const std::vector<Tensor>&)>& make);
   static Tensor convert_weights(const std::vector<Tensor>& ws, DType dtype);  // from the f32 parameters
 
   GPTConfig config_;
@@ -172,6 +187,8 @@ class GPT {
     std::vector<int64_t> rows;
   };
   std::unordered_map<const TensorImpl*, Joined> joined_weights_;
+  EmbeddingRows embedding_rows_;
+  bool embed_with_head_ = false;
   DType inference_dtype_ = DType::F32;
   bool inference_only_ = false;
 };

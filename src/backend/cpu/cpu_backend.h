@@ -23,6 +23,8 @@ class CpuBackend final : public Backend {
   const char* name() const override { return "cpu"; }
 #include "../kernel_overrides.inc"                      // every function of Backend
   void run_held(void (*f)(void*), void* ctx) override;  // team.cpp
+  void discard(void* p, size_t nbytes) override;        // memory.cpp
+  void trim() override;
 };
 
 // fn(ctx, id, nt) on each of nt threads, returning when all are done: on the team a run_held step holds, when the

@@ -70,6 +70,27 @@ void CpuBackend::release(void* p, size_t nbytes) {
   g_cached_bytes += rounded;
 }
 
+void CpuBackend::discard(void* p, size_t nbytes) {
+  // The whole pages inside [p, p + nbytes): the kernel frees them, and they read as zeros when next touched, from
+  // then on in 4 KiB pages: a few values written there later (a model's norms between discarded matrices) must not
+  // each bring in a zeroed 2 MiB page.
+  constexpr uintptr_t kPage = 4096;
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + kPage - 1) & ~(kPage - 1),
+                  hi = (reinterpret_cast<uintptr_t>(p) + nbytes) & ~(kPage - 1);
+  if (hi <= lo) return;
+#ifdef MADV_NOHUGEPAGE
+  madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_NOHUGEPAGE);
+#endif
+  madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
+void CpuBackend::trim() {
+  std::lock_guard<std::mutex> lk(g_cache_mu);
+  for (auto& [size, p] : g_cache) std::free(p);
+  g_cache.clear();
+  g_cached_bytes = 0;
+}
+
 void CpuBackend::fill_zero(void* p, size_t nbytes) {
   // Gradient buffers of large activations are zeroed many times a step: above a few MiB, split the work over
   // the threads (one thread alone leaves the others idle for milliseconds).

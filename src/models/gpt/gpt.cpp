@@ -1,6 +1,7 @@
 // The GPT forward pass, composed from ops only. Read top to bottom: embeddings -> n_layer blocks -> ln_f -> head.
 #include "aigc/models/gpt.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "aigc/autograd.h"
@@ -116,7 +117,7 @@ void GPT::set_inference_blocks(DType dtype, const std::function<FileBlocks(const
   std::unordered_map<const TensorImpl*, std::string> name_of;
   for (const Param& p : params_.params()) name_of[p.value.impl()] = p.name;
   inference_dtype_ = dtype;
-  build_inference_weights([&](const std::vector<Tensor>& ws) {
+  std::vector<Tensor> sources = build_inference_weights([&](const std::vector<Tensor>& ws) {
     std::vector<FileBlocks> b;
     bool same = true;
     for (const Tensor& w : ws) {
@@ -143,6 +144,45 @@ void GPT::set_inference_blocks(DType dtype, const std::function<FileBlocks(const
   });
   // Which parameters hold f32 values now is the loader's business: from here on none is read or converted.
   inference_only_ = !params_loaded;
+  if (!inference_only_) return;
+  // So the f32 matrices' memory goes back to the system, and the embedding's too unless tokens are looked up in it.
+  std::erase_if(sources, [&](const Tensor& t) { return t.impl() == wte_.impl(); });  // a tied head
+  if (!embedding_rows_.bytes.empty() || embed_with_head_) sources.push_back(wte_);
+  for (const Tensor& t : sources) backend_for(t.device()).discard(t.raw(), size_t(t.numel()) * sizeof(float));
+}
+
+void GPT::embed_with_head() {
+  AIGC_CHECK(config_.tie_embeddings, "embed_with_head: the model's head is not its token embedding");
+  embed_with_head_ = true;
+}
+
+void GPT::set_embedding_rows(EmbeddingRows rows) {
+  AIGC_CHECK(rows.bytes.empty() || (rows.row_bytes > 0 && rows.to_f32 &&
+                                    int64_t(rows.bytes.size()) == rows.row_bytes * config_.vocab_size),
+             "set_embedding_rows: " + std::to_string(rows.bytes.size()) + " bytes are not " +
+                 std::to_string(config_.vocab_size) + " rows of " + std::to_string(rows.row_bytes));
+  embedding_rows_ = std::move(rows);
+}
+
+Tensor GPT::embed(const Tensor& idx) {
+  const EmbeddingRows& e = embedding_rows_;
+  if (embed_with_head_) {  // an inference-only model: never with gradients
+    auto it = inference_weights_.find(wte_.impl());
+    AIGC_CHECK(it != inference_weights_.end(), "embedding: the head's inference weights are not built");
+    return ops::embedding_rows(idx, it->second);
+  }
+  if (e.bytes.empty()) return ops::embedding(idx, wte_, Tensor());
+  AIGC_CHECK(idx.dtype() == DType::I32 && idx.dim() == 2,
+             "embedding: idx must be i32 of shape (B,T), got " + shape_str(idx.shape()));
+  const int64_t n = idx.numel(), C = config_.n_embd, V = config_.vocab_size;
+  const int32_t* ids = idx.i32();
+  Tensor out = Tensor::empty({idx.size(0), idx.size(1), C});
+  for (int64_t i = 0; i < n; i++) {
+    AIGC_CHECK(ids[i] >= 0 && ids[i] < V, "embedding: token id " + std::to_string(ids[i]) +
+                                              " is outside the vocabulary (size " + std::to_string(V) + ")");
+    e.to_f32(reinterpret_cast<const uint8_t*>(e.bytes.data()) + ids[i] * e.row_bytes, out.f32() + i * C);
+  }
+  return out;
 }
 
 int64_t GPT::inference_weight_bytes() const {
@@ -179,16 +219,28 @@ Tensor GPT::convert_weights(const std::vector<Tensor>& ws, DType dtype) {
                                                                : ops::to_bf16(all);
 }
 
-void GPT::build_inference_weights(const std::function<Tensor(const std::vector<Tensor>&)>& make) {
+std::vector<Tensor> GPT::build_inference_weights(const std::function<Tensor(const std::vector<Tensor>&)>& make) {
   inference_weights_.clear();
   joined_weights_.clear();
-  if (!make) return;
+  std::vector<Tensor> sources;
+  if (!make) return sources;
   NoGradGuard ng;
   // Matrices that read the same input are joined by rows: a decoded token then makes one pass over them, not
   // three (or two) small ones that each pay a fork and join of the threads and a cold start of the memory stream.
   // make() may decline a join (an undefined tensor): the matrices then run apart.
-  std::vector<Tensor*> order;  // every matrix made, in the order a forward pass reads them
-  auto one = [&](const Tensor& w) { order.push_back(&(inference_weights_[w.impl()] = make({w}))); };
+  //
+  // Each is copied into a pack as soon as it is made, in the order a forward pass reads them: a decoded token
+  // streams through large blocks from one end to the other, on huge pages (backend memory), instead of hundreds of
+  // small allocations of 4 KiB pages; and the weights as made are dropped one by one, never all held twice. Blocks
+  // of up to 256 MiB, at most 2 bytes a weight (bf16, the widest type make gives).
+  size_t bound = 0;
+  for (const Param& p : params_.params())
+    if (p.value.dim() == 2) bound += size_t(p.value.numel()) * 2 + 64;
+  TensorPack pack(wte_.device(), std::min(bound, size_t(256) << 20));
+  auto one = [&](const Tensor& w) {
+    inference_weights_[w.impl()] = pack.add(make({w}));
+    sources.push_back(w);
+  };
   auto join = [&](const std::vector<Tensor>& ws, const std::vector<Tensor>& bs) {
     Joined j;
     for (const Tensor& w : ws) j.rows.push_back(w.size(0));
@@ -197,12 +249,13 @@ void GPT::build_inference_weights(const std::function<Tensor(const std::vector<T
       for (const Tensor& w : ws) one(w);
       return;
     }
+    j.w = pack.add(j.w);
     if (!bs.empty() && bs[0].defined()) {  // their values as they are now (a loader has read them by this point)
       const std::vector<float> v = joined_values(bs);
       j.b = Tensor::from_vector(v, {int64_t(v.size())});
     }
-    Joined& at = joined_weights_[ws[0].impl()] = std::move(j);
-    order.push_back(&at.w);
+    joined_weights_[ws[0].impl()] = std::move(j);
+    sources.insert(sources.end(), ws.begin(), ws.end());
   };
   for (const Block& b : blocks_)
     if (config_.is_llama()) {
@@ -214,12 +267,8 @@ void GPT::build_inference_weights(const std::function<Tensor(const std::vector<T
       for (const Tensor& w : {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w}) one(w);
     }
   one(config_.tie_embeddings ? wte_ : lm_head_w_);
-  // Then all of them into one block of memory, in that order: a decoded token streams through it from one end to
-  // the other, on huge pages (backend memory), instead of hundreds of small allocations of 4 KiB pages.
-  std::vector<Tensor> made;
-  for (Tensor* t : order) made.push_back(*t);
-  made = Tensor::packed(made);
-  for (size_t i = 0; i < order.size(); i++) *order[i] = made[i];
+  backend_for(wte_.device()).trim();  // the weights as made, now copied: they would stay in the reuse cache
+  return sources;
 }
 
 Tensor GPT::attention(const Block& blk, const Tensor& x, size_t layer, bool train, uint64_t seed, KVCache* cache,
@@ -253,9 +302,20 @@ Tensor GPT::hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache,
   if (config_.is_llama()) return hidden_llama(idx, cache, decode);
   const float eps = config_.ln_eps;
   // Token + position embeddings (B,T,C); decoding rows each sit at their own position.
-  Tensor x = decode ? ops::add(ops::embedding(idx, wte_, Tensor()),
-                               ops::embedding(decode->pos.view({idx.size(0), 1}), wpe_, Tensor()))
-                    : ops::embedding(idx, wte_, wpe_, cache ? cache->pos : 0);
+  Tensor x;
+  if (decode) {
+    x = ops::add(embed(idx), ops::embedding(decode->pos.view({idx.size(0), 1}), wpe_, Tensor()));
+  } else if (embedding_rows_.bytes.empty() && !embed_with_head_) {
+    x = ops::embedding(idx, wte_, wpe_, cache ? cache->pos : 0);
+  } else {  // the rows from the file, the positions from wpe
+    const int64_t B = idx.size(0), T = idx.size(1), pos0 = cache ? cache->pos : 0;
+    AIGC_CHECK(pos0 + T <= config_.block_size, "embedding: positions up to " + std::to_string(pos0 + T) +
+                                                   " exceed the model's context length " +
+                                                   std::to_string(config_.block_size));
+    std::vector<int32_t> p(size_t(B * T));
+    for (int64_t i = 0; i < B * T; i++) p[size_t(i)] = int32_t(pos0 + i % T);
+    x = ops::add(embed(idx), ops::embedding(Tensor::from_ints(p, {B, T}), wpe_, Tensor()));
+  }
   if (train) x = ops::dropout(x, config_.dropout, seed);
   for (size_t l = 0; l < blocks_.size(); l++) {
     const Block& b = blocks_[l];

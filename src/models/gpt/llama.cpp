@@ -55,7 +55,7 @@ Tensor GPT::hidden_llama(const Tensor& idx, KVCache* cache, const Decode* decode
     for (int64_t i = 0; i < B * T; i++) p[size_t(i)] = int32_t((cache ? cache->pos : 0) + i % T);
     pos = Tensor::from_ints(p, {B * T});
   }
-  Tensor x = ops::embedding(idx, wte_, Tensor());  // (B,T,C)
+  Tensor x = embed(idx);  // (B,T,C)
   for (size_t l = 0; l < blocks_.size(); l++) {
     const Block& b = blocks_[l];
     x = ops::add(x, llama_attention(b, ops::rmsnorm(x, b.ln_1_w, eps), pos, l, cache, decode));
