@@ -38,7 +38,8 @@ void run_convert(const ConvertArgs& a) {
   double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // The types the matrices got: rows that do not fill a type's blocks fall back to another (q8_0 for k-quants).
   std::map<std::string, int> count;
-  for (const GgufTensorInfo& t : GgufReader(a.out).tensors())
+  const GgufReader written(a.out);  // named: a temporary would be gone before the loop's body
+  for (const GgufTensorInfo& t : written.tensors())
     if (t.dims.size() == 2) count[ggml_type_info(uint32_t(t.type))->name]++;
   std::string types;
   for (const auto& [name, n] : count) types += (types.empty() ? "" : ", ") + std::to_string(n) + " " + name;

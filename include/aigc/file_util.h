@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace aigc {
 
@@ -17,7 +18,8 @@ class FileBytes {
  public:
   explicit FileBytes(std::string bytes = {}) : owned_(std::move(bytes)) {}
   static FileBytes map(const std::string& path);
-  FileBytes(FileBytes&& o) noexcept { *this = std::move(o); }
+  FileBytes(FileBytes&& o) noexcept
+      : owned_(std::move(o.owned_)), map_(std::exchange(o.map_, nullptr)), size_(std::exchange(o.size_, 0)) {}
   FileBytes& operator=(FileBytes&& o) noexcept;
   FileBytes(const FileBytes&) = delete;
   FileBytes& operator=(const FileBytes&) = delete;

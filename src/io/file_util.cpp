@@ -66,10 +66,10 @@ FileBytes FileBytes::map(const std::string& path) {
 
 FileBytes& FileBytes::operator=(FileBytes&& o) noexcept {
   if (this != &o) {
-    this->~FileBytes();
+    if (map_) ::munmap(const_cast<char*>(map_), size_);
     owned_ = std::move(o.owned_);
-    map_ = o.map_, size_ = o.size_;
-    o.map_ = nullptr, o.size_ = 0;
+    map_ = std::exchange(o.map_, nullptr);
+    size_ = std::exchange(o.size_, 0);
   }
   return *this;
 }

@@ -8,6 +8,7 @@
 // a restart of the hardware prefetchers, which stop at page boundaries. A decoding step of SmolLM-135M's shape
 // in Q4_0 read its weights 15-20% faster on huge pages here (docs/llama.md).
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -72,9 +73,9 @@ void CpuBackend::release(void* p, size_t nbytes) {
 
 void CpuBackend::discard(void* p, size_t nbytes) {
   // The whole pages inside [p, p + nbytes): the kernel frees them, and they read as zeros when next touched, from
-  // then on in 4 KiB pages: a few values written there later (a model's norms between discarded matrices) must not
+  // then on in small pages: a few values written there later (a model's norms between discarded matrices) must not
   // each bring in a zeroed 2 MiB page.
-  constexpr uintptr_t kPage = 4096;
+  static const uintptr_t kPage = uintptr_t(sysconf(_SC_PAGESIZE));
   const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + kPage - 1) & ~(kPage - 1),
                   hi = (reinterpret_cast<uintptr_t>(p) + nbytes) & ~(kPage - 1);
   if (hi <= lo) return;

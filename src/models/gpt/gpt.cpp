@@ -142,6 +142,8 @@ void GPT::set_inference_blocks(DType dtype, const std::function<FileBlocks(const
     }
     return ops::rows16_from_blocks(bytes.data(), {rows, ws[0].size(1)}, b[0].dtype, ws[0].device());
   });
+  // The weights as made, now copied into the pack, would stay in the backend's reuse cache: a load makes none again.
+  backend_for(wte_.device()).trim();
   // Which parameters hold f32 values now is the loader's business: from here on none is read or converted.
   inference_only_ = !params_loaded;
   if (!inference_only_) return;
@@ -166,7 +168,9 @@ void GPT::set_embedding_rows(EmbeddingRows rows) {
 
 Tensor GPT::embed(const Tensor& idx) {
   const EmbeddingRows& e = embedding_rows_;
-  if (embed_with_head_) {  // an inference-only model: never with gradients
+  AIGC_CHECK(!(embed_with_head_ || !e.bytes.empty()) || !grad_enabled(),
+             "embedding: tokens looked up in a file's rows have no gradient (this model is for inference)");
+  if (embed_with_head_) {
     auto it = inference_weights_.find(wte_.impl());
     AIGC_CHECK(it != inference_weights_.end(), "embedding: the head's inference weights are not built");
     return ops::embedding_rows(idx, it->second);
@@ -267,7 +271,6 @@ std::vector<Tensor> GPT::build_inference_weights(const std::function<Tensor(cons
       for (const Tensor& w : {b.attn_w, b.attn_proj_w, b.fc_w, b.fc_proj_w}) one(w);
     }
   one(config_.tie_embeddings ? wte_ : lm_head_w_);
-  backend_for(wte_.device()).trim();  // the weights as made, now copied: they would stay in the reuse cache
   return sources;
 }
 
