@@ -20,6 +20,14 @@ void add_dtype(CLI::App* cmd, std::string& dtype) {
       ->check(CLI::IsMember({"f32", "bf16", "q8_0", "q4_0", "q4_1"}));
 }
 
+void add_cache_type(CLI::App* cmd, DType& kv) {
+  cmd->add_option_function<std::string>(
+         "--cache-type", [&kv](const std::string& t) { kv = t == "f32" ? DType::F32 : DType::F16; },
+         "KV cache: f16 (half the memory and the bytes a step reads at long contexts, as llama.cpp) or f32")
+      ->check(CLI::IsMember({"f16", "f32"}))
+      ->default_str("f16");
+}
+
 void apply_dtype(GPT& model, const std::string& dtype) {
   if (dtype.empty()) return;
   const DType d = dtype == "bf16"   ? DType::BF16

@@ -33,6 +33,8 @@ void add_threads(CLI::App* cmd);
 int threads();
 // --dtype for inference weights (generate, eval).
 void add_dtype(CLI::App* cmd, std::string& dtype);
+// --cache-type f16|f32: the KV cache's type (f16, llama.cpp's default: half the memory per position).
+void add_cache_type(CLI::App* cmd, DType& kv);
 void apply_dtype(GPT& model, const std::string& dtype);  // "" keeps the model's
 // The diffusion sampler's options (sample, fid).
 void add_sampler(CLI::App* cmd, SamplerOptions& so);

@@ -39,6 +39,8 @@ Command generate_command(CLI::App& app) {
   cmd->add_option("--seed,-s", a->seed, "Sampling seed (-1: random)")->capture_default_str();
   cmd->add_option("--stop", a->opt.stop, "Stop when this text is produced (repeatable)");
   add_dtype(cmd, a->dtype);
+  a->opt.kv_cache = DType::F16;
+  add_cache_type(cmd, a->opt.kv_cache);
   add_threads(cmd);
   cmd->footer(
       "Examples:\n"

@@ -54,6 +54,8 @@ void add_serve_options(CLI::App* cmd, ServeArgs& a) {
   cmd->add_option("--drain", a.drain_s, "On SIGTERM/SIGINT: seconds to let running requests finish")
       ->capture_default_str();
   add_dtype(cmd, a.dtype);
+  o.kv_cache = DType::F16;
+  add_cache_type(cmd, o.kv_cache);
   cmd->add_flag("--quiet,-q", o.quiet, "No request log on stderr");
   cmd->footer(
       "Examples:\n"

@@ -9,8 +9,11 @@ namespace aigc::serve {
 
 using Clock = std::chrono::steady_clock;
 
-TextEngine::TextEngine(GPT& model, const Tokenizer& tok, int n_slots, int ctx)
-    : threads_(get_num_threads()), dec_(model, tok, n_slots, ctx), jobs_(size_t(n_slots)), admitted_(size_t(n_slots)) {
+TextEngine::TextEngine(GPT& model, const Tokenizer& tok, int n_slots, int ctx, DType kv)
+    : threads_(get_num_threads()),
+      dec_(model, tok, n_slots, ctx, kv),
+      jobs_(size_t(n_slots)),
+      admitted_(size_t(n_slots)) {
   counters_.slots_total = n_slots;
   thread_ = std::thread([this] { loop(); });
 }

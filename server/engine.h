@@ -47,7 +47,7 @@ enum class Submit { Accepted, QueueFull, Draining };
 class TextEngine {
  public:
   // ctx: positions per slot (prompt + generated), at most the model's context.
-  TextEngine(GPT& model, const Tokenizer& tok, int n_slots, int ctx);
+  TextEngine(GPT& model, const Tokenizer& tok, int n_slots, int ctx, DType kv = DType::F32);  // kv: the cache's type
   ~TextEngine();  // stops the model thread; jobs still queued or running end as "cancelled"
   TextEngine(const TextEngine&) = delete;
   TextEngine& operator=(const TextEngine&) = delete;

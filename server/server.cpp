@@ -126,7 +126,7 @@ Server::Impl::Impl(LoadedModel t, std::unique_ptr<ImageModel> img, ServerOptions
   limits.max_tokens_cap = opt.max_tokens_cap;
   limits.max_request_tokens = opt.max_request_tokens;
   limits.max_jobs = opt.parallel + opt.max_queue;
-  engine = std::make_unique<TextEngine>(*text.model, *text.tokenizer, opt.parallel, limits.ctx);
+  engine = std::make_unique<TextEngine>(*text.model, *text.tokenizer, opt.parallel, limits.ctx, opt.kv_cache);
   // Streams hold a thread each for their whole life; keep enough for every slot and queued job plus idle clients.
   const size_t threads = size_t(std::max(16, opt.parallel + opt.max_queue + 8));
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };

@@ -22,6 +22,7 @@ struct ServerOptions {
   std::string api_key;              // when set, every route but /health and the playground needs "Bearer KEY"
   int parallel = 4;                 // slots: requests decoded together
   int ctx = 0;                      // positions per slot; 0 = the model's context, at most kDefaultCtx
+  DType kv_cache = DType::F32;      // the KV cache's type: F32 or F16
   int max_tokens_cap = 4096;        // the largest max_tokens a request may ask for
   int max_request_tokens = 16384;   // the most tokens one request may ask for: choices x max_tokens
   int max_queue = -1;               // text jobs (and image requests) that may wait; more get 429. -1: 4 x parallel

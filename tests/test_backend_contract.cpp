@@ -112,6 +112,29 @@ TEST(BackendContract, TensorPackCopiesIntoBlocksAsTheyCome) {
   EXPECT_NE(out[4].impl()->storage->whole, out[0].impl()->storage->whole);
 }
 
+// discard gives back only whole pages inside the range: the bytes around them, in partial pages, keep their values
+// (they may be another tensor's: a norm between two discarded matrices). trim then empties the reuse cache.
+TEST(BackendContract, DiscardKeepsEveryByteOutsideTheWholePagesItFrees) {
+  for (Backend* be : {&cpu_backend(), &reference_backend()}) {
+    SCOPED_TRACE(be->name());
+    const size_t n = size_t(5) << 20;  // huge-page sized on the CPU backend
+    auto* p = static_cast<unsigned char*>(be->alloc(n));
+    ASSERT_NE(p, nullptr);
+    for (size_t i = 0; i < n; i++) p[i] = static_cast<unsigned char>(i % 251 + 1);
+    const size_t lo = 1000, hi = (size_t(3) << 20) + 77;  // neither on a page boundary
+    be->discard(p + lo, hi - lo);
+    const size_t page = 4096;
+    for (size_t i = 0; i < n; i++) {
+      const bool inside_whole_page = i >= (lo + page - 1) / page * page && i < hi / page * page;
+      if (!inside_whole_page) ASSERT_EQ(p[i], static_cast<unsigned char>(i % 251 + 1)) << i;
+    }
+    p[lo + page] = 7;  // discarded memory is still ours to write
+    EXPECT_EQ(p[lo + page], 7);
+    be->release(p, n);
+    be->trim();
+  }
+}
+
 TEST(BackendContract, BackendsSayWhatTheyRun) {
   const std::vector<const char*>& kernels = backend_kernels();
   EXPECT_EQ(std::set<std::string>(kernels.begin(), kernels.end()).size(), kernels.size()) << "duplicate names";

@@ -357,52 +357,72 @@ void add_attention_cases(std::vector<OpCase>& t) {
   struct Cached {
     int64_t B, T, C, NH, NKV, pos0, T_cap;
   };
-  for (const Cached& s : {Cached{2, 3, 12, 3, 3, 5, 11}, Cached{2, 4, 12, 2, 2, 0, 6}, Cached{1, 1, 33, 3, 3, 7, 8},
-                          Cached{3, 5, 8, 1, 1, 1, 9}, Cached{2, 3, 24, 6, 2, 4, 9}, Cached{1, 2, 16, 4, 1, 3, 7},
-                          Cached{2, 3, 24, 6, 2, 0, 9}})
-    add_case(t,
-             cat("attention_cached B=", s.B, " T=", s.T, " C=", s.C, " NH=", s.NH, " NKV=", s.NKV, " pos0=", s.pos0,
-                 " T_cap=", s.T_cap),
-             kAttention, [=](Backend& be, Rng& rng) {
-               const int64_t kv = s.B * s.T_cap * s.NKV * (s.C / s.NH);
-               std::vector<float> qkv = normal(rng, s.B * s.T * 3 * s.C), kc = normal(rng, kv), vc = normal(rng, kv),
-                                  out = unset(s.B * s.T * s.C);
-               repeat_kv(qkv, s.B * s.T, s.C, s.NH, s.NKV);
-               be.attention_cached(out.data(), qkv.data(), kc.data(), vc.data(), s.B, s.T, s.C, s.NH, s.NKV, s.pos0,
-                                   s.T_cap);
-               return Outputs{{"out", out}, {"kcache", kc}, {"vcache", vc}};
-             });
+  // The caches in f32 or f16: an f16 cache goes in as halves and comes out widened, every value compared.
+  struct Cache {
+    std::vector<float> f;
+    std::vector<uint16_t> h;
+    void* data(DType kv) { return kv == DType::F16 ? static_cast<void*>(h.data()) : f.data(); }
+  };
+  auto cache = [](Rng& rng, int64_t n, DType kv) {
+    Cache c{normal(rng, n), {}};
+    if (kv == DType::F16)
+      for (float x : c.f) c.h.push_back(io::f32_to_f16(x));
+    return c;
+  };
+  auto widened = [](const Cache& c, DType kv) {
+    if (kv == DType::F32) return c.f;
+    std::vector<float> f;
+    for (uint16_t x : c.h) f.push_back(io::f16_to_f32(x));
+    return f;
+  };
+  for (DType kvt : {DType::F32, DType::F16})
+    for (const Cached& s : {Cached{2, 3, 12, 3, 3, 5, 11}, Cached{2, 4, 12, 2, 2, 0, 6}, Cached{1, 1, 33, 3, 3, 7, 8},
+                            Cached{3, 5, 8, 1, 1, 1, 9}, Cached{2, 3, 24, 6, 2, 4, 9}, Cached{1, 2, 16, 4, 1, 3, 7},
+                            Cached{2, 3, 24, 6, 2, 0, 9}, Cached{1, 3, 64, 2, 1, 2, 6}})
+      add_case(t,
+               cat("attention_cached ", dtype_name(kvt), " B=", s.B, " T=", s.T, " C=", s.C, " NH=", s.NH,
+                   " NKV=", s.NKV, " pos0=", s.pos0, " T_cap=", s.T_cap),
+               kAttention, [=](Backend& be, Rng& rng) {
+                 const int64_t kv = s.B * s.T_cap * s.NKV * (s.C / s.NH);
+                 std::vector<float> qkv = normal(rng, s.B * s.T * 3 * s.C), out = unset(s.B * s.T * s.C);
+                 Cache kc = cache(rng, kv, kvt), vc = cache(rng, kv, kvt);
+                 repeat_kv(qkv, s.B * s.T, s.C, s.NH, s.NKV);
+                 be.attention_cached(out.data(), qkv.data(), kc.data(kvt), vc.data(kvt), kvt, s.B, s.T, s.C, s.NH,
+                                     s.NKV, s.pos0, s.T_cap);
+                 return Outputs{{"out", out}, {"kcache", widened(kc, kvt)}, {"vcache", widened(vc, kvt)}};
+               });
   // Continuous batching: distinct cache slots (not in row order, one slot unused) and distinct positions.
   struct Decode {
     std::vector<int32_t> slot, pos;
     int64_t S, C, NH, NKV, T_cap;
   };
-  for (const Decode& d : {Decode{{2, 0, 3}, {0, 5, 9}, 4, 12, 3, 3, 10}, Decode{{0}, {7}, 1, 33, 3, 3, 8},
-                          Decode{{1, 0}, {3, 1}, 2, 16, 1, 1, 4}, Decode{{1, 2}, {6, 2}, 3, 24, 6, 2, 8},
-                          Decode{{0}, {4}, 1, 16, 4, 1, 5},
-                          // head sizes 64 and 128, which the CPU backend compiles separately
-                          Decode{{1, 0}, {37, 12}, 2, 256, 4, 2, 40}, Decode{{0}, {9}, 1, 256, 2, 1, 12},
-                          // rows of several 64-key chunks and a one-key tail chunk, SmolLM's 3 query heads a group
-                          Decode{{1, 0}, {150, 64}, 2, 576, 9, 3, 160}, Decode{{0}, {200}, 1, 256, 2, 2, 210},
-                          Decode{{0, 1}, {70, 129}, 2, 24, 2, 1, 130},
-                          // exactly one and two whole chunks (64 and 128 keys)
-                          Decode{{1, 0}, {63, 127}, 2, 576, 9, 3, 130}}) {
-    const int64_t B = int64_t(d.slot.size());
-    std::string pos;
-    for (int32_t p : d.pos) pos += cat(pos.empty() ? "" : ",", p);
-    add_case(t,
-             cat("attention_decode B=", B, " S=", d.S, " C=", d.C, " NH=", d.NH, " NKV=", d.NKV, " T_cap=", d.T_cap,
-                 " pos=", pos),
-             kAttention, [=](Backend& be, Rng& rng) {
-               const int64_t kv = d.S * d.T_cap * d.NKV * (d.C / d.NH);
-               std::vector<float> qkv = normal(rng, B * 3 * d.C), kc = normal(rng, kv), vc = normal(rng, kv),
-                                  out = unset(B * d.C);
-               repeat_kv(qkv, B, d.C, d.NH, d.NKV);
-               be.attention_decode(out.data(), qkv.data(), kc.data(), vc.data(), d.slot.data(), d.pos.data(), B, d.C,
-                                   d.NH, d.NKV, d.T_cap);
-               return Outputs{{"out", out}, {"kcache", kc}, {"vcache", vc}};
-             });
-  }
+  for (DType kvt : {DType::F32, DType::F16})
+    for (const Decode& d : {Decode{{2, 0, 3}, {0, 5, 9}, 4, 12, 3, 3, 10}, Decode{{0}, {7}, 1, 33, 3, 3, 8},
+                            Decode{{1, 0}, {3, 1}, 2, 16, 1, 1, 4}, Decode{{1, 2}, {6, 2}, 3, 24, 6, 2, 8},
+                            Decode{{0}, {4}, 1, 16, 4, 1, 5},
+                            // head sizes 64 and 128, which the CPU backend compiles separately
+                            Decode{{1, 0}, {37, 12}, 2, 256, 4, 2, 40}, Decode{{0}, {9}, 1, 256, 2, 1, 12},
+                            // rows of several 64-key chunks and a one-key tail chunk, SmolLM's 3 query heads a group
+                            Decode{{1, 0}, {150, 64}, 2, 576, 9, 3, 160}, Decode{{0}, {200}, 1, 256, 2, 2, 210},
+                            Decode{{0, 1}, {70, 129}, 2, 24, 2, 1, 130},
+                            // exactly one and two whole chunks (64 and 128 keys)
+                            Decode{{1, 0}, {63, 127}, 2, 576, 9, 3, 130}}) {
+      const int64_t B = int64_t(d.slot.size());
+      std::string pos;
+      for (int32_t p : d.pos) pos += cat(pos.empty() ? "" : ",", p);
+      add_case(t,
+               cat("attention_decode ", dtype_name(kvt), " B=", B, " S=", d.S, " C=", d.C, " NH=", d.NH, " NKV=", d.NKV,
+                   " T_cap=", d.T_cap, " pos=", pos),
+               kAttention, [=](Backend& be, Rng& rng) {
+                 const int64_t kv = d.S * d.T_cap * d.NKV * (d.C / d.NH);
+                 std::vector<float> qkv = normal(rng, B * 3 * d.C), out = unset(B * d.C);
+                 Cache kc = cache(rng, kv, kvt), vc = cache(rng, kv, kvt);
+                 repeat_kv(qkv, B, d.C, d.NH, d.NKV);
+                 be.attention_decode(out.data(), qkv.data(), kc.data(kvt), vc.data(kvt), kvt, d.slot.data(),
+                                     d.pos.data(), B, d.C, d.NH, d.NKV, d.T_cap);
+                 return Outputs{{"out", out}, {"kcache", widened(kc, kvt)}, {"vcache", widened(vc, kvt)}};
+               });
+    }
 
   // Cross-entropy: every 4th row is ignored (targets -1 and -100); lse is compared on every row.
   struct CE {
@@ -586,7 +606,7 @@ TEST(BackendOps, EveryKernelHasACase) {
   for (auto it = std::sregex_iterator(text.begin(), text.end(), virtual_method); it != std::sregex_iterator(); ++it)
     declared.insert((*it)[1].str());
   for (const char* not_a_kernel :
-       {"name", "alloc", "release", "fill_zero", "to_host", "from_host", "supports", "run_held"})
+       {"name", "alloc", "release", "fill_zero", "discard", "trim", "to_host", "from_host", "supports", "run_held"})
     declared.erase(not_a_kernel);  // memory, capability and threads (tests/test_backend_contract.cpp)
   std::string missing, extra;
   for (const std::string& k : declared)

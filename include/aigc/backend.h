@@ -230,12 +230,14 @@ class Backend {
   // Grouped-query attention: NKV divides NH, and query head h reads cache head h / (NH / NKV), whose k and v are
   // those of qkv's head (h / (NH / NKV)) * (NH / NKV), the first of its group. qkv must repeat each group's k and
   // v in all its heads (as ops::rope_qkv writes them): a prompt into an empty cache may read them from qkv.
-  virtual void attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T,
-                                int64_t C, int64_t NH, int64_t NKV, int64_t pos0, int64_t T_cap) = 0;
+  // The caches hold kv values: F32, or F16 (IEEE half, llama.cpp's default: half the memory and the bytes a
+  // decoding step reads; keys and values are rounded to nearest even as they are stored, and read back exactly).
+  virtual void attention_cached(float* out, const float* qkv, void* kcache, void* vcache, DType kv, int64_t B,
+                                int64_t T, int64_t C, int64_t NH, int64_t NKV, int64_t pos0, int64_t T_cap) = 0;
   // One decoding step of B independent sequences (continuous batching): qkv (B,1,3C) holds one new position per
   // row; row b's sequence lives in cache slot slot[b] of kcache/vcache (S,NKV,T_cap,HS) and the new position is
   // pos[b]. Its k, v are stored there, then its query attends to positions [0, pos[b]] of that slot.
-  virtual void attention_decode(float* out, const float* qkv, float* kcache, float* vcache, const int32_t* slot,
+  virtual void attention_decode(float* out, const float* qkv, void* kcache, void* vcache, DType kv, const int32_t* slot,
                                 const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t NKV, int64_t T_cap) = 0;
 
   // Softmax cross-entropy per row. losses (N), lse (N) = log-sum-exp saved for backward. Rows whose target is

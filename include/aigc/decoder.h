@@ -42,7 +42,7 @@ struct DecodeCounters {
 class Decoder {
  public:
   // ctx: positions per slot (prompt + generated), at most the model's context.
-  Decoder(GPT& model, const Tokenizer& tok, int n_slots, int ctx);
+  Decoder(GPT& model, const Tokenizer& tok, int n_slots, int ctx, DType kv = DType::F32);  // kv: the cache's type
   int slots() const { return int(slots_.size()); }
   int context() const { return ctx_; }
   bool busy(int s) const { return slots_[size_t(s)].job != nullptr; }

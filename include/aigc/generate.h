@@ -43,6 +43,7 @@ struct GenerateOptions {
   int max_tokens = 200;
   std::vector<std::string> stop;  // stop when the output ends with any of these (not printed)
   bool stop_at_eos = true;
+  DType kv_cache = DType::F32;  // the KV cache's type: F32 or F16
 };
 
 struct GenerateResult {

@@ -94,12 +94,14 @@ bool host_backend_supports(const char* kernel, DType dtype) {
       return false;
     case DType::BF16:  // bf16 weights for inference, and the conversion that makes them
       return std::strcmp(kernel, "linear_forward_bf16w") == 0 || std::strcmp(kernel, "convert_f32_to_bf16") == 0;
+    case DType::F16:  // KV caches in half precision
+      return std::strcmp(kernel, "attention_cached") == 0 || std::strcmp(kernel, "attention_decode") == 0;
     case DType::Q8_0:  // quantized weights for inference
     case DType::Q4_0:
     case DType::Q4_1:
       return std::strcmp(kernel, "linear_forward_quant") == 0;
     default:
-      return false;  // no fp16 kernels
+      return false;
   }
 }
 

@@ -280,6 +280,14 @@ Tensor self_attention(const Tensor& qkv, int64_t n_head, bool causal) {
   return out;
 }
 
+// KV caches: contiguous f32 or f16 tensors, both of one type.
+static void check_kv_cache(const Tensor& k, const Tensor& v, const char* op) {
+  AIGC_CHECK((k.dtype() == DType::F32 || k.dtype() == DType::F16) && k.dtype() == v.dtype() && k.is_contiguous() &&
+                 v.is_contiguous(),
+             std::string(op) + ": the KV cache must be contiguous f32 or f16, got " + dtype_name(k.dtype()) + " and " +
+                 dtype_name(v.dtype()));
+}
+
 Tensor attention_cached(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tensor& vcache, int64_t pos0) {
   check_f32(qkv, "attention_cached", "qkv");
   int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3;
@@ -289,9 +297,10 @@ Tensor attention_cached(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tenso
   int64_t T_cap = kcache.size(2);
   AIGC_CHECK(pos0 + T <= T_cap, "attention_cached: the KV cache holds " + std::to_string(T_cap) + " positions; " +
                                     std::to_string(pos0 + T) + " needed");
+  check_kv_cache(kcache, vcache, "attention_cached");
   Tensor out = Tensor::empty({B, T, C});
-  be(qkv).attention_cached(out.f32(), qkv.f32(), kcache.f32(), vcache.f32(), B, T, C, n_head, kcache.size(1), pos0,
-                           T_cap);
+  be(qkv).attention_cached(out.f32(), qkv.f32(), kcache.raw(), vcache.raw(), kcache.dtype(), B, T, C, n_head,
+                           kcache.size(1), pos0, T_cap);
   return out;
 }
 
@@ -318,9 +327,10 @@ Tensor attention_decode(const Tensor& qkv, int64_t n_head, Tensor& kcache, Tenso
                                         std::to_string(T_cap) + " positions");
     used[size_t(s)] = true;
   }
+  check_kv_cache(kcache, vcache, "attention_decode");
   Tensor out = Tensor::empty({B, 1, C});
-  be(qkv).attention_decode(out.f32(), qkv.f32(), kcache.f32(), vcache.f32(), slots.i32(), pos.i32(), B, C, n_head,
-                           kcache.size(1), T_cap);
+  be(qkv).attention_decode(out.f32(), qkv.f32(), kcache.raw(), vcache.raw(), kcache.dtype(), slots.i32(), pos.i32(), B,
+                           C, n_head, kcache.size(1), T_cap);
   return out;
 }
 

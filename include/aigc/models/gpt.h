@@ -95,7 +95,8 @@ class GPT {
   Tensor loss(const Tensor& idx, const Tensor& targets, bool train = false, uint64_t dropout_seed = 0);
 
   // Inference with a KV cache: feeds idx (B,T) at positions cache.pos.., returns logits of the last position (B,V).
-  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // kv: the cache's type, F32 or F16 (half the memory; llama.cpp's default).
+  KVCache make_cache(int64_t batch, int64_t capacity, DType kv = DType::F32) const;
   Tensor forward_cached(const Tensor& idx, KVCache& cache);
   // Continuous batching: one new token per row, row b continuing the sequence held in cache slot slots[b] at
   // position pos[b] (cache from make_cache(n_slots, ...)). Rows are independent sequences at their own positions,

@@ -4,12 +4,15 @@
 // into its (B,T,C) slot, so no head split/merge copies exist. Training and prefill: each (b,h) pair runs
 // single-threaded gemms; threads split the B*NH pairs, which write disjoint columns: no races. Decoding splits
 // (row, KV group, chunk of keys) items instead and merges the chunks (attention_decode).
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
+#include "aigc/half.h"
 #include "cpu_backend.h"
 #include "vec16.h"
 
@@ -173,38 +176,60 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
   }
 }
 
-// Copies head h's key and value out of a qkv row into cache rows kc, vc (HS floats each).
-static inline void store_kv(const float* row, float* kc, float* vc, int64_t h, int64_t HS, int64_t C) {
-  std::copy(row + C + h * HS, row + C + (h + 1) * HS, kc);
-  std::copy(row + 2 * C + h * HS, row + 2 * C + (h + 1) * HS, vc);
+// Copies head h's key and value out of a qkv row into cache rows kc, vc (HS values each, F32 or F16) at element at.
+static inline void store_kv(const float* row, void* kc, void* vc, DType kv, int64_t at, int64_t h, int64_t HS,
+                            int64_t C) {
+  const float *k = row + C + h * HS, *v = row + 2 * C + h * HS;
+  if (kv == DType::F16) {
+    auto *k16 = static_cast<uint16_t*>(kc) + at, *v16 = static_cast<uint16_t*>(vc) + at;
+    for (int64_t i = 0; i < HS; i++) k16[i] = io::f32_to_f16(k[i]), v16[i] = io::f32_to_f16(v[i]);
+  } else {
+    std::copy(k, k + HS, static_cast<float*>(kc) + at);
+    std::copy(v, v + HS, static_cast<float*>(vc) + at);
+  }
 }
 
-void CpuBackend::attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B, int64_t T,
-                                  int64_t C, int64_t NH, int64_t NKV, int64_t pos0, int64_t T_cap) {
+// n F16 values as floats (a cache head's rows, for the products of attention_cached).
+static void widen_f16(const uint16_t* h, float* f, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(f + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))));
+#endif
+  for (; i < n; i++) f[i] = io::f16_to_f32(h[i]);
+}
+
+void CpuBackend::attention_cached(float* out, const float* qkv, void* kcache, void* vcache, DType kv, int64_t B,
+                                  int64_t T, int64_t C, int64_t NH, int64_t NKV, int64_t pos0, int64_t T_cap) {
   const int64_t HS = C / NH, C3 = 3 * C, L = pos0 + T, rep = NH / NKV;
   const float scale = 1.0f / std::sqrt(float(HS));
   // Append the new keys and values: cache layout (B, NKV, T_cap, HS), each group's from its first head.
 #pragma omp parallel for schedule(static)
   for (int64_t bt = 0; bt < B * T; bt++) {
     int64_t b = bt / T, t = bt % T;
-    for (int64_t g = 0; g < NKV; g++) {
-      const int64_t at = ((b * NKV + g) * T_cap + pos0 + t) * HS;
-      store_kv(qkv + bt * C3, kcache + at, vcache + at, g * rep, HS, C);
-    }
+    for (int64_t g = 0; g < NKV; g++)
+      store_kv(qkv + bt * C3, kcache, vcache, kv, ((b * NKV + g) * T_cap + pos0 + t) * HS, g * rep, HS, C);
   }
-  if (pos0 == 0) {  // a prompt into an empty cache is plain causal attention over the prompt: use the blocked kernel
+  // A prompt into an empty f32 cache is plain causal attention over the prompt: the blocked kernel. An f16 cache's
+  // keys and values are read back rounded, as every later step reads them.
+  if (pos0 == 0 && kv == DType::F32) {
     attention_forward(out, nullptr, qkv, B, T, C, NH, true);
     return;
   }
 #pragma omp parallel
   {
-    std::vector<float> S(size_t(T * L));
+    std::vector<float> S(size_t(T * L)), k32(kv == DType::F16 ? size_t(L * HS) : 0), v32(k32.size());
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < B * NH; bh++) {
       int64_t b = bh / NH, h = bh % NH;
       const float* q = qkv + b * T * C3 + h * HS;
-      const float* kc = kcache + (b * NKV + h / rep) * T_cap * HS;
-      const float* vc = vcache + (b * NKV + h / rep) * T_cap * HS;
+      const int64_t head = (b * NKV + h / rep) * T_cap * HS;
+      const float *kc = static_cast<const float*>(kcache) + head, *vc = static_cast<const float*>(vcache) + head;
+      if (kv == DType::F16) {
+        widen_f16(static_cast<const uint16_t*>(kcache) + head, k32.data(), L * HS);
+        widen_f16(static_cast<const uint16_t*>(vcache) + head, v32.data(), L * HS);
+        kc = k32.data(), vc = v32.data();
+      }
       gemm(false, true, T, L, HS, scale, q, C3, kc, HS, 0.0f, S.data(), L);
       for (int64_t i = 0; i < T; i++) masked_softmax_row(S.data() + i * L, pos0 + i + 1, L);
       gemm(false, false, T, HS, L, 1.0f, S.data(), L, vc, HS, 0.0f, out + b * T * C + h * HS, C);
@@ -223,8 +248,22 @@ constexpr int64_t kKeyChunk = 64;
 // key and value row is read from memory once for all rep heads (the later heads find the chunk in L1/L2). With the
 // head size known at compile time (kHS: the common 64 and 128) the scores of 16 keys come from 16 vector sums
 // reduced together (hsum16) and o stays in registers; kHS 0 takes any size with plain loops.
-template <int64_t kHS>
-void decode_chunk(const float* q, int64_t rep, const float* kc, const float* vc, int64_t j0, int64_t j1, int64_t hs,
+// 16 cache values as floats: F32 as they are, F16 widened.
+inline v16f load16_kv(const float* p) { return load16(p); }
+inline v16f load16_kv(const uint16_t* p) {
+#if defined(__AVX512F__)
+  return v16f(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+#else
+  v16f v;
+  for (int i = 0; i < 16; i++) v[i] = io::f16_to_f32(p[i]);
+  return v;
+#endif
+}
+inline float kv_at(const float* p) { return *p; }
+inline float kv_at(const uint16_t* p) { return io::f16_to_f32(*p); }
+
+template <int64_t kHS, typename E>
+void decode_chunk(const float* q, int64_t rep, const E* kc, const E* vc, int64_t j0, int64_t j1, int64_t hs,
                   float scale, float* o, float* m, float* l) {
   const int64_t HS = kHS ? kHS : hs, n = j1 - j0;
   float S[kKeyChunk];
@@ -234,9 +273,9 @@ void decode_chunk(const float* q, int64_t rep, const float* kc, const float* vc,
       constexpr int64_t V = kHS / 16;
       v16f qv[V];
       for (int64_t i = 0; i < V; i++) qv[i] = load16(qr + 16 * i) * scale;
-      auto dot = [&](const float* k) {
-        v16f s = qv[0] * load16(k);
-        for (int64_t i = 1; i < V; i++) s += qv[i] * load16(k + 16 * i);
+      auto dot = [&](const E* k) {
+        v16f s = qv[0] * load16_kv(k);
+        for (int64_t i = 1; i < V; i++) s += qv[i] * load16_kv(k + 16 * i);
         return s;
       };
       int64_t t = 0;
@@ -248,10 +287,10 @@ void decode_chunk(const float* q, int64_t rep, const float* kc, const float* vc,
       for (; t < n; t++) S[t] = hsum(dot(kc + (j0 + t) * kHS));
     } else {
       for (int64_t t = 0; t < n; t++) {
-        const float* k = kc + (j0 + t) * HS;
+        const E* k = kc + (j0 + t) * HS;
         float d = 0;
 #pragma omp simd reduction(+ : d)
-        for (int64_t i = 0; i < HS; i++) d += qr[i] * k[i];
+        for (int64_t i = 0; i < HS; i++) d += qr[i] * kv_at(k + i);
         S[t] = d * scale;
       }
     }
@@ -268,16 +307,17 @@ void decode_chunk(const float* q, int64_t rep, const float* kc, const float* vc,
       constexpr int64_t V = kHS / 16;
       v16f acc[V] = {};
       for (int64_t t = 0; t < n; t++) {
-        const float* v = vc + (j0 + t) * kHS;
-        for (int64_t i = 0; i < V; i++) acc[i] += S[t] * load16(v + 16 * i);
+        const E* v = vc + (j0 + t) * kHS;
+        for (int64_t i = 0; i < V; i++) acc[i] += S[t] * load16_kv(v + 16 * i);
       }
       for (int64_t i = 0; i < V; i++) store16(orow + 16 * i, acc[i]);
     } else {
       std::fill(orow, orow + HS, 0.0f);
       for (int64_t t = 0; t < n; t++) {
-        const float p = S[t], *v = vc + (j0 + t) * HS;
+        const float p = S[t];
+        const E* v = vc + (j0 + t) * HS;
 #pragma omp simd
-        for (int64_t i = 0; i < HS; i++) orow[i] += p * v[i];
+        for (int64_t i = 0; i < HS; i++) orow[i] += p * kv_at(v + i);
       }
     }
   }
@@ -285,15 +325,15 @@ void decode_chunk(const float* q, int64_t rep, const float* kc, const float* vc,
 
 }  // namespace
 
-void CpuBackend::attention_decode(float* out, const float* qkv, float* kcache, float* vcache, const int32_t* slot,
-                                  const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t NKV, int64_t T_cap) {
+void CpuBackend::attention_decode(float* out, const float* qkv, void* kcache, void* vcache, DType kv,
+                                  const int32_t* slot, const int32_t* pos, int64_t B, int64_t C, int64_t NH,
+                                  int64_t NKV, int64_t T_cap) {
   const int64_t HS = C / NH, C3 = 3 * C, rep = NH / NKV;
   const float scale = 1.0f / std::sqrt(float(HS));
   // Store every row's new keys and values first (a group's heads all read them): B NKV HS floats each.
   for (int64_t b = 0; b < B; b++)
     for (int64_t g = 0; g < NKV; g++) {
-      const int64_t at = ((int64_t(slot[b]) * NKV + g) * T_cap + pos[b]) * HS;
-      store_kv(qkv + b * C3, kcache + at, vcache + at, g * rep, HS, C);
+      store_kv(qkv + b * C3, kcache, vcache, kv, ((int64_t(slot[b]) * NKV + g) * T_cap + pos[b]) * HS, g * rep, HS, C);
     }
   // Work items: row b's are first[b] .. first[b + 1], NKV groups x its chunks. Each item leaves rep heads' partial
   // (o, m, l); rows differ in length (each sequence is at its own position), the items hardly do.
@@ -304,16 +344,23 @@ void CpuBackend::attention_decode(float* out, const float* qkv, float* kcache, f
   static thread_local std::vector<float> po, pm, pl;  // the caller's; the threads below see them through pointers
   po.resize(size_t(items * rep * HS)), pm.resize(size_t(items * rep)), pl.resize(size_t(items * rep));
   float *o = po.data(), *m = pm.data(), *l = pl.data();
-  auto chunk = HS == 64 ? decode_chunk<64> : HS == 128 ? decode_chunk<128> : decode_chunk<0>;
-  on_threads([&](int id, int nt) {
-    for (int64_t it = items * id / nt; it < items * (id + 1) / nt; it++) {
-      const int64_t b = std::upper_bound(first.begin(), first.end(), it) - first.begin() - 1;
-      const int64_t nc = chunks(b), g = (it - first[size_t(b)]) / nc, c = (it - first[size_t(b)]) % nc;
-      const int64_t kv = (int64_t(slot[b]) * NKV + g) * T_cap * HS, j0 = c * kKeyChunk;
-      chunk(qkv + b * C3 + g * rep * HS, rep, kcache + kv, vcache + kv, j0,
-            std::min(int64_t(pos[b]) + 1, j0 + kKeyChunk), HS, scale, o + it * rep * HS, m + it * rep, l + it * rep);
-    }
-  });
+  auto items_of = [&](const auto* kc, const auto* vc) {
+    using E = std::remove_cv_t<std::remove_pointer_t<decltype(kc)>>;
+    auto chunk = HS == 64 ? decode_chunk<64, E> : HS == 128 ? decode_chunk<128, E> : decode_chunk<0, E>;
+    on_threads([&](int id, int nt) {
+      for (int64_t it = items * id / nt; it < items * (id + 1) / nt; it++) {
+        const int64_t b = std::upper_bound(first.begin(), first.end(), it) - first.begin() - 1;
+        const int64_t nc = chunks(b), g = (it - first[size_t(b)]) / nc, c = (it - first[size_t(b)]) % nc;
+        const int64_t at = (int64_t(slot[b]) * NKV + g) * T_cap * HS, j0 = c * kKeyChunk;
+        chunk(qkv + b * C3 + g * rep * HS, rep, kc + at, vc + at, j0, std::min(int64_t(pos[b]) + 1, j0 + kKeyChunk), HS,
+              scale, o + it * rep * HS, m + it * rep, l + it * rep);
+      }
+    });
+  };
+  if (kv == DType::F16)
+    items_of(static_cast<const uint16_t*>(kcache), static_cast<const uint16_t*>(vcache));
+  else
+    items_of(static_cast<const float*>(kcache), static_cast<const float*>(vcache));
   // Combine each head's chunks: softmax over all keys = each chunk's exp(m_c - M) share of the total.
   parallel_range(B * NH, HS * (items / std::max<int64_t>(1, B * NKV)), [&](int64_t bh0, int64_t bh1) {
     for (int64_t bh = bh0; bh < bh1; bh++) {

@@ -6,6 +6,7 @@
 #include <numbers>
 #include <vector>
 
+#include "aigc/half.h"
 #include "reference_backend.h"
 
 namespace aigc::ref {
@@ -245,9 +246,30 @@ void ReferenceBackend::attention_backward(float* dqkv, const float* dout, const 
     }
 }
 
+namespace {
+
+// A cache of F32 or F16 values (Backend::attention_cached): element i as float, and storing one.
+float cache_at(const void* c, DType kv, int64_t i) {
+  return kv == DType::F16 ? io::f16_to_f32(static_cast<const uint16_t*>(c)[i]) : static_cast<const float*>(c)[i];
+}
+void cache_put(void* c, DType kv, int64_t i, float x) {
+  if (kv == DType::F16)
+    static_cast<uint16_t*>(c)[i] = io::f32_to_f16(x);
+  else
+    static_cast<float*>(c)[i] = x;
+}
+// Cache head rows [0, L) of HS values from `at`, as floats.
+std::vector<float> cache_rows(const void* c, DType kv, int64_t at, int64_t L, int64_t HS) {
+  std::vector<float> r(size_t(L * HS));
+  for (int64_t i = 0; i < L * HS; i++) r[size_t(i)] = cache_at(c, kv, at + i);
+  return r;
+}
+
+}  // namespace
+
 // First kcache/vcache[b, g, pos0 + t, :] = k, v of row (b, t)'s head g * rep (the first of group g) for every new
 // position; then query t of head h attends to cache positions 0 .. pos0 + t of cache head h / rep.
-void ReferenceBackend::attention_cached(float* out, const float* qkv, float* kcache, float* vcache, int64_t B,
+void ReferenceBackend::attention_cached(float* out, const float* qkv, void* kcache, void* vcache, DType kv, int64_t B,
                                         int64_t T, int64_t C, int64_t NH, int64_t NKV, int64_t pos0, int64_t T_cap) {
   const int64_t HS = C / NH, C3 = 3 * C, rep = NH / NKV;
   for (int64_t b = 0; b < B; b++)
@@ -255,35 +277,38 @@ void ReferenceBackend::attention_cached(float* out, const float* qkv, float* kca
       for (int64_t g = 0; g < NKV; g++)
         for (int64_t d = 0; d < HS; d++) {
           const int64_t at = ((b * NKV + g) * T_cap + pos0 + t) * HS + d;
-          kcache[at] = qkv[(b * T + t) * C3 + C + g * rep * HS + d];
-          vcache[at] = qkv[(b * T + t) * C3 + 2 * C + g * rep * HS + d];
+          cache_put(kcache, kv, at, qkv[(b * T + t) * C3 + C + g * rep * HS + d]);
+          cache_put(vcache, kv, at, qkv[(b * T + t) * C3 + 2 * C + g * rep * HS + d]);
         }
   for (int64_t b = 0; b < B; b++)
-    for (int64_t h = 0; h < NH; h++)
-      for (int64_t t = 0; t < T; t++) {
-        const int64_t head = (b * NKV + h / rep) * T_cap * HS;
-        attend(out + (b * T + t) * C + h * HS, qkv + (b * T + t) * C3 + h * HS, kcache + head, vcache + head, HS,
-               pos0 + t + 1, HS);
-      }
+    for (int64_t h = 0; h < NH; h++) {
+      const int64_t head = (b * NKV + h / rep) * T_cap * HS;
+      const std::vector<float> k = cache_rows(kcache, kv, head, pos0 + T, HS),
+                               v = cache_rows(vcache, kv, head, pos0 + T, HS);
+      for (int64_t t = 0; t < T; t++)
+        attend(out + (b * T + t) * C + h * HS, qkv + (b * T + t) * C3 + h * HS, k.data(), v.data(), HS, pos0 + t + 1,
+               HS);
+    }
 }
 
 // Row b: its new k, v go to cache slot slot[b] at position pos[b]; its query then attends to positions
 // 0 .. pos[b] of that slot.
-void ReferenceBackend::attention_decode(float* out, const float* qkv, float* kcache, float* vcache, const int32_t* slot,
-                                        const int32_t* pos, int64_t B, int64_t C, int64_t NH, int64_t NKV,
-                                        int64_t T_cap) {
+void ReferenceBackend::attention_decode(float* out, const float* qkv, void* kcache, void* vcache, DType kv,
+                                        const int32_t* slot, const int32_t* pos, int64_t B, int64_t C, int64_t NH,
+                                        int64_t NKV, int64_t T_cap) {
   const int64_t HS = C / NH, C3 = 3 * C, rep = NH / NKV;
   for (int64_t b = 0; b < B; b++)
     for (int64_t g = 0; g < NKV; g++)
       for (int64_t d = 0; d < HS; d++) {
         const int64_t at = ((int64_t(slot[b]) * NKV + g) * T_cap + pos[b]) * HS + d;
-        kcache[at] = qkv[b * C3 + C + g * rep * HS + d];
-        vcache[at] = qkv[b * C3 + 2 * C + g * rep * HS + d];
+        cache_put(kcache, kv, at, qkv[b * C3 + C + g * rep * HS + d]);
+        cache_put(vcache, kv, at, qkv[b * C3 + 2 * C + g * rep * HS + d]);
       }
   for (int64_t b = 0; b < B; b++)
     for (int64_t h = 0; h < NH; h++) {
-      const int64_t head = (int64_t(slot[b]) * NKV + h / rep) * T_cap * HS;
-      attend(out + b * C + h * HS, qkv + b * C3 + h * HS, kcache + head, vcache + head, HS, int64_t(pos[b]) + 1, HS);
+      const int64_t head = (int64_t(slot[b]) * NKV + h / rep) * T_cap * HS, L = int64_t(pos[b]) + 1;
+      const std::vector<float> k = cache_rows(kcache, kv, head, L, HS), v = cache_rows(vcache, kv, head, L, HS);
+      attend(out + b * C + h * HS, qkv + b * C3 + h * HS, k.data(), v.data(), HS, L, HS);
     }
 }
 

@@ -6,12 +6,12 @@
 
 namespace aigc {
 
-Decoder::Decoder(GPT& model, const Tokenizer& tok, int n_slots, int ctx)
+Decoder::Decoder(GPT& model, const Tokenizer& tok, int n_slots, int ctx, DType kv)
     : model_(model), tok_(tok), ctx_(ctx), slots_(size_t(n_slots)) {
   AIGC_CHECK(n_slots >= 1 && n_slots <= 256, "the number of parallel sequences must be between 1 and 256");
   AIGC_CHECK(ctx >= 2 && ctx <= model.config().block_size,
              "the context must be between 2 and the model's (" + std::to_string(model.config().block_size) + ")");
-  cache_ = model_.make_cache(n_slots, ctx_);
+  cache_ = model_.make_cache(n_slots, ctx_, kv);
 }
 
 bool Decoder::any_busy() const {

@@ -128,7 +128,7 @@ GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& pro
     if (on_text) on_text(s);
   };
   // The same decode loop as the server's, with one slot.
-  Decoder dec(model, tok, 1, ctx);
+  Decoder dec(model, tok, 1, ctx, opt.kv_cache);
   auto t0 = std::chrono::steady_clock::now();
   dec.start(0, job);  // the prompt, and the first token
   auto t1 = std::chrono::steady_clock::now();

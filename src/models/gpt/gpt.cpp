@@ -347,14 +347,16 @@ Tensor GPT::loss(const Tensor& idx, const Tensor& targets, bool train, uint64_t 
   return ops::cross_entropy(forward(idx, train, dropout_seed), targets);
 }
 
-KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
+KVCache GPT::make_cache(int64_t batch, int64_t capacity, DType kv) const {
   AIGC_CHECK(capacity <= config_.block_size, "KV cache capacity exceeds the model's context length");
+  AIGC_CHECK(kv == DType::F32 || kv == DType::F16,
+             std::string("the KV cache must be f32 or f16, got ") + dtype_name(kv));
   KVCache c;
   c.capacity = capacity;
   const int64_t hs = config_.head_size(), nkv = config_.kv_heads();  // grouped-query attention keeps NKV heads
   // One block for all layers (huge pages when it is large enough: backend memory), each layer's keys and values
   // a view of it.
-  const Tensor all = Tensor::zeros({2 * config_.n_layer, batch, nkv, capacity, hs});
+  const Tensor all = Tensor::zeros({2 * config_.n_layer, batch, nkv, capacity, hs}, kv);
   for (int64_t l = 0; l < config_.n_layer; l++) {
     c.k.push_back(all.narrow0(2 * l, 1).view({batch, nkv, capacity, hs}));
     c.v.push_back(all.narrow0(2 * l + 1, 1).view({batch, nkv, capacity, hs}));
