@@ -5,8 +5,10 @@
 #include <cmath>
 
 #include "aigc/autograd.h"
+#include "aigc/backend.h"
 #include "aigc/decoder.h"
 #include "aigc/error.h"
+#include "aigc/half.h"
 
 using namespace aigc;
 
@@ -146,4 +148,24 @@ TEST(Decoder, HalfPrecisionCacheDecodesAsTheF32OneWithinItsRounding) {
   for (int i = 0; i < 100 && dec.any_busy(); i++) dec.step();
   EXPECT_EQ(together, alone);
   EXPECT_THROW(m.model->make_cache(1, 8, DType::BF16), Error);
+}
+
+// Keys and values beyond the largest half saturate at +-65504 in an f16 cache instead of becoming infinite (an
+// infinite key would turn its whole row of attention into NaN); prompts and decoding steps alike, both backends.
+TEST(Decoder, HalfPrecisionCacheSaturatesHugeKeysAndValues) {
+  const int64_t C = 32, NH = 2;
+  std::vector<float> qkv(size_t(3 * 3 * C), 0.5f);
+  for (int64_t t = 0; t < 3; t++) qkv[size_t(t * 3 * C + C + 1)] = 1e6f, qkv[size_t(t * 3 * C + 2 * C + 2)] = -1e6f;
+  for (Backend* be : {&cpu_backend(), &reference_backend()}) {
+    SCOPED_TRACE(be->name());
+    std::vector<uint16_t> kc(size_t(NH * 8 * C / NH), 0), vc(kc.size(), 0);
+    std::vector<float> out(size_t(3 * C), 0.0f);
+    be->attention_cached(out.data(), qkv.data(), kc.data(), vc.data(), DType::F16, 1, 3, C, NH, NH, 0, 8);
+    for (float x : out) ASSERT_TRUE(std::isfinite(x)) << x;
+    EXPECT_EQ(io::f16_to_f32(kc[1]), 65504.0f);
+    EXPECT_EQ(io::f16_to_f32(vc[2]), -65504.0f);
+    const int32_t slot = 0, pos = 3;
+    be->attention_decode(out.data(), qkv.data(), kc.data(), vc.data(), DType::F16, &slot, &pos, 1, C, NH, NH, 8);
+    for (int64_t i = 0; i < C; i++) ASSERT_TRUE(std::isfinite(out[size_t(i)])) << i;
+  }
 }

@@ -34,6 +34,12 @@ inline uint16_t f32_to_f16(float f) {
   return uint16_t(sign | (m >> 13));
 }
 
+// The same, saturating: values beyond the largest half become +-65504, not infinity (a KV cache's keys: an infinite
+// one would make a whole row of attention NaN). NaNs stay NaNs.
+inline uint16_t f32_to_f16_saturated(float f) {
+  return f32_to_f16(f > 65504.0f ? 65504.0f : f < -65504.0f ? -65504.0f : f);
+}
+
 inline float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(uint32_t(h) << 16); }
 
 inline uint16_t f32_to_bf16(float f) {

@@ -182,20 +182,35 @@ static inline void store_kv(const float* row, void* kc, void* vc, DType kv, int6
   const float *k = row + C + h * HS, *v = row + 2 * C + h * HS;
   if (kv == DType::F16) {
     auto *k16 = static_cast<uint16_t*>(kc) + at, *v16 = static_cast<uint16_t*>(vc) + at;
-    for (int64_t i = 0; i < HS; i++) k16[i] = io::f32_to_f16(k[i]), v16[i] = io::f32_to_f16(v[i]);
+    for (int64_t i = 0; i < HS; i++) k16[i] = io::f32_to_f16_saturated(k[i]), v16[i] = io::f32_to_f16_saturated(v[i]);
   } else {
     std::copy(k, k + HS, static_cast<float*>(kc) + at);
     std::copy(v, v + HS, static_cast<float*>(vc) + at);
   }
 }
 
+// 16 F16 values as floats: the CPU's conversion (AVX-512, or F16C in two halves), else one at a time.
+static inline v16f widen16(const uint16_t* p) {
+#if defined(__AVX512F__)
+  return v16f(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+#elif defined(__F16C__)
+  const __m256 a = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+               b = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)));
+  v16f v;
+  std::memcpy(&v, &a, sizeof a);
+  std::memcpy(reinterpret_cast<char*>(&v) + sizeof a, &b, sizeof b);
+  return v;
+#else
+  v16f v;
+  for (int i = 0; i < 16; i++) v[i] = io::f16_to_f32(p[i]);
+  return v;
+#endif
+}
+
 // n F16 values as floats (a cache head's rows, for the products of attention_cached).
 static void widen_f16(const uint16_t* h, float* f, int64_t n) {
   int64_t i = 0;
-#if defined(__AVX512F__)
-  for (; i + 16 <= n; i += 16)
-    _mm512_storeu_ps(f + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))));
-#endif
+  for (; i + 16 <= n; i += 16) store16(f + i, widen16(h + i));
   for (; i < n; i++) f[i] = io::f16_to_f32(h[i]);
 }
 
@@ -210,10 +225,20 @@ void CpuBackend::attention_cached(float* out, const float* qkv, void* kcache, vo
     for (int64_t g = 0; g < NKV; g++)
       store_kv(qkv + bt * C3, kcache, vcache, kv, ((b * NKV + g) * T_cap + pos0 + t) * HS, g * rep, HS, C);
   }
-  // A prompt into an empty f32 cache is plain causal attention over the prompt: the blocked kernel. An f16 cache's
-  // keys and values are read back rounded, as every later step reads them.
+  // A prompt into an empty cache is plain causal attention over the prompt: the blocked kernel. With an f16 cache
+  // it reads the prompt's keys and values rounded as the cache holds them (as every later step reads them), from a
+  // copy of qkv: B T 3C floats, not a T x T score matrix per thread.
   if (pos0 == 0 && kv == DType::F32) {
     attention_forward(out, nullptr, qkv, B, T, C, NH, true);
+    return;
+  }
+  if (pos0 == 0) {
+    std::vector<float> rounded(qkv, qkv + B * T * C3);
+#pragma omp parallel for schedule(static)
+    for (int64_t bt = 0; bt < B * T; bt++)
+      for (int64_t i = C; i < C3; i++)
+        rounded[size_t(bt * C3 + i)] = io::f16_to_f32(io::f32_to_f16_saturated(rounded[size_t(bt * C3 + i)]));
+    attention_forward(out, nullptr, rounded.data(), B, T, C, NH, true);
     return;
   }
 #pragma omp parallel
@@ -224,11 +249,12 @@ void CpuBackend::attention_cached(float* out, const float* qkv, void* kcache, vo
       int64_t b = bh / NH, h = bh % NH;
       const float* q = qkv + b * T * C3 + h * HS;
       const int64_t head = (b * NKV + h / rep) * T_cap * HS;
-      const float *kc = static_cast<const float*>(kcache) + head, *vc = static_cast<const float*>(vcache) + head;
+      const float *kc = k32.data(), *vc = v32.data();
       if (kv == DType::F16) {
         widen_f16(static_cast<const uint16_t*>(kcache) + head, k32.data(), L * HS);
         widen_f16(static_cast<const uint16_t*>(vcache) + head, v32.data(), L * HS);
-        kc = k32.data(), vc = v32.data();
+      } else {
+        kc = static_cast<const float*>(kcache) + head, vc = static_cast<const float*>(vcache) + head;
       }
       gemm(false, true, T, L, HS, scale, q, C3, kc, HS, 0.0f, S.data(), L);
       for (int64_t i = 0; i < T; i++) masked_softmax_row(S.data() + i * L, pos0 + i + 1, L);
@@ -243,25 +269,17 @@ namespace {
 // single sequence still spreads over every thread, and the chunks' partial softmaxes combine exactly afterwards.
 constexpr int64_t kKeyChunk = 64;
 
+// 16 cache values as floats: F32 as they are, F16 widened.
+inline v16f load16_kv(const float* p) { return load16(p); }
+inline v16f load16_kv(const uint16_t* p) { return widen16(p); }
+inline float kv_at(const float* p) { return *p; }
+inline float kv_at(const uint16_t* p) { return io::f16_to_f32(*p); }
+
 // The rep query heads of one KV group (q: rep rows of HS) against the group's keys and values [j0, j1): per head,
 // the largest score m, the sum l of exp(score - m) and o = sum of exp(score - m) v (HS floats), unnormalized. Each
 // key and value row is read from memory once for all rep heads (the later heads find the chunk in L1/L2). With the
 // head size known at compile time (kHS: the common 64 and 128) the scores of 16 keys come from 16 vector sums
 // reduced together (hsum16) and o stays in registers; kHS 0 takes any size with plain loops.
-// 16 cache values as floats: F32 as they are, F16 widened.
-inline v16f load16_kv(const float* p) { return load16(p); }
-inline v16f load16_kv(const uint16_t* p) {
-#if defined(__AVX512F__)
-  return v16f(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
-#else
-  v16f v;
-  for (int i = 0; i < 16; i++) v[i] = io::f16_to_f32(p[i]);
-  return v;
-#endif
-}
-inline float kv_at(const float* p) { return *p; }
-inline float kv_at(const uint16_t* p) { return io::f16_to_f32(*p); }
-
 template <int64_t kHS, typename E>
 void decode_chunk(const float* q, int64_t rep, const E* kc, const E* vc, int64_t j0, int64_t j1, int64_t hs,
                   float scale, float* o, float* m, float* l) {

@@ -254,7 +254,7 @@ float cache_at(const void* c, DType kv, int64_t i) {
 }
 void cache_put(void* c, DType kv, int64_t i, float x) {
   if (kv == DType::F16)
-    static_cast<uint16_t*>(c)[i] = io::f32_to_f16(x);
+    static_cast<uint16_t*>(c)[i] = io::f32_to_f16_saturated(x);
   else
     static_cast<float*>(c)[i] = x;
 }
