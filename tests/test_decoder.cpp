@@ -168,4 +168,35 @@ TEST(Decoder, HalfPrecisionCacheSaturatesHugeKeysAndValues) {
     be->attention_decode(out.data(), qkv.data(), kc.data(), vc.data(), DType::F16, &slot, &pos, 1, C, NH, NH, 8);
     for (int64_t i = 0; i < C; i++) ASSERT_TRUE(std::isfinite(out[size_t(i)])) << i;
   }
+  // Every backend stores the halves io::f32_to_f16_saturated gives: ties to even, subnormals, NaN, both signs.
+  std::vector<float> row(size_t(3 * C), 0.0f);
+  const float special[] = {1.0f + 1.0f / 2048,
+                           1.0f + 3.0f / 2048,
+                           3e-6f,
+                           -7e-8f,
+                           65519.0f,
+                           -65520.0f,
+                           1e-30f,
+                           std::nanf(""),
+                           0.1f,
+                           -2.5e-5f,
+                           1234.567f,
+                           -0.0f,
+                           6.1035156e-05f,
+                           5.9604645e-08f,
+                           2.9e-8f};
+  for (int64_t i = 0; i < 2 * C; i++) row[size_t(C + i)] = special[i % 15] * (i % 3 == 2 ? -1.0f : 1.0f);
+  for (Backend* be : {&cpu_backend(), &reference_backend()}) {
+    SCOPED_TRACE(be->name());
+    std::vector<uint16_t> kc(size_t(8 * C), 0), vc(kc.size(), 0);
+    std::vector<float> out(static_cast<size_t>(C));
+    const int32_t slot = 0, pos = 0;
+    be->attention_decode(out.data(), row.data(), kc.data(), vc.data(), DType::F16, &slot, &pos, 1, C, NH, NH, 8);
+    for (int64_t g = 0; g < NH; g++)
+      for (int64_t d = 0; d < C / NH; d++) {
+        const int64_t at = g * 8 * (C / NH) + d;
+        EXPECT_EQ(kc[size_t(at)], io::f32_to_f16_saturated(row[size_t(C + g * (C / NH) + d)])) << g << " " << d;
+        EXPECT_EQ(vc[size_t(at)], io::f32_to_f16_saturated(row[size_t(2 * C + g * (C / NH) + d)])) << g << " " << d;
+      }
+  }
 }
