@@ -3,6 +3,7 @@
 // No math lives here; see backend/.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "aigc/tensor.h"
@@ -25,6 +26,8 @@ Tensor rows16_from_blocks(const void* blocks, const Shape& shape, DType dtype, D
 // q8_0 / q4_0 / q4_1 blocks in either layout). Token embeddings looked up in a tied head's weights; no gradient;
 // host memory (the CPU backend's).
 Tensor embedding_rows(const Tensor& idx, const Tensor& w);
+// The same for any table of V rows of C values: row(t, out) writes token t's (ids checked first).
+Tensor embedding_rows(const Tensor& idx, int64_t V, int64_t C, const std::function<void(int64_t, float*)>& row);
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps = 1e-5f);
 Tensor gelu(const Tensor& x);

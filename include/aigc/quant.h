@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "aigc/half.h"
 #include "aigc/tensor.h"
@@ -97,6 +98,16 @@ void dequantize_block(const Block& b, float* x) {
   block_ints(b, q);
   const float d = io::f16_to_f32(b.d), offset = block_offset(b);
   for (int j = 0; j < 32; j++) x[j] = float(q[j]) * d + offset;
+}
+
+// n values from consecutive blocks at src, which need no alignment (a file's bytes, a row of a matrix).
+template <typename Block>
+void dequantize_blocks(const void* src, float* dst, int64_t n) {
+  for (int64_t b = 0; b < n / kQuantBlock; b++) {
+    Block blk;
+    std::memcpy(&blk, static_cast<const char*>(src) + b * int64_t(sizeof(Block)), sizeof(Block));
+    dequantize_block(blk, dst + b * kQuantBlock);
+  }
 }
 
 // The Rows16 layout of a (rows, cols) quantized matrix: the same bytes as its blocks, reordered so that one

@@ -59,42 +59,32 @@ void one_row(const void* src, void* dst, int64_t rows, int64_t cols, int64_t row
         [&](int64_t plain_at, int64_t tile_at, size_t n) { std::memcpy(out + plain_at, in + tile_at, n); });
 }
 
-void check(DType type, int64_t rows, int64_t cols) {
+// Checks the matrix, then f(Block{}) with the block type of `type`.
+template <typename F>
+void with_block(DType type, int64_t rows, int64_t cols, F&& f) {
   AIGC_CHECK(is_quantized(type), std::string("Rows16: ") + dtype_name(type) + " is not a quantized type");
   AIGC_CHECK(rows >= 0 && cols >= 0 && cols % kQuantBlock == 0, "Rows16: columns must be whole 32-blocks");
+  if (type == DType::Q8_0)
+    f(BlockQ8_0{});
+  else if (type == DType::Q4_0)
+    f(BlockQ4_0{});
+  else
+    f(BlockQ4_1{});
 }
 
 }  // namespace
 
 void interleave_rows16(DType type, const void* plain, void* rows16, int64_t rows, int64_t cols) {
-  check(type, rows, cols);
-  if (type == DType::Q8_0)
-    convert<BlockQ8_0>(plain, rows16, rows, cols, true);
-  else if (type == DType::Q4_0)
-    convert<BlockQ4_0>(plain, rows16, rows, cols, true);
-  else
-    convert<BlockQ4_1>(plain, rows16, rows, cols, true);
+  with_block(type, rows, cols, [&](auto b) { convert<decltype(b)>(plain, rows16, rows, cols, true); });
 }
 
 void deinterleave_rows16(DType type, const void* rows16, void* plain, int64_t rows, int64_t cols) {
-  check(type, rows, cols);
-  if (type == DType::Q8_0)
-    convert<BlockQ8_0>(rows16, plain, rows, cols, false);
-  else if (type == DType::Q4_0)
-    convert<BlockQ4_0>(rows16, plain, rows, cols, false);
-  else
-    convert<BlockQ4_1>(rows16, plain, rows, cols, false);
+  with_block(type, rows, cols, [&](auto b) { convert<decltype(b)>(rows16, plain, rows, cols, false); });
 }
 
 void rows16_row(DType type, const void* rows16, void* plain_row, int64_t rows, int64_t cols, int64_t row) {
-  check(type, rows, cols);
   AIGC_CHECK(row >= 0 && row < rows, "Rows16: row " + std::to_string(row) + " of " + std::to_string(rows));
-  if (type == DType::Q8_0)
-    one_row<BlockQ8_0>(rows16, plain_row, rows, cols, row);
-  else if (type == DType::Q4_0)
-    one_row<BlockQ4_0>(rows16, plain_row, rows, cols, row);
-  else
-    one_row<BlockQ4_1>(rows16, plain_row, rows, cols, row);
+  with_block(type, rows, cols, [&](auto b) { one_row<decltype(b)>(rows16, plain_row, rows, cols, row); });
 }
 
 }  // namespace aigc

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
 #include "aigc/error.h"
 
@@ -23,6 +24,10 @@ std::string errno_text(int err) { return std::strerror(err); }
 // Closes fd on scope exit; read_file's error paths would otherwise leak it.
 struct FdGuard {
   int fd;
+  explicit FdGuard(int f) : fd(f) {}
+  FdGuard(FdGuard&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+  FdGuard(const FdGuard&) = delete;
+  FdGuard& operator=(const FdGuard&) = delete;
   ~FdGuard() {
     if (fd >= 0) ::close(fd);
   }
@@ -42,23 +47,57 @@ int sync_parent_dir(const std::string& path) {
   return err;
 }
 
-}  // namespace
-
-FileBytes FileBytes::map(const std::string& path) {
+// Opens path for reading and stats it; errors name the path. The guard closes it.
+FdGuard open_for_reading(const std::string& path, struct stat& st) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int err = errno;
     fail("cannot open '" + path + "': " + errno_text(err));
   }
-  FdGuard guard{fd};
-  struct stat st {};
+  FdGuard guard(fd);
   if (::fstat(fd, &st) != 0) {
     int err = errno;
     fail("cannot stat '" + path + "': " + errno_text(err));
   }
-  if (!S_ISREG(st.st_mode) || st.st_size <= 0) return FileBytes(read_file(path));
-  void* p = ::mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
-  if (p == MAP_FAILED) return FileBytes(read_file(path));  // a filesystem that cannot map: read it instead
+  return guard;
+}
+
+// The rest of an open file's bytes (st: its stat).
+std::string read_open(int fd, const struct stat& st, const std::string& path) {
+  if (S_ISDIR(st.st_mode)) fail("cannot read '" + path + "': " + errno_text(EISDIR));
+  // Size the buffer once for regular files, then read on in chunks in case the file grew (or is a pipe).
+  std::string out(S_ISREG(st.st_mode) && st.st_size > 0 ? size_t(st.st_size) : 0, '\0');
+  auto read_some = [&](char* dst, size_t cap) {
+    for (;;) {
+      ssize_t r = ::read(fd, dst, cap);
+      int err = errno;
+      if (r >= 0) return size_t(r);
+      if (err != EINTR) fail("error reading '" + path + "': " + errno_text(err));
+    }
+  };
+  size_t got = 0;
+  while (got < out.size()) {
+    size_t r = read_some(out.data() + got, out.size() - got);
+    if (r == 0) break;  // shrank while we read
+    got += r;
+  }
+  if (got < out.size()) {
+    out.resize(got);
+    return out;
+  }
+  char buf[65536];
+  while (size_t r = read_some(buf, sizeof buf)) out.append(buf, r);
+  return out;
+}
+
+}  // namespace
+
+FileBytes FileBytes::map(const std::string& path) {
+  struct stat st {};
+  const FdGuard guard = open_for_reading(path, st);
+  if (!S_ISREG(st.st_mode) || st.st_size <= 0) return FileBytes(read_open(guard.fd, st, path));
+  void* p = ::mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_PRIVATE, guard.fd, 0);
+  if (p == MAP_FAILED) return FileBytes(read_open(guard.fd, st, path));  // a filesystem that cannot map: read it
   FileBytes f;
   f.map_ = static_cast<const char*>(p), f.size_ = size_t(st.st_size);
   return f;  // the mapping outlives the descriptor
@@ -88,41 +127,9 @@ FileBytes::~FileBytes() {
 }
 
 std::string read_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    fail("cannot open '" + path + "': " + errno_text(err));
-  }
-  FdGuard guard{fd};
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    fail("cannot stat '" + path + "': " + errno_text(err));
-  }
-  if (S_ISDIR(st.st_mode)) fail("cannot read '" + path + "': " + errno_text(EISDIR));
-  // Size the buffer once for regular files, then read on in chunks in case the file grew (or is a pipe).
-  std::string out(S_ISREG(st.st_mode) && st.st_size > 0 ? size_t(st.st_size) : 0, '\0');
-  auto read_some = [&](char* dst, size_t cap) {
-    for (;;) {
-      ssize_t r = ::read(fd, dst, cap);
-      int err = errno;
-      if (r >= 0) return size_t(r);
-      if (err != EINTR) fail("error reading '" + path + "': " + errno_text(err));
-    }
-  };
-  size_t got = 0;
-  while (got < out.size()) {
-    size_t r = read_some(out.data() + got, out.size() - got);
-    if (r == 0) break;  // shrank while we read
-    got += r;
-  }
-  if (got < out.size()) {
-    out.resize(got);
-    return out;
-  }
-  char buf[65536];
-  while (size_t r = read_some(buf, sizeof buf)) out.append(buf, r);
-  return out;
+  const FdGuard guard = open_for_reading(path, st);
+  return read_open(guard.fd, st, path);
 }
 
 AtomicFileWriter::AtomicFileWriter(const std::string& path) : path_(path) {

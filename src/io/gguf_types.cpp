@@ -187,15 +187,6 @@ std::string quantize_blocks(const float* x, int64_t n, const char* name) {
   return out;
 }
 
-template <typename Block>
-void dequantize_blocks(const uint8_t* src, float* dst, int64_t n) {
-  for (int64_t b = 0; b < n / kQuantBlock; b++) {
-    Block blk;
-    std::memcpy(&blk, src + b * sizeof(Block), sizeof(Block));  // the file gives no alignment
-    dequantize_block(blk, dst + b * kQuantBlock);
-  }
-}
-
 }  // namespace
 
 std::string quantize_q8_0(const float* x, int64_t n) { return quantize_blocks<BlockQ8_0>(x, n, "q8_0"); }

@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <cstring>
+#include <functional>
 
 #include "aigc/autograd.h"
 #include "aigc/backend.h"
@@ -15,9 +16,18 @@ using detail::be;
 using detail::check_f32;
 using detail::grad_of;
 
-Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_t pos0) {
+// idx: i32 (B,T) token ids, each in [0, V).
+static void check_token_ids(const Tensor& idx, int64_t V, const char* op) {
   AIGC_CHECK(idx.dtype() == DType::I32 && idx.dim() == 2,
-             "embedding: idx must be i32 of shape (B,T), got " + shape_str(idx.shape()));
+             std::string(op) + ": idx must be i32 of shape (B,T), got " + shape_str(idx.shape()));
+  const int32_t* ids = idx.i32();
+  for (int64_t i = 0; i < idx.numel(); i++)
+    AIGC_CHECK(ids[i] >= 0 && ids[i] < V, std::string(op) + ": token id " + std::to_string(ids[i]) +
+                                              " is outside the vocabulary (size " + std::to_string(V) + ")");
+}
+
+Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_t pos0) {
+  check_token_ids(idx, wte.size(0), "embedding");
   check_f32(wte, "embedding", "wte");
   int64_t B = idx.size(0), T = idx.size(1), V = wte.size(0), C = wte.size(1);
   if (wpe.defined()) {
@@ -27,9 +37,6 @@ Tensor embedding(const Tensor& idx, const Tensor& wte, const Tensor& wpe, int64_
                                             " exceed the model's context length " + std::to_string(wpe.size(0)));
   }
   const int32_t* ids = idx.i32();
-  for (int64_t i = 0; i < B * T; i++)
-    AIGC_CHECK(ids[i] >= 0 && ids[i] < V, "embedding: token id " + std::to_string(ids[i]) +
-                                              " is outside the vocabulary (size " + std::to_string(V) + ")");
   Tensor out = Tensor::empty({B, T, C});
   be(wte).embedding_forward(out.f32(), ids, wte.f32(), wpe.defined() ? wpe.f32() : nullptr, B, T, C, pos0);
   if (needs_grad({&wte, &wpe})) {
@@ -135,51 +142,38 @@ Tensor rows16_from_blocks(const void* blocks, const Shape& shape, DType dtype, D
   return out;
 }
 
-namespace {
-
-template <typename Block>
-void dequantize_row(const void* blocks, int64_t nb, float* out) {
-  for (int64_t b = 0; b < nb; b++) {
-    Block blk;
-    std::memcpy(&blk, static_cast<const char*>(blocks) + b * int64_t(sizeof(Block)), sizeof(Block));
-    dequantize_block(blk, out + b * kQuantBlock);
-  }
+Tensor embedding_rows(const Tensor& idx, int64_t V, int64_t C, const std::function<void(int64_t, float*)>& row) {
+  check_token_ids(idx, V, "embedding");
+  const int32_t* ids = idx.i32();
+  Tensor out = Tensor::empty({idx.size(0), idx.size(1), C});
+  for (int64_t i = 0; i < idx.numel(); i++) row(ids[i], out.f32() + i * C);
+  return out;
 }
 
-}  // namespace
-
 Tensor embedding_rows(const Tensor& idx, const Tensor& w) {
-  AIGC_CHECK(idx.dtype() == DType::I32 && idx.dim() == 2,
-             "embedding_rows: idx must be i32 of shape (B,T), got " + shape_str(idx.shape()));
   AIGC_CHECK(
       w.dim() == 2 && (w.dtype() == DType::BF16 || is_quantized(w.dtype())) && w.device() == Device::CPU,
       std::string("embedding_rows: needs a 2-D bf16 or quantized matrix on the CPU, got ") + dtype_name(w.dtype()));
-  const int64_t n = idx.numel(), V = w.size(0), C = w.size(1), nb = C / kQuantBlock;
-  const int32_t* ids = idx.i32();
-  Tensor out = Tensor::empty({idx.size(0), idx.size(1), C});
-  std::vector<char> row(dtype_bytes(w.dtype(), C));
-  for (int64_t i = 0; i < n; i++) {
-    AIGC_CHECK(ids[i] >= 0 && ids[i] < V, "embedding: token id " + std::to_string(ids[i]) +
-                                              " is outside the vocabulary (size " + std::to_string(V) + ")");
-    float* o = out.f32() + i * C;
+  const int64_t V = w.size(0), C = w.size(1);
+  std::vector<char> plain(dtype_bytes(w.dtype(), C));  // a Rows16 row in the plain layout
+  return embedding_rows(idx, V, C, [&](int64_t t, float* o) {
     if (w.dtype() == DType::BF16) {
-      const auto* h = static_cast<const uint16_t*>(w.raw()) + ids[i] * C;
+      const auto* h = static_cast<const uint16_t*>(w.raw()) + t * C;
       for (int64_t j = 0; j < C; j++) o[j] = std::bit_cast<float>(uint32_t(h[j]) << 16);
-      continue;
+      return;
     }
-    const char* at = static_cast<const char*>(w.raw()) + int64_t(row.size()) * ids[i];
+    const char* at = static_cast<const char*>(w.raw()) + int64_t(plain.size()) * t;
     if (w.layout() == Layout::Rows16) {
-      rows16_row(w.dtype(), w.raw(), row.data(), V, C, ids[i]);
-      at = row.data();
+      rows16_row(w.dtype(), w.raw(), plain.data(), V, C, t);
+      at = plain.data();
     }
     if (w.dtype() == DType::Q8_0)
-      dequantize_row<BlockQ8_0>(at, nb, o);
+      dequantize_blocks<BlockQ8_0>(at, o, C);
     else if (w.dtype() == DType::Q4_0)
-      dequantize_row<BlockQ4_0>(at, nb, o);
+      dequantize_blocks<BlockQ4_0>(at, o, C);
     else
-      dequantize_row<BlockQ4_1>(at, nb, o);
-  }
-  return out;
+      dequantize_blocks<BlockQ4_1>(at, o, C);
+  });
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {

@@ -160,6 +160,7 @@ class GPT {
   Tensor attend(const Tensor& qkv, size_t layer, KVCache* cache, const Decode* decode);
   Tensor head(const Tensor& x);
   Tensor embed(const Tensor& idx);  // token embeddings (B,T,C): from the file's rows when set, else wte
+  static Tensor positions(int64_t B, int64_t T, int64_t pos0);  // i32 (B T): pos0 + t for each row's t
   // The llama blocks (llama.cpp).
   void add_llama_params();
   Tensor hidden_llama(const Tensor& idx, KVCache* cache, const Decode* decode);

@@ -166,6 +166,12 @@ void GPT::set_embedding_rows(EmbeddingRows rows) {
   embedding_rows_ = std::move(rows);
 }
 
+Tensor GPT::positions(int64_t B, int64_t T, int64_t pos0) {
+  std::vector<int32_t> p(size_t(B * T));
+  for (int64_t i = 0; i < B * T; i++) p[size_t(i)] = int32_t(pos0 + i % T);
+  return Tensor::from_ints(p, {B * T});
+}
+
 Tensor GPT::embed(const Tensor& idx) {
   const EmbeddingRows& e = embedding_rows_;
   AIGC_CHECK(!(embed_with_head_ || !e.bytes.empty()) || !grad_enabled(),
@@ -176,17 +182,9 @@ Tensor GPT::embed(const Tensor& idx) {
     return ops::embedding_rows(idx, it->second);
   }
   if (e.bytes.empty()) return ops::embedding(idx, wte_, Tensor());
-  AIGC_CHECK(idx.dtype() == DType::I32 && idx.dim() == 2,
-             "embedding: idx must be i32 of shape (B,T), got " + shape_str(idx.shape()));
-  const int64_t n = idx.numel(), C = config_.n_embd, V = config_.vocab_size;
-  const int32_t* ids = idx.i32();
-  Tensor out = Tensor::empty({idx.size(0), idx.size(1), C});
-  for (int64_t i = 0; i < n; i++) {
-    AIGC_CHECK(ids[i] >= 0 && ids[i] < V, "embedding: token id " + std::to_string(ids[i]) +
-                                              " is outside the vocabulary (size " + std::to_string(V) + ")");
-    e.to_f32(reinterpret_cast<const uint8_t*>(e.bytes.data()) + ids[i] * e.row_bytes, out.f32() + i * C);
-  }
-  return out;
+  return ops::embedding_rows(idx, config_.vocab_size, config_.n_embd, [&](int64_t t, float* out) {
+    e.to_f32(reinterpret_cast<const uint8_t*>(e.bytes.data()) + t * e.row_bytes, out);
+  });
 }
 
 int64_t GPT::inference_weight_bytes() const {
@@ -315,9 +313,7 @@ Tensor GPT::hidden(const Tensor& idx, bool train, uint64_t seed, KVCache* cache,
     AIGC_CHECK(pos0 + T <= config_.block_size, "embedding: positions up to " + std::to_string(pos0 + T) +
                                                    " exceed the model's context length " +
                                                    std::to_string(config_.block_size));
-    std::vector<int32_t> p(size_t(B * T));
-    for (int64_t i = 0; i < B * T; i++) p[size_t(i)] = int32_t(pos0 + i % T);
-    x = ops::add(embed(idx), ops::embedding(Tensor::from_ints(p, {B, T}), wpe_, Tensor()));
+    x = ops::add(embed(idx), ops::embedding(positions(B, T, pos0).view({B, T}), wpe_, Tensor()));
   }
   if (train) x = ops::dropout(x, config_.dropout, seed);
   for (size_t l = 0; l < blocks_.size(); l++) {

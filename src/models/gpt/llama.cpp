@@ -49,12 +49,7 @@ Tensor GPT::hidden_llama(const Tensor& idx, KVCache* cache, const Decode* decode
   const float eps = config_.ln_eps;
   const int64_t B = idx.size(0), T = idx.size(1);
   // Each row's position: its own in decoding, else pos0 + t.
-  Tensor pos = decode ? decode->pos : Tensor();
-  if (!decode) {
-    std::vector<int32_t> p(size_t(B * T));
-    for (int64_t i = 0; i < B * T; i++) p[size_t(i)] = int32_t((cache ? cache->pos : 0) + i % T);
-    pos = Tensor::from_ints(p, {B * T});
-  }
+  const Tensor pos = decode ? decode->pos : positions(B, T, cache ? cache->pos : 0);
   Tensor x = embed(idx);  // (B,T,C)
   for (size_t l = 0; l < blocks_.size(); l++) {
     const Block& b = blocks_[l];
