@@ -7,6 +7,8 @@
 //   aigc_bench decode  L H C V N                     batch-1 generation of N tokens with the KV cache
 //   aigc_bench eval    L H C V T REPS                forward + loss over one T-token window, all logits
 //   aigc_bench stream  TYPE L C HIDDEN KV_WIDTH V REPS   one decoded token's products vs a read of their bytes
+//   aigc_bench paired  FILE BYTES N                  N greedy decoding steps of a GGUF file, each after a read of
+//                                                    BYTES (the bytes of weights a token reads)
 // A leading --bf16 runs the model modes in bf16: mixed-precision training (bf16 matrix products, fp32 master
 // weights) and bf16 inference weights.
 // FLOP counts are the model's useful work (causal attention counts only the lower triangle).
@@ -26,6 +28,7 @@
 
 #include "aigc/autograd.h"
 #include "aigc/backend.h"
+#include "aigc/checkpoint.h"
 #include "aigc/models/gpt.h"
 #include "aigc/ops.h"
 #include "aigc/optim.h"
@@ -230,6 +233,36 @@ void mode_stream(const std::string& type, int64_t L, int64_t C, int64_t H, int64
       sink);
 }
 
+// Decoding a GGUF file at batch 1 (greedy, f16 KV cache, as `aigc generate`), each step right after a read of as
+// many bytes as a token's weights: the step's speed as a share of that read's. A bound from the best of separate
+// reads flatters the memory on a shared machine whose bandwidth moves by 2x within seconds (and lets a lucky
+// read set the bound of a whole run); a read and the step after it meet the same moment. Each side starts cold:
+// the read evicts the weights from the caches and the step evicts the read's buffer. Prints the median of the
+// per-step shares, and the median step and read speeds.
+void mode_paired(const std::string& path, int64_t bytes, int64_t steps) {
+  LoadedModel lm = load_model(path, true);
+  GPT& m = *lm.model;
+  const int64_t n = bytes / 4;
+  const Floats buf = backend_floats(n);
+  KVCache cache = m.make_cache(1, std::min<int64_t>(m.config().block_size, steps + 1), DType::F16);
+  std::vector<double> share, tok_s, read_gbps;
+  double sink = 0;
+  int32_t token = 464;  // any token; the argmax of each step's logits is the next
+  for (int64_t p = 0; p <= steps && p < cache.capacity; p++) {
+    auto t0 = Clock::now();
+    sink += read_all(buf.get(), n);
+    const double t_read = seconds_since(t0);
+    t0 = Clock::now();
+    const std::vector<float> logits = m.forward_decode({token}, {0}, {int32_t(p)}, cache).to_vector();
+    token = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    const double t_step = seconds_since(t0);
+    if (p == 0) continue;  // warm-up
+    share.push_back(t_read / t_step), tok_s.push_back(1.0 / t_step), read_gbps.push_back(double(n) * 4 / t_read / 1e9);
+  }
+  std::printf("{\"steps\": %zu, \"share\": %.3f, \"tok_s\": %.1f, \"read_gbps\": %.2f, \"sink\": %g}\n", share.size(),
+              median(share), median(tok_s), median(read_gbps), sink);
+}
+
 // ---- models ----------------------------------------------------------------------------------------------------
 
 struct Shape {
@@ -349,7 +382,8 @@ void mode_eval(const Shape& s, int64_t T, int64_t reps) {
 int usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s peak | bandwidth | train L H C V B T STEPS WARMUP | prefill L H C V T REPS |\n"
-               "       decode L H C V N | eval L H C V T REPS | stream TYPE L C HIDDEN KV_WIDTH V REPS\n",
+               "       decode L H C V N | eval L H C V T REPS | stream TYPE L C HIDDEN KV_WIDTH V REPS |\n"
+               "       paired FILE BYTES N\n",
                argv0);
   return 2;
 }
@@ -377,6 +411,8 @@ int main(int argc, char** argv) {
     mode_decode(parse_shape(argv + 2), arg(6));
   } else if (mode == "stream" && argc == 9) {
     mode_stream(argv[2], arg(3), arg(4), arg(5), arg(6), arg(7), arg(8));
+  } else if (mode == "paired" && argc == 5) {
+    mode_paired(argv[2], arg(3), arg(4));
   } else if (mode == "eval" && argc == 8) {
     mode_eval(parse_shape(argv + 2), arg(6), arg(7));
   } else {
