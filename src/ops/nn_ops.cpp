@@ -120,6 +120,7 @@ std::vector<Tensor> split_last(const Tensor& x, const std::vector<int64_t>& size
   }
   AIGC_CHECK(x.dim() >= 1 && x.size(-1) == total,
              "split_last: sizes add up to " + std::to_string(total) + ", the last dim of " + shape_str(x.shape()));
+  AIGC_CHECK(x.is_contiguous(), "split_last: needs a contiguous tensor");
   const int64_t N = x.numel() / total;
   std::vector<Tensor> out;
   Tensor rest = x;  // what is left of each row
@@ -127,8 +128,13 @@ std::vector<Tensor> split_last(const Tensor& x, const std::vector<int64_t>& size
   for (size_t i = 0; i < sizes.size(); i++) {
     Shape shape = x.shape();
     shape.back() = sizes[i];
-    if (N == 1) {  // one row: each piece is contiguous already
-      out.push_back(x.view({total}).narrow0(at, sizes[i]).view(shape));
+    if (N == 1) {  // one row: each piece is a contiguous part of it, made at once (decoding splits every layer)
+      auto piece = std::make_shared<TensorImpl>();
+      piece->storage = x.impl()->storage;
+      piece->offset = x.impl()->offset + at;
+      piece->shape = shape;
+      piece->strides = contiguous_strides(shape);
+      out.push_back(Tensor(std::move(piece)));
     } else if (i + 1 == sizes.size()) {
       out.push_back(rest);
     } else {  // the piece, and the rest of each row (a split in two, as concat_channels' gradient is)
