@@ -2,6 +2,7 @@
 // grouped-query heads for the attention kernels. Plain loops, OpenMP over rows.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -91,10 +92,19 @@ void CpuBackend::rope_qkv_forward(float* qkv, const float* q, const float* k, co
                                   const float* inv_freq, int64_t N, int64_t NH, int64_t NKV, int64_t HS) {
   const int64_t C = NH * HS, Ckv = NKV * HS, half = HS / 2, rep = NH / NKV;
   parallel_range(N, 3 * C, [&](int64_t n0, int64_t n1) {
-    std::vector<float> tab(size_t(2 * half));
+    // The last position's table, kept: a decoding step rotates every layer at the same position, and the table
+    // (half sines and cosines in double) costs more than the rotation.
+    // Keyed by the frequencies' values, not their address (another model's may come to live there).
+    static thread_local std::vector<float> tab, tab_freq;
+    static thread_local int32_t tab_pos = 0;
+    if (tab.size() != size_t(2 * half)) tab.assign(size_t(2 * half), 0.0f), tab_freq.clear();
     float *cs = tab.data(), *sn = cs + half;
     for (int64_t n = n0; n < n1; n++) {
-      rope_table(cs, sn, pos[n], inv_freq, half);
+      if (tab_pos != pos[n] || tab_freq.size() != size_t(half) ||
+          !std::equal(inv_freq, inv_freq + half, tab_freq.begin())) {
+        rope_table(cs, sn, pos[n], inv_freq, half);
+        tab_freq.assign(inv_freq, inv_freq + half), tab_pos = pos[n];
+      }
       float* out = qkv + n * 3 * C;
       auto rotate = [&](float* o, const float* x) {
 #pragma omp simd
