@@ -236,18 +236,23 @@ void mode_stream(const std::string& type, int64_t L, int64_t C, int64_t H, int64
 // Decoding a GGUF file at batch 1 (greedy, f16 KV cache, as `aigc generate`), each step right after a read of as
 // many bytes as a token's weights: the step's speed as a share of that read's. A bound from the best of separate
 // reads flatters the memory on a shared machine whose bandwidth moves by 2x within seconds (and lets a lucky
-// read set the bound of a whole run); a read and the step after it meet the same moment. Each side starts cold:
+// read set the bound of a whole run); a read and the step after it meet the same moment. A step includes its
+// greedy pick (as `aigc generate`'s does its sampling). Each side starts cold:
 // the read evicts the weights from the caches and the step evicts the read's buffer. Prints the median of the
 // per-step shares, and the median step and read speeds.
 void mode_paired(const std::string& path, int64_t bytes, int64_t steps) {
   LoadedModel lm = load_model(path, true);
   GPT& m = *lm.model;
+  if (steps < 1 || bytes < 4 || m.config().block_size < 2) {
+    std::fprintf(stderr, "error: paired needs N >= 1, BYTES >= 4 and a model with a context of 2 or more\n");
+    std::exit(2);
+  }
   const int64_t n = bytes / 4;
   const Floats buf = backend_floats(n);
   KVCache cache = m.make_cache(1, std::min<int64_t>(m.config().block_size, steps + 1), DType::F16);
   std::vector<double> share, tok_s, read_gbps;
   double sink = 0;
-  int32_t token = 464;  // any token; the argmax of each step's logits is the next
+  int32_t token = int32_t(464 % m.config().vocab_size);  // any token; the argmax of each step's logits is the next
   for (int64_t p = 0; p <= steps && p < cache.capacity; p++) {
     auto t0 = Clock::now();
     sink += read_all(buf.get(), n);

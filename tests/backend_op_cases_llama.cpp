@@ -1,5 +1,7 @@
 // Op cases of the Llama family's kernels: RMS normalization, the SwiGLU gate, and the rotary embedding that packs
 // grouped-query heads (see backend_op_cases.h for how the table runs).
+#include <algorithm>
+
 #include "backend_op_cases.h"
 
 namespace aigc::backend_ops {
@@ -70,19 +72,24 @@ void add_rope_cases(std::vector<OpCase>& t) {
       be.rope_qkv_forward(qkv.data(), q.data(), k.data(), v.data(), pos.data(), f.data(), s.N, s.NH, s.NKV, s.HS);
       return Outputs{{"qkv", qkv}};
     });
-    // Decoding rotates every layer at one position: a second call there with other frequencies, and the first's
-    // again, each as computed afresh (a backend may keep the last table).
+    // Decoding rotates every layer at one position: a second call there with other frequencies, the first's again,
+    // then the first's buffer holding the second's values, each as computed afresh (a backend may keep the last
+    // table, but must key it by the values).
     add_case(
         t, cat("rope_qkv_forward at one position, frequencies changing", dims), kElementwise,
         [=](Backend& be, Rng& rng) {
           const std::vector<float> q = normal(rng, s.N * C), k = normal(rng, s.N * Ckv), v = normal(rng, s.N * Ckv);
-          const std::vector<float> f1 = freqs(rng), f2 = freqs(rng);
+          std::vector<float> f1 = freqs(rng);
+          const std::vector<float> f2 = freqs(rng);
           const std::vector<int32_t> pos(size_t(s.N), 1234);
-          std::vector<float> a = unset(s.N * 3 * C), b = unset(s.N * 3 * C), c = unset(s.N * 3 * C);
+          std::vector<float> a = unset(s.N * 3 * C), b = unset(s.N * 3 * C), c = unset(s.N * 3 * C),
+                             d = unset(s.N * 3 * C);
           be.rope_qkv_forward(a.data(), q.data(), k.data(), v.data(), pos.data(), f1.data(), s.N, s.NH, s.NKV, s.HS);
           be.rope_qkv_forward(b.data(), q.data(), k.data(), v.data(), pos.data(), f2.data(), s.N, s.NH, s.NKV, s.HS);
           be.rope_qkv_forward(c.data(), q.data(), k.data(), v.data(), pos.data(), f1.data(), s.N, s.NH, s.NKV, s.HS);
-          return Outputs{{"first", a}, {"other frequencies", b}, {"first again", c}};
+          std::copy(f2.begin(), f2.end(), f1.begin());
+          be.rope_qkv_forward(d.data(), q.data(), k.data(), v.data(), pos.data(), f1.data(), s.N, s.NH, s.NKV, s.HS);
+          return Outputs{{"first", a}, {"other frequencies", b}, {"first again", c}, {"same buffer, new values", d}};
         });
     add_case(t, cat("rope_qkv_backward", dims), kReduction, [=](Backend& be, Rng& rng) {
       std::vector<float> g = normal(rng, s.N * 3 * C), f = freqs(rng), dq = normal(rng, s.N * C),

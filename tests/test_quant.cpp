@@ -82,8 +82,11 @@ TEST(Quant, JoinedProductsSplitIntoEachMatrixsProduct) {
   // One row that starts inside its storage (the second row of two): the pieces are its parts.
   std::vector<float> twenty(20);
   for (size_t i = 0; i < twenty.size(); i++) twenty[i] = float(i);
-  const std::vector<Tensor> ps = ops::split_last(Tensor::from_vector(twenty, {2, 10}).narrow0(1, 1), {3, 7});
+  const Tensor row = Tensor::from_vector(twenty, {2, 10}).narrow0(1, 1);
+  const std::vector<Tensor> ps = ops::split_last(row, {3, 7});
   EXPECT_EQ(ps[0].shape(), (Shape{1, 3}));
+  EXPECT_EQ(ps[1].shape(), (Shape{1, 7}));
+  EXPECT_EQ(ps[1].f32(), row.f32() + 3);  // views of the row, not copies
   EXPECT_EQ(ps[0].to_vector(), (std::vector<float>{10, 11, 12}));
   EXPECT_EQ(ps[1].to_vector(), (std::vector<float>{13, 14, 15, 16, 17, 18, 19}));
   EXPECT_THROW(ops::split_last(Tensor::zeros({2, 10}), {4, 5}), Error);  // the sizes must cover the row

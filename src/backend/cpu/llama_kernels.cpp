@@ -102,8 +102,8 @@ void CpuBackend::rope_qkv_forward(float* qkv, const float* q, const float* k, co
     for (int64_t n = n0; n < n1; n++) {
       if (tab_pos != pos[n] || tab_freq.size() != size_t(half) ||
           !std::equal(inv_freq, inv_freq + half, tab_freq.begin())) {
-        rope_table(cs, sn, pos[n], inv_freq, half);
         tab_freq.assign(inv_freq, inv_freq + half), tab_pos = pos[n];
+        rope_table(cs, sn, pos[n], inv_freq, half);
       }
       float* out = qkv + n * 3 * C;
       auto rotate = [&](float* o, const float* x) {
