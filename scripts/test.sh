@@ -24,6 +24,10 @@ for isa in avx2 scalar; do  # the quantized kernels' narrower paths, for CPUs wi
   AIGC_QUANT_ISA=$isa ./build/aigc_tests --gtest_filter='BackendOps.FastBackendMatchesReferenceOnEveryCase:Quant*' \
     --gtest_brief=1
 done
+for pf in on off; do  # weight streams with and without their prefetch (each machine picks one: cpu_backend.h)
+  AIGC_STREAM_PREFETCH=$pf ./build/aigc_tests --gtest_filter='BackendOps.FastBackendMatchesReferenceOnEveryCase:Quant*' \
+    --gtest_brief=1
+done
 bench/run --quick  # the benchmark is not a test: this only checks that it runs
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DAIGC_SANITIZE=ON -DAIGC_NATIVE=OFF >/dev/null

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <mutex>
 #include <type_traits>
 
 #include "aigc/backend.h"
@@ -110,7 +111,48 @@ void parallel_range(int64_t n, int64_t cost, F&& f) {
   on_threads([&](int id, int nt) { f(n * id / nt, n * (id + 1) / nt); });
 }
 
-// Runs f(u) for u in [0, n) on the calling team, for memory-bound loops where each u reads its own weights: each
+// Whether a weight stream prefetches ahead of its loads, kPrefetchAhead bytes into the L2 (prefetch_ahead). It
+// depends on the machine: on one (an Intel Xeon VM, whose cores keep few misses in flight) the hardware prefetchers
+// alone left the kernels waiting and the prefetch made decoding 1.2-1.4x faster; on another (AMD Zen 4) a prefetch
+// in the kernel was slower. So each kernel's first streams try both ways, picked at random (products of different
+// sizes alternate in a model's step), and the faster one, in bytes a second over all its tries, is kept. Either way
+// each stream computes the same values. AIGC_STREAM_PREFETCH=on|off forces the choice (team.cpp).
+constexpr int64_t kPrefetchAhead = 4096;
+int forced_stream_prefetch();  // 1 on, 0 off, -1 unset
+class PrefetchChoice {
+ public:
+  PrefetchChoice() : decided_(forced_stream_prefetch()) {}
+  bool pick() {  // whether the next stream prefetches
+    const int d = decided_.load(std::memory_order_relaxed);
+    if (d >= 0) return d == 1;
+    std::lock_guard<std::mutex> lock(mu_);
+    seed_ = seed_ * 6364136223846793005ull + 1442695040888963407ull;
+    return (seed_ >> 63) != 0;
+  }
+  void record(bool ahead, double bytes, double seconds) {
+    if (decided_.load(std::memory_order_relaxed) >= 0 || !(seconds > 0)) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    Arm& a = arm_[ahead];
+    a.bytes += bytes, a.seconds += seconds, a.tries++;
+    if (arm_[0].tries >= kTries && arm_[1].tries >= kTries)
+      decided_.store(arm_[1].bytes / arm_[1].seconds > arm_[0].bytes / arm_[0].seconds ? 1 : 0);
+  }
+
+ private:
+  static constexpr int kTries = 256;
+  struct Arm {
+    double bytes = 0, seconds = 0;
+    int tries = 0;
+  };
+  std::atomic<int> decided_;
+  std::mutex mu_;
+  uint64_t seed_ = 0x9e3779b97f4a7c15ull;
+  Arm arm_[2];
+};
+inline void prefetch_ahead(const void* p) { __builtin_prefetch(static_cast<const char*>(p) + kPrefetchAhead, 0, 1); }
+
+// Runs f(u, ahead) for u in [0, n) on the calling team, for memory-bound loops where each u reads its own weights
+// (`bytes` in all) and prefetches them ahead if `ahead` is set (PrefetchChoice): each
 // thread takes one range of consecutive u, a single forward stream the hardware prefetchers follow (chunks handed
 // out dynamically, or taken from both ends, were measured slower). The ranges are equal for more than two threads.
 // Two threads split where their last speeds meet: on a shared machine one core is often slower for a while (here
@@ -122,8 +164,10 @@ struct NoStart {
 
 // start() runs on every thread before its range (each thread's own preparation, as its copy of the input).
 template <typename F, typename Start = NoStart>
-void split_stream(int64_t n, F&& f, Start&& start = {}) {
+void split_stream(int64_t n, size_t bytes, F&& f, Start&& start = {}) {
   static std::atomic<float> share0{0.5f};  // thread 0's part of the work, learned from the calls so far
+  static PrefetchChoice choice;
+  const bool ahead = choice.pick();
   const auto t0 = std::chrono::steady_clock::now();
   float took[2] = {0, 0};
   const float s = share0.load(std::memory_order_relaxed);
@@ -132,9 +176,10 @@ void split_stream(int64_t n, F&& f, Start&& start = {}) {
     const int64_t lo = nt == 2 ? (id == 0 ? 0 : cut) : n * id / nt,
                   hi = nt == 2 ? (id == 0 ? cut : n) : n * (id + 1) / nt;
     start();
-    for (int64_t u = lo; u < hi; u++) f(u);
+    for (int64_t u = lo; u < hi; u++) f(u, ahead);
     if (nt == 2) took[id] = std::chrono::duration<float>(std::chrono::steady_clock::now() - t0).count();
   });
+  choice.record(ahead, double(bytes), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   // Each thread's speed (units per second since the region began) sets the share that would have balanced this
   // call; the share moves a tenth of the way there, so one noisy call changes little.
   if (took[0] > 0 && took[1] > 0 && cut > 0 && cut < n) {

@@ -58,13 +58,17 @@ inline float widen(uint16_t w) { return f32_from_bf16(w); }
 // multiply-adds. bf16 weights keep two sums per input row (even and odd weights), fp32 ones one: a chain of
 // dependent multiply-adds still takes 64 bytes per 4 cycles, more than a core's share of the bandwidth, and fp32
 // rows also serve training (dense layers of batches up to 16), whose sums stay in the order the parity tests pin.
-template <int R, typename W>
+template <int R, bool Ahead, typename W>
 void dot_row(float* out, const float* inp, const W* w, const float* bias, int64_t o, int64_t C_in, int64_t C_out) {
   v16f acc[R][2];
   for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = v16f{};
   const W* wr = w + o * C_in;
   int64_t i = 0;
   for (; i + 32 <= C_in; i += 32) {
+    if constexpr (Ahead) {  // a line a prefetch: 32 bf16 weights, or 16 fp32
+      prefetch_ahead(wr + i);
+      if constexpr (!std::is_same_v<W, uint16_t>) prefetch_ahead(wr + i + 16);
+    }
     v16f w0, w1;
     if constexpr (std::is_same_v<W, uint16_t>) {
       // 32 bf16 weights in one 64-byte load. Each 32-bit lane holds an (even, odd) pair, and a bf16 is the high half
@@ -108,15 +112,21 @@ void dot_row(float* out, const float* inp, const W* w, const float* bias, int64_
 template <typename W>
 void linear_few_rows(float* out, const float* inp, const W* w, const float* bias, int64_t N, int64_t C_in,
                      int64_t C_out) {
-  split_stream(C_out, [&](int64_t o) {
+  split_stream(C_out, size_t(C_out * C_in) * sizeof(W), [&](int64_t o, bool ahead) {
     for (int64_t r = 0; r < N; r += 4) {
       const int64_t R = std::min<int64_t>(4, N - r);
       float* y = out + r * C_out;
       const float* x = inp + r * C_in;
-      if (R == 4) dot_row<4>(y, x, w, bias, o, C_in, C_out);
-      if (R == 3) dot_row<3>(y, x, w, bias, o, C_in, C_out);
-      if (R == 2) dot_row<2>(y, x, w, bias, o, C_in, C_out);
-      if (R == 1) dot_row<1>(y, x, w, bias, o, C_in, C_out);
+      // Only the first pass over the row prefetches: the others read it from the cache.
+      const bool pf = ahead && r == 0;
+      if (R == 4)
+        pf ? dot_row<4, true>(y, x, w, bias, o, C_in, C_out) : dot_row<4, false>(y, x, w, bias, o, C_in, C_out);
+      if (R == 3)
+        pf ? dot_row<3, true>(y, x, w, bias, o, C_in, C_out) : dot_row<3, false>(y, x, w, bias, o, C_in, C_out);
+      if (R == 2)
+        pf ? dot_row<2, true>(y, x, w, bias, o, C_in, C_out) : dot_row<2, false>(y, x, w, bias, o, C_in, C_out);
+      if (R == 1)
+        pf ? dot_row<1, true>(y, x, w, bias, o, C_in, C_out) : dot_row<1, false>(y, x, w, bias, o, C_in, C_out);
     }
   });
 }

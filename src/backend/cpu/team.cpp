@@ -5,9 +5,12 @@
 #include <omp.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <exception>
+#include <string>
 #include <thread>
 
+#include "aigc/error.h"
 #include "cpu_backend.h"
 
 namespace aigc::cpu {
@@ -40,6 +43,18 @@ inline void relax(int& spins) {
 }
 
 }  // namespace
+
+int forced_stream_prefetch() {
+  static const int forced = [] {
+    const char* env = std::getenv("AIGC_STREAM_PREFETCH");
+    if (!env || !*env) return -1;
+    const std::string v = env;
+    if (v == "on") return 1;
+    if (v == "off") return 0;
+    fail("AIGC_STREAM_PREFETCH must be on or off, got '" + v + "'");
+  }();
+  return forced;
+}
 
 void run_job(void (*fn)(void*, int, int), void* ctx) {
   Team* t = t_team;
