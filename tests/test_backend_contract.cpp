@@ -8,6 +8,7 @@
 #include <string>
 
 #include "aigc/backend.h"
+#include "aigc/error.h"
 #include "aigc/ops.h"
 #include "aigc/quant.h"
 
@@ -110,6 +111,33 @@ TEST(BackendContract, TensorPackCopiesIntoBlocksAsTheyCome) {
   EXPECT_EQ(out[3].impl()->storage->whole->nbytes, 448u);  // its own block
   EXPECT_NE(out[4].impl()->storage->whole, out[3].impl()->storage->whole);
   EXPECT_NE(out[4].impl()->storage->whole, out[0].impl()->storage->whole);
+}
+
+// TensorPack::reserve: a tensor made in place, between copies, on the same 64-byte steps; adding it gives it back
+// as it is (no second copy), while a view into it, or a tensor from elsewhere, is copied.
+TEST(BackendContract, TensorPackReservesTensorsMadeInPlace) {
+  TensorPack pack(Device::CPU, 512);
+  const Tensor a = pack.add(Tensor::from_vector({1.0f, 2.0f}, {2}));
+  Tensor r = pack.reserve({4, 32}, DType::Q8_0, Layout::Rows16);
+  EXPECT_EQ(r.shape(), Shape({4, 32}));
+  EXPECT_EQ(r.dtype(), DType::Q8_0);
+  EXPECT_EQ(r.layout(), Layout::Rows16);
+  EXPECT_TRUE(r.is_contiguous());
+  EXPECT_EQ(static_cast<char*>(r.raw()) - static_cast<char*>(a.raw()), 64);
+  std::memset(r.raw(), 7, 4 * 34);
+  const Tensor same = pack.add(r);
+  EXPECT_EQ(same.impl(), r.impl());
+  const Tensor next = pack.add(Tensor::from_vector({3.0f}, {1}));
+  EXPECT_EQ(static_cast<char*>(next.raw()) - static_cast<char*>(r.raw()), 192);  // 136 bytes, then 64
+  Tensor f = pack.reserve({8}, DType::F32);
+  for (int i = 0; i < 8; i++) f.f32()[i] = float(i);
+  const Tensor copy = pack.add(f.narrow0(2, 3));  // a view at an offset: a copy
+  EXPECT_NE(copy.raw(), f.raw());
+  EXPECT_EQ(copy.to_vector(), std::vector<float>({2.0f, 3.0f, 4.0f}));
+  TensorPack other(Device::CPU, 512);
+  EXPECT_NE(other.add(f).raw(), f.raw());  // another pack's tensor is copied
+  EXPECT_EQ(std::string(static_cast<char*>(same.raw()), 4 * 34), std::string(4 * 34, '\7'));
+  EXPECT_THROW(pack.reserve({-1, 2}, DType::F32), aigc::Error);
 }
 
 // discard gives back only whole pages inside the range: the bytes around them, in partial pages, keep their values

@@ -197,10 +197,14 @@ TEST(Quant, InferenceOnlyLoadsTakeTheFilesBlocksAsTheyAre) {
   llama.block_size = 32, llama.vocab_size = 256;
   GPTConfig gpt2;
   gpt2.n_layer = 2, gpt2.n_head = 2, gpt2.n_embd = 64, gpt2.block_size = 32, gpt2.vocab_size = 256;
+  // Keys and values of 8 rows: q|k|v's parts do not end on Rows16's groups of 16 rows (joined through one buffer);
+  // an output head of 4096 rows, copied from the file in several chunks (bf16 512 KB, q8_0 278 KB).
+  GPTConfig odd = llama;
+  odd.n_head = 8, odd.n_kv_head = 1, odd.vocab_size = 4096;
   auto bytes = make_bytes_tokenizer();
   const auto dir = aigc::testing::fresh_temp_dir("aigc_quant_blocks");
   const std::vector<int32_t> ids = {5, 17, 250, 3, 99, 100, 7};
-  for (const GPTConfig& c : {llama, gpt2})
+  for (const GPTConfig& c : {llama, gpt2, odd})
     for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::BF16}) {
       SCOPED_TRACE(std::string(c.is_llama() ? "llama " : "gpt2 ") + std::to_string(int(type)));
       GPT m(c);

@@ -21,7 +21,8 @@ Tensor quantize(const Tensor& x, DType dtype);
 // A quantized matrix in the Rows16 layout (see Layout), as linear reads it fastest; w itself if it is already.
 Tensor to_rows16(const Tensor& w);
 // The same from a matrix's blocks in ggml's row layout on the host (a file's bytes), with no plain copy on the device.
-Tensor rows16_from_blocks(const void* blocks, const Shape& shape, DType dtype, Device device = Device::CPU);
+Tensor rows16_from_blocks(const void* blocks, const Shape& shape, DType dtype, Device device = Device::CPU,
+                          TensorPack* into = nullptr);  // made in the pack `into` (on `device`) if given
 // idx (B,T) i32 -> rows of an inference weight w (V,C) in f32: (B,T,C), each row its values exactly (bf16, or
 // q8_0 / q4_0 / q4_1 blocks in either layout). Token embeddings looked up in a tied head's weights; no gradient;
 // host memory (the CPU backend's).

@@ -105,12 +105,16 @@ class Tensor {
 class TensorPack {
  public:
   TensorPack(Device device, size_t block_bytes) : device_(device), block_bytes_(block_bytes) {}
-  Tensor add(const Tensor& t);  // t's copy in the pack
+  Tensor add(const Tensor& t);  // t's copy in the pack, or t itself if it is in the pack already (reserve)
+  // A new contiguous tensor in the pack, its values unset: to be made in place instead of made, then copied.
+  Tensor reserve(const Shape& shape, DType dtype, Layout layout = Layout::Plain);
 
  private:
+  std::shared_ptr<Storage> part(size_t bytes);  // the next bytes of the pack, in a new block if they do not fit
   Device device_;
   size_t block_bytes_;
   std::shared_ptr<Storage> block_;
+  std::vector<const Storage*> blocks_;  // every block made, to know a tensor already in the pack
   size_t used_ = 0;
 };
 

@@ -106,19 +106,39 @@ std::vector<Tensor> Tensor::packed(const std::vector<Tensor>& ts) {
   return out;
 }
 
-Tensor TensorPack::add(const Tensor& t) {
-  AIGC_CHECK(t.is_contiguous() && t.device() == device_, "packed: tensors must be contiguous and on one device");
-  const size_t bytes = dtype_bytes(t.dtype(), t.numel()), span = (bytes + 63) / 64 * 64;
+std::shared_ptr<Storage> TensorPack::part(size_t bytes) {
+  const size_t span = (bytes + 63) / 64 * 64;
   if (!block_ || used_ + span > block_->nbytes) {
     block_ = std::make_shared<Storage>(std::max(block_bytes_, span), device_);
+    blocks_.push_back(block_.get());
     used_ = 0;
   }
+  auto p = std::make_shared<Storage>(block_, used_, bytes);
+  used_ += span;
+  return p;
+}
+
+Tensor TensorPack::reserve(const Shape& shape, DType dtype, Layout layout) {
+  for (int64_t d : shape) AIGC_CHECK(d >= 0, "negative dimension in shape " + shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = part(dtype_bytes(dtype, numel_of(shape)));
+  impl->shape = shape, impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype, impl->layout = layout;
+  return Tensor(impl);
+}
+
+Tensor TensorPack::add(const Tensor& t) {
+  AIGC_CHECK(t.is_contiguous() && t.device() == device_, "packed: tensors must be contiguous and on one device");
+  const Storage* whole = t.impl()->storage ? t.impl()->storage->whole.get() : nullptr;
+  if (whole && std::find(blocks_.begin(), blocks_.end(), whole) != blocks_.end() && t.impl()->offset == 0 &&
+      !t.impl()->requires_grad)
+    return t;
+  const size_t bytes = dtype_bytes(t.dtype(), t.numel());
   auto impl = std::make_shared<TensorImpl>(*t.impl());
-  impl->storage = std::make_shared<Storage>(block_, used_, bytes);
+  impl->storage = part(bytes);
   impl->offset = 0;
   impl->requires_grad = false;
   impl->grad = Tensor();
-  used_ += span;
   if (bytes && device_ == Device::CPU) {
     std::memcpy(impl->storage->data, t.raw(), bytes);
   } else if (bytes) {  // through the host: any backend's memory

@@ -561,6 +561,11 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
         if (!t) return {};
         const DType d = run_type(t->type);
         const int64_t heads = rope_heads(p.name, c), rows = p.value.size(0);
+        if (t->type != GgmlType::Q4_K && !runs_converted(t->type) && !heads) {  // as in the file: read from there
+          GPT::FileBlocks f{d, {}, std::string_view(reinterpret_cast<const char*>(g.data(*t)), t->nbytes), {}};
+          f.read_upto = [&g, t](size_t n) { g.drop(*t, n); };
+          return f;
+        }
         std::string bytes;
         if (t->type == GgmlType::Q4_K) {
           bytes = q4_k_to_q4_1(g.data(*t), p.value.numel());

@@ -126,10 +126,13 @@ Tensor to_rows16(const Tensor& w) {
   return rows16_from_blocks(plain.data(), w.shape(), w.dtype(), w.device());
 }
 
-Tensor rows16_from_blocks(const void* blocks, const Shape& shape, DType dtype, Device device) {
+Tensor rows16_from_blocks(const void* blocks, const Shape& shape, DType dtype, Device device, TensorPack* into) {
   AIGC_CHECK(is_quantized(dtype) && shape.size() == 2,
              std::string("rows16_from_blocks: needs a 2-D quantized shape, got ") + dtype_name(dtype));
-  Tensor out = Tensor::empty(shape, dtype, device);  // checks the rows fill whole blocks
+  AIGC_CHECK(shape[1] % 32 == 0, std::string(dtype_name(dtype)) +
+                                     " tensors need a last dimension of whole 32-blocks, got " + shape_str(shape));
+  Tensor out = into ? into->reserve(shape, dtype, Layout::Rows16) : Tensor::empty(shape, dtype, device);
+  AIGC_CHECK(out.device() == device, "rows16_from_blocks: the pack is on another device");
   out.impl()->layout = Layout::Rows16;
   if (device == Device::CPU) {  // straight into place: a loaded model's largest matrix is not copied once more
     interleave_rows16(dtype, blocks, out.raw(), shape[0], shape[1]);

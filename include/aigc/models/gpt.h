@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -114,9 +115,15 @@ class GPT {
   // not joined, each matrix keeping its own. The f32 values of the others need never exist (a q4_0 model then takes its
   // blocks' memory, not 4 bytes per weight), so the model is inference-only from then on (training, set_inference_dtype
   // and saving refuse it), unless params_loaded says every parameter holds its f32 values too.
+  // The bytes are either held (`bytes`) or where the file lies (`mapped`, valid until read_upto(size) is called):
+  // read front to back, the first n of them are reported read with read_upto(n), so their pages can go while the
+  // rest are still to be copied (a tied head of 49152 x 576 bf16, 57 MB, is then never held twice whole).
   struct FileBlocks {
     DType dtype = DType::F32;
     std::string bytes;
+    std::string_view mapped;
+    std::function<void(size_t)> read_upto;
+    std::string_view view() const { return mapped.data() ? mapped : std::string_view(bytes); }
   };
   void set_inference_blocks(DType dtype, const std::function<FileBlocks(const std::string&)>& blocks,
                             bool params_loaded = false);
@@ -173,7 +180,10 @@ class GPT {
   std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& bs = {});
   // The inference weights: make(ws) gives the weight for matrices ws joined by rows (most often just one).
   // Returns the matrices it made weights for.
-  std::vector<Tensor> build_inference_weights(const std::function<Tensor(const std::vector<Tensor>&)>& make);
+  // make(ws, pack) gives ws's inference weights, made in the pack (TensorPack::reserve) or copied into it after.
+  using MakeWeights = std::function<Tensor(const std::vector<Tensor>&, TensorPack&)>;
+  std::vector<Tensor> build_inference_weights(const MakeWeights& make);
+  Tensor pack_file_blocks(const std::vector<Tensor>& ws, std::vector<FileBlocks>& b, TensorPack& pack);
   static Tensor convert_weights(const std::vector<Tensor>& ws, DType dtype);  // from the f32 parameters
 
   GPTConfig config_;

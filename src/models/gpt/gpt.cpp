@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "aigc/autograd.h"
 #include "aigc/backend.h"
@@ -105,8 +106,9 @@ void GPT::set_inference_dtype(DType dtype) {
                                    " straight from its file's blocks, without f32 weights to convert to " +
                                    dtype_name(dtype) + "; load it again asking for " + dtype_name(dtype));
   inference_dtype_ = dtype;
-  std::function<Tensor(const std::vector<Tensor>&)> make;  // none for f32: the parameters themselves
-  if (dtype != DType::F32) make = [dtype](const std::vector<Tensor>& ws) { return convert_weights(ws, dtype); };
+  MakeWeights make;  // none for f32: the parameters themselves
+  if (dtype != DType::F32)
+    make = [dtype](const std::vector<Tensor>& ws, TensorPack&) { return convert_weights(ws, dtype); };
   build_inference_weights(make);
 }
 
@@ -117,35 +119,22 @@ void GPT::set_inference_blocks(DType dtype, const std::function<FileBlocks(const
   std::unordered_map<const TensorImpl*, std::string> name_of;
   for (const Param& p : params_.params()) name_of[p.value.impl()] = p.name;
   inference_dtype_ = dtype;
-  std::vector<Tensor> sources = build_inference_weights([&](const std::vector<Tensor>& ws) {
+  std::vector<Tensor> sources = build_inference_weights([&](const std::vector<Tensor>& ws, TensorPack& pack) {
     std::vector<FileBlocks> b;
-    bool same = true;
+    bool same = true, none = true;  // none: all f32, joined in dtype as set_inference_dtype would
     for (const Tensor& w : ws) {
       const std::string& name = name_of.at(w.impl());
       b.push_back(blocks(name));
-      const DType d = b.back().bytes.empty() ? dtype : b.back().dtype;
-      AIGC_CHECK(b.back().bytes.empty() || int64_t(b.back().bytes.size()) == int64_t(dtype_bytes(d, w.numel())),
-                 "set_inference_blocks: " + name + " has " + std::to_string(b.back().bytes.size()) + " bytes");
-      same = same && !b.back().bytes.empty() && d == b[0].dtype;
+      const size_t n = b.back().view().size();
+      const DType d = n == 0 ? dtype : b.back().dtype;
+      AIGC_CHECK(n == 0 || n == dtype_bytes(d, w.numel()),
+                 "set_inference_blocks: " + name + " has " + std::to_string(n) + " bytes");
+      same = same && n > 0 && d == b[0].dtype;
+      none = none && n == 0;
     }
-    bool none = true;  // all f32: joined in dtype, as set_inference_dtype would
-    for (const FileBlocks& f : b) none = none && f.bytes.empty();
     if (none) return convert_weights(ws, dtype);
     if (!same) return Tensor();  // mixed types (or some f32): each runs apart, in its own
-    // One matrix's bytes as they came; a join's appended, each dropped once appended (a tied head of 49152 x 576
-    // bf16 is 57 MB: one copy fewer at the load's peak).
-    std::string bytes = std::move(b[0].bytes);
-    int64_t rows = ws[0].size(0);
-    for (size_t i = 1; i < ws.size(); i++) {
-      bytes += b[i].bytes, rows += ws[i].size(0);
-      std::string().swap(b[i].bytes);
-    }
-    if (b[0].dtype == DType::BF16) {
-      Tensor t = Tensor::empty({rows, ws[0].size(1)}, DType::BF16, ws[0].device());
-      backend_for(t.device()).from_host(t.raw(), bytes.data(), bytes.size());
-      return t;
-    }
-    return ops::rows16_from_blocks(bytes.data(), {rows, ws[0].size(1)}, b[0].dtype, ws[0].device());
+    return pack_file_blocks(ws, b, pack);
   });
   // The weights as made, now copied into the pack, would stay in the backend's reuse cache: a load makes none again.
   backend_for(wte_.device()).trim();
@@ -156,6 +145,59 @@ void GPT::set_inference_blocks(DType dtype, const std::function<FileBlocks(const
   std::erase_if(sources, [&](const Tensor& t) { return t.impl() == wte_.impl(); });  // a tied head
   if (!embedding_rows_.bytes.empty() || embed_with_head_) sources.push_back(wte_);
   for (const Tensor& t : sources) backend_for(t.device()).discard(t.raw(), size_t(t.numel()) * sizeof(float));
+}
+
+// The matrices ws (one, or a join's parts) from their file bytes b, all of one type, made in the pack: each part's
+// rows copied to their place a few MB at a time (Rows16 for a quantized type), each chunk's file pages let go as
+// soon as it is copied. Rows16 lays rows out in groups of 16: a part that ends inside a group would share it with the
+// next, so such a join's parts are appended into one buffer first.
+Tensor GPT::pack_file_blocks(const std::vector<Tensor>& ws, std::vector<FileBlocks>& b, TensorPack& pack) {
+  const DType d = b[0].dtype;
+  const bool quant = is_quantized(d);
+  const int64_t cols = ws[0].size(1);
+  int64_t rows = 0;
+  bool whole_groups = true;
+  for (size_t i = 0; i < ws.size(); i++) {
+    rows += ws[i].size(0);
+    whole_groups = whole_groups && (i + 1 == ws.size() || ws[i].size(0) % kRowGroup == 0);
+  }
+  if (quant && !whole_groups) {
+    std::string bytes;
+    for (FileBlocks& f : b) {
+      bytes += f.view();
+      if (f.read_upto) f.read_upto(f.view().size());
+      std::string().swap(f.bytes);
+    }
+    return ops::rows16_from_blocks(bytes.data(), {rows, cols}, d, ws[0].device(), &pack);
+  }
+  Tensor t = pack.reserve({rows, cols}, d, quant ? Layout::Rows16 : Layout::Plain);
+  Backend& be = backend_for(t.device());
+  const size_t row_bytes = dtype_bytes(d, cols);
+  // Chunks of about 256 KB: small enough that little is held twice, large enough that letting pages go is cheap.
+  const int64_t step = std::max<int64_t>(kRowGroup, int64_t((size_t(256) << 10) / row_bytes) / kRowGroup * kRowGroup);
+  std::vector<char> host;  // a chunk on its way to another device's memory
+  int64_t r0 = 0;
+  for (size_t i = 0; i < ws.size(); i++) {
+    const std::string_view v = b[i].view();
+    const int64_t n = ws[i].size(0);
+    for (int64_t r = 0; r < n; r += step) {
+      const int64_t m = std::min(step, n - r);
+      const char* src = v.data() + size_t(r) * row_bytes;
+      char* dst = static_cast<char*>(t.raw()) + size_t(r0 + r) * row_bytes;  // Rows16 groups take their rows' bytes
+      const size_t nbytes = size_t(m) * row_bytes;
+      if (t.device() == Device::CPU) {
+        quant ? interleave_rows16(d, src, dst, m, cols) : void(std::memcpy(dst, src, nbytes));
+      } else {
+        host.resize(nbytes);
+        quant ? interleave_rows16(d, src, host.data(), m, cols) : void(std::memcpy(host.data(), src, nbytes));
+        be.from_host(dst, host.data(), nbytes);
+      }
+      if (b[i].read_upto) b[i].read_upto(size_t(r + m) * row_bytes);
+    }
+    std::string().swap(b[i].bytes);
+    r0 += n;
+  }
+  return t;
 }
 
 void GPT::embed_with_head() {
@@ -226,7 +268,7 @@ Tensor GPT::convert_weights(const std::vector<Tensor>& ws, DType dtype) {
                                                                : ops::to_bf16(all);
 }
 
-std::vector<Tensor> GPT::build_inference_weights(const std::function<Tensor(const std::vector<Tensor>&)>& make) {
+std::vector<Tensor> GPT::build_inference_weights(const MakeWeights& make) {
   inference_weights_.clear();
   joined_weights_.clear();
   std::vector<Tensor> sources;
@@ -245,13 +287,13 @@ std::vector<Tensor> GPT::build_inference_weights(const std::function<Tensor(cons
     if (p.value.dim() == 2) bound += size_t(p.value.numel()) * 2 + 64;
   TensorPack pack(wte_.device(), std::min(bound, size_t(256) << 20));
   auto one = [&](const Tensor& w) {
-    inference_weights_[w.impl()] = pack.add(make({w}));
+    inference_weights_[w.impl()] = pack.add(make({w}, pack));
     sources.push_back(w);
   };
   auto join = [&](const std::vector<Tensor>& ws, const std::vector<Tensor>& bs) {
     Joined j;
     for (const Tensor& w : ws) j.rows.push_back(w.size(0));
-    j.w = make(ws);
+    j.w = make(ws, pack);
     if (!j.w.defined()) {
       for (const Tensor& w : ws) one(w);
       return;
