@@ -152,7 +152,8 @@ class PrefetchChoice {
 inline void prefetch_ahead(const void* p) { __builtin_prefetch(static_cast<const char*>(p) + kPrefetchAhead, 0, 1); }
 
 // Runs f(u, ahead) for u in [0, n) on the calling team, for memory-bound loops where each u reads its own weights
-// (`bytes` in all) and prefetches them ahead if `ahead` is set (PrefetchChoice): each
+// (`bytes` in all) and prefetches them ahead if `ahead` is set (PrefetchChoice; bytes 0: the loop is compute-bound,
+// many input rows sharing each weight, and neither prefetches nor counts in the choice): each
 // thread takes one range of consecutive u, a single forward stream the hardware prefetchers follow (chunks handed
 // out dynamically, or taken from both ends, were measured slower). The ranges are equal for more than two threads.
 // Two threads split where their last speeds meet: on a shared machine one core is often slower for a while (here
@@ -167,7 +168,7 @@ template <typename F, typename Start = NoStart>
 void split_stream(int64_t n, size_t bytes, F&& f, Start&& start = {}) {
   static std::atomic<float> share0{0.5f};  // thread 0's part of the work, learned from the calls so far
   static PrefetchChoice choice;
-  const bool ahead = choice.pick();
+  const bool ahead = bytes > 0 && choice.pick();
   const auto t0 = std::chrono::steady_clock::now();
   float took[2] = {0, 0};
   const float s = share0.load(std::memory_order_relaxed);
@@ -179,7 +180,8 @@ void split_stream(int64_t n, size_t bytes, F&& f, Start&& start = {}) {
     for (int64_t u = lo; u < hi; u++) f(u, ahead);
     if (nt == 2) took[id] = std::chrono::duration<float>(std::chrono::steady_clock::now() - t0).count();
   });
-  choice.record(ahead, double(bytes), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  if (bytes > 0)
+    choice.record(ahead, double(bytes), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   // Each thread's speed (units per second since the region began) sets the share that would have balanced this
   // call; the share moves a tenth of the way there, so one noisy call changes little.
   if (took[0] > 0 && took[1] > 0 && cut > 0 && cut < n) {

@@ -112,7 +112,8 @@ void dot_row(float* out, const float* inp, const W* w, const float* bias, int64_
 template <typename W>
 void linear_few_rows(float* out, const float* inp, const W* w, const float* bias, int64_t N, int64_t C_in,
                      int64_t C_out) {
-  split_stream(C_out, size_t(C_out * C_in) * sizeof(W), [&](int64_t o, bool ahead) {
+  // Up to 4 rows (decoding) the weights' bytes are the cost; more share each load (compute-bound).
+  split_stream(C_out, N <= 4 ? size_t(C_out * C_in) * sizeof(W) : 0, [&](int64_t o, bool ahead) {
     for (int64_t r = 0; r < N; r += 4) {
       const int64_t R = std::min<int64_t>(4, N - r);
       float* y = out + r * C_out;

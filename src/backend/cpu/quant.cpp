@@ -403,7 +403,7 @@ void linear_quant(float* out, const float* inp, const Block* w, bool rows16, con
   const int64_t tile = kRowGroup * int64_t(sizeof(Block));
   const auto* tiles = reinterpret_cast<const uint8_t*>(w);
   split_stream(
-      groups + (C_out - first_row), size_t(C_out * nb) * sizeof(Block),
+      groups + (C_out - first_row), shared ? 0 : size_t(C_out * nb) * sizeof(Block),  // prefill: compute-bound
       [&](int64_t u, bool ahead) {
         const Input& x = shared ? shared->x : mine.x;
         if (u < groups) {
