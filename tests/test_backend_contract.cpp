@@ -114,7 +114,8 @@ TEST(BackendContract, TensorPackCopiesIntoBlocksAsTheyCome) {
 }
 
 // TensorPack::reserve: a tensor made in place, between copies, on the same 64-byte steps; adding it gives it back
-// as it is (no second copy), while a view into it, or a tensor from elsewhere, is copied.
+// as it is (no second copy), while a view of part of it (at its start or further in), or another pack's tensor,
+// is copied.
 TEST(BackendContract, TensorPackReservesTensorsMadeInPlace) {
   TensorPack pack(Device::CPU, 512);
   const Tensor a = pack.add(Tensor::from_vector({1.0f, 2.0f}, {2}));
@@ -134,6 +135,9 @@ TEST(BackendContract, TensorPackReservesTensorsMadeInPlace) {
   const Tensor copy = pack.add(f.narrow0(2, 3));  // a view at an offset: a copy
   EXPECT_NE(copy.raw(), f.raw());
   EXPECT_EQ(copy.to_vector(), std::vector<float>({2.0f, 3.0f, 4.0f}));
+  const Tensor head = pack.add(f.narrow0(0, 3));  // a view of its first rows: a copy too
+  EXPECT_NE(head.raw(), f.raw());
+  EXPECT_EQ(head.to_vector(), std::vector<float>({0.0f, 1.0f, 2.0f}));
   TensorPack other(Device::CPU, 512);
   EXPECT_NE(other.add(f).raw(), f.raw());  // another pack's tensor is copied
   EXPECT_EQ(std::string(static_cast<char*>(same.raw()), 4 * 34), std::string(4 * 34, '\7'));

@@ -163,3 +163,47 @@ TEST(KQuants, MediumMixFilesFollowTheRecipeAndLoad) {
   EXPECT_LT(distance(a), d_q4_0);
   std::filesystem::remove_all(dir);
 }
+
+// A k-quant file whose attn_q is f16 (a per-tensor override): that matrix is read as values, not taken as blocks of
+// the type the file's others run in. Loaded for inference only, its logits are those of the same file with attn_q
+// in f32 holding the same values (taken as bf16 blocks, the f16 bytes gave other numbers, with no error).
+TEST(KQuants, MatricesInFloatTypesAreReadAsValuesInKQuantFiles) {
+  GPTConfig c = GPTConfig::llama_style();
+  c.n_layer = 1, c.n_head = 4, c.n_kv_head = 2, c.n_embd = 256, c.n_hidden = 512, c.block_size = 32;
+  c.vocab_size = 256;
+  GPT m(c);
+  m.init_weights(4);
+  auto bytes = make_bytes_tokenizer();
+  const auto dir = aigc::testing::fresh_temp_dir("aigc_kquants_f16");
+  const std::string kq = (dir / "kq.gguf").string();
+  save_gguf(kq, m, *bytes, GgmlType::Q6_K, "m");
+  const GgufReader r(kq);
+  std::vector<std::string> files;
+  std::vector<float> q;  // attn_q's values, rounded to f16, and their f16 bytes: the writer reads them at write()
+  std::vector<uint16_t> q16;
+  for (GgmlType as : {GgmlType::F16, GgmlType::F32}) {
+    GgufWriter w;
+    for (const auto& [k, v] : r.metadata()) w.set(k, v);
+    for (const GgufTensorInfo& t : r.tensors()) {
+      if (t.name != "blk.0.attn_q.weight") {
+        w.add_tensor(t.name, t.type, t.dims, r.data(t), t.nbytes);
+        continue;
+      }
+      q.resize(size_t(t.numel())), q16.resize(q.size());
+      r.read_f32_into(t.name, q.data(), t.dims);
+      for (size_t i = 0; i < q.size(); i++) q16[i] = io::f32_to_f16(q[i]), q[i] = io::f16_to_f32(q16[i]);
+      if (as == GgmlType::F16)
+        w.add_tensor(t.name, as, t.dims, q16.data(), q16.size() * sizeof(uint16_t));
+      else
+        w.add_tensor(t.name, as, t.dims, q.data(), q.size() * sizeof(float));
+    }
+    files.push_back((dir / (as == GgmlType::F16 ? "f16.gguf" : "f32.gguf")).string());
+    w.write(files.back());
+  }
+  LoadedModel f16 = load_model(files[0], true), f32 = load_model(files[1], true);
+  ASSERT_TRUE(f16.model->inference_only());
+  NoGradGuard ng;
+  const Tensor x = Tensor::from_ints({5, 17, 250, 3}, {1, 4});
+  EXPECT_EQ(f16.model->forward(x).to_vector(), f32.model->forward(x).to_vector());
+  std::filesystem::remove_all(dir);
+}

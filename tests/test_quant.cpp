@@ -198,15 +198,18 @@ TEST(Quant, InferenceOnlyLoadsTakeTheFilesBlocksAsTheyAre) {
   GPTConfig gpt2;
   gpt2.n_layer = 2, gpt2.n_head = 2, gpt2.n_embd = 64, gpt2.block_size = 32, gpt2.vocab_size = 256;
   // Keys and values of 8 rows: q|k|v's parts do not end on Rows16's groups of 16 rows (joined through one buffer);
-  // an output head of 4096 rows, copied from the file in several chunks (bf16 512 KB, q8_0 278 KB).
+  // an output head of 4104 rows, copied from the file in chunks (bf16 3, q8_0 2, q4_0 1), the last ending inside a
+  // group of 16 rows.
   GPTConfig odd = llama;
-  odd.n_head = 8, odd.n_kv_head = 1, odd.vocab_size = 4096;
+  odd.n_head = 8, odd.n_kv_head = 1, odd.vocab_size = 4104;
   auto bytes = make_bytes_tokenizer();
   const auto dir = aigc::testing::fresh_temp_dir("aigc_quant_blocks");
   const std::vector<int32_t> ids = {5, 17, 250, 3, 99, 100, 7};
-  for (const GPTConfig& c : {llama, gpt2, odd})
+  const std::vector<std::pair<std::string, GPTConfig>> configs = {
+      {"llama", llama}, {"gpt2", gpt2}, {"llama 8-row kv", odd}};
+  for (const auto& [config_name, c] : configs)
     for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::BF16}) {
-      SCOPED_TRACE(std::string(c.is_llama() ? "llama " : "gpt2 ") + std::to_string(int(type)));
+      SCOPED_TRACE(config_name + " " + std::to_string(int(type)));
       GPT m(c);
       m.init_weights(5);
       const std::string file = (dir / "m.gguf").string();

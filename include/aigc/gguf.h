@@ -114,7 +114,7 @@ class GgufReader {
   const GgufTensorInfo* find(const std::string& name) const;               // nullptr if absent
   const uint8_t* data(const GgufTensorInfo& t) const;                      // t.nbytes bytes
   void drop(const GgufTensorInfo& t) const;  // t's bytes are read (FileBytes::drop): out of this process's memory
-  void drop(const GgufTensorInfo& t, size_t n) const;  // the same for its first n bytes
+  void drop(const GgufTensorInfo& t, size_t from, size_t to) const;  // the same for its bytes [from, to)
 
   // Typed metadata lookups; errors name the file, the key and what was found. Integers of any width convert
   // when the value fits.

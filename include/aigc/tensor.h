@@ -108,13 +108,14 @@ class TensorPack {
   Tensor add(const Tensor& t);  // t's copy in the pack, or t itself if it is in the pack already (reserve)
   // A new contiguous tensor in the pack, its values unset: to be made in place instead of made, then copied.
   Tensor reserve(const Shape& shape, DType dtype, Layout layout = Layout::Plain);
+  Device device() const { return device_; }
 
  private:
   std::shared_ptr<Storage> part(size_t bytes);  // the next bytes of the pack, in a new block if they do not fit
   Device device_;
   size_t block_bytes_;
   std::shared_ptr<Storage> block_;
-  std::vector<const Storage*> blocks_;  // every block made, to know a tensor already in the pack
+  std::vector<std::shared_ptr<Storage>> blocks_;  // every block made, to know a tensor already in the pack
   size_t used_ = 0;
 };
 

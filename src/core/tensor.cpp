@@ -110,7 +110,7 @@ std::shared_ptr<Storage> TensorPack::part(size_t bytes) {
   const size_t span = (bytes + 63) / 64 * 64;
   if (!block_ || used_ + span > block_->nbytes) {
     block_ = std::make_shared<Storage>(std::max(block_bytes_, span), device_);
-    blocks_.push_back(block_.get());
+    blocks_.push_back(block_);
     used_ = 0;
   }
   auto p = std::make_shared<Storage>(block_, used_, bytes);
@@ -129,11 +129,12 @@ Tensor TensorPack::reserve(const Shape& shape, DType dtype, Layout layout) {
 
 Tensor TensorPack::add(const Tensor& t) {
   AIGC_CHECK(t.is_contiguous() && t.device() == device_, "packed: tensors must be contiguous and on one device");
-  const Storage* whole = t.impl()->storage ? t.impl()->storage->whole.get() : nullptr;
-  if (whole && std::find(blocks_.begin(), blocks_.end(), whole) != blocks_.end() && t.impl()->offset == 0 &&
-      !t.impl()->requires_grad)
-    return t;
   const size_t bytes = dtype_bytes(t.dtype(), t.numel());
+  const Storage* s = t.impl()->storage.get();
+  // Already here (reserve): the whole of one part of a block, not a view of part of it.
+  if (s && s->whole && std::find(blocks_.begin(), blocks_.end(), s->whole) != blocks_.end() && t.impl()->offset == 0 &&
+      s->nbytes == bytes && !t.impl()->requires_grad)
+    return t;
   auto impl = std::make_shared<TensorImpl>(*t.impl());
   impl->storage = part(bytes);
   impl->offset = 0;

@@ -323,8 +323,9 @@ const uint8_t* GgufReader::data(const GgufTensorInfo& t) const {
 }
 
 void GgufReader::drop(const GgufTensorInfo& t) const { bytes_.drop(data_start_ + t.offset, t.nbytes); }
-void GgufReader::drop(const GgufTensorInfo& t, size_t n) const {
-  bytes_.drop(data_start_ + t.offset, std::min<size_t>(n, t.nbytes));
+void GgufReader::drop(const GgufTensorInfo& t, size_t from, size_t to) const {
+  to = std::min<size_t>(to, t.nbytes);
+  if (from < to) bytes_.drop(data_start_ + t.offset + from, to - from);
 }
 
 const GgufValue& GgufReader::require(const std::string& key) const {

