@@ -406,7 +406,9 @@ void add_attention_cases(std::vector<OpCase>& t) {
                             Decode{{1, 0}, {150, 64}, 2, 576, 9, 3, 160}, Decode{{0}, {200}, 1, 256, 2, 2, 210},
                             Decode{{0, 1}, {70, 129}, 2, 24, 2, 1, 130},
                             // exactly one and two whole chunks (64 and 128 keys)
-                            Decode{{1, 0}, {63, 127}, 2, 576, 9, 3, 130}}) {
+                            Decode{{1, 0}, {63, 127}, 2, 576, 9, 3, 130},
+                            // head size 64, 4 and 5 query heads a group: in threes, then one or two
+                            Decode{{0}, {100}, 1, 256, 4, 1, 110}, Decode{{0}, {70}, 1, 320, 5, 1, 80}}) {
       const int64_t B = int64_t(d.slot.size());
       std::string pos;
       for (int32_t p : d.pos) pos += cat(pos.empty() ? "" : ",", p);

@@ -309,8 +309,87 @@ inline float kv_at(const uint16_t* p) { return io::f16_to_f32(*p); }
 // reduced together (hsum16) and o stays in registers; kHS 0 takes any size with plain loops.
 template <int64_t kHS, typename E>
 void decode_chunk(const float* q, int64_t rep, const E* kc, const E* vc, int64_t j0, int64_t j1, int64_t hs,
+                  float scale, float* o, float* m, float* l);
+
+// The scores' softmax over n keys in place (S becomes exp(S - m)): the largest score m and the sum l.
+inline void softmax_chunk(float* S, int64_t n, float& m, float& l) {
+  float mx = -INFINITY, sum = 0;
+  for (int64_t t = 0; t < n; t++) mx = S[t] > mx ? S[t] : mx;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t t = 0; t < n; t++) {
+    S[t] = exp_vec(S[t] - mx);
+    sum += S[t];
+  }
+  m = mx, l = sum;
+}
+
+// R heads of a KV group at once, head size 64: each key and value row is widened to floats once for all R heads,
+// not once a head (grouped-query attention's heads share them). The dot products of 16 / R keys with the R heads
+// fill the 16 sums of one hsum16. Per head, the same sums as decode_chunk's one-head loop.
+template <int R, typename E>
+void decode_heads64(const float* q, const E* kc, const E* vc, int64_t j0, int64_t j1, float scale, float* o, float* m,
+                    float* l) {
+  constexpr int64_t V = 4, KB = 16 / R;
+  const int64_t n = j1 - j0;
+  float S[R][kKeyChunk];
+  v16f qv[R][V];
+  for (int r = 0; r < R; r++)
+    for (int64_t i = 0; i < V; i++) qv[r][i] = load16(q + r * 64 + 16 * i) * scale;
+  auto widen_row = [](const E* p, v16f* x) {
+    for (int64_t i = 0; i < V; i++) x[i] = load16_kv(p + 16 * i);
+  };
+  auto dot = [&](int r, const v16f* k) {
+    v16f s = qv[r][0] * k[0];
+    for (int64_t i = 1; i < V; i++) s += qv[r][i] * k[i];
+    return s;
+  };
+  int64_t t = 0;
+  for (; t + KB <= n; t += KB) {
+    v16f a[16];
+    for (int64_t u = 0; u < KB; u++) {
+      v16f k[V];
+      widen_row(kc + (j0 + t + u) * 64, k);
+      for (int r = 0; r < R; r++) a[r * KB + u] = dot(r, k);
+    }
+    for (int64_t z = R * KB; z < 16; z++) a[z] = v16f{};
+    float sums[16];
+    store16(sums, hsum16(a));  // lane r KB + u: head r, key t + u
+    for (int r = 0; r < R; r++)
+      for (int64_t u = 0; u < KB; u++) S[r][t + u] = sums[r * KB + u];
+  }
+  for (; t < n; t++) {
+    v16f k[V];
+    widen_row(kc + (j0 + t) * 64, k);
+    for (int r = 0; r < R; r++) S[r][t] = hsum(dot(r, k));
+  }
+  for (int r = 0; r < R; r++) softmax_chunk(S[r], n, m[r], l[r]);
+  v16f acc[R][V] = {};
+  for (t = 0; t < n; t++) {
+    v16f v[V];
+    widen_row(vc + (j0 + t) * 64, v);
+    for (int r = 0; r < R; r++)
+      for (int64_t i = 0; i < V; i++) acc[r][i] += S[r][t] * v[i];
+  }
+  for (int r = 0; r < R; r++)
+    for (int64_t i = 0; i < V; i++) store16(o + r * 64 + 16 * i, acc[r][i]);
+}
+
+template <int64_t kHS, typename E>
+void decode_chunk(const float* q, int64_t rep, const E* kc, const E* vc, int64_t j0, int64_t j1, int64_t hs,
                   float scale, float* o, float* m, float* l) {
   const int64_t HS = kHS ? kHS : hs, n = j1 - j0;
+  if constexpr (kHS == 64) {
+    if (rep > 1) {  // heads in threes (the registers hold three heads' queries), then two or one
+      for (int64_t r = 0; r < rep;) {
+        const int64_t R = std::min<int64_t>(3, rep - r);
+        if (R == 3) decode_heads64<3>(q + r * 64, kc, vc, j0, j1, scale, o + r * 64, m + r, l + r);
+        if (R == 2) decode_heads64<2>(q + r * 64, kc, vc, j0, j1, scale, o + r * 64, m + r, l + r);
+        if (R == 1) decode_heads64<1>(q + r * 64, kc, vc, j0, j1, scale, o + r * 64, m + r, l + r);
+        r += R;
+      }
+      return;
+    }
+  }
   float S[kKeyChunk];
   for (int64_t r = 0; r < rep; r++) {
     const float* qr = q + r * HS;
@@ -339,14 +418,7 @@ void decode_chunk(const float* q, int64_t rep, const E* kc, const E* vc, int64_t
         S[t] = d * scale;
       }
     }
-    float mx = -INFINITY, sum = 0;
-    for (int64_t t = 0; t < n; t++) mx = S[t] > mx ? S[t] : mx;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t t = 0; t < n; t++) {
-      S[t] = exp_vec(S[t] - mx);
-      sum += S[t];
-    }
-    m[r] = mx, l[r] = sum;
+    softmax_chunk(S, n, m[r], l[r]);
     float* orow = o + r * HS;
     if constexpr (kHS > 0) {
       constexpr int64_t V = kHS / 16;
