@@ -178,29 +178,15 @@ TEST(KQuants, MatricesInFloatTypesAreReadAsValuesInKQuantFiles) {
   const std::string kq = (dir / "kq.gguf").string();
   save_gguf(kq, m, *bytes, GgmlType::Q6_K, "m");
   const GgufReader r(kq);
-  std::vector<std::string> files;
-  std::vector<float> q;  // attn_q's values, rounded to f16, and their f16 bytes: the writer reads them at write()
-  std::vector<uint16_t> q16;
-  for (GgmlType as : {GgmlType::F16, GgmlType::F32}) {
-    GgufWriter w;
-    for (const auto& [k, v] : r.metadata()) w.set(k, v);
-    for (const GgufTensorInfo& t : r.tensors()) {
-      if (t.name != "blk.0.attn_q.weight") {
-        w.add_tensor(t.name, t.type, t.dims, r.data(t), t.nbytes);
-        continue;
-      }
-      q.resize(size_t(t.numel())), q16.resize(q.size());
-      r.read_f32_into(t.name, q.data(), t.dims);
-      for (size_t i = 0; i < q.size(); i++) q16[i] = io::f32_to_f16(q[i]), q[i] = io::f16_to_f32(q16[i]);
-      if (as == GgmlType::F16)
-        w.add_tensor(t.name, as, t.dims, q16.data(), q16.size() * sizeof(uint16_t));
-      else
-        w.add_tensor(t.name, as, t.dims, q.data(), q.size() * sizeof(float));
-    }
-    files.push_back((dir / (as == GgmlType::F16 ? "f16.gguf" : "f32.gguf")).string());
-    w.write(files.back());
-  }
-  LoadedModel f16 = load_model(files[0], true), f32 = load_model(files[1], true);
+  const GgufTensorInfo& t = *r.find("blk.0.attn_q.weight");
+  std::vector<float> q(size_t(t.numel()));  // attn_q's values, rounded to f16, and their f16 bytes
+  r.read_f32_into(t.name, q.data(), t.dims);
+  std::vector<uint16_t> q16(q.size());
+  for (size_t i = 0; i < q.size(); i++) q16[i] = io::f32_to_f16(q[i]), q[i] = io::f16_to_f32(q16[i]);
+  const std::string f16_file = (dir / "f16.gguf").string(), f32_file = (dir / "f32.gguf").string();
+  aigc::testing::write_gguf_replacing(r, f16_file, t.name, GgmlType::F16, q16.data(), q16.size() * sizeof(uint16_t));
+  aigc::testing::write_gguf_replacing(r, f32_file, t.name, GgmlType::F32, q.data(), q.size() * sizeof(float));
+  LoadedModel f16 = load_model(f16_file, true), f32 = load_model(f32_file, true);
   ASSERT_TRUE(f16.model->inference_only());
   NoGradGuard ng;
   const Tensor x = Tensor::from_ints({5, 17, 250, 3}, {1, 4});

@@ -270,18 +270,10 @@ TEST(Quant, InferenceOnlyLoadsJoinMatricesOfMixedTypes) {
   const std::string q8 = (dir / "q8.gguf").string(), mixed = (dir / "mixed.gguf").string();
   save_gguf(q8, m, *bytes, GgmlType::Q8_0, "m");
   const GgufReader r(q8);
-  GgufWriter w;
-  for (const auto& [k, v] : r.metadata()) w.set(k, v);
-  std::vector<float> k_f32;
-  for (const GgufTensorInfo& t : r.tensors())
-    if (t.name == "blk.0.attn_k.weight") {
-      k_f32.resize(size_t(t.numel()));
-      r.read_f32_into(t.name, k_f32.data(), t.dims);
-      w.add_tensor(t.name, GgmlType::F32, t.dims, k_f32.data(), k_f32.size() * sizeof(float));
-    } else {
-      w.add_tensor(t.name, t.type, t.dims, r.data(t), t.nbytes);
-    }
-  w.write(mixed);
+  const GgufTensorInfo& k = *r.find("blk.0.attn_k.weight");
+  std::vector<float> k_f32(size_t(k.numel()));
+  r.read_f32_into(k.name, k_f32.data(), k.dims);
+  aigc::testing::write_gguf_replacing(r, mixed, k.name, GgmlType::F32, k_f32.data(), k_f32.size() * sizeof(float));
   LoadedModel full = load_model(mixed), blocks = load_model(mixed, true);
   ASSERT_TRUE(blocks.model->inference_only());
   NoGradGuard ng;

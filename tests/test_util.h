@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "aigc/autograd.h"
+#include "aigc/gguf.h"
 #include "aigc/rng.h"
 #include "aigc/tensor.h"
 
@@ -88,6 +89,20 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   double m = x.size() == y.size() ? 0.0 : 1e30;
   for (size_t i = 0; i < std::min(x.size(), y.size()); i++) m = std::max(m, double(std::abs(x[i] - y[i])));
   return m;
+}
+
+// A copy of the GGUF file `src` at `dst` with the tensor `name` stored as `nbytes` bytes of `type` at `data` (same
+// dims): a file with one matrix in another type than its others, as per-tensor overrides make.
+inline void write_gguf_replacing(const GgufReader& src, const std::string& dst, const std::string& name, GgmlType type,
+                                 const void* data, size_t nbytes) {
+  GgufWriter w;
+  for (const auto& [k, v] : src.metadata()) w.set(k, v);
+  for (const GgufTensorInfo& t : src.tensors())
+    if (t.name == name)
+      w.add_tensor(t.name, type, t.dims, data, nbytes);
+    else
+      w.add_tensor(t.name, t.type, t.dims, src.data(t), t.nbytes);
+  w.write(dst);  // the writer reads the tensors' bytes here
 }
 
 }  // namespace aigc::testing

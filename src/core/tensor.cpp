@@ -118,8 +118,17 @@ std::shared_ptr<Storage> TensorPack::part(size_t bytes) {
   return p;
 }
 
-Tensor TensorPack::reserve(const Shape& shape, DType dtype, Layout layout) {
+// What a new tensor's shape must be: no negative dimension, and whole 32-blocks along the last for a quantized type.
+static void check_new_shape(const Shape& shape, DType dtype) {
   for (int64_t d : shape) AIGC_CHECK(d >= 0, "negative dimension in shape " + shape_str(shape));
+  if (is_quantized(dtype))
+    AIGC_CHECK(
+        !shape.empty() && shape.back() % 32 == 0,
+        std::string(dtype_name(dtype)) + " tensors need a last dimension of whole 32-blocks, got " + shape_str(shape));
+}
+
+Tensor TensorPack::reserve(const Shape& shape, DType dtype, Layout layout) {
+  check_new_shape(shape, dtype);
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = part(dtype_bytes(dtype, numel_of(shape)));
   impl->shape = shape, impl->strides = contiguous_strides(shape);
@@ -151,12 +160,8 @@ Tensor TensorPack::add(const Tensor& t) {
 }
 
 static Tensor make(const Shape& shape, DType dtype, Device device, bool zero) {
-  for (int64_t d : shape) AIGC_CHECK(d >= 0, "negative dimension in shape " + shape_str(shape));
+  check_new_shape(shape, dtype);
   auto impl = std::make_shared<TensorImpl>();
-  if (is_quantized(dtype))
-    AIGC_CHECK(
-        !shape.empty() && shape.back() % 32 == 0,
-        std::string(dtype_name(dtype)) + " tensors need a last dimension of whole 32-blocks, got " + shape_str(shape));
   size_t nbytes = dtype_bytes(dtype, numel_of(shape));
   impl->storage = std::make_shared<Storage>(nbytes, device);
   if (zero && nbytes) backend_for(device).fill_zero(impl->storage->data, nbytes);

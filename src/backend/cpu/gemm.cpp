@@ -118,16 +118,15 @@ void linear_few_rows(float* out, const float* inp, const W* w, const float* bias
       const int64_t R = std::min<int64_t>(4, N - r);
       float* y = out + r * C_out;
       const float* x = inp + r * C_in;
-      // Only the first pass over the row prefetches: the others read it from the cache.
-      const bool pf = ahead && r == 0;
-      if (R == 4)
-        pf ? dot_row<4, true>(y, x, w, bias, o, C_in, C_out) : dot_row<4, false>(y, x, w, bias, o, C_in, C_out);
-      if (R == 3)
-        pf ? dot_row<3, true>(y, x, w, bias, o, C_in, C_out) : dot_row<3, false>(y, x, w, bias, o, C_in, C_out);
-      if (R == 2)
-        pf ? dot_row<2, true>(y, x, w, bias, o, C_in, C_out) : dot_row<2, false>(y, x, w, bias, o, C_in, C_out);
-      if (R == 1)
-        pf ? dot_row<1, true>(y, x, w, bias, o, C_in, C_out) : dot_row<1, false>(y, x, w, bias, o, C_in, C_out);
+      // `ahead` comes only with up to 4 rows: one pass over the weights.
+      auto pass = [&](auto prefetch) {
+        constexpr bool A = decltype(prefetch)::value;
+        if (R == 4) dot_row<4, A>(y, x, w, bias, o, C_in, C_out);
+        if (R == 3) dot_row<3, A>(y, x, w, bias, o, C_in, C_out);
+        if (R == 2) dot_row<2, A>(y, x, w, bias, o, C_in, C_out);
+        if (R == 1) dot_row<1, A>(y, x, w, bias, o, C_in, C_out);
+      };
+      ahead ? pass(std::true_type{}) : pass(std::false_type{});
     }
   });
 }

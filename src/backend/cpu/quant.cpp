@@ -411,18 +411,17 @@ void linear_quant(float* out, const float* inp, const Block* w, bool rows16, con
           const uint8_t* gt = tiles + u * nb * tile;
           float* o = out + u * kRowGroup;
           int64_t n = 0;
-          // Only the first pass over the group's tiles prefetches: the others read them from the cache.
-          for (; n + kTokens <= N; n += kTokens)
-            group<Block, kTokens>(o + n * C_out, C_out, gt, x, n, path, ahead && n == 0);
+          // `ahead` comes only with up to kTokens rows: one pass over the group's tiles.
+          for (; n + kTokens <= N; n += kTokens) group<Block, kTokens>(o + n * C_out, C_out, gt, x, n, path, ahead);
           switch (N - n) {
             case 3:
-              group<Block, 3>(o + n * C_out, C_out, gt, x, n, path, ahead && n == 0);
+              group<Block, 3>(o + n * C_out, C_out, gt, x, n, path, ahead);
               break;
             case 2:
-              group<Block, 2>(o + n * C_out, C_out, gt, x, n, path, ahead && n == 0);
+              group<Block, 2>(o + n * C_out, C_out, gt, x, n, path, ahead);
               break;
             case 1:
-              group<Block, 1>(o + n * C_out, C_out, gt, x, n, path, ahead && n == 0);
+              group<Block, 1>(o + n * C_out, C_out, gt, x, n, path, ahead);
               break;
           }
           if (bias)

@@ -186,13 +186,11 @@ Tensor GPT::pack_file_blocks(const std::vector<Tensor>& ws, std::vector<FileBloc
       const char* src = v.data() + size_t(r) * row_bytes;
       char* dst = static_cast<char*>(t.raw()) + size_t(r0 + r) * row_bytes;  // Rows16 groups take their rows' bytes
       const size_t nbytes = size_t(m) * row_bytes;
-      if (t.device() == Device::CPU) {
-        quant ? interleave_rows16(d, src, dst, m, cols) : void(std::memcpy(dst, src, nbytes));
-      } else {
-        host.resize(nbytes);
-        quant ? interleave_rows16(d, src, host.data(), m, cols) : void(std::memcpy(host.data(), src, nbytes));
-        be.from_host(dst, host.data(), nbytes);
-      }
+      const bool cpu = t.device() == Device::CPU;
+      if (!cpu) host.resize(nbytes);
+      char* to = cpu ? dst : host.data();
+      quant ? interleave_rows16(d, src, to, m, cols) : void(std::memcpy(to, src, nbytes));
+      if (!cpu) be.from_host(dst, to, nbytes);
       if (b[i].read_upto) b[i].read_upto(size_t(r + m) * row_bytes);
     }
     std::string().swap(b[i].bytes);
