@@ -27,6 +27,9 @@ const std::vector<GptPreset>& gpt_presets() {
        "Llama blocks in whole k-quant super-blocks: 24 layers, 1024 wide, 16 query / 4 kv heads, SwiGLU 2816, tied, "
        "context 2048",
        "llama", 24, 16, 1024, 2048, 4, 2816, true},
+      {"tinyllama-1.1b",
+       "TinyLlama-1.1B's shape: 22 layers, 2048 wide, 32 query / 4 kv heads, SwiGLU 5632, untied, context 2048",
+       "llama", 22, 32, 2048, 2048, 4, 5632, false},
   };
   return presets;
 }

@@ -158,10 +158,12 @@ void train_gpt_family(TrainArgs& a) {
   const bool llama = a.family == "llama" || a.arch == "llama";
   if (llama && !a.given("--preset")) a.preset = "llama-small";
   GPTConfig c = preset_config(a.preset);
-  AIGC_CHECK(c.is_llama() == llama || a.arch == "llama",
-             "--preset " + a.preset +
-                 (llama ? " is not a Llama shape (llama-tiny, llama-small, smollm-135m, smollm-360m, llama-1024)"
-                        : " is a Llama shape: use aigc train llama"));
+  AIGC_CHECK(
+      c.is_llama() == llama || a.arch == "llama",
+      "--preset " + a.preset +
+          (llama
+               ? " is not a Llama shape (llama-tiny, llama-small, smollm-135m, smollm-360m, llama-1024, tinyllama-1.1b)"
+               : " is a Llama shape: use aigc train llama"));
   if (a.arch == "transformer") {
     GPTConfig t = GPTConfig::transformer_style();
     c.norm = t.norm, c.activation = t.activation, c.tie_embeddings = t.tie_embeddings, c.lm_head_bias = t.lm_head_bias;
