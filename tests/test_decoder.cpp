@@ -85,7 +85,8 @@ TEST(Decoder, StoppedSlotsAreReused) {
   EXPECT_EQ(dec.take_finished().at(0).second.n_generated, 5);
 }
 
-// At the end of the context a sequence ends "length" unless it shifts to the last half of its tokens and goes on.
+// At the end of the context a sequence ends "length" unless it shifts to the last half of its tokens and goes on
+// (each shift counted and timed, for the figures that include it).
 TEST(Decoder, ContextEndsOrShifts) {
   Tiny m;
   std::string a, b;
@@ -95,12 +96,16 @@ TEST(Decoder, ContextEndsOrShifts) {
   DecodeEnd end = dec.take_finished().at(0).second;
   EXPECT_EQ(end.reason, "length");
   EXPECT_EQ(end.n_generated, 13);
+  EXPECT_EQ(end.context_shifts, 0);
   auto shifting = job(m, "abcd", 3, 100, &b);
   shifting->shift_context = true;
   dec.start(0, shifting);
   while (dec.busy(0)) dec.step();
   end = dec.take_finished().at(0).second;
   EXPECT_EQ(end.n_generated, 100);
+  // Shifts after tokens 13, 22, ..., 94: each keeps 8 positions, then 1 token from its prefill and 8 steps.
+  EXPECT_EQ(end.context_shifts, 10);
+  EXPECT_GT(end.shift_s, 0.0);
   EXPECT_EQ(b.substr(0, a.size()), a);                                        // the same sequence until the first shift
   EXPECT_THROW(dec.start(0, job(m, std::string(16, 'a'), 3, 5, &b)), Error);  // the prompt fills the context
 }

@@ -33,6 +33,10 @@ struct DecodeEnd {
   std::string reason;
   std::string error;  // for "error"
   int n_prompt = 0, n_generated = 0;
+  // Context shifts (jobs with shift_context): each a prefill of the last half of the context, inside the decoding
+  // time; their number and seconds, so that a tokens/s figure that includes them can be read.
+  int context_shifts = 0;
+  double shift_s = 0;
 };
 
 struct DecodeCounters {
@@ -65,6 +69,8 @@ class Decoder {
     Rng rng{0};
     int32_t next = 0, pos = 0;  // token to feed next and its position
     int n_generated = 0;
+    int shifts = 0;
+    double shift_s = 0;
     std::unique_ptr<JsonConstraint> json;  // the JSON so far, when constrained
   };
   void prefill(int s, const std::vector<int>& ids);  // into an empty slot, then the next token

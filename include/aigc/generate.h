@@ -51,6 +51,8 @@ struct GenerateResult {
   int n_prompt = 0, n_generated = 0;
   double prefill_s = 0, decode_s = 0;
   std::string stop_reason;  // "length" | "stop" | "eos"
+  int context_shifts = 0;   // prefills of the context's last half when it filled up, inside decode_s
+  double shift_s = 0;
 };
 
 // Turns a stream of sampled tokens into text to show: whole UTF-8 characters only, and stop strings cut off and

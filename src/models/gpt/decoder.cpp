@@ -1,5 +1,6 @@
 #include "aigc/decoder.h"
 
+#include <chrono>
 #include <limits>
 
 #include "aigc/error.h"
@@ -32,6 +33,7 @@ void Decoder::start(int s, std::shared_ptr<DecodeJob> job) {
   sl.tokens = j.prompt;
   sl.rng = Rng(j.opt.sampling.seed);
   sl.n_generated = 0;
+  sl.shifts = 0, sl.shift_s = 0;
   sl.json = j.json_schema ? std::make_unique<JsonConstraint>(j.json_schema) : nullptr;
   counters_.prompt_tokens += j.prompt.size();
   try {
@@ -107,7 +109,11 @@ void Decoder::accept(int s, const float* logits) {
     if (!job.shift_context) return finish(s, "length");
     // Context full: a fresh cache from the last half of the tokens, and the next token from there.
     const std::vector<int> keep(sl.tokens.end() - ctx_ / 2, sl.tokens.end());
-    return prefill(s, keep);
+    const auto t0 = std::chrono::steady_clock::now();
+    sl.shifts++;
+    prefill(s, keep);
+    sl.shift_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return;
   }
   sl.next = t;
 }
@@ -129,6 +135,7 @@ void Decoder::finish(int s, const std::string& reason, const std::string& error)
   DecodeEnd end;
   end.reason = reason, end.error = error;
   end.n_prompt = int(job->prompt.size()), end.n_generated = sl.n_generated;
+  end.context_shifts = sl.shifts, end.shift_s = sl.shift_s;
   finished_.emplace_back(s, std::move(end));
 }
 

@@ -138,6 +138,7 @@ GenerateResult generate(GPT& model, const Tokenizer& tok, const std::string& pro
   const DecodeEnd end = dec.take_finished().at(0).second;
   AIGC_CHECK(end.reason != "error", "generation failed: " + end.error);
   res.n_prompt = end.n_prompt, res.n_generated = end.n_generated, res.stop_reason = end.reason;
+  res.context_shifts = end.context_shifts, res.shift_s = end.shift_s;
   return res;
 }
 
