@@ -99,7 +99,7 @@ TEST(KQuants, SubBlockScalesUseAllSixBits) {
 // The q4_k_m recipe (after llama.cpp's): Q6_K for the head and for attn_v / ffn_down in the "more bits" layers,
 // Q4_K elsewhere, matrices whose rows are not a multiple of 256 as Q8_0, and general.file_type 15. Read back, the
 // file decodes to the values of its blocks, and, for inference only, runs as q8_0 with the same logits as the
-// full load.
+// full load. The Q6_K head's 256 rows are converted in 4 chunks of 64 rows.
 TEST(KQuants, MediumMixFilesFollowTheRecipeAndLoad) {
   GPTConfig c = GPTConfig::llama_style();
   c.n_layer = 8, c.n_head = 4, c.n_kv_head = 2, c.n_embd = 256, c.n_hidden = 320, c.block_size = 32;

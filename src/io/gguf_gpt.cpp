@@ -558,6 +558,14 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   }
   std::unordered_map<std::string, const Param*> by_name;
   for (const Param& p : lm.model->params().params()) by_name[p.name] = &p;
+  // A tensor's bytes read up to n: each call lets go of what is new since the last, and 64 KB before it (the page
+  // that straddled the last end, which a drop keeps: only whole pages go).
+  auto release = [&g](const GgufTensorInfo* t) {
+    return [&g, t, done = size_t(0)](size_t n) mutable {
+      g.drop(*t, done > (size_t(64) << 10) ? done - (size_t(64) << 10) : 0, n);
+      done = n;
+    };
+  };
   lm.model->set_inference_blocks(
       qt,
       [&](const std::string& name) -> GPT::FileBlocks {
@@ -567,24 +575,32 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
         const DType d = run_type(t->type);
         const int64_t heads = rope_heads(p.name, c), rows = p.value.size(0);
         if (!runs_converted(t->type) && !heads) {  // as in the file: read from there
-          GPT::FileBlocks f{d, {}, std::string_view(reinterpret_cast<const char*>(g.data(*t)), t->nbytes), {}};
-          // Each call lets go of what is new since the last, and 64 KB before it: the page that straddled the last
-          // end, which a drop keeps (only whole pages go).
-          f.read_upto = [&g, t, done = size_t(0)](size_t n) mutable {
-            g.drop(*t, done > (size_t(64) << 10) ? done - (size_t(64) << 10) : 0, n);
-            done = n;
-          };
-          return f;
+          return {d, {}, std::string_view(reinterpret_cast<const char*>(g.data(*t)), t->nbytes), release(t)};
         }
         std::string bytes;
         if (t->type == GgmlType::Q4_K) {
           bytes = q4_k_to_q4_1(g.data(*t), p.value.numel());
-        } else if (runs_converted(t->type)) {  // its values, in q8_0 blocks
+        } else if (heads && runs_converted(t->type)) {  // its values, in q8_0 blocks, rows in aigc's order
           std::vector<float> v(size_t(p.value.numel()));
           dequantize(t->type, g.data(*t), v.data(), p.value.numel());
-          if (heads) v = permute_rope_rows(v.data(), heads, c.head_size(), p.value.size(1), false);
+          v = permute_rope_rows(v.data(), heads, c.head_size(), p.value.size(1), false);
           g.drop(*t);
           return {d, quantize_q8_0(v.data(), int64_t(v.size())), {}, {}};
+        } else if (runs_converted(t->type)) {
+          // A few rows at a time, each chunk's pages let go behind it: the whole matrix in f32 was the load's peak
+          // (a Q6_K head: 4 bytes a value; Llama-3-8B's, 2.1 GB). Rows hold whole blocks of either type.
+          const int64_t cols = p.value.size(1), row_bytes = int64_t(t->nbytes) / rows;
+          const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 14) / cols);  // 64 KB of floats
+          std::vector<float> v(size_t(std::min(chunk, rows) * cols));
+          bytes.reserve(size_t(rows * cols / kQuantBlock) * sizeof(BlockQ8_0));
+          auto read_upto = release(t);
+          for (int64_t r = 0; r < rows; r += chunk) {
+            const int64_t n = std::min(chunk, rows - r);
+            dequantize(t->type, g.data(*t) + r * row_bytes, v.data(), n * cols);
+            bytes += quantize_q8_0(v.data(), n * cols);
+            read_upto(size_t((r + n) * row_bytes));
+          }
+          return {d, std::move(bytes), {}, {}};
         } else {
           bytes.assign(reinterpret_cast<const char*>(g.data(*t)), t->nbytes);
         }
