@@ -106,6 +106,14 @@ TEST(Decoder, ContextEndsOrShifts) {
   // Shifts after tokens 13, 22, ..., 94: each keeps 8 positions, then 1 token from its prefill and 8 steps.
   EXPECT_EQ(end.context_shifts, 10);
   EXPECT_GT(end.shift_s, 0.0);
+  auto last = job(m, "abcd", 3, 14, &b);  // its last token comes from the first shift's prefill, which still counts
+  last->shift_context = true;
+  dec.start(0, last);
+  while (dec.busy(0)) dec.step();
+  end = dec.take_finished().at(0).second;
+  EXPECT_EQ(end.n_generated, 14);
+  EXPECT_EQ(end.context_shifts, 1);
+  EXPECT_GT(end.shift_s, 0.0);
   EXPECT_EQ(b.substr(0, a.size()), a);                                        // the same sequence until the first shift
   EXPECT_THROW(dec.start(0, job(m, std::string(16, 'a'), 3, 5, &b)), Error);  // the prompt fills the context
 }

@@ -73,7 +73,8 @@ class Decoder {
     double shift_s = 0;
     std::unique_ptr<JsonConstraint> json;  // the JSON so far, when constrained
   };
-  void prefill(int s, const std::vector<int>& ids);  // into an empty slot, then the next token
+  // Into an empty slot, then the next token; `shift`: a context shift's, counted in the slot's shifts.
+  void prefill(int s, const std::vector<int>& ids, bool shift = false);
   void accept(int s, const float* logits);           // one sampled token of slot s
   void finish(int s, const std::string& reason, const std::string& error = "");
 

@@ -43,11 +43,15 @@ void Decoder::start(int s, std::shared_ptr<DecodeJob> job) {
   }
 }
 
-void Decoder::prefill(int s, const std::vector<int>& ids) {
+void Decoder::prefill(int s, const std::vector<int>& ids, bool shift) {
+  const auto t0 = std::chrono::steady_clock::now();
   KVCache view = cache_.slot(s);
   const std::vector<int32_t> ids32(ids.begin(), ids.end());
   Tensor logits = model_.forward_cached(Tensor::from_ints(ids32, {1, int64_t(ids32.size())}), view);  // (1,V)
-  slots_[size_t(s)].pos = int32_t(ids32.size());
+  Slot& sl = slots_[size_t(s)];
+  sl.pos = int32_t(ids32.size());
+  // Counted before the token it gives is accepted, which may end the job.
+  if (shift) sl.shifts++, sl.shift_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   accept(s, logits.f32());
 }
 
@@ -109,11 +113,7 @@ void Decoder::accept(int s, const float* logits) {
     if (!job.shift_context) return finish(s, "length");
     // Context full: a fresh cache from the last half of the tokens, and the next token from there.
     const std::vector<int> keep(sl.tokens.end() - ctx_ / 2, sl.tokens.end());
-    const auto t0 = std::chrono::steady_clock::now();
-    sl.shifts++;
-    prefill(s, keep);
-    sl.shift_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return;
+    return prefill(s, keep, true);
   }
   sl.next = t;
 }
