@@ -150,6 +150,17 @@ TEST(KQuants, MediumMixFilesFollowTheRecipeAndLoad) {
   const Tensor x = Tensor::from_ints({5, 17, 250, 3, 99}, {1, 5});
   const std::vector<float> a = full.model->forward(x).to_vector(), b = blocks.model->forward(x).to_vector();
   EXPECT_EQ(a, b);
+  {  // Both loads convert the Q6_K head in chunks: against the same file with the head stored as the q8_0 of its
+     // whole dequantized values (taken as they are), the logits are the same.
+    GgufReader r(file);
+    const GgufTensorInfo& head = *r.find("output.weight");
+    std::vector<float> v(size_t(head.dims[0] * head.dims[1]));
+    dequantize(head.type, r.data(head), v.data(), int64_t(v.size()));
+    const std::string q8 = quantize_q8_0(v.data(), int64_t(v.size()));
+    const std::string q8_file = (dir / "q8_head.gguf").string();
+    aigc::testing::write_gguf_replacing(r, q8_file, head.name, GgmlType::Q8_0, q8.data(), q8.size());
+    EXPECT_EQ(load_model(q8_file, true).model->forward(x).to_vector(), b);
+  }
   // And closer to the f32 model's logits than the q4_0 file's (the same bits a weight, where not 6 or 8).
   const std::vector<float> ref = m.forward(x).to_vector();
   auto distance = [&](const std::vector<float>& y) {

@@ -75,7 +75,7 @@ class Decoder {
   };
   // Into an empty slot, then the next token; `shift`: a context shift's, counted in the slot's shifts.
   void prefill(int s, const std::vector<int>& ids, bool shift = false);
-  void accept(int s, const float* logits);           // one sampled token of slot s
+  void accept(int s, const float* logits);  // one sampled token of slot s
   void finish(int s, const std::string& reason, const std::string& error = "");
 
   GPT& model_;

@@ -588,7 +588,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
           return {d, quantize_q8_0(v.data(), int64_t(v.size())), {}, {}};
         } else if (runs_converted(t->type)) {
           // A few rows at a time, each chunk's pages let go behind it: the whole matrix in f32 was the load's peak
-          // (a Q6_K head: 4 bytes a value; Llama-3-8B's, 2.1 GB). Rows hold whole blocks of either type.
+          // (a Q6_K head: 4 bytes a value; Llama-3-8B's, 2.1 GB). Rows hold whole blocks of each of these types.
           const int64_t cols = p.value.size(1), row_bytes = int64_t(t->nbytes) / rows;
           const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 14) / cols);  // 64 KB of floats
           std::vector<float> v(size_t(std::min(chunk, rows) * cols));
