@@ -264,6 +264,7 @@ TEST_F(Gguf, MalformedFilesAreRejectedWithTheField) {
   expect_rejected(header(1, "", 0, info("t", {1, 1, 1, 1, 1}, 0, 0)) + pad, "5 dimensions");
   expect_rejected(header(1, "", 0, info("t", {4, 0}, 0, 0)) + pad, "is empty");
   expect_rejected(header(1, "", 0, info("t", {1ull << 40, 1ull << 40}, 0, 0)) + pad, "overflow");
+  expect_rejected(header(1, "", 0, info("t", {1ull << 31, 1ull << 31}, 0, 0)) + pad, "overflow");  // f32: 2^64 bytes
   expect_rejected(header(1, "", 0, info("t", {33}, 8, 0)) + pad, "not a multiple of q8_0's block of 32");
   expect_rejected(header(1, "", 0, info("t", {4}, 0, 8)) + pad, "not a multiple of the alignment");
   expect_rejected(header(1, "", 0, info("t", {1000}, 0, 0)) + pad, "spans bytes [0, 4000)");

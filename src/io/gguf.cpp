@@ -270,10 +270,12 @@ void GgufReader::parse() {
     if (t.name.empty()) c.bad("tensor info " + std::to_string(i) + ": the name is empty");
     uint32_t nd = c.read<uint32_t>(tw + " (dimension count)");
     if (nd < 1 || nd > kMaxDims) c.bad(tw + ": " + std::to_string(nd) + " dimensions (1 to 4 are allowed)");
+    // At most 2^60 values, so that their bytes (up to 4 a value, f32's) fit in 64 bits: an f32 tensor of 2^62
+    // values had 0 bytes, passed every span check, and went on as 2^62 values.
     uint64_t numel = 1;
     for (uint32_t d = 0; d < nd; d++) {
       uint64_t n = c.read<uint64_t>(tw + " (dimension " + std::to_string(d) + ")");
-      if (n == 0 || n > (uint64_t(1) << 62) / numel)
+      if (n == 0 || n > (uint64_t(1) << 60) / numel)
         c.bad(tw + ": dimension " + std::to_string(d) + " = " + std::to_string(n) +
               (n == 0 ? " is empty" : " makes the element count overflow"));
       numel *= n;

@@ -122,7 +122,10 @@ std::vector<std::string> seeds() {
 
 int main(int argc, char** argv) {
   const long n = argc > 1 ? std::atol(argv[1]) : 20000;
-  Rng gen(argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1);
+  const uint64_t seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1;
+  Rng gen(seed);
+  // First, so that a run that aborts can be repeated.
+  std::fprintf(stderr, "fuzz_gguf: seed %llu, %ld executions\n", (unsigned long long)seed, n);
   auto below = [&gen](size_t n) { return n ? size_t(gen.next_u64() % n) : size_t(0); };
   const std::vector<std::string> base = seeds();
   const uint64_t interesting[] = {

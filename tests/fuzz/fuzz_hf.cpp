@@ -289,7 +289,10 @@ std::string mutate(const std::string& seed, Gen& g) {
 
 int main(int argc, char** argv) {
   const long n = argc > 1 ? std::atol(argv[1]) : 3000;
-  Gen g{Rng(argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1)};
+  const uint64_t rng_seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1;
+  Gen g{Rng(rng_seed)};
+  // First, so that a run that aborts can be repeated.
+  std::fprintf(stderr, "fuzz_hf: seed %llu, %ld executions\n", (unsigned long long)rng_seed, n);
   const std::string seeds[] = {byte_level_tokenizer().dump(), sentencepiece_tokenizer().dump(), llama_config().dump()};
   // The first byte picks the file: 0 tokenizer.json, 1 config.json (the third seed).
   const auto input = [](size_t seed, std::string body) { return body.insert(0, 1, char(seed == 2 ? 1 : 0)); };
