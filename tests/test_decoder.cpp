@@ -89,28 +89,25 @@ TEST(Decoder, StoppedSlotsAreReused) {
 // (each shift counted and timed, for the figures that include it).
 TEST(Decoder, ContextEndsOrShifts) {
   Tiny m;
-  std::string a, b;
+  std::string a, b, c;
   Decoder dec(*m.model, *m.tok, 1, 16);
-  dec.start(0, job(m, "abcd", 3, 100, &a));  // 4 prompt tokens: room for 12 more positions, then a last token
-  while (dec.busy(0)) dec.step();
-  DecodeEnd end = dec.take_finished().at(0).second;
+  auto run = [&](int max_tokens, bool shift, std::string* text) {  // "abcd" to the end
+    auto j = job(m, "abcd", 3, max_tokens, text);
+    j->shift_context = shift;
+    dec.start(0, j);
+    while (dec.busy(0)) dec.step();
+    return dec.take_finished().at(0).second;
+  };
+  DecodeEnd end = run(100, false, &a);  // 4 prompt tokens: room for 12 more positions, then a last token
   EXPECT_EQ(end.reason, "length");
   EXPECT_EQ(end.n_generated, 13);
   EXPECT_EQ(end.context_shifts, 0);
-  auto shifting = job(m, "abcd", 3, 100, &b);
-  shifting->shift_context = true;
-  dec.start(0, shifting);
-  while (dec.busy(0)) dec.step();
-  end = dec.take_finished().at(0).second;
+  end = run(100, true, &b);
   EXPECT_EQ(end.n_generated, 100);
   // Shifts after tokens 13, 22, ..., 94: each keeps 8 positions, then 1 token from its prefill and 8 steps.
   EXPECT_EQ(end.context_shifts, 10);
   EXPECT_GT(end.shift_s, 0.0);
-  auto last = job(m, "abcd", 3, 14, &b);  // its last token comes from the first shift's prefill, which still counts
-  last->shift_context = true;
-  dec.start(0, last);
-  while (dec.busy(0)) dec.step();
-  end = dec.take_finished().at(0).second;
+  end = run(14, true, &c);  // its last token comes from the first shift's prefill, which still counts
   EXPECT_EQ(end.n_generated, 14);
   EXPECT_EQ(end.context_shifts, 1);
   EXPECT_GT(end.shift_s, 0.0);

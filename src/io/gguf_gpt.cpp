@@ -489,6 +489,10 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   // be one (the SmolLM shapes), and its q8_0 matrices run as its blocks too.
   bool kquant_file = false;
   for (const GgufTensorInfo& t : g.tensors()) kquant_file = kquant_file || runs_converted(t.type);
+  // The types whose blocks run as they are in the file (a k-quant's are converted: runs_converted).
+  auto as_blocks = [](GgmlType t) {
+    return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_1 || t == GgmlType::BF16;
+  };
   auto run_type = [](GgmlType t) {
     return t == GgmlType::Q4_K                        ? DType::Q4_1
            : runs_converted(t) || t == GgmlType::Q8_0 ? DType::Q8_0
@@ -496,8 +500,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
            : t == GgmlType::Q4_1                      ? DType::Q4_1
                                                       : DType::BF16;
   };
-  const bool blocky =
-      kquant_file || mt == GgmlType::Q8_0 || mt == GgmlType::Q4_0 || mt == GgmlType::Q4_1 || mt == GgmlType::BF16;
+  const bool blocky = kquant_file || as_blocks(mt);
   const DType qt = run_type(mt);
   auto blocks_of = [&](const Param& p) -> const GgufTensorInfo* {
     const std::string name = ggml_name(p.name);
@@ -506,9 +509,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
       return nullptr;
     const GgufTensorInfo* t = g.find(name);
     // Only types run from their blocks: a k-quant file's f16 or f32 matrix (even its attn_q) is read as values.
-    const bool runs_from_blocks =
-        t && (runs_converted(t->type) || t->type == GgmlType::Q8_0 || t->type == GgmlType::Q4_0 ||
-              t->type == GgmlType::Q4_1 || t->type == GgmlType::BF16);
+    const bool runs_from_blocks = t && (runs_converted(t->type) || as_blocks(t->type));
     const bool usable =
         runs_from_blocks && (t->type == mt || (kquant_file && (runs_converted(t->type) || t->type == GgmlType::Q8_0)));
     return usable && t->dims == ggml_dims(p.value.shape()) ? t : nullptr;
@@ -526,8 +527,7 @@ LoadedModel load_gguf_model(const GgufReader& g, bool inference_only) {
   const Param* wte = nullptr;
   for (const Param& p : lm.model->params().params())
     if (ggml_name(p.name) == "token_embd.weight") wte = &p;
-  const bool as_is = embd && (embd->type == GgmlType::Q8_0 || embd->type == GgmlType::Q4_0 ||
-                              embd->type == GgmlType::Q4_1 || embd->type == GgmlType::BF16);
+  const bool as_is = embd && as_blocks(embd->type);
   const bool head_rows = embd_rows && c.tie_embeddings && wte && blocks_of(*wte) && as_is;
   for (const Param& p : lm.model->params().params()) {
     const bool embedding = &p == wte;
